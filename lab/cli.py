@@ -1,0 +1,142 @@
+"""`lab`: reproduce a scenario and judge it against ground truth.
+
+Exit codes: 0 observed == expected; 1 observed differs; 2 bad input (unknown scenario, fix or
+profile, invalid scenario or profile file); 3 a component could not start or died; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from lab import paths, runner, scenarios
+from lab.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_MATCHED,
+    EXIT_MISMATCH,
+    BadInput,
+    ComponentError,
+)
+from lab.evidence import Verdict
+from sample_app import strategies
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def _fail(exc: BadInput | ComponentError, as_json: bool) -> NoReturn:
+    if as_json:
+        click.echo(json.dumps({"error": str(exc), "exit_code": exc.exit_code}))
+    err.print(f"[bold red]error:[/] {exc}", markup=True)
+    if isinstance(exc, ComponentError):
+        err.print(f"--- last lines of {exc.component}.log ---\n{exc.log_tail}", markup=False)
+        if run_dir := getattr(exc, "run_dir", None):
+            err.print(f"evidence kept in {paths.relative(Path(run_dir))}", markup=False)
+    sys.exit(exc.exit_code)
+
+
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Reproduce the bugs that misbehaving HTTP proxies cause in apps that poll for background work."""
+    # SIGTERM and SIGHUP stop a run the way Ctrl-C does: every child process is stopped.
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    signal.signal(signal.SIGHUP, _terminate_as_interrupt)
+
+
+@main.command("list")
+def list_scenarios() -> None:
+    """List the scenarios with one line each."""
+    try:
+        loaded = scenarios.load_all()
+    except BadInput as exc:
+        _fail(exc, as_json=False)
+    width = max(len(sc.name) for sc in loaded) + 2
+    for sc in loaded:
+        click.echo(f"{sc.name:<{width}}{sc.summary}  [proxy: {sc.proxy}]")
+
+
+@main.command()
+@click.argument("scenario")
+@click.option(
+    "--fix", default="none", show_default=True, help="Fix strategy: none, nonce, no-store."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where run folders go (default: ./runs, or $LAB_RUNS_DIR).",
+)
+def repro(scenario: str, fix: str, as_json: bool, runs_dir: Path | None) -> None:
+    """Run SCENARIO (a name from `lab list`, or a .toml file) with one fix, and judge it."""
+    try:
+        loaded = scenarios.load(scenario)
+        if fix not in strategies.names():
+            raise BadInput(f"unknown fix {fix!r} (known: {', '.join(strategies.names())})")
+        if loaded.uses_proxy:
+            from lab import profiles
+
+            profiles.load(loaded.proxy)  # a bad profile is bad input: fail before starting
+    except BadInput as exc:
+        _fail(exc, as_json)
+
+    def progress(message: str) -> None:
+        err.print(f"[dim]lab:[/] {message}", markup=True)
+
+    try:
+        verdict = runner.run(loaded, fix, runs_dir or paths.runs_dir(), progress)
+    except (BadInput, ComponentError) as exc:
+        _fail(exc, as_json)
+    except KeyboardInterrupt:
+        err.print("interrupted: every process of the run was stopped", markup=False)
+        sys.exit(EXIT_INTERRUPTED)
+
+    if as_json:
+        click.echo(json.dumps(verdict.to_json()))
+    else:
+        _print_evidence(verdict)
+        click.echo(verdict.sentence)
+    sys.exit(EXIT_MATCHED if verdict.matched else EXIT_MISMATCH)
+
+
+def _print_evidence(v: Verdict) -> None:
+    table = Table(box=None, show_header=False, pad_edge=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    task = v.task
+    finished = task.get("finished_at")
+    table.add_row(
+        "worker",
+        f"task {task.get('final_state') or 'not finished'}"
+        + (f" at {finished:.2f} s" if finished is not None else ""),
+    )
+    table.add_row("result backend", str(v.backend_state))
+    table.add_row("origin", f"{v.polls['reached_origin']} status polls reached it")
+    if v.proxy != "none":
+        table.add_row("proxy", f"{v.proxy}: answered {v.polls['from_cache']} polls from its cache")
+    table.add_row("client", f"{v.polls['total']} polls, UI {v.observed}")
+    if v.stopped_at:
+        table.add_row("status stopped at", v.stopped_at)
+    if stale := v.first_stale_answer:
+        headers = ", ".join(
+            f"{k}={stale[k]}" for k in ("age", "date", "via", "cache_control") if stale.get(k)
+        )
+        table.add_row(
+            "first stale answer",
+            f"poll {stale['seq']} at {stale['at']} s: {headers or 'no cache headers'}",
+        )
+    table.add_row("evidence", paths.relative(Path(v.run_dir)))
+    out.print(table)
+    if v.lesson:
+        out.print(f"lesson: {v.lesson.strip()}", markup=False)

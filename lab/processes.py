@@ -1,0 +1,167 @@
+"""Child processes of a run: started in their own session, watched, and always stopped."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.errors import ComponentError
+
+RUN_MARKER = "PROXY_CACHE_LAB_RUN"  # every child carries it: tests find leftovers by it
+COMPONENT_MARKER = "PROXY_CACHE_LAB_COMPONENT"
+STOP_GRACE_SECONDS = 3.0
+# A Celery worker on a polling transport (SQLAlchemy) checks for shutdown only between 2 s
+# drain_events timeouts, so a warm shutdown takes 2-5 s. The lab has its evidence by the time it
+# stops the worker, and the broker and result stores are transactional: no need to wait.
+STOP_GRACE_BY_COMPONENT = {"worker": 0.5}
+LOG_TAIL_LINES = 15
+
+
+def start_timeout() -> float:
+    return float(os.environ.get("LAB_START_TIMEOUT", "30"))
+
+
+def _die_with_parent() -> None:
+    # If the lab itself is killed with SIGKILL, its children get SIGTERM from the kernel
+    # instead of living on (Linux only; elsewhere the finally blocks have to do).
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text("utf-8", errors="replace")
+    except FileNotFoundError:
+        return "(no log written)"
+    tail = text.rstrip("\n").splitlines()[-lines:]
+    return "\n".join(tail) if tail else "(log is empty)"
+
+
+@dataclass
+class Component:
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            try:
+                self.proc = subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                    # Own session: a Ctrl-C in the terminal reaches the lab only, and the lab
+                    # stops each child's whole process group in order.
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
+            except OSError as exc:
+                raise ComponentError(self.name, f"could not be started: {exc}") from None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def fail(self, problem: str) -> ComponentError:
+        return ComponentError(self.name, problem, log_tail(self.log_path))
+
+    def check_alive(self, during: str) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise self.fail(f"exited with code {self.proc.returncode} {during}")
+
+    def signal_group(self, sig: int) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill_leftovers(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class Supervisor:
+    """Owns every process of one run; `stop_all` is safe to call more than once."""
+
+    def __init__(self, run_id: str, run_dir: Path) -> None:
+        self.run_id = run_id
+        self.run_dir = run_dir
+        self.components: list[Component] = []
+
+    def add(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> Component:
+        env = {**os.environ, **(extra_env or {}), RUN_MARKER: self.run_id, COMPONENT_MARKER: name}
+        env.pop("PYTHONSTARTUP", None)
+        component = Component(name, argv, self.run_dir / f"{name}.log", env)
+        self.components.append(component)
+        component.start()
+        return component
+
+    def check_all_alive(self, during: str) -> None:
+        for component in self.components:
+            component.check_alive(during)
+
+    def wait_until(
+        self,
+        component: Component,
+        ready: Callable[[], bool],
+        what: str,
+        timeout: float | None = None,
+    ) -> None:
+        """Wait for a readiness condition, failing fast if any component dies meanwhile."""
+        deadline = time.monotonic() + (timeout if timeout is not None else start_timeout())
+        while True:
+            if ready():
+                return
+            self.check_all_alive("while starting")
+            if time.monotonic() > deadline:
+                raise component.fail(f"not ready after {start_timeout():g} s (waiting for {what})")
+            time.sleep(0.02)
+
+    def stop_all(self) -> None:
+        running = [c for c in self.components if c.alive()]
+        for component in running:
+            component.signal_group(signal.SIGTERM)
+        signalled_at = time.monotonic()
+        for component in running:
+            assert component.proc is not None
+            grace = STOP_GRACE_BY_COMPONENT.get(component.name, STOP_GRACE_SECONDS)
+            try:
+                component.proc.wait(timeout=max(0.0, signalled_at + grace - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                component.signal_group(signal.SIGKILL)
+                component.proc.wait()
+        # A component may have left children in its group (none of ours do today).
+        for component in self.components:
+            component.kill_leftovers()
+
+
+def read_ready_file(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

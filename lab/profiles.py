@@ -1,0 +1,71 @@
+"""Proxy profiles: one TOML file each in proxies/profiles/, setting the addons' options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lab.errors import BadInput
+from lab.paths import profiles_dir, relative
+from lab.tomlfile import load_model
+
+OptionValue = bool | int | float | str | list[str]
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    summary: Annotated[str, Field(min_length=1, max_length=120)]
+    # What real deployment the profile stands for, and the real configuration it imitates.
+    real_world: Annotated[str, Field(min_length=1)]
+    # forward: clients are configured to use the proxy; reverse: the proxy stands in front of
+    # the app (a CDN or a load balancer with a cache).
+    mode: Literal["forward", "reverse"] = "forward"
+    options: dict[str, OptionValue] = {}
+
+
+def names() -> list[str]:
+    return sorted(path.stem for path in profiles_dir().glob("*.toml"))
+
+
+def load(name: str) -> Profile:
+    path = profiles_dir() / f"{name}.toml"
+    if not path.exists():
+        raise BadInput(f"unknown proxy profile {name!r} (known: {', '.join(names())})")
+    profile = load_model(path, Profile)
+    if profile.name != path.stem:
+        raise BadInput(f"{relative(path)}: field 'name': must match the file name {path.stem!r}")
+    check_options(profile, path)
+    return profile
+
+
+def check_options(profile: Profile, path: Path) -> None:
+    """Check option names, types and values with the addons themselves, before anything starts.
+
+    A profile may set our addons' options and mitmproxy's own (modify_headers, for one).
+    """
+    from mitmproxy import exceptions
+    from mitmproxy.test import taddons
+
+    from proxies import lab_addons
+
+    with taddons.context(*lab_addons.make_addons()) as tctx:
+        for name, value in profile.options.items():
+            if name not in tctx.options:
+                raise BadInput(f"{relative(path)}: field 'options.{name}': unknown proxy option")
+            try:
+                tctx.options.update(**{name: value})
+            except exceptions.OptionsError as exc:
+                raise BadInput(f"{relative(path)}: field 'options.{name}': {exc}") from None
+
+
+def mitmdump_args(profile: Profile) -> list[str]:
+    args: list[str] = []
+    for name, value in profile.options.items():
+        for item in value if isinstance(value, list) else [value]:
+            text = str(item).lower() if isinstance(item, bool) else str(item)
+            args += ["--set", f"{name}={text}"]
+    return args

@@ -1,0 +1,108 @@
+"""Scenarios: one TOML file each in scenarios/, validated on load."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lab import profiles
+from lab.errors import BadInput
+from lab.paths import relative, scenarios_dir
+from lab.tomlfile import load_model
+from sample_app import strategies
+
+NO_PROXY = "none"
+OTHER_FIXES = "others"
+
+
+class Outcome(StrEnum):
+    completed = "completed"  # the UI reached the final state
+    hung = "hung"  # the task had finished a hang window ago and the UI still showed it running
+    errored = "errored"  # the UI got an error and stopped
+
+
+class Scenario(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    summary: Annotated[str, Field(min_length=1, max_length=120)]
+    situation: Annotated[str, Field(min_length=1)]
+    lesson: str = ""
+    proxy: str
+    task_duration: Annotated[float, Field(ge=0, le=600)] = 1.0
+    poll_interval: Annotated[float, Field(gt=0, le=60)] = 0.25
+    hang_window: Annotated[float, Field(gt=0, le=600)] = 3.0
+    # The UI's verdict for each fix strategy; `others` covers fixes not named.
+    expected: dict[str, Outcome]
+
+    @field_validator("summary")
+    @classmethod
+    def one_line(cls, value: str) -> str:
+        if "\n" in value.strip():
+            raise ValueError("must be one line")
+        return value.strip()
+
+    @field_validator("proxy")
+    @classmethod
+    def known_profile(cls, value: str) -> str:
+        if value != NO_PROXY and value not in profiles.names():
+            known = ", ".join([NO_PROXY, *profiles.names()])
+            raise ValueError(f"unknown proxy profile (known: {known})")
+        return value
+
+    @field_validator("expected")
+    @classmethod
+    def known_fixes(cls, value: dict[str, Outcome]) -> dict[str, Outcome]:
+        known = strategies.names()
+        for fix in value:
+            if fix != OTHER_FIXES and fix not in known:
+                raise ValueError(f"unknown fix {fix!r} (known: {', '.join(known)}, {OTHER_FIXES})")
+        missing = [fix for fix in known if fix not in value]
+        if missing and OTHER_FIXES not in value:
+            raise ValueError(
+                f"no expected outcome for {', '.join(missing)} (or add '{OTHER_FIXES}')"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def hang_window_after_poll(self) -> Scenario:
+        if self.hang_window <= self.poll_interval:
+            raise ValueError("hang_window must be longer than poll_interval")
+        return self
+
+    @property
+    def uses_proxy(self) -> bool:
+        return self.proxy != NO_PROXY
+
+    def expected_for(self, fix: str) -> Outcome:
+        return self.expected.get(fix) or self.expected[OTHER_FIXES]
+
+
+def path_for(name_or_path: str) -> Path:
+    if name_or_path.endswith(".toml") or "/" in name_or_path:
+        return Path(name_or_path)
+    return scenarios_dir() / f"{name_or_path}.toml"
+
+
+def names() -> list[str]:
+    return sorted(path.stem for path in scenarios_dir().glob("*.toml"))
+
+
+def load(name_or_path: str) -> Scenario:
+    path = path_for(name_or_path)
+    if not path.exists() and not name_or_path.endswith(".toml") and "/" not in name_or_path:
+        raise BadInput(f"unknown scenario {name_or_path!r} (known: {', '.join(names())})")
+    scenario = load_model(path, Scenario)
+    if scenario.name != path.stem:
+        raise BadInput(
+            f"{relative(path)}: field 'name': {scenario.name!r} must match the file name "
+            f"{path.stem!r}"
+        )
+    return scenario
+
+
+def load_all() -> list[Scenario]:
+    return [load(name) for name in names()]

@@ -1,0 +1,24 @@
+"""The Celery app, configured by mapping, and its one task: wait a given number of seconds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Celery
+
+TASK_NAME = "sample_app.wait"
+
+
+def create_celery(conf: Mapping[str, Any]) -> Celery:
+    celery = Celery("sample_app", set_as_current=False)
+    celery.conf.update(dict(conf))
+
+    @celery.task(name=TASK_NAME)
+    def wait(duration: float = 1.0) -> dict[str, float]:
+        """Stands in for the story's heavy lifting."""
+        time.sleep(duration)
+        return {"slept": duration}
+
+    return celery

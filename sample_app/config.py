@@ -1,0 +1,59 @@
+"""Configuration passed in to the app factory, the Celery factory and the two entry points.
+
+The lab writes one JSON file per run and hands its path to the web server and the worker, so both
+processes see the same broker, result backend and evidence files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FAST_SQLITE_TRANSPORT = "sample_app.broker_transport:FastSQLAlchemyTransport"
+
+
+def sqlite_celery_config(data_dir: Path) -> dict[str, Any]:
+    """The story's set-up: the database as message store, here SQLite through SQLAlchemy."""
+    data_dir = data_dir.resolve()
+    return {
+        "broker_url": f"sqlite:///{data_dir / 'broker.db'}",
+        "broker_transport": FAST_SQLITE_TRANSPORT,
+        "result_backend": f"db+sqlite:///{data_dir / 'results.db'}",
+        "broker_connection_retry_on_startup": True,
+        # The status endpoint reads results: they must be stored (Flask's own Celery
+        # pattern sets task_ignore_result=True, which leaves every poll PENDING).
+        "task_ignore_result": False,
+        "worker_hijack_root_logger": False,
+    }
+
+
+@dataclass
+class AppConfig:
+    celery: dict[str, Any]
+    poll_interval_ms: int = 250
+    default_fix: str = "none"
+    default_duration: float = 1.0
+    host: str = "127.0.0.1"
+    port: int = 0
+    # Evidence files, written when set: every request the origin answered, and the worker's
+    # own record of when it really started and finished each task.
+    origin_events: str | None = None
+    task_events: str | None = None
+    # The web server writes {"host", "port", "pid"} here once it listens.
+    ready_file: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def dump(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2), "utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> AppConfig:
+        return cls(**json.loads(Path(path).read_text("utf-8")))
+
+    @classmethod
+    def standalone(cls, data_dir: Path) -> AppConfig:
+        """Defaults for running the sample app by hand, outside the lab."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(celery=sqlite_celery_config(data_dir))

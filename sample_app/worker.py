@@ -1,0 +1,69 @@
+"""Run a Celery worker for the sample app: `python -m sample_app.worker [--config FILE]`.
+
+The worker keeps its own record of each task (worker ready, task started, task finished) in the
+config's `task_events` file, from Celery's signals in this process. That record is the ground
+truth the lab judges against: it does not pass through the result backend, the app or the proxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from celery import signals
+
+from sample_app.celery_app import create_celery
+from sample_app.config import AppConfig
+from sample_app.events import EventLog
+
+
+def record_task_events(log: EventLog) -> None:
+    pid = os.getpid()
+
+    def ready(**_: Any) -> None:
+        log.write("worker_ready", pid=pid)
+
+    def started(task_id: str, **_: Any) -> None:
+        log.write("task_started", task_id=task_id, pid=pid)
+
+    def finished(task_id: str, state: str | None = None, **_: Any) -> None:
+        # task_postrun fires after the result was handed to the result backend.
+        log.write("task_finished", task_id=task_id, state=state, pid=pid)
+
+    # weak=False: the handlers are closures that would otherwise be collected at once.
+    signals.worker_ready.connect(ready, weak=False)
+    signals.task_prerun.connect(started, weak=False)
+    signals.task_postrun.connect(finished, weak=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", type=Path, help="JSON config written by the lab")
+    parser.add_argument("--loglevel", default="INFO")
+    args = parser.parse_args(argv)
+    if args.config:
+        config = AppConfig.load(args.config)
+    else:
+        config = AppConfig.standalone(Path(tempfile.gettempdir()) / "proxy-cache-lab-app")
+
+    record_task_events(EventLog(config.task_events))
+    celery = create_celery(config.celery)
+    celery.worker_main(
+        [
+            "worker",
+            "--pool=solo",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            f"--hostname=lab-worker-{os.getpid()}@%h",
+            f"--loglevel={args.loglevel}",
+        ]
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
