@@ -48,7 +48,7 @@ def _terminate_as_interrupt(signum: int, frame: object) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """Reproduce the bugs that misbehaving HTTP proxies cause in apps that poll for background work."""
+    """Reproduce the bugs misbehaving HTTP proxies cause in apps that poll for background work."""
     # SIGTERM and SIGHUP stop a run the way Ctrl-C does: every child process is stopped.
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     signal.signal(signal.SIGHUP, _terminate_as_interrupt)

@@ -214,7 +214,10 @@ def _detail(observed: Outcome, ev: Evidence, scenario: Scenario) -> str:
     last = ev.polls[-1] if ev.polls else None
     if observed is Outcome.completed and last:
         seen = ev.rel(last.received_at) or 0.0
-        return f"the task finished at {finished or 0:.1f} s and the UI showed {last.state} at {seen:.1f} s"
+        return (
+            f"the task finished at {finished or 0:.1f} s "
+            f"and the UI showed {last.state} at {seen:.1f} s"
+        )
     if observed is Outcome.errored:
         at = ev.rel(last.received_at) if last else None
         where = f" at {at:.1f} s" if at is not None else ""
@@ -225,7 +228,10 @@ def _detail(observed: Outcome, ev: Evidence, scenario: Scenario) -> str:
             f"the worker never reported the task finished within "
             f"{scenario.task_duration + scenario.hang_window:.1f} s; the UI still showed {shown}"
         )
-    return f"the task finished at {finished:.1f} s, the UI still showed {shown} {scenario.hang_window:.1f} s later"
+    return (
+        f"the task finished at {finished:.1f} s, "
+        f"the UI still showed {shown} {scenario.hang_window:.1f} s later"
+    )
 
 
 def _first_stale(ev: Evidence, final_states: frozenset[str]) -> dict[str, Any] | None:
