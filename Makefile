@@ -1,0 +1,49 @@
+# proxy-cache-lab: two commands do all the set-up on a fresh machine with Python 3.11+:
+#   make repro SCENARIO=proxy-cache [FIX=nonce]
+#   make test
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SCENARIO ?= proxy-cache
+FIX ?= none
+
+.DEFAULT_GOAL := help
+.PHONY: help repro list test lint format bench clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_.-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.venv: $(STAMP) ## Create the virtual environment and install the project (only that)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "proxy-cache-lab needs Python 3.11 or newer; set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+repro: $(STAMP) ## Reproduce a scenario: make repro SCENARIO=proxy-cache [FIX=nonce]
+	$(BIN)/lab repro $(SCENARIO) --fix $(FIX)
+
+list: $(STAMP) ## List the scenarios
+	$(BIN)/lab list
+
+test: $(STAMP) ## Lint, then the whole test suite (unit, app, and the real stack)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## ruff format and autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP) ## Median seconds to verdict for proxy-cache, fix none and nonce
+	$(BIN)/python bench/repro_speed.py
+
+clean: ## Remove run folders and caches (keeps .venv)
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,100 @@
+"""Shared test helpers: run the CLI as a user would, and find any process a run left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+TOKEN_VAR = "PROXY_CACHE_LAB_TEST_TOKEN"
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def processes_with_token(token: str) -> list[psutil.Process]:
+    """Every live process that inherited this test's token (the lab and all its children)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(TOKEN_VAR) == token and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def component(token: str, name: str) -> psutil.Process | None:
+    for proc in processes_with_token(token):
+        try:
+            if proc.environ().get("PROXY_CACHE_LAB_COMPONENT") == name:
+                return proc
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+class LabProcess:
+    """`python -m lab ...` in the background, its stderr collected line by line."""
+
+    def __init__(self, args: list[str], cwd: Path, extra_env: dict[str, str] | None = None):
+        self.token = uuid.uuid4().hex
+        env = {
+            **os.environ,
+            TOKEN_VAR: self.token,
+            "LAB_RUNS_DIR": str(cwd / "runs"),
+            **(extra_env or {}),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lab", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.stderr_lines: list[str] = []
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line.rstrip("\n"))
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.stderr_lines)
+
+    def wait_for_stderr(self, text: str, timeout: float = 30) -> None:
+        wait_for(
+            lambda: any(text in line for line in self.stderr_lines) or self.proc.poll() is not None,
+            timeout,
+            f"{text!r} on the lab's stderr",
+        )
+        assert any(text in line for line in self.stderr_lines), self.stderr
+
+    def finish(self, timeout: float = 60) -> tuple[int, str]:
+        stdout, _ = self.proc.communicate(timeout=timeout)
+        self._reader.join(timeout=5)
+        return self.proc.returncode, stdout
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

@@ -1,0 +1,192 @@
+"""Shipped scenarios and profiles load; bad ones fail with one line naming the file and field."""
+
+import pytest
+
+from lab import profiles, scenarios
+from lab.errors import BadInput
+from sample_app import strategies
+
+GOOD_SCENARIO = """\
+name = "{name}"
+summary = "A test scenario."
+situation = "Nothing in between."
+proxy = "none"
+poll_interval = 0.25
+hang_window = 3.0
+
+[expected]
+none = "completed"
+nonce = "completed"
+no-store = "completed"
+"""
+
+GOOD_PROFILE = """\
+name = "{name}"
+summary = "A test profile."
+real_world = "Nowhere."
+
+[options]
+"""
+
+
+def write_scenario(tmp_path, name: str, text: str):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text.replace("{name}", name), "utf-8")
+    return path
+
+
+def bad_input(load, *args) -> str:
+    with pytest.raises(BadInput) as info:
+        load(*args)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_every_shipped_scenario_loads():
+    loaded = scenarios.load_all()
+    assert [sc.name for sc in loaded] == scenarios.names()
+    assert {"direct", "proxy-cache", "rfc-cache"} <= set(scenarios.names())
+
+
+@pytest.mark.parametrize("name", scenarios.names())
+def test_shipped_scenarios_cover_every_fix(name):
+    scenario = scenarios.load(name)
+    for fix in strategies.names():
+        assert scenario.expected_for(fix) in set(scenarios.Outcome)
+
+
+@pytest.mark.parametrize("name", profiles.names())
+def test_every_shipped_profile_loads(name):
+    assert profiles.load(name).name == name
+
+
+def test_shipped_profiles_exist():
+    assert {"corporate-cache", "rfc"} <= set(profiles.names())
+
+
+def test_a_good_scenario_file_loads_by_path(tmp_path):
+    path = write_scenario(tmp_path, "good", GOOD_SCENARIO)
+    assert scenarios.load(str(path)).name == "good"
+
+
+def test_unknown_scenario_name():
+    message = bad_input(scenarios.load, "nosuch")
+    assert "nosuch" in message
+    assert "proxy-cache" in message  # names the known ones
+
+
+def test_missing_scenario_file(tmp_path):
+    message = bad_input(scenarios.load, str(tmp_path / "gone.toml"))
+    assert "gone.toml" in message
+
+
+@pytest.mark.parametrize(
+    ("case", "old", "new", "field"),
+    [
+        ("missing-proxy", 'proxy = "none"\n', "", "'proxy'"),
+        ("bad-outcome", 'none = "completed"', 'none = "hang"', "'expected.none'"),
+        ("unknown-fix", 'nonce = "completed"', 'nonce = "completed"\nbogus = "hung"', "bogus"),
+        ("missing-fix", 'nonce = "completed"\n', "", "others"),
+        ("unknown-profile", 'proxy = "none"', 'proxy = "squid"', "'proxy'"),
+        ("short-window", "hang_window = 3.0", "hang_window = 0.25", "hang_window"),
+        ("extra-field", 'proxy = "none"', 'proxy = "none"\ncolour = "red"', "'colour'"),
+    ],
+)
+def test_bad_scenario_names_file_and_field(tmp_path, case, old, new, field):
+    assert old in GOOD_SCENARIO
+    path = write_scenario(tmp_path, case, GOOD_SCENARIO.replace(old, new))
+    message = bad_input(scenarios.load, str(path))
+    assert f"{case}.toml" in message
+    assert field in message
+
+
+def test_missing_fix_names_the_fix(tmp_path):
+    path = write_scenario(tmp_path, "no-nonce", GOOD_SCENARIO.replace('nonce = "completed"\n', ""))
+    assert "for nonce" in bad_input(scenarios.load, str(path))
+
+
+def test_others_covers_missing_fixes(tmp_path):
+    text = GOOD_SCENARIO.replace('nonce = "completed"\n', 'others = "hung"\n')
+    scenario = scenarios.load(str(write_scenario(tmp_path, "with-others", text)))
+    assert scenario.expected_for("nonce") == scenarios.Outcome.hung
+
+
+def test_scenario_syntax_error(tmp_path):
+    path = write_scenario(tmp_path, "broken", GOOD_SCENARIO.replace('proxy = "none"', "proxy = "))
+    message = bad_input(scenarios.load, str(path))
+    assert "broken.toml" in message
+    assert "syntax" in message
+
+
+def test_scenario_name_must_match_file_name(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(GOOD_SCENARIO.replace("{name}", "theirs"), "utf-8")
+    message = bad_input(scenarios.load, str(path))
+    assert "mine.toml" in message
+    assert "'name'" in message
+
+
+@pytest.fixture
+def profiles_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    monkeypatch.setenv("LAB_PROFILES_DIR", str(folder))
+    return folder
+
+
+def write_profile(folder, name: str, options: str) -> None:
+    text = GOOD_PROFILE.replace("{name}", name) + options
+    (folder / f"{name}.toml").write_text(text, "utf-8")
+
+
+def test_profiles_dir_override_loads_a_good_profile(profiles_dir):
+    write_profile(profiles_dir, "fine", "cache_heuristic_ttl = 60\n")
+    assert profiles.names() == ["fine"]
+    assert profiles.load("fine").options == {"cache_heuristic_ttl": 60}
+
+
+def test_unknown_profile_name(profiles_dir):
+    write_profile(profiles_dir, "fine", "")
+    message = bad_input(profiles.load, "nosuch")
+    assert "nosuch" in message
+    assert "fine" in message
+
+
+@pytest.mark.parametrize(
+    ("option", "line"),
+    [
+        ("cache_colour", "cache_colour = 1\n"),  # unknown option
+        ("cache_max_entries", "cache_max_entries = -1\n"),  # value check
+        ("cache_heuristic_ttl", "cache_heuristic_ttl = -5\n"),  # value check
+    ],
+)
+def test_bad_profile_option_names_file_and_field(profiles_dir, option, line):
+    write_profile(profiles_dir, "bad", line)
+    message = bad_input(profiles.load, "bad")
+    assert "bad.toml" in message
+    assert f"'options.{option}'" in message
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="lab/profiles.py check_options lets mitmproxy's TypeError for a wrong type escape",
+)
+def test_wrong_option_type_is_bad_input(profiles_dir):
+    write_profile(profiles_dir, "bad", 'cache_heuristic_ttl = "abc"\n')
+    message = bad_input(profiles.load, "bad")
+    assert "'options.cache_heuristic_ttl'" in message
+
+
+def test_profile_name_must_match_file_name(profiles_dir):
+    (profiles_dir / "mine.toml").write_text(GOOD_PROFILE.replace("{name}", "theirs"), "utf-8")
+    message = bad_input(profiles.load, "mine")
+    assert "mine.toml" in message
+    assert "'name'" in message
+
+
+def test_scenario_with_profile_from_override_dir(tmp_path, profiles_dir):
+    write_profile(profiles_dir, "local", "")
+    text = GOOD_SCENARIO.replace('proxy = "none"', 'proxy = "local"')
+    assert scenarios.load(str(write_scenario(tmp_path, "uses-local", text))).proxy == "local"
