@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lab.errors import BadInput
 from lab.paths import profiles_dir, relative
@@ -25,6 +25,11 @@ class Profile(BaseModel):
     # the app (a CDN or a load balancer with a cache).
     mode: Literal["forward", "reverse"] = "forward"
     options: dict[str, OptionValue] = {}
+
+    @field_validator("real_world")
+    @classmethod
+    def fold_paragraph(cls, value: str) -> str:
+        return " ".join(value.split())
 
 
 def names() -> list[str]:

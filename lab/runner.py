@@ -33,6 +33,7 @@ class Stack:
     proxy_url: str | None  # forward proxy address, when the profile is a forward proxy
     client_base_url: str  # where the client sends its requests
     app_config: AppConfig
+    backend: BackendReader
 
 
 def mitmdump_executable() -> str:
@@ -105,6 +106,7 @@ def start_stack(sup: Supervisor, scenario: Scenario, progress: Progress) -> Stac
 
     if profile and profile.mode == "forward":
         start_proxy([])
+    backend_reader = BackendReader(config)  # meanwhile the children start
     app_ready = run_dir / "app.ready.json"
     sup.wait_until(app, lambda: read_ready_file(app_ready) is not None, "its ready file")
     app_info = read_ready_file(app_ready) or {}
@@ -114,13 +116,13 @@ def start_stack(sup: Supervisor, scenario: Scenario, progress: Progress) -> Stac
     events = run_dir / "task-events.jsonl"
     sup.wait_until(worker, lambda: _worker_ready(events), "its worker_ready signal")
     if proxy is None:
-        return Stack(app_url, None, app_url, config)
+        return Stack(app_url, None, app_url, config, backend_reader)
     proxy_ready = run_dir / "proxy.ready.json"
     sup.wait_until(proxy, lambda: read_ready_file(proxy_ready) is not None, "its ready file")
     proxy_address = f"http://{LOOPBACK}:{(read_ready_file(proxy_ready) or {})['port']}"
     if profile and profile.mode == "reverse":
-        return Stack(app_url, None, proxy_address, config)
-    return Stack(app_url, proxy_address, app_url, config)
+        return Stack(app_url, None, proxy_address, config, backend_reader)
+    return Stack(app_url, proxy_address, app_url, config, backend_reader)
 
 
 def _worker_ready(events: Path) -> bool:
@@ -147,19 +149,28 @@ def wait_for_outcome(
         time.sleep(0.02)
 
 
-def read_backend_state(config: AppConfig, task_id: str | None) -> str | None:
-    """What the result backend holds, read directly, not through the app or the proxy."""
-    if task_id is None:
-        return None
-    from sample_app.celery_app import create_celery
+class BackendReader:
+    """Reads what the result backend holds, directly: not through the app or the proxy.
 
-    celery = create_celery(config.celery)
-    try:
-        return celery.AsyncResult(task_id).state
-    except Exception as exc:  # noqa: BLE001 - evidence, not control flow
-        return f"unreadable ({type(exc).__name__}: {exc})"
-    finally:
-        celery.close()
+    Built while the stack starts, so the verdict does not wait for Celery's backend imports.
+    """
+
+    def __init__(self, config: AppConfig) -> None:
+        from sample_app.celery_app import create_celery
+
+        self.celery = create_celery(config.celery)
+        self.celery.backend  # noqa: B018 - instantiating it does the slow imports now
+
+    def state(self, task_id: str | None) -> str | None:
+        if task_id is None:
+            return None
+        try:
+            return self.celery.AsyncResult(task_id).state
+        except Exception as exc:  # noqa: BLE001 - evidence, not control flow
+            return f"unreadable ({type(exc).__name__}: {exc})"
+
+    def close(self) -> None:
+        self.celery.close()
 
 
 def run(scenario: Scenario, fix: str, runs_root: Path, progress: Progress) -> Verdict:
@@ -185,7 +196,8 @@ def run(scenario: Scenario, fix: str, runs_root: Path, progress: Progress) -> Ve
         observed = wait_for_outcome(sup, client, scenario, run_dir / "task-events.jsonl")
         seconds = time.monotonic() - began
         client.stop()
-        backend_state = read_backend_state(stack.app_config, client.task_id)
+        backend_state = stack.backend.state(client.task_id)
+        stack.backend.close()
         evidence = Evidence.gather(
             run_dir=run_dir,
             task_id=client.task_id,

@@ -45,6 +45,12 @@ class Scenario(BaseModel):
             raise ValueError("must be one line")
         return value.strip()
 
+    @field_validator("situation", "lesson")
+    @classmethod
+    def fold_paragraph(cls, value: str) -> str:
+        # TOML multi-line strings keep the file's line breaks; the text is one paragraph.
+        return " ".join(value.split())
+
     @field_validator("proxy")
     @classmethod
     def known_profile(cls, value: str) -> str:
