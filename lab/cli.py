@@ -14,6 +14,7 @@ from typing import NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lab import paths, runner, scenarios
@@ -34,7 +35,7 @@ out = Console(highlight=False, soft_wrap=True)
 def _fail(exc: BadInput | ComponentError, as_json: bool) -> NoReturn:
     if as_json:
         click.echo(json.dumps({"error": str(exc), "exit_code": exc.exit_code}))
-    err.print(f"[bold red]error:[/] {exc}", markup=True)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
     if isinstance(exc, ComponentError):
         err.print(f"--- last lines of {exc.component}.log ---\n{exc.log_tail}", markup=False)
         if run_dir := getattr(exc, "run_dir", None):
@@ -92,7 +93,7 @@ def repro(scenario: str, fix: str, as_json: bool, runs_dir: Path | None) -> None
         _fail(exc, as_json)
 
     def progress(message: str) -> None:
-        err.print(f"[dim]lab:[/] {message}", markup=True)
+        err.print(f"[dim]lab:[/] {escape(message)}", markup=True)
 
     try:
         verdict = runner.run(loaded, fix, runs_dir or paths.runs_dir(), progress)

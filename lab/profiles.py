@@ -61,9 +61,15 @@ def check_options(profile: Profile, path: Path) -> None:
         for name, value in profile.options.items():
             if name not in tctx.options:
                 raise BadInput(f"{relative(path)}: field 'options.{name}': unknown proxy option")
+            declared = tctx.options._options[name].typespec
+            if isinstance(value, bool) and declared is not bool:
+                raise BadInput(
+                    f"{relative(path)}: field 'options.{name}': expected {declared.__name__}, "
+                    f"got a boolean"
+                )
             try:
                 tctx.options.update(**{name: value})
-            except exceptions.OptionsError as exc:
+            except (exceptions.OptionsError, TypeError, ValueError) as exc:
                 raise BadInput(f"{relative(path)}: field 'options.{name}': {exc}") from None
 
 

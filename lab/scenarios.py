@@ -6,7 +6,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from lab import profiles
 from lab.errors import BadInput
@@ -73,11 +73,13 @@ class Scenario(BaseModel):
             )
         return value
 
-    @model_validator(mode="after")
-    def hang_window_after_poll(self) -> Scenario:
-        if self.hang_window <= self.poll_interval:
-            raise ValueError("hang_window must be longer than poll_interval")
-        return self
+    @field_validator("hang_window")
+    @classmethod
+    def longer_than_a_poll(cls, value: float, info: ValidationInfo) -> float:
+        poll_interval = info.data.get("poll_interval")
+        if poll_interval is not None and value <= poll_interval:
+            raise ValueError(f"must be longer than poll_interval ({poll_interval:g} s)")
+        return value
 
     @property
     def uses_proxy(self) -> bool:

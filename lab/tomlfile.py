@@ -30,7 +30,7 @@ def load_model(path: Path, model: type[M]) -> M:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "(file)"
         problem = first["msg"]
-        if first["type"] != "missing" and "input" in first:
+        if first["type"] != "missing" and not isinstance(first.get("input", {}), dict | list):
             problem += f" (got {first['input']!r})"
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise BadInput(f"{where}: field '{field}': {problem}{more}") from None

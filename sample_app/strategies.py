@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 NONCE_BYTES = 8  # the page uses the same length (16 hex digits)
 
@@ -43,7 +43,8 @@ class StrategyBook:
             raise KeyError(f"unknown fix strategy {name!r} (known: {known})") from None
 
     def status_path_for(self, task_id: str) -> str:
-        return self.status_path.format(task_id=task_id)
+        # quote() matches the page's encodeURIComponent for anything a task id may hold.
+        return self.status_path.format(task_id=quote(task_id, safe=""))
 
 
 def new_nonce() -> str:

@@ -63,12 +63,17 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
 
     @app.post("/tasks")
     def start_task() -> tuple[Response, int]:
-        body: dict[str, Any] = request.get_json(silent=True) or {}
+        body = request.get_json(silent=True) or {}
+        if not isinstance(body, dict):
+            abort(400, "the body must be a JSON object")
         fix = body.get("fix", config.default_fix)
         if fix not in book.strategies:
             abort(400, f"unknown fix strategy {fix!r}")
         try:
-            duration = float(body.get("duration", config.default_duration))
+            raw_duration = body.get("duration", config.default_duration)
+            if isinstance(raw_duration, bool):
+                raise TypeError("a boolean is not a duration")
+            duration = float(raw_duration)
         except (TypeError, ValueError):
             abort(400, "duration must be a number of seconds")
         if not 0 <= duration <= MAX_DURATION:

@@ -90,7 +90,10 @@ class LabProcess:
         assert any(text in line for line in self.stderr_lines), self.stderr
 
     def finish(self, timeout: float = 60) -> tuple[int, str]:
-        stdout, _ = self.proc.communicate(timeout=timeout)
+        # Not communicate(): it would read stderr too, racing the reader thread for lines.
+        assert self.proc.stdout is not None
+        stdout = self.proc.stdout.read()
+        self.proc.wait(timeout=timeout)
         self._reader.join(timeout=5)
         return self.proc.returncode, stdout
 

@@ -81,9 +81,6 @@ def test_start_task_with_bad_duration_is_400(client, duration):
     assert b"duration" in response.data
 
 
-@pytest.mark.xfail(
-    strict=True, reason="web.py: a JSON body that is not an object crashes start_task (500)"
-)
 def test_start_task_with_non_object_body_is_400(client):
     assert client.post("/tasks", json=[1]).status_code == 400
 

@@ -5,8 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from lab import scenarios
 
 MISSING_PROXY = """\
@@ -76,9 +74,6 @@ def test_json_error_is_one_object_on_stdout(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="lab/cli.py _fail prints the message as rich markup, unescaped"
-)
 def test_error_text_is_printed_verbatim(tmp_path):
     result = lab(tmp_path, "repro", "[red]nosuch")
     assert_bad_input(tmp_path, result, "'[red]nosuch'")

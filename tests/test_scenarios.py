@@ -168,11 +168,6 @@ def test_bad_profile_option_names_file_and_field(profiles_dir, option, line):
     assert f"'options.{option}'" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="lab/profiles.py check_options lets mitmproxy's TypeError for a wrong type escape",
-)
 def test_wrong_option_type_is_bad_input(profiles_dir):
     write_profile(profiles_dir, "bad", 'cache_heuristic_ttl = "abc"\n')
     message = bad_input(profiles.load, "bad")
