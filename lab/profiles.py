@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -23,8 +24,12 @@ class Profile(BaseModel):
     real_world: Annotated[str, Field(min_length=1)]
     # forward: clients are configured to use the proxy; reverse: the proxy stands in front of
     # the app (a CDN or a load balancer with a cache).
+    # The exact real configuration imitated (a Squid refresh_pattern line, nginx directives...).
+    real_config: str = ""
     mode: Literal["forward", "reverse"] = "forward"
     options: dict[str, OptionValue] = {}
+    # Each {name = "...", params...}: see proxies/misbehaviours/; applied in this order.
+    misbehaviours: list[dict[str, OptionValue]] = []
 
     @field_validator("real_world")
     @classmethod
@@ -56,7 +61,12 @@ def check_options(profile: Profile, path: Path) -> None:
     from mitmproxy.test import taddons
 
     from proxies import lab_addons
+    from proxies.misbehaviours import MisbehaviourError, build
 
+    try:
+        build(profile.misbehaviours)
+    except MisbehaviourError as exc:
+        raise BadInput(f"{relative(path)}: {exc}") from None
     with taddons.context(*lab_addons.make_addons()) as tctx:
         for name, value in profile.options.items():
             if name not in tctx.options:
@@ -74,7 +84,7 @@ def check_options(profile: Profile, path: Path) -> None:
 
 
 def mitmdump_args(profile: Profile) -> list[str]:
-    args: list[str] = []
+    args: list[str] = ["--set", f"misbehaviours={json.dumps(profile.misbehaviours)}"]
     for name, value in profile.options.items():
         for item in value if isinstance(value, list) else [value]:
             text = str(item).lower() if isinstance(item, bool) else str(item)

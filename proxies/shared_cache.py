@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
 from proxies import cache_policy
+from proxies.misbehaviours.base import Misbehaviour
 
 VIA = "1.1 proxy-cache-lab"
 
@@ -46,7 +47,9 @@ class SharedCache:
     BYPASS, and hits also get ``flow.metadata["cache_age"]``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, misbehaviours: Callable[[], Sequence[Misbehaviour]] = lambda: ()) -> None:
+        # The profile's cache misbehaviours, consulted at every decision (see misbehaviours/).
+        self.misbehaviours = misbehaviours
         # Injectable so tests can move time without sleeping.
         self.clock: Callable[[], float] = time.time
         self.entries: OrderedDict[CacheKey, CacheEntry] = OrderedDict()

@@ -1,0 +1,62 @@
+"""mitmproxy addon: applies a profile's misbehaviours to every flow, in profile order."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.addonmanager import Loader
+
+from proxies.misbehaviours import Misbehaviour, MisbehaviourError, build
+
+
+class Misbehaving:
+    """Imitates whatever the profile says: latency, flaky upstreams, buffering, header rewrites.
+
+    The misbehaviours are chosen by the `misbehaviours` option, a JSON list such as
+    `[{"name": "latency", "ms": 200}]`. Cache misbehaviours are consulted by the SharedCache
+    addon through `active`; flow misbehaviours run here. Place this addon before the cache.
+    """
+
+    def __init__(self) -> None:
+        self.active: list[Misbehaviour] = []
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "misbehaviours",
+            str,
+            "[]",
+            'JSON list of misbehaviours, e.g. [{"name": "ignore-query-in-key"}]; see '
+            "proxies/misbehaviours/ for the names and their parameters.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "misbehaviours" not in updated:
+            return
+        try:
+            self.active = build(json.loads(ctx.options.misbehaviours or "[]"))
+        except json.JSONDecodeError as exc:
+            raise exceptions.OptionsError(f"misbehaviours: not valid JSON: {exc}") from None
+        except MisbehaviourError as exc:
+            raise exceptions.OptionsError(str(exc)) from None
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        for misbehaviour in self.active:
+            result = misbehaviour.request(flow)
+            if inspect.isawaitable(result):
+                await result
+            if flow.response is not None or flow.error is not None:
+                return  # answered or killed: later misbehaviours do not see it
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        for misbehaviour in self.active:
+            misbehaviour.responseheaders(flow)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        for misbehaviour in self.active:
+            misbehaviour.response(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        for misbehaviour in self.active:
+            misbehaviour.error(flow)
