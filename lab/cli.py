@@ -85,6 +85,7 @@ def repro(scenario: str, fix: str, as_json: bool, runs_dir: Path | None) -> None
         loaded = scenarios.load(scenario)
         if fix not in strategies.names():
             raise BadInput(f"unknown fix {fix!r} (known: {', '.join(strategies.names())})")
+        loaded.expected_for(fix)  # a fix that does not apply is bad input too
         if loaded.uses_proxy:
             from lab import profiles
 

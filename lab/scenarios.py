@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -22,6 +22,28 @@ class Outcome(StrEnum):
     completed = "completed"  # the UI reached the final state
     hung = "hung"  # the task had finished a hang window ago and the UI still showed it running
     errored = "errored"  # the UI got an error and stopped
+    leaked = "leaked"  # the UI showed someone else's task (a shared cache served it)
+
+
+NOT_APPLICABLE = "n/a"  # an expected value: this fix does not apply to the scenario; not run
+
+
+class AppSetup(BaseModel):
+    """How the sample app is set up for the scenario (the defaults are the story's app)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # "path": /tasks/<id>/status; "query": /status?task_id=<id> (the task id in the query).
+    status_url_style: Literal["path", "query"] = "path"
+    # Celery stores no results: Flask's own Celery pattern sets task_ignore_result=True.
+    ignore_result: bool = False
+
+
+class WorkerSetup(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    running: bool = True  # false: no worker at all, nobody takes the task
+    task_never_finishes: bool = False  # the task blocks forever once started
 
 
 class Scenario(BaseModel):
@@ -35,8 +57,12 @@ class Scenario(BaseModel):
     task_duration: Annotated[float, Field(ge=0, le=600)] = 1.0
     poll_interval: Annotated[float, Field(gt=0, le=60)] = 0.25
     hang_window: Annotated[float, Field(gt=0, le=600)] = 3.0
-    # The UI's verdict for each fix strategy; `others` covers fixes not named.
-    expected: dict[str, Outcome]
+    app: AppSetup = AppSetup()
+    worker: WorkerSetup = WorkerSetup()
+    # Other users polling through the same proxy, each starting a task just before this one.
+    neighbours: Annotated[int, Field(ge=0, le=5)] = 0
+    # The UI's verdict for each fix strategy; `others` covers fixes not named; "n/a": not run.
+    expected: dict[str, Outcome | Literal["n/a"]]
 
     @field_validator("summary")
     @classmethod
@@ -61,7 +87,9 @@ class Scenario(BaseModel):
 
     @field_validator("expected")
     @classmethod
-    def known_fixes(cls, value: dict[str, Outcome]) -> dict[str, Outcome]:
+    def known_fixes(
+        cls, value: dict[str, Outcome | Literal["n/a"]]
+    ) -> dict[str, Outcome | Literal["n/a"]]:
         known = strategies.names()
         for fix in value:
             if fix != OTHER_FIXES and fix not in known:
@@ -86,7 +114,19 @@ class Scenario(BaseModel):
         return self.proxy != NO_PROXY
 
     def expected_for(self, fix: str) -> Outcome:
-        return self.expected.get(fix) or self.expected[OTHER_FIXES]
+        """The expected outcome; BadInput if the fix does not apply to this scenario."""
+        value = self.expected.get(fix) or self.expected[OTHER_FIXES]
+        if value == NOT_APPLICABLE:
+            raise BadInput(f"fix {fix!r} does not apply to scenario {self.name!r}")
+        return Outcome(value)
+
+    def applies(self, fix: str) -> bool:
+        return (self.expected.get(fix) or self.expected[OTHER_FIXES]) != NOT_APPLICABLE
+
+    @property
+    def fixes(self) -> list[str]:
+        """The fixes that apply, in the order strategies.json lists them."""
+        return [fix for fix in strategies.names() if self.applies(fix)]
 
 
 def path_for(name_or_path: str) -> Path:
