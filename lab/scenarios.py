@@ -27,6 +27,11 @@ class Outcome(StrEnum):
 
 NOT_APPLICABLE = "n/a"  # an expected value: this fix does not apply to the scenario; not run
 
+# What a scenario file may expect: an outcome, or n/a.
+Expectation = StrEnum(
+    "Expectation", {**{o.name: o.value for o in Outcome}, "not_applicable": NOT_APPLICABLE}
+)
+
 
 class AppSetup(BaseModel):
     """How the sample app is set up for the scenario (the defaults are the story's app)."""
@@ -62,7 +67,7 @@ class Scenario(BaseModel):
     # Other users polling through the same proxy, each starting a task just before this one.
     neighbours: Annotated[int, Field(ge=0, le=5)] = 0
     # The UI's verdict for each fix strategy; `others` covers fixes not named; "n/a": not run.
-    expected: dict[str, Outcome | Literal["n/a"]]
+    expected: dict[str, Expectation]
 
     @field_validator("summary")
     @classmethod
@@ -87,9 +92,7 @@ class Scenario(BaseModel):
 
     @field_validator("expected")
     @classmethod
-    def known_fixes(
-        cls, value: dict[str, Outcome | Literal["n/a"]]
-    ) -> dict[str, Outcome | Literal["n/a"]]:
+    def known_fixes(cls, value: dict[str, Expectation]) -> dict[str, Expectation]:
         known = strategies.names()
         for fix in value:
             if fix != OTHER_FIXES and fix not in known:
@@ -118,7 +121,7 @@ class Scenario(BaseModel):
         value = self.expected.get(fix) or self.expected[OTHER_FIXES]
         if value == NOT_APPLICABLE:
             raise BadInput(f"fix {fix!r} does not apply to scenario {self.name!r}")
-        return Outcome(value)
+        return Outcome(value.value)
 
     def applies(self, fix: str) -> bool:
         return (self.expected.get(fix) or self.expected[OTHER_FIXES]) != NOT_APPLICABLE
