@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lab import paths, runner, scenarios
+from lab import matrix, paths, profiles, runner, scenarios
 from lab.errors import (
     EXIT_INTERRUPTED,
     EXIT_MATCHED,
@@ -55,6 +55,33 @@ def main() -> None:
     signal.signal(signal.SIGHUP, _terminate_as_interrupt)
 
 
+def runs_dir_option(f):
+    return click.option(
+        "--runs-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Where run folders go (default: ./runs, or $LAB_RUNS_DIR).",
+    )(f)
+
+
+def proxy_options(f):
+    f = click.option(
+        "--proxy-mode",
+        type=click.Choice(["forward", "reverse"]),
+        default="forward",
+        show_default=True,
+        help="How --proxy-url is used: as the client's forward proxy, or as a reverse proxy "
+        "in front of the app (then it must forward to the app's address).",
+    )(f)
+    return click.option(
+        "--proxy-url",
+        default=None,
+        metavar="URL",
+        help="Run through this real proxy (Squid, nginx, a corporate proxy) instead of the "
+        "scenario's profile. It must reach the app on 127.0.0.1.",
+    )(f)
+
+
 @main.command("list")
 def list_scenarios() -> None:
     """List the scenarios with one line each."""
@@ -73,22 +100,23 @@ def list_scenarios() -> None:
     "--fix", default="none", show_default=True, help="Fix strategy: none, nonce, no-store."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
-@click.option(
-    "--runs-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where run folders go (default: ./runs, or $LAB_RUNS_DIR).",
-)
-def repro(scenario: str, fix: str, as_json: bool, runs_dir: Path | None) -> None:
+@runs_dir_option
+@proxy_options
+def repro(
+    scenario: str,
+    fix: str,
+    as_json: bool,
+    runs_dir: Path | None,
+    proxy_url: str | None,
+    proxy_mode: str,
+) -> None:
     """Run SCENARIO (a name from `lab list`, or a .toml file) with one fix, and judge it."""
     try:
         loaded = scenarios.load(scenario)
         if fix not in strategies.names():
             raise BadInput(f"unknown fix {fix!r} (known: {', '.join(strategies.names())})")
         loaded.expected_for(fix)  # a fix that does not apply is bad input too
-        if loaded.uses_proxy:
-            from lab import profiles
-
+        if loaded.uses_proxy and not proxy_url:
             profiles.load(loaded.proxy)  # a bad profile is bad input: fail before starting
     except BadInput as exc:
         _fail(exc, as_json)
@@ -97,7 +125,14 @@ def repro(scenario: str, fix: str, as_json: bool, runs_dir: Path | None) -> None
         err.print(f"[dim]lab:[/] {escape(message)}", markup=True)
 
     try:
-        verdict = runner.run(loaded, fix, runs_dir or paths.runs_dir(), progress)
+        verdict = runner.run(
+            loaded,
+            fix,
+            runs_dir or paths.runs_dir(),
+            progress,
+            proxy_url=proxy_url,
+            proxy_mode=proxy_mode,
+        )
     except (BadInput, ComponentError) as exc:
         _fail(exc, as_json)
     except KeyboardInterrupt:
@@ -142,3 +177,119 @@ def _print_evidence(v: Verdict) -> None:
     out.print(table)
     if v.lesson:
         out.print(f"lesson: {v.lesson.strip()}", markup=False)
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@main.command("matrix")
+@click.option("--scenarios", "only_scenarios", metavar="A,B", help="Only these scenarios.")
+@click.option("--fixes", "only_fixes", metavar="X,Y", help="Only these fixes.")
+@click.option(
+    "--repeat",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="Run the matrix N times and report any cell whose outcome changed.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=matrix.DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Cells running at once (and worker threads).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@runs_dir_option
+@proxy_options
+def matrix_command(
+    only_scenarios: str | None,
+    only_fixes: str | None,
+    repeat: int,
+    concurrency: int,
+    as_json: bool,
+    runs_dir: Path | None,
+    proxy_url: str | None,
+    proxy_mode: str,
+) -> None:
+    """Run every scenario against every fix that applies, and print the table."""
+    try:
+        names = _split(only_scenarios) or scenarios.names()
+        loaded = [scenarios.load(name) for name in names]
+        fixes = _split(only_fixes) or strategies.names()
+        unknown = [f for f in fixes if f not in strategies.names()]
+        if unknown:
+            raise BadInput(f"unknown fix {unknown[0]!r} (known: {', '.join(strategies.names())})")
+        if not proxy_url:
+            for sc in loaded:
+                if sc.uses_proxy:
+                    profiles.load(sc.proxy)
+    except BadInput as exc:
+        _fail(exc, as_json)
+
+    def progress(message: str) -> None:
+        err.print(f"[dim]lab:[/] {escape(message)}", markup=True)
+
+    try:
+        result = matrix.run_matrix(
+            loaded,
+            fixes,
+            runs_dir or paths.runs_dir(),
+            progress,
+            repeat=repeat,
+            concurrency=concurrency,
+            proxy_url=proxy_url,
+            proxy_mode=proxy_mode,
+        )
+    except (BadInput, ComponentError) as exc:
+        _fail(exc, as_json)
+    except KeyboardInterrupt:
+        err.print("interrupted: every process of the matrix was stopped", markup=False)
+        sys.exit(EXIT_INTERRUPTED)
+    if as_json:
+        click.echo(matrix.to_json_text(result))
+    else:
+        _print_matrix(result)
+    sys.exit(EXIT_MATCHED if result.ok else EXIT_MISMATCH)
+
+
+def _print_matrix(result: matrix.MatrixResult) -> None:
+    short = {"completed": "ok", "hung": "HUNG", "errored": "ERR", "leaked": "LEAK"}
+    colour = {"completed": "green", "hung": "yellow", "errored": "red", "leaked": "magenta"}
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("scenario [proxy]")
+    for fix in result.fixes:
+        table.add_column(fix, justify="center")
+    last = result.last
+    for name in result.scenarios:
+        proxy = next((v.proxy for (s, _), v in last.items() if s == name), "")
+        row = [escape(f"{name} [{proxy}]")]
+        for fix in result.fixes:
+            v = last.get((name, fix))
+            if v is None:
+                row.append("[dim]-[/]")
+                continue
+            text = short.get(v.observed, v.observed)
+            if not v.matched:
+                text = f"[bold reverse]{text}!={short.get(v.expected, v.expected)}[/]"
+            row.append(f"[{colour.get(v.observed, 'white')}]{text}[/]")
+        table.add_row(*row)
+    wide = Console(highlight=False, width=max(out.width, 40 + 11 * len(result.fixes)))
+    wide.print(table)
+    cells = len(last)
+    bad = [v for v in last.values() if not v.matched]
+    for v in bad:
+        click.echo(f"mismatch: {v.sentence}")
+    for (s, f), outcomes in result.flips.items():
+        click.echo(f"changed between rounds: {s} fix={f}: {' -> '.join(outcomes)}")
+    click.echo(f"results: {paths.relative(result.run_dir / 'matrix.md')}")
+    click.echo(
+        f"matrix: {cells - len(bad)} of {cells} cells matched"
+        + (
+            f", {len(result.flips)} changed between {len(result.rounds)} rounds"
+            if result.flips
+            else ""
+        )
+        + f" in {result.seconds:.1f} s"
+    )

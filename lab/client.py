@@ -1,28 +1,53 @@
 """The lab's Python client: the page's polling logic, step for step, through the proxy.
 
-Like static/poller.js: POST /tasks, then poll -> wait for the answer -> stop on a final state,
-stop with an error on any failed request, else wait the poll interval and poll again. Both build
-their polls from sample_app/strategies.json.
+Like static/poller.js, and built from the same sample_app/strategies.json: POST /tasks, then
+- transport "poll": poll -> wait for the answer -> stop on a final state (or a leak), else wait the
+  poll interval and poll again; a failed request (no answer, 5xx, 429) is retried after the
+  strategy's backoff, up to its attempts in a row, then the UI errors; any other failure is final;
+- transport "sse": one event stream, each event handled like a poll's answer; a stream that fails
+  or ends before a final state is reconnected after the backoff, counted as a retry.
+
+A strategy with detect_stale switches to its nonce once the same answer (served_at and seq) came
+back too often in a row, and says so in `warnings`. What the page gets from the browser for free
+is imitated here: the browser's HTTP cache revalidating a kept answer with If-None-Match (fetch
+cache mode "default"), the headers fetch adds for cache mode "no-store", and EventSource's request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from sample_app.strategies import Strategy, StrategyBook
+from sample_app.strategies import DetectStale, Strategy, StrategyBook, is_retryable
 
 REQUEST_TIMEOUT = 10.0
+EVENT_STREAM = "text/event-stream"
+# What the browser does for each fetch() cache mode the page may use: whether its HTTP cache
+# revalidates a kept answer (If-None-Match), and the request headers it adds when absent.
+BROWSER_FETCH_CACHE: dict[str, tuple[bool, dict[str, str]]] = {
+    "default": (True, {}),
+    "no-store": (False, {"Cache-Control": "no-cache", "Pragma": "no-cache"}),
+}
+# EventSource's own request: it asks for a stream, and for a fresh one.
+EVENT_SOURCE_HEADERS = {"Accept": EVENT_STREAM, "Cache-Control": "no-cache"}
+KEPT_ANSWERS = 64  # the imitated browser cache keeps this many URLs' last answer
 
 
 @dataclass
 class Poll:
+    """One answer the UI got (or one failed request). For the event stream, one event: then
+    sent_at is when the event arrived, and `stream` numbers the connection it came on."""
+
     seq: int
     sent_at: float
     received_at: float
@@ -36,6 +61,38 @@ class Poll:
     x_cache: str | None = None
     cache_control: str | None = None
     error: str | None = None
+    method: str = "GET"
+    retry: int = 0  # failed requests in a row before this one (0: not a retry)
+    server_seq: int | None = None  # the answer's seq, increasing per app process
+    task_id: str | None = None  # the task the answer is about
+    foreign_task_id: str | None = None  # set when that is not the task being polled: a leak
+    etag: str | None = None
+    browser_cache: bool = False  # a 304: the body is the copy the (imitated) browser kept
+    stream: int | None = None
+
+
+class StaleWatch:
+    """The same answer (served_at and seq) `after_polls` times in a row while our clock moved:
+    something between us and the app is replaying it."""
+
+    def __init__(self, spec: DetectStale, clock: Callable[[], float] = time.monotonic) -> None:
+        self.spec = spec
+        self.clock = clock
+        self._key: tuple[Any, Any] | None = None
+        self._count = 0
+        self._first_seen = 0.0
+
+    def saw(self, poll: Poll) -> bool:
+        now = self.clock()
+        key = (poll.served_at, poll.server_seq)
+        if key == (None, None):  # nothing to compare: not a sign of anything
+            self._key, self._count = None, 0
+            return False
+        if key != self._key:
+            self._key, self._count, self._first_seen = key, 1, now
+            return False
+        self._count += 1
+        return self._count >= self.spec.after_polls and now > self._first_seen
 
 
 class PollingClient:
@@ -51,23 +108,36 @@ class PollingClient:
         poll_interval: float,
         task_duration: float,
         log_path: Path,
+        status_url_style: str = "path",
     ) -> None:
+        if status_url_style not in book.status_paths:
+            known = ", ".join(book.status_paths)
+            raise ValueError(f"status_url_style {status_url_style!r}: not one of {known}")
         self.base_url = base_url.rstrip("/")
         self.book = book
         self.strategy = strategy
         self.poll_interval = poll_interval
         self.task_duration = task_duration
         self.log_path = log_path
+        self.status_url_style = status_url_style
         self._http = httpx.Client(
             proxy=proxy_url, timeout=REQUEST_TIMEOUT, trust_env=False, follow_redirects=False
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="polling-client", daemon=True)
-        self.ui_state = "idle"  # idle -> running -> completed | errored
+        # Every connection the client opened (httpcore's trace hook reports them): stop() shuts
+        # them down, which wakes a read that may never end on its own (closing does not).
+        self._streams: list[Any] = []
+        self._extensions = {"trace": self._trace}
+        self._kept: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
+        self.ui_state = "idle"  # idle -> running -> completed | errored | leaked
         self.task_id: str | None = None
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.error: str | None = None
+        self.foreign_task_id: str | None = None  # the task a leaked answer was about
+        self.nonce_kind: str | None = strategy.poll.nonce  # detect_stale may switch it
+        self.warnings: list[str] = []
         self.polls: list[Poll] = []
 
     # -- the runner's side
@@ -76,16 +146,18 @@ class PollingClient:
 
     def stop(self) -> None:
         self._stop.set()
+        self._shut_connections_down()
         self._thread.join(timeout=REQUEST_TIMEOUT + 1)
         self._http.close()
 
     @property
     def last_state(self) -> str | None:
-        return self.polls[-1].state if self.polls else None
+        """The state the UI shows: the last answer's (failed requests change nothing)."""
+        return next((poll.state for poll in reversed(self.polls) if poll.state), None)
 
     @property
     def done(self) -> bool:
-        return self.ui_state in ("completed", "errored")
+        return self.ui_state in ("completed", "errored", "leaked")
 
     # -- the page's logic
     def _run(self) -> None:
@@ -94,19 +166,16 @@ class PollingClient:
         except Exception as exc:  # noqa: BLE001 - the page shows any error and stops
             self._show_error(f"starting the task failed: {exc}")
             return
-        while not self._stop.is_set():
-            poll = self._poll_once(len(self.polls) + 1)
-            self.polls.append(poll)
-            self._log("poll", **asdict(poll))
-            if poll.error:
-                self._show_error(poll.error)
-                return
-            if poll.state in self.book.final_states:
-                self.finished_at = poll.received_at
-                self.ui_state = "completed" if poll.state == "SUCCESS" else "errored"
-                self._log("ui", ui_state=self.ui_state, state=poll.state)
-                return
-            self._stop.wait(self.poll_interval)
+        transports: dict[str, Callable[[], None]] = {
+            "poll": self._poll_loop,
+            "sse": self._event_stream,
+        }
+        try:
+            transports[self.strategy.transport]()
+        except Exception as exc:
+            # A bug here, not something the page would see: say so instead of looking hung.
+            self._show_error(f"the client itself failed: {type(exc).__name__}: {exc}")
+            raise
 
     def _start_task(self) -> None:
         self.ui_state = "running"
@@ -114,48 +183,227 @@ class PollingClient:
         response = self._http.post(
             f"{self.base_url}/tasks",
             json={"fix": self.strategy.name, "duration": self.task_duration},
+            extensions=self._extensions,
         )
         self._log("start", status=response.status_code, body=response.text[:500])
         response.raise_for_status()
         self.task_id = response.json()["task_id"]
 
-    def _poll_once(self, seq: int) -> Poll:
-        assert self.task_id is not None
-        target = self.strategy.poll_target(self.book.status_path_for(self.task_id))
+    def _poll_loop(self) -> None:
+        retry = self.strategy.retry
+        stale = StaleWatch(self.strategy.detect_stale) if self.strategy.detect_stale else None
+        failures = 0
+        while not self._stop.is_set():
+            poll = self._poll_once(retry=failures)
+            if self._stop.is_set():
+                return  # stopped mid-request: what came back is not the UI's doing
+            self._record(poll)
+            if poll.error:
+                if is_retryable(poll.status) and failures < retry.attempts:
+                    failures += 1
+                    self._wait_to_retry(failures, poll.error)
+                    continue
+                self._show_error(poll.error)
+                return
+            failures = 0
+            if self._handle_answer(poll):
+                return
+            if stale is not None and stale.saw(poll):
+                self._switch_nonce(stale.spec)
+                stale = None
+            self._stop.wait(self.poll_interval)
+
+    def _event_stream(self) -> None:
+        retry = self.strategy.retry
+        failures = 0
+        connection = 0
+        while not self._stop.is_set():
+            connection += 1
+            url = f"{self.base_url}{self.book.events_path_for(self._task())}"
+            opened_with, opened_at = failures, time.time()
+            status: int | None = None
+            response: httpx.Response | None = None
+            try:
+                with self._http.stream(
+                    "GET",
+                    url,
+                    headers=EVENT_SOURCE_HEADERS,
+                    timeout=httpx.Timeout(REQUEST_TIMEOUT, read=None),  # events come when they do
+                    extensions=self._extensions,
+                ) as response:
+                    status = response.status_code
+                    content_type = response.headers.get("content-type", "").split(";")[0]
+                    if status != 200:
+                        error = f"HTTP {status}"
+                    elif content_type.strip().lower() != EVENT_STREAM:
+                        error = f"not an event stream ({content_type or 'no content type'})"
+                    else:
+                        for data in sse_messages(response.iter_lines()):
+                            if self._stop.is_set():
+                                return
+                            failures = 0
+                            poll = self._poll(url, response, retry=opened_with, stream=connection)
+                            poll.sent_at = poll.received_at
+                            self._read_answer(poll, data)
+                            self._record(poll)
+                            if poll.error:
+                                self._show_error(poll.error)
+                                return
+                            if self._handle_answer(poll):
+                                return
+                        error = "the event stream ended before a final state"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            if self._stop.is_set():
+                return
+            # EventSource does not tell the page the status: every failure is worth a retry.
+            failed = Poll(
+                len(self.polls) + 1,
+                opened_at,
+                time.time(),
+                url,
+                status,
+                None,
+                error=error,
+                retry=failures,
+                stream=connection,
+            )
+            if response is not None:
+                self._copy_headers(failed, response)
+            self._record(failed)
+            if failures < retry.attempts:
+                failures += 1
+                self._wait_to_retry(failures, error)
+                continue
+            self._show_error(error)
+            return
+
+    def _poll_once(self, *, retry: int) -> Poll:
+        spec = self.strategy.poll
+        target = self.book.status_target(
+            self._task(), style=self.status_url_style, nonce_kind=self.nonce_kind
+        )
         url = f"{self.base_url}{target}"
+        revalidates, added_headers = BROWSER_FETCH_CACHE[spec.fetch_cache]
+        headers = httpx.Headers(spec.request_headers)
+        for name, value in added_headers.items():
+            headers.setdefault(name, value)
+        kept = self._kept.get(url) if revalidates and spec.method == "GET" else None
+        if kept is not None:
+            headers["If-None-Match"] = kept[0]
         sent_at = time.time()
         try:
-            response = self._http.get(url, headers=self.strategy.request_headers)
-        except httpx.HTTPError as exc:
-            return Poll(
-                seq, sent_at, time.time(), url, None, None, error=f"{type(exc).__name__}: {exc}"
+            response = self._http.request(
+                spec.method, url, headers=headers, json=spec.body, extensions=self._extensions
             )
-        headers = response.headers
-        poll = Poll(
-            seq,
-            sent_at,
-            time.time(),
-            url,
-            response.status_code,
-            None,
-            age=headers.get("age"),
-            date=headers.get("date"),
-            via=headers.get("via"),
-            x_cache=headers.get("x-cache"),
-            cache_control=headers.get("cache-control"),
-        )
+        except httpx.HTTPError as exc:
+            poll = Poll(len(self.polls) + 1, sent_at, time.time(), url, None, None)
+            poll.method, poll.retry, poll.error = spec.method, retry, f"{type(exc).__name__}: {exc}"
+            return poll
+        poll = self._poll(url, response, retry=retry)
+        poll.sent_at, poll.method = sent_at, spec.method
+        if response.status_code == 304 and kept is not None:
+            poll.browser_cache = True
+            self._read_answer(poll, kept[1])
+            return poll
         if not response.is_success:
             poll.error = f"HTTP {response.status_code}"
             return poll
-        try:
-            body: dict[str, Any] = response.json()
-            poll.state = body["state"]
-            poll.served_at = body.get("served_at")
-        except (ValueError, KeyError, TypeError) as exc:
-            poll.error = f"unreadable status answer: {exc}"
+        body = self._read_answer(poll, response.text)
+        if body is not None and poll.etag and revalidates and spec.method == "GET":
+            self._kept[url] = (poll.etag, body)
+            self._kept.move_to_end(url)
+            while len(self._kept) > KEPT_ANSWERS:
+                self._kept.popitem(last=False)
         return poll
 
-    def _show_error(self, message: str) -> None:
+    def _poll(
+        self, url: str, response: httpx.Response, *, retry: int, stream: int | None = None
+    ) -> Poll:
+        poll = Poll(
+            len(self.polls) + 1, 0.0, time.time(), url, response.status_code, None, retry=retry
+        )
+        poll.stream = stream
+        self._copy_headers(poll, response)
+        return poll
+
+    @staticmethod
+    def _copy_headers(poll: Poll, response: httpx.Response) -> None:
+        headers = response.headers
+        poll.age = headers.get("age")
+        poll.date = headers.get("date")
+        poll.via = headers.get("via")
+        poll.x_cache = headers.get("x-cache")
+        poll.cache_control = headers.get("cache-control")
+        poll.etag = headers.get("etag")
+
+    def _read_answer(self, poll: Poll, answer: str | dict[str, Any]) -> dict[str, Any] | None:
+        """Fills the poll from a status document; sets its error if it is not one."""
+        try:
+            body = json.loads(answer) if isinstance(answer, str) else answer
+            if not isinstance(body, dict) or not isinstance(body.get("state"), str):
+                raise ValueError("no state")
+        except ValueError as exc:
+            poll.error = f"unreadable status answer: {exc}"
+            return None
+        poll.state = body["state"]
+        poll.served_at = body.get("served_at")
+        poll.server_seq = body.get("seq")
+        poll.task_id = body.get("task_id")
+        if poll.task_id is not None and poll.task_id != self.task_id:
+            poll.foreign_task_id = poll.task_id
+        return body
+
+    def _handle_answer(self, poll: Poll) -> bool:
+        """What the page does with an answer; True when the UI stops."""
+        if poll.foreign_task_id is not None:
+            self.foreign_task_id = poll.foreign_task_id
+            self.finished_at = poll.received_at
+            self.ui_state = "leaked"
+            self._log("ui", ui_state="leaked", foreign_task_id=poll.foreign_task_id)
+            return True
+        if poll.state in self.book.final_states:
+            self.finished_at = poll.received_at
+            self.ui_state = "completed" if poll.state == "SUCCESS" else "errored"
+            self._log("ui", ui_state=self.ui_state, state=poll.state)
+            return True
+        return False
+
+    def _switch_nonce(self, spec: DetectStale) -> None:
+        self.nonce_kind = spec.switch_to_nonce
+        message = spec.warning
+        self.warnings.append(message)
+        self._log("warning", message=message)
+
+    def _wait_to_retry(self, retry: int, error: str | None) -> None:
+        delay = self.strategy.retry.delay_s(retry)
+        self._log(
+            "retry", retry=retry, attempts=self.strategy.retry.attempts, delay_s=delay, error=error
+        )
+        self._stop.wait(delay)
+
+    def _record(self, poll: Poll) -> None:
+        self.polls.append(poll)
+        self._log("poll", **asdict(poll))
+
+    def _task(self) -> str:
+        assert self.task_id is not None
+        return self.task_id
+
+    def _trace(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.complete":
+            self._streams.append(info["return_value"])
+
+    def _shut_connections_down(self) -> None:
+        """Wake the client thread out of a read that may never end (an event stream, or its
+        headers, held back by a buffering proxy)."""
+        for stream in list(self._streams):
+            sock = stream.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):  # already closed
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def _show_error(self, message: str | None) -> None:
         self.error = message
         self.finished_at = time.time()
         self.ui_state = "errored"
@@ -165,3 +413,21 @@ class PollingClient:
         line = json.dumps({"time": time.time(), "event": event, **fields})
         with self.log_path.open("a", encoding="utf-8") as fh:
             fh.write(line + "\n")
+
+
+def sse_messages(lines: Iterator[str]) -> Iterator[str]:
+    """The data of each message event in a text/event-stream, as EventSource's onmessage gets
+    it: data lines joined by newlines, dispatched at a blank line; comments (heartbeats) and
+    other fields are skipped."""
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+            data = []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value.removeprefix(" "))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.client import Poll
+from lab.client import Poll, PollingClient
 from lab.scenarios import Outcome, Scenario
+from lab.stack import TaskEvents
 
 HOPS = ("worker", "result backend", "origin", "proxy", "client")
 
@@ -27,13 +29,37 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-def task_finished_at(task_events: Path, task_id: str | None) -> float | None:
-    if task_id is None:
-        return None
-    for event in read_jsonl(task_events):
-        if event.get("event") == "task_finished" and event.get("task_id") == task_id:
-            return float(event["time"])
-    return None
+TASK_ID_IN_URL = re.compile(r"/tasks/([0-9a-fA-F-]{8,})|[?&]task_id=([0-9a-fA-F-]{8,})")
+
+
+def task_id_in(event: dict[str, Any]) -> str | None:
+    if event.get("task_id"):
+        return str(event["task_id"])
+    match = TASK_ID_IN_URL.search(event.get("url") or event.get("path") or "")
+    return (match.group(1) or match.group(2)) if match else None
+
+
+def is_status_request(event: dict[str, Any]) -> bool:
+    """A poll (or the SSE stream) for a task: anything but the POST that starts it."""
+    path = event.get("path") or (event.get("url") or "").split("://", 1)[-1].split("?")[0]
+    return not path.rstrip("/").endswith("/tasks")
+
+
+class EventIndex:
+    """Origin and proxy events of a run, read once and grouped by task id."""
+
+    def __init__(self, origin_events: Path | None, proxy_events: Path | None) -> None:
+        self.origin = self._group(origin_events)
+        self.proxy = self._group(proxy_events)
+
+    @staticmethod
+    def _group(path: Path | None) -> dict[str, list[dict[str, Any]]]:
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for event in read_jsonl(path) if path else []:
+            task_id = task_id_in(event)
+            if task_id and is_status_request(event):
+                grouped.setdefault(task_id, []).append(event)
+        return grouped
 
 
 @dataclass
@@ -52,58 +78,55 @@ class Evidence:
     client_error: str | None
     ui_state: str
     uses_proxy: bool
+    proxy_visible: bool = True  # False for an external proxy: no events from inside it
+    worker_running: bool = True
+    warnings: list[str] = field(default_factory=list)
+    foreign_task_id: str | None = None
 
     @classmethod
     def gather(
         cls,
         *,
-        run_dir: Path,
+        task_events: TaskEvents,
+        index: EventIndex,
         task_id: str | None,
-        client_started_at: float | None,
+        client: PollingClient,
         backend_state: str | None,
-        polls: list[Poll],
-        client_error: str | None,
-        ui_state: str,
         uses_proxy: bool,
+        proxy_visible: bool,
+        worker_running: bool,
     ) -> Evidence:
-        started = finished = None
-        final_state = None
-        for event in read_jsonl(run_dir / "task-events.jsonl"):
-            if event.get("task_id") != task_id:
-                continue
-            if event["event"] == "task_started":
-                started = event["time"]
-            elif event["event"] == "task_finished":
-                finished, final_state = event["time"], event.get("state")
-        status_marker = f"/tasks/{task_id}/status"
-        origin = [
-            e
-            for e in read_jsonl(run_dir / "origin-events.jsonl")
-            if task_id and e.get("path") == status_marker
-        ]
-        proxy = [
-            e
-            for e in read_jsonl(run_dir / "proxy-events.jsonl")
-            if task_id and status_marker in (e.get("url") or "")
-        ]
+        task_events.refresh(0)
+        key = task_id or ""
+        polls = list(client.polls)
+        foreign = next(
+            (p.foreign_task_id for p in polls if getattr(p, "foreign_task_id", None)), None
+        )
         return cls(
-            task_id,
-            client_started_at,
-            started,
-            finished,
-            final_state,
-            backend_state,
-            origin,
-            proxy,
-            polls,
-            client_error,
-            ui_state,
-            uses_proxy,
+            task_id=task_id,
+            client_started_at=client.started_at,
+            task_started_at=task_events.started.get(key),
+            task_finished_at=task_events.finished.get(key),
+            task_final_state=task_events.final_state.get(key),
+            backend_state=backend_state,
+            origin_status_requests=index.origin.get(key, []),
+            proxy_status_requests=index.proxy.get(key, []),
+            polls=polls,
+            client_error=client.error,
+            ui_state=client.ui_state,
+            uses_proxy=uses_proxy,
+            proxy_visible=proxy_visible,
+            worker_running=worker_running,
+            warnings=list(getattr(client, "warnings", [])),
+            foreign_task_id=foreign,
         )
 
     # -- counts
     @property
     def from_cache(self) -> int:
+        if not self.proxy_visible:
+            # An external proxy: a poll that never reached the origin was answered on the way.
+            return max(0, len(self.polls) - self.reached_origin)
         return sum(1 for e in self.proxy_status_requests if e.get("cache") == "HIT")
 
     @property
@@ -119,6 +142,8 @@ class Evidence:
         """The hop where the status stopped on its way to the UI."""
         if observed is Outcome.completed:
             return None
+        if observed is Outcome.leaked:
+            return "proxy" if self.uses_proxy else "origin"
         if observed is Outcome.errored:
             if any(e.get("status", 200) >= 400 for e in self.origin_status_requests):
                 return "origin"
@@ -152,6 +177,7 @@ class Verdict:
     backend_state: str | None = None
     run_dir: str = ""
     first_stale_answer: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
     lesson: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -183,6 +209,8 @@ def judge(
     detail = _detail(observed, evidence, scenario)
     if evidence.uses_proxy:
         tail = f"{evidence.from_cache} of {total} polls were answered by the proxy"
+        if not evidence.proxy_visible:
+            tail = f"{evidence.from_cache} of {total} polls never reached the origin"
     else:
         tail = f"{evidence.reached_origin} of {total} polls reached the origin (no proxy)"
     return Verdict(
@@ -205,6 +233,7 @@ def judge(
         },
         backend_state=evidence.backend_state,
         first_stale_answer=_first_stale(evidence, final_states),
+        warnings=evidence.warnings,
         lesson=scenario.lesson,
     )
 
@@ -218,15 +247,26 @@ def _detail(observed: Outcome, ev: Evidence, scenario: Scenario) -> str:
             f"the task finished at {finished or 0:.1f} s "
             f"and the UI showed {last.state} at {seen:.1f} s"
         )
+    if observed is Outcome.leaked:
+        return f"the UI was shown another user's task ({ev.foreign_task_id}) instead of its own"
     if observed is Outcome.errored:
         at = ev.rel(last.received_at) if last else None
         where = f" at {at:.1f} s" if at is not None else ""
         return f"the UI stopped with an error{where}: {ev.client_error or (last and last.state)}"
     shown = (last.state if last else None) or "nothing"
+    if ev.task_started_at is None and finished is None:
+        nobody = "no worker is running" if not ev.worker_running else "no worker took it"
+        return f"the task was never started ({nobody}); the UI still showed {shown}"
     if finished is None:
+        started = ev.rel(ev.task_started_at) or 0.0
         return (
-            f"the worker never reported the task finished within "
-            f"{scenario.task_duration + scenario.hang_window:.1f} s; the UI still showed {shown}"
+            f"the worker started the task at {started:.1f} s and never finished it; "
+            f"the UI still showed {shown}"
+        )
+    if ev.backend_state not in (ev.task_final_state, "SUCCESS", "FAILURE"):
+        return (
+            f"the task finished at {finished:.1f} s but the result backend holds "
+            f"{ev.backend_state} (no result was stored); the UI still showed {shown}"
         )
     return (
         f"the task finished at {finished:.1f} s, "

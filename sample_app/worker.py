@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", type=Path, help="JSON config written by the lab")
     parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="1: the solo pool, one task at a time; more: a thread pool of this size",
+    )
     args = parser.parse_args(argv)
     if args.config:
         config = AppConfig.load(args.config)
@@ -54,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     celery.worker_main(
         [
             "worker",
-            "--pool=solo",
+            *(
+                ["--pool=solo"]
+                if args.concurrency <= 1
+                else ["--pool=threads", f"--concurrency={args.concurrency}"]
+            ),
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",

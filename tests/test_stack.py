@@ -1,21 +1,31 @@
-"""The real stack (worker, app server, mitmdump) for every shipped scenario and fix."""
+"""The real stack: worker, app server and mitmdump, driven by the lab's client."""
 
 from __future__ import annotations
 
 import json
-import os
 import uuid
 
 import pytest
 
-from lab import runner, scenarios
+from lab import matrix, runner, scenarios
 from lab.scenarios import Outcome
 from sample_app import strategies
 from tests.lab_helpers import TOKEN_VAR, processes_with_token
 
 pytestmark = pytest.mark.stack
 
-CASES = [(name, fix) for name in scenarios.names() for fix in strategies.names()]
+STORY_CELLS = [
+    ("proxy-cache", "none"),
+    ("proxy-cache", "nonce"),
+    ("proxy-cache", "no-store"),
+    ("rfc-cache", "none"),
+    ("direct", "none"),
+]
+LOOKALIKES = {
+    "no-worker": "worker",
+    "task-never-finishes": "worker",
+    "results-not-stored": "result backend",
+}
 
 
 @pytest.fixture
@@ -26,8 +36,8 @@ def token(monkeypatch: pytest.MonkeyPatch) -> str:
     return value
 
 
-@pytest.mark.parametrize(("scenario_name", "fix"), CASES, ids=[f"{s}-{f}" for s, f in CASES])
-def test_scenario_outcome_matches_expected(tmp_path, token, scenario_name, fix):
+@pytest.mark.parametrize(("scenario_name", "fix"), STORY_CELLS, ids=lambda v: v)
+def test_story_cell_outcome_and_evidence(tmp_path, token, scenario_name, fix):
     scenario = scenarios.load(scenario_name)
     verdict = runner.run(scenario, fix, tmp_path, progress=lambda _: None)
 
@@ -36,7 +46,7 @@ def test_scenario_outcome_matches_expected(tmp_path, token, scenario_name, fix):
     assert verdict.matched
     assert not processes_with_token(token), "a process of the run is still alive"
 
-    run_dir = tmp_path / os.listdir(tmp_path)[0]
+    run_dir = next(tmp_path.iterdir())
     assert json.loads((run_dir / "result.json").read_text())["observed"] == expected.value
     for evidence in ("worker.log", "app.log", "task-events.jsonl", "origin-events.jsonl"):
         assert (run_dir / evidence).exists(), evidence
@@ -57,3 +67,28 @@ def test_scenario_outcome_matches_expected(tmp_path, token, scenario_name, fix):
         assert polls["reached_origin"] == polls["total"]
     if scenario.uses_proxy:
         assert (run_dir / "proxy-events.jsonl").exists()
+
+
+@pytest.mark.parametrize(("scenario_name", "hop"), LOOKALIKES.items(), ids=list(LOOKALIKES))
+def test_lookalike_hangs_at_its_own_hop(tmp_path, token, scenario_name, hop):
+    scenario = scenarios.load(scenario_name)
+    verdict = runner.run(scenario, "none", tmp_path, progress=lambda _: None)
+    assert verdict.observed == "hung", verdict.sentence
+    assert verdict.stopped_at == hop, verdict.sentence
+    # No proxy: every poll reached the origin, which answered PENDING itself (one more may
+    # have been in flight when the verdict came).
+    assert verdict.polls["reached_origin"] >= verdict.polls["total"] > 0
+    assert not processes_with_token(token)
+
+
+def test_whole_matrix_matches_every_expectation(tmp_path, token):
+    result = matrix.run_matrix(
+        scenarios.load_all(), strategies.names(), tmp_path, progress=lambda _: None
+    )
+    mismatches = [v.sentence for v in result.mismatches]
+    assert not mismatches, "\n".join(mismatches)
+    applicable = sum(len(sc.fixes) for sc in scenarios.load_all())
+    assert len(result.last) == applicable
+    assert (result.run_dir / "matrix.json").exists()
+    assert (result.run_dir / "matrix.md").exists()
+    assert not processes_with_token(token)

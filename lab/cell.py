@@ -1,0 +1,102 @@
+"""One cell: one scenario with one fix, on stacks that are already running."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab.client import PollingClient
+from lab.scenarios import Outcome, Scenario
+from lab.stack import AppStack, ProxyEndpoint
+from sample_app import strategies
+
+TASK_START_GRACE = 5.0  # how long past duration + hang window a task may take to be picked up
+NEVER_FINISHING_DURATION = 600.0  # the app's longest task: "forever" for a lab run
+NEIGHBOUR_FIRST_POLL_TIMEOUT = 10.0
+
+
+@dataclass
+class CellRun:
+    scenario: Scenario
+    fix: str
+    app: AppStack
+    proxy: ProxyEndpoint | None
+    client: PollingClient
+    observed: Outcome
+    seconds: float  # from the cell's start (or the run's, for lab repro) to the verdict
+    neighbours: list[PollingClient] = field(default_factory=list)
+
+
+def make_client(
+    scenario: Scenario, fix: str, app: AppStack, proxy: ProxyEndpoint | None, log_path: Path
+) -> PollingClient:
+    base_url, proxy_url = proxy.client_route(app.url) if proxy else (app.url, None)
+    book = strategies.load()
+    never = scenario.worker.task_never_finishes
+    return PollingClient(
+        base_url=base_url,
+        proxy_url=proxy_url,
+        book=book,
+        strategy=book.get(fix),
+        poll_interval=scenario.poll_interval,
+        task_duration=NEVER_FINISHING_DURATION if never else scenario.task_duration,
+        log_path=log_path,
+        status_url_style=scenario.app.status_url_style,
+    )
+
+
+def wait_for_outcome(
+    client: PollingClient, scenario: Scenario, app: AppStack, check_alive: Callable[[], None]
+) -> Outcome:
+    """completed/errored/leaked as soon as the client stops; hung after the hang window."""
+    task_will_not_finish = not scenario.worker.running or scenario.worker.task_never_finishes
+    give_up_after = scenario.task_duration + scenario.hang_window
+    if not task_will_not_finish:
+        give_up_after += TASK_START_GRACE
+    while True:
+        check_alive()
+        if client.done:
+            return Outcome(client.ui_state)
+        now = time.time()
+        finished = app.task_events.finished_at(client.task_id)
+        if finished is not None and now - finished >= scenario.hang_window:
+            return Outcome.hung
+        if finished is None and client.started_at and now - client.started_at > give_up_after:
+            return Outcome.hung
+        time.sleep(0.02)
+
+
+def run_cell(
+    scenario: Scenario,
+    fix: str,
+    app: AppStack,
+    proxy: ProxyEndpoint | None,
+    logs_dir: Path,
+    check_alive: Callable[[], None],
+    began: float | None = None,
+) -> CellRun:
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic() if began is None else began
+    neighbours = [
+        make_client(scenario, fix, app, proxy, logs_dir / f"client-neighbour-{n}.jsonl")
+        for n in range(1, scenario.neighbours + 1)
+    ]
+    client = make_client(scenario, fix, app, proxy, logs_dir / "client.jsonl")
+    try:
+        for neighbour in neighbours:
+            # Another user polls through the same proxy first, so a shared cache can mix them up.
+            neighbour.start()
+            deadline = time.monotonic() + NEIGHBOUR_FIRST_POLL_TIMEOUT
+            while not neighbour.polls and not neighbour.done and time.monotonic() < deadline:
+                check_alive()
+                time.sleep(0.01)
+        client.start()
+        observed = wait_for_outcome(client, scenario, app, check_alive)
+        seconds = time.monotonic() - began
+    finally:
+        client.stop()
+        for neighbour in neighbours:
+            neighbour.stop()
+    return CellRun(scenario, fix, app, proxy, client, observed, seconds, neighbours)

@@ -1,0 +1,235 @@
+"""`lab matrix`: every scenario against every fix, concurrently over shared stacks.
+
+One app stack (worker pool + app server) per app/worker set-up, one proxy per profile; cells run
+in a thread pool, each with its own client (and neighbours), judged like `lab repro`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lab import profiles
+from lab.cell import CellRun, run_cell
+from lab.evidence import EventIndex, Verdict
+from lab.runner import new_run_dir, new_supervisor, verdict_for, write_json
+from lab.scenarios import Scenario
+from lab.stack import (
+    AppStack,
+    ProxyEndpoint,
+    app_key,
+    external_proxy,
+    launch_app_stack,
+    launch_proxy,
+)
+
+Progress = Callable[[str], None]
+DEFAULT_CONCURRENCY = 48
+
+
+@dataclass
+class MatrixResult:
+    run_dir: Path
+    scenarios: list[str]
+    fixes: list[str]
+    rounds: list[dict[tuple[str, str], Verdict]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def last(self) -> dict[tuple[str, str], Verdict]:
+        return self.rounds[-1]
+
+    @property
+    def mismatches(self) -> list[Verdict]:
+        return [v for r in self.rounds for v in r.values() if not v.matched]
+
+    @property
+    def flips(self) -> dict[tuple[str, str], list[str]]:
+        """Cells whose outcome changed between rounds (with --repeat)."""
+        seen: dict[tuple[str, str], list[str]] = {}
+        for r in self.rounds:
+            for key, verdict in r.items():
+                seen.setdefault(key, []).append(verdict.observed)
+        return {k: v for k, v in seen.items() if len(set(v)) > 1}
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches and not self.flips
+
+    def to_json(self) -> dict:
+        return {
+            "run_dir": str(self.run_dir),
+            "seconds": round(self.seconds, 3),
+            "scenarios": self.scenarios,
+            "fixes": self.fixes,
+            "ok": self.ok,
+            "rounds": [
+                [asdict(v) | {"run_dir": v.run_dir} for v in r.values()] for r in self.rounds
+            ],
+            "flips": {f"{s}/{f}": o for (s, f), o in self.flips.items()},
+        }
+
+
+def start_stacks(
+    sup, scenarios: list[Scenario], concurrency: int, proxy_url: str | None, proxy_mode: str
+) -> tuple[dict[str, AppStack], dict[tuple[str, str], ProxyEndpoint]]:
+    """All processes start at once; forward proxies don't wait for the apps."""
+    app_waits: dict[str, Callable[[], AppStack]] = {}
+    for sc in scenarios:
+        key = app_key(sc.app, sc.worker)
+        if key not in app_waits:
+            _, ready = launch_app_stack(
+                sup,
+                key,
+                sc.app,
+                sc.worker,
+                poll_interval=sc.poll_interval,
+                task_duration=sc.task_duration,
+                concurrency=concurrency,
+                single=False,
+            )
+            app_waits[key] = ready
+    proxy_waits: dict[tuple[str, str], Callable[[], ProxyEndpoint]] = {}
+    wanted = {(sc.proxy, app_key(sc.app, sc.worker)) for sc in scenarios if sc.uses_proxy}
+    loaded = {name: profiles.load(name) for name, _ in wanted}
+    # A forward proxy serves every app; a reverse proxy stands in front of one app.
+    for name, _akey in sorted(wanted):
+        if proxy_url:
+            continue
+        profile = loaded[name]
+        if profile.mode == "forward":
+            pkey = (name, "*")
+            if pkey not in proxy_waits:
+                _, proxy_waits[pkey] = launch_proxy(sup, name, profile, None, single=False)
+    apps = {key: wait() for key, wait in app_waits.items()}
+    for name, akey in sorted(wanted):
+        profile = loaded[name]
+        if not proxy_url and profile.mode == "reverse":
+            _, proxy_waits[(name, akey)] = launch_proxy(
+                sup, f"{name}-{akey}", profile, apps[akey].url, single=False
+            )
+    proxies = {key: wait() for key, wait in proxy_waits.items()}
+    if proxy_url:
+        endpoint = external_proxy(proxy_url, proxy_mode)
+        proxies = {(name, "*"): endpoint for name, _ in wanted}
+    return apps, proxies
+
+
+def run_matrix(
+    scenarios: list[Scenario],
+    fixes: list[str],
+    runs_root: Path,
+    progress: Progress,
+    *,
+    repeat: int = 1,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    proxy_url: str | None = None,
+    proxy_mode: str = "forward",
+) -> MatrixResult:
+    began = time.monotonic()
+    run_dir = new_run_dir(runs_root, "matrix")
+    sup = new_supervisor(run_dir)
+    cells = [(sc, fix) for sc in scenarios for fix in fixes if sc.applies(fix)]
+    result = MatrixResult(run_dir, [sc.name for sc in scenarios], fixes)
+    apps: dict[str, AppStack] = {}
+    try:
+        progress(f"starting the stacks for {len(scenarios)} scenarios")
+        apps, proxies = start_stacks(sup, scenarios, concurrency, proxy_url, proxy_mode)
+        progress(
+            f"{len(apps)} app stacks and {len(set(map(id, proxies.values())))} proxies up after "
+            f"{time.monotonic() - began:.1f} s; running {len(cells)} cells x {repeat}"
+        )
+        alive_lock = threading.Lock()
+
+        def check_alive() -> None:
+            with alive_lock:
+                sup.check_all_alive("during the matrix")
+
+        for round_no in range(1, repeat + 1):
+            runs: list[CellRun] = []
+
+            def one(cell: tuple[Scenario, str], round_no: int = round_no) -> CellRun:
+                sc, fix = cell
+                akey = app_key(sc.app, sc.worker)
+                proxy = None
+                if sc.uses_proxy:
+                    proxy = proxies.get((sc.proxy, "*")) or proxies[(sc.proxy, akey)]
+                logs = run_dir / f"round-{round_no}" / f"{sc.name}--{fix}"
+                return run_cell(sc, fix, apps[akey], proxy, logs, check_alive)
+
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                runs = list(pool.map(one, cells))
+            verdicts = _judge_all(runs, apps, proxies)
+            for (sc, fix), verdict in zip(cells, verdicts, strict=True):
+                verdict.run_dir = str(run_dir / f"round-{round_no}" / f"{sc.name}--{fix}")
+                write_json(Path(verdict.run_dir) / "result.json", verdict.to_json())
+            result.rounds.append(
+                {(sc.name, fix): v for (sc, fix), v in zip(cells, verdicts, strict=True)}
+            )
+            bad = sum(1 for v in verdicts if not v.matched)
+            progress(f"round {round_no}: {len(verdicts) - bad} of {len(verdicts)} cells matched")
+        result.seconds = time.monotonic() - began
+        write_json(run_dir / "matrix.json", result.to_json())
+        (run_dir / "matrix.md").write_text(markdown(result), "utf-8")
+        return result
+    finally:
+        for app in apps.values():
+            app.backend.close()
+        sup.stop_all()
+
+
+def _judge_all(
+    runs: list[CellRun],
+    apps: dict[str, AppStack],
+    proxies: dict[tuple[str, str], ProxyEndpoint],
+) -> list[Verdict]:
+    indexes: dict[tuple[str, str | None], EventIndex] = {}
+    verdicts = []
+    for run in runs:
+        key = (run.app.key, str(run.proxy.events) if run.proxy and run.proxy.events else None)
+        if key not in indexes:
+            indexes[key] = EventIndex(
+                run.app.origin_events, run.proxy.events if run.proxy else None
+            )
+        verdicts.append(verdict_for(run, indexes[key]))
+    return verdicts
+
+
+SYMBOL = {"completed": "completed", "hung": "HUNG", "errored": "ERRORED", "leaked": "LEAKED"}
+
+
+def cell_text(verdict: Verdict | None) -> str:
+    if verdict is None:
+        return "n/a"
+    text = SYMBOL.get(verdict.observed, verdict.observed)
+    return text if verdict.matched else f"{text} (!= {verdict.expected})"
+
+
+def markdown(result: MatrixResult) -> str:
+    last = result.last
+    lines = [
+        f"# Matrix ({len(last)} cells, {result.seconds:.1f} s)",
+        "",
+        "Rows are scenarios (their proxy profile in brackets), columns are fixes. "
+        "A cell reads `observed`; a mismatch reads `observed (!= expected)`.",
+        "",
+        "| scenario | " + " | ".join(result.fixes) + " |",
+        "| --- | " + " | ".join("---" for _ in result.fixes) + " |",
+    ]
+    for name in result.scenarios:
+        proxy = next((v.proxy for (s, _), v in last.items() if s == name), "")
+        cells = [cell_text(last.get((name, fix))) for fix in result.fixes]
+        lines.append(f"| {name} [{proxy}] | " + " | ".join(cells) + " |")
+    if result.flips:
+        lines += ["", "## Cells that changed between rounds", ""]
+        lines += [f"- {s} / {f}: {' -> '.join(o)}" for (s, f), o in result.flips.items()]
+    return "\n".join(lines) + "\n"
+
+
+def to_json_text(result: MatrixResult) -> str:
+    return json.dumps(result.to_json())

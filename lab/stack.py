@@ -1,0 +1,276 @@
+"""Starting the parts a run needs: an app stack (worker + app server) and proxies in front of it.
+
+`lab repro` starts one of each; `lab matrix` shares one app stack per app/worker set-up and one
+proxy per profile among many concurrent clients.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab import profiles
+from lab.processes import Supervisor, read_ready_file
+from lab.scenarios import AppSetup, WorkerSetup
+from sample_app.config import AppConfig, sqlite_celery_config
+
+LOOPBACK = "127.0.0.1"
+
+
+def mitmdump_executable() -> str:
+    if override := os.environ.get("LAB_MITMDUMP"):
+        return override
+    beside_python = Path(sys.executable).parent / "mitmdump"
+    if beside_python.exists():
+        return str(beside_python)
+    return shutil.which("mitmdump") or "mitmdump"
+
+
+class TaskEvents:
+    """The worker's own record (task-events.jsonl), tailed incrementally; safe across threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._lock = threading.Lock()
+        self._last_read = 0.0
+        self.worker_ready = False
+        self.started: dict[str, float] = {}
+        self.finished: dict[str, float] = {}
+        self.final_state: dict[str, str | None] = {}
+
+    def refresh(self, min_interval: float = 0.01) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last_read < min_interval:
+                return
+            self._last_read = now
+            try:
+                with self.path.open("rb") as fh:
+                    fh.seek(self._offset)
+                    chunk = fh.read()
+            except FileNotFoundError:
+                return
+            complete = chunk[: chunk.rfind(b"\n") + 1]  # a line being written waits
+            self._offset += len(complete)
+            for line in complete.splitlines():
+                self._take(json.loads(line))
+
+    def _take(self, event: dict) -> None:
+        kind, task_id = event.get("event"), event.get("task_id")
+        if kind == "worker_ready":
+            self.worker_ready = True
+        elif kind == "task_started":
+            self.started.setdefault(task_id, event["time"])
+        elif kind == "task_finished":
+            self.finished.setdefault(task_id, event["time"])
+            self.final_state[task_id] = event.get("state")
+
+    def finished_at(self, task_id: str | None) -> float | None:
+        if task_id is None:
+            return None
+        self.refresh()
+        return self.finished.get(task_id)
+
+
+class BackendReader:
+    """Reads what the result backend holds, directly: not through the app or the proxy.
+
+    Built while the stack starts, so the verdict does not wait for Celery's backend imports.
+    """
+
+    def __init__(self, config: AppConfig) -> None:
+        from sample_app.celery_app import create_celery
+
+        self.celery = create_celery(config.celery)
+        self.celery.backend  # noqa: B018 - instantiating it does the slow imports now
+        self._lock = threading.Lock()
+
+    def state(self, task_id: str | None) -> str | None:
+        if task_id is None:
+            return None
+        try:
+            with self._lock:
+                return self.celery.AsyncResult(task_id).state
+        except Exception as exc:  # noqa: BLE001 - evidence, not control flow
+            return f"unreadable ({type(exc).__name__}: {exc})"
+
+    def close(self) -> None:
+        self.celery.close()
+
+
+@dataclass
+class AppStack:
+    """A worker (or none) and an app server, with their evidence files."""
+
+    key: str
+    setup: AppSetup
+    worker: WorkerSetup
+    url: str
+    config: AppConfig
+    backend: BackendReader
+    task_events: TaskEvents
+    origin_events: Path
+
+
+@dataclass
+class ProxyEndpoint:
+    key: str
+    profile: str
+    mode: str
+    address: str  # http://127.0.0.1:PORT
+    events: Path | None  # None for an external proxy: the lab cannot see inside it
+
+    def client_route(self, app_url: str) -> tuple[str, str | None]:
+        """(base URL the client requests, forward proxy URL or None)."""
+        if self.mode == "reverse":
+            return self.address, None
+        return app_url, self.address
+
+
+@dataclass
+class Stacks:
+    sup: Supervisor
+    apps: dict[str, AppStack] = field(default_factory=dict)
+    proxies: dict[str, ProxyEndpoint] = field(default_factory=dict)
+
+
+def app_key(setup: AppSetup, worker: WorkerSetup) -> str:
+    parts = [setup.status_url_style]
+    if setup.ignore_result:
+        parts.append("ignore-result")
+    if not worker.running:
+        parts.append("no-worker")
+    if worker.task_never_finishes:
+        parts.append("never-finishes")
+    return "-".join(parts)
+
+
+def launch_app_stack(
+    sup: Supervisor,
+    key: str,
+    setup: AppSetup,
+    worker: WorkerSetup,
+    *,
+    poll_interval: float,
+    task_duration: float,
+    concurrency: int = 1,
+    single: bool = True,
+) -> tuple[dict, callable]:
+    """Start the processes; return a function that waits for them and gives the AppStack."""
+    run_dir = sup.run_dir
+    suffix = "" if single else f"-{key}"
+    data_dir = run_dir if single else run_dir / f"data{suffix}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    celery_conf = sqlite_celery_config(data_dir)
+    if setup.ignore_result:
+        celery_conf["task_ignore_result"] = True
+    config = AppConfig(
+        celery=celery_conf,
+        poll_interval_ms=round(poll_interval * 1000),
+        default_duration=task_duration,
+        host=LOOPBACK,
+        port=0,
+        origin_events=str(run_dir / f"origin-events{suffix}.jsonl"),
+        task_events=str(run_dir / f"task-events{suffix}.jsonl"),
+        ready_file=str(run_dir / f"app{suffix}.ready.json"),
+        status_url_style=setup.status_url_style,
+    )
+    config_path = run_dir / f"app-config{suffix}.json"
+    config.dump(config_path)
+    python = sys.executable
+    worker_proc = None
+    if worker.running:
+        worker_proc = sup.add(
+            f"worker{suffix}",
+            [
+                python,
+                "-m",
+                "sample_app.worker",
+                "--config",
+                str(config_path),
+                f"--concurrency={concurrency}",
+            ],
+        )
+    app_proc = sup.add(
+        f"app{suffix}", [python, "-m", "sample_app.serve", "--config", str(config_path)]
+    )
+    events = TaskEvents(Path(config.task_events))
+
+    def ready() -> AppStack:
+        backend = BackendReader(config)  # meanwhile the children start
+        ready_file = Path(config.ready_file or "")
+        sup.wait_until(app_proc, lambda: read_ready_file(ready_file) is not None, "its ready file")
+        port = (read_ready_file(ready_file) or {})["port"]
+        if worker_proc is not None:
+            sup.wait_until(
+                worker_proc,
+                lambda: events.refresh(0) or events.worker_ready,
+                "its worker_ready signal",
+            )
+        return AppStack(
+            key=key,
+            setup=setup,
+            worker=worker,
+            url=f"http://{LOOPBACK}:{port}",
+            config=config,
+            backend=backend,
+            task_events=events,
+            origin_events=Path(config.origin_events or ""),
+        )
+
+    return {"worker": worker_proc, "app": app_proc}, ready
+
+
+def launch_proxy(
+    sup: Supervisor, key: str, profile: profiles.Profile, app_url: str | None, *, single: bool
+):
+    """Start mitmdump with the profile; return a function that waits and gives the endpoint.
+
+    A reverse-mode profile needs the app's URL; a forward proxy can start before the app.
+    """
+    run_dir = sup.run_dir
+    suffix = "" if single else f"-{key}"
+    events = run_dir / f"proxy-events{suffix}.jsonl"
+    ready_file = run_dir / f"proxy{suffix}.ready.json"
+    mode_args: list[str] = []
+    if profile.mode == "reverse":
+        assert app_url is not None
+        mode_args = ["--mode", f"reverse:{app_url}", "--set", "keep_host_header=true"]
+    import proxies.lab_addons as addons_script
+
+    proc = sup.add(
+        f"proxy{suffix}",
+        [
+            mitmdump_executable(),
+            "--listen-host",
+            LOOPBACK,
+            "--listen-port",
+            "0",
+            "-s",
+            addons_script.__file__,
+            "--set",
+            f"observer_events={events}",
+            "--set",
+            f"observer_ready={ready_file}",
+            *mode_args,
+            *profiles.mitmdump_args(profile),
+        ],
+    )
+
+    def ready() -> ProxyEndpoint:
+        sup.wait_until(proc, lambda: read_ready_file(ready_file) is not None, "its ready file")
+        port = (read_ready_file(ready_file) or {})["port"]
+        return ProxyEndpoint(key, profile.name, profile.mode, f"http://{LOOPBACK}:{port}", events)
+
+    return proc, ready
+
+
+def external_proxy(url: str, mode: str) -> ProxyEndpoint:
+    return ProxyEndpoint("external", "external", mode, url.rstrip("/"), None)
