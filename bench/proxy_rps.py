@@ -1,0 +1,146 @@
+"""Requests per second through each proxy profile, against plain mitmproxy, in one run.
+
+Goal (issue 3): each profile at least 0.8 of plain mitmproxy's requests per second. Everything
+runs on 127.0.0.1: a small threaded origin answering like the status endpoint (JSON, no cache
+headers), one mitmdump per profile (and one with no addons at all), and an asyncio client with a
+fixed number of requests in flight. Profiles that add latency or fail requests on purpose are
+measured too, but their ratio says how slow they are meant to be, not the addons' overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+
+from lab import profiles
+from lab.stack import mitmdump_executable
+
+SLOW_BY_DESIGN = {"slow-network", "flaky-network", "idle-timeout"}
+
+
+class Origin(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        body = json.dumps({"state": "PENDING", "path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def start_proxy(extra: list[str], workdir: Path, name: str) -> tuple[subprocess.Popen, int]:
+    import proxies.lab_addons as addons_script
+
+    ready = workdir / f"{name}.ready.json"
+    script = ["-s", addons_script.__file__, "--set", f"observer_ready={ready}"]
+    plain = name == "plain-mitmproxy"
+    argv = [
+        mitmdump_executable(),
+        "-q",
+        "--listen-host",
+        "127.0.0.1",
+        "--listen-port",
+        "0" if not plain else str(free_port()),
+        *([] if plain else script),
+        *extra,
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if plain:
+            port = int(argv[argv.index("--listen-port") + 1])
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=0.5)
+                return proc, port
+            except httpx.HTTPError:
+                time.sleep(0.05)
+                continue
+        if ready.exists():
+            try:
+                return proc, json.loads(ready.read_text())["port"]
+            except json.JSONDecodeError:
+                pass
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"{name}: mitmdump did not start")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def hammer(proxy_port: int, origin_port: int, total: int, in_flight: int) -> float:
+    proxy = f"http://127.0.0.1:{proxy_port}"
+    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+    async with httpx.AsyncClient(proxy=proxy, limits=limits, trust_env=False, timeout=30) as c:
+        queue = iter(range(total))
+
+        async def worker() -> None:
+            for n in queue:
+                # A status poll per "task": 50 distinct URLs, each polled many times.
+                await c.get(f"http://127.0.0.1:{origin_port}/tasks/{n % 50}/status")
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        return total / (time.perf_counter() - began)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--in-flight", type=int, default=16)
+    args = parser.parse_args()
+    origin = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    origin_port = origin.server_address[1]
+    names = [
+        "plain-mitmproxy",
+        *[n for n in profiles.names() if profiles.load(n).mode == "forward"],
+    ]
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            extra = [] if name == "plain-mitmproxy" else profiles.mitmdump_args(profiles.load(name))
+            proc, port = start_proxy(extra, Path(tmp), name)
+            try:
+                asyncio.run(hammer(port, origin_port, 200, args.in_flight))  # warm-up
+                results[name] = asyncio.run(
+                    hammer(port, origin_port, args.requests, args.in_flight)
+                )
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
+    origin.shutdown()
+    plain = results["plain-mitmproxy"]
+    print(f"{'profile':<22} {'req/s':>8} {'ratio':>6}")
+    missed = []
+    for name, rps in results.items():
+        ratio = rps / plain
+        note = " (slow by design)" if name in SLOW_BY_DESIGN else ""
+        if ratio < 0.8 and name not in SLOW_BY_DESIGN:
+            missed.append(name)
+        print(f"{name:<22} {rps:8.0f} {ratio:6.2f}{note}")
+    print("goal (>= 0.8 of plain mitmproxy): " + ("met" if not missed else f"MISSED by {missed}"))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
