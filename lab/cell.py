@@ -30,9 +30,15 @@ class CellRun:
 
 
 def make_client(
-    scenario: Scenario, fix: str, app: AppStack, proxy: ProxyEndpoint | None, log_path: Path
+    scenario: Scenario,
+    fix: str,
+    app: AppStack,
+    proxy: ProxyEndpoint | None,
+    log_path: Path,
+    path_prefix: str = "",
 ) -> PollingClient:
     base_url, proxy_url = proxy.client_route(app.url) if proxy else (app.url, None)
+    base_url += path_prefix
     book = strategies.load()
     never = scenario.worker.task_never_finishes
     return PollingClient(
@@ -76,14 +82,18 @@ def run_cell(
     logs_dir: Path,
     check_alive: Callable[[], None],
     began: float | None = None,
+    path_prefix: str = "",
 ) -> CellRun:
+    """Run one cell; `path_prefix` (e.g. /_lab/<cell>) gives it cache keys of its own."""
     logs_dir.mkdir(parents=True, exist_ok=True)
     began = time.monotonic() if began is None else began
     neighbours = [
-        make_client(scenario, fix, app, proxy, logs_dir / f"client-neighbour-{n}.jsonl")
+        make_client(
+            scenario, fix, app, proxy, logs_dir / f"client-neighbour-{n}.jsonl", path_prefix
+        )
         for n in range(1, scenario.neighbours + 1)
     ]
-    client = make_client(scenario, fix, app, proxy, logs_dir / "client.jsonl")
+    client = make_client(scenario, fix, app, proxy, logs_dir / "client.jsonl", path_prefix)
     try:
         for neighbour in neighbours:
             # Another user polls through the same proxy first, so a shared cache can mix them up.

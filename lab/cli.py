@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -28,6 +29,7 @@ from lab.errors import (
 from lab.evidence import Verdict
 from sample_app import strategies
 
+STARTED = time.monotonic()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
@@ -122,7 +124,7 @@ def repro(
         _fail(exc, as_json)
 
     def progress(message: str) -> None:
-        err.print(f"[dim]lab:[/] {escape(message)}", markup=True)
+        err.print(f"[dim]lab {time.monotonic() - STARTED:5.1f}s:[/] {escape(message)}", markup=True)
 
     try:
         verdict = runner.run(
@@ -229,7 +231,7 @@ def matrix_command(
         _fail(exc, as_json)
 
     def progress(message: str) -> None:
-        err.print(f"[dim]lab:[/] {escape(message)}", markup=True)
+        err.print(f"[dim]lab {time.monotonic() - STARTED:5.1f}s:[/] {escape(message)}", markup=True)
 
     try:
         result = matrix.run_matrix(
@@ -258,13 +260,13 @@ def _print_matrix(result: matrix.MatrixResult) -> None:
     short = {"completed": "ok", "hung": "HUNG", "errored": "ERR", "leaked": "LEAK"}
     colour = {"completed": "green", "hung": "yellow", "errored": "red", "leaked": "magenta"}
     table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("scenario [proxy]")
+    table.add_column("scenario [proxy]", no_wrap=True)
     for fix in result.fixes:
         table.add_column(fix, justify="center")
     last = result.last
     for name in result.scenarios:
         proxy = next((v.proxy for (s, _), v in last.items() if s == name), "")
-        row = [escape(f"{name} [{proxy}]")]
+        row = [escape(name if proxy == name else f"{name} [{proxy}]")]
         for fix in result.fixes:
             v = last.get((name, fix))
             if v is None:
@@ -275,7 +277,8 @@ def _print_matrix(result: matrix.MatrixResult) -> None:
                 text = f"[bold reverse]{text}!={short.get(v.expected, v.expected)}[/]"
             row.append(f"[{colour.get(v.observed, 'white')}]{text}[/]")
         table.add_row(*row)
-    wide = Console(highlight=False, width=max(out.width, 40 + 11 * len(result.fixes)))
+    needed = 2 + max(len(n) for n in result.scenarios) + 20 + sum(len(f) + 2 for f in result.fixes)
+    wide = Console(highlight=False, width=max(out.width, needed))
     wide.print(table)
     cells = len(last)
     bad = [v for v in last.values() if not v.matched]

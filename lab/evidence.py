@@ -179,6 +179,19 @@ class Verdict:
     first_stale_answer: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     lesson: str = ""
+    # Seconds from the client's start to its first poll: if that came after the task had
+    # finished, the UI never saw the task running and a cache had nothing stale to serve.
+    first_poll_at: float | None = None
+    retried: bool = False
+
+    @property
+    def inconclusive(self) -> bool:
+        finished = self.task.get("finished_at")
+        return (
+            self.first_poll_at is not None
+            and finished is not None
+            and self.first_poll_at >= finished
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -235,6 +248,7 @@ def judge(
         first_stale_answer=_first_stale(evidence, final_states),
         warnings=evidence.warnings,
         lesson=scenario.lesson,
+        first_poll_at=_round(evidence.rel(evidence.polls[0].sent_at)) if evidence.polls else None,
     )
 
 

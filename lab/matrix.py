@@ -153,20 +153,37 @@ def run_matrix(
         for round_no in range(1, repeat + 1):
             runs: list[CellRun] = []
 
-            def one(cell: tuple[Scenario, str], round_no: int = round_no) -> CellRun:
+            def one(
+                cell: tuple[Scenario, str], round_no: int = round_no, attempt: int = 1
+            ) -> CellRun:
                 sc, fix = cell
                 akey = app_key(sc.app, sc.worker)
                 proxy = None
                 if sc.uses_proxy:
                     proxy = proxies.get((sc.proxy, "*")) or proxies[(sc.proxy, akey)]
                 logs = run_dir / f"round-{round_no}" / f"{sc.name}--{fix}"
-                return run_cell(sc, fix, apps[akey], proxy, logs, check_alive)
+                if attempt > 1:
+                    logs = logs / f"attempt-{attempt}"
+                # Each cell its own cache namespace on the shared proxy (see CellPrefix).
+                prefix = f"/_lab/r{round_no}a{attempt}-{sc.name}--{fix}"
+                return run_cell(sc, fix, apps[akey], proxy, logs, check_alive, path_prefix=prefix)
 
             with ThreadPoolExecutor(max_workers=concurrency) as pool:
                 runs = list(pool.map(one, cells))
             verdicts = _judge_all(runs, apps, proxies)
+            # A mismatch whose first poll came after the task had finished (a busy machine)
+            # did not test the cache at all: run those cells once more.
+            again = [i for i, v in enumerate(verdicts) if not v.matched and v.inconclusive]
+            if again:
+                progress(f"re-running {len(again)} inconclusive cells (first poll came too late)")
+                with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                    reruns = list(pool.map(lambda i, r=round_no: one(cells[i], r, 2), again))
+                for i, verdict in zip(again, _judge_all(reruns, apps, proxies), strict=True):
+                    verdict.retried = True
+                    verdicts[i] = verdict
             for (sc, fix), verdict in zip(cells, verdicts, strict=True):
-                verdict.run_dir = str(run_dir / f"round-{round_no}" / f"{sc.name}--{fix}")
+                cell_dir = run_dir / f"round-{round_no}" / f"{sc.name}--{fix}"
+                verdict.run_dir = str(cell_dir / "attempt-2" if verdict.retried else cell_dir)
                 write_json(Path(verdict.run_dir) / "result.json", verdict.to_json())
             result.rounds.append(
                 {(sc.name, fix): v for (sc, fix), v in zip(cells, verdicts, strict=True)}

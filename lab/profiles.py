@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -42,7 +43,13 @@ def names() -> list[str]:
 
 
 def load(name: str) -> Profile:
-    path = profiles_dir() / f"{name}.toml"
+    return _load(profiles_dir(), name)
+
+
+@cache
+def _load(directory: Path, name: str) -> Profile:
+    """Checking a profile loads mitmproxy's addons (about 0.1 s): do it once per process."""
+    path = directory / f"{name}.toml"
     if not path.exists():
         raise BadInput(f"unknown proxy profile {name!r} (known: {', '.join(names())})")
     profile = load_model(path, Profile)

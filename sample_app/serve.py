@@ -17,6 +17,7 @@ from pathlib import Path
 from celery import Celery
 from werkzeug.serving import make_server
 
+from sample_app.cell_prefix import CellPrefix
 from sample_app.config import AppConfig
 from sample_app.events import write_json_atomically
 from sample_app.web import create_app
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app = create_app(config)
+    app.wsgi_app = CellPrefix(app.wsgi_app)  # type: ignore[method-assign]
     warm_up_broker(app.extensions["celery"])
     server = make_server(config.host, config.port, app, threaded=True)
     host, port = server.server_address[:2]
