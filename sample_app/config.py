@@ -43,6 +43,13 @@ class AppConfig:
     task_events: str | None = None
     # The web server writes {"host", "port", "pid"} here once it listens.
     ready_file: str | None = None
+    # Which status URL the app hands out and the page polls: a key of strategies.json's
+    # status_paths ("path": /tasks/<id>/status, "query": /status?task_id=<id>). Both are served.
+    status_url_style: str = "path"
+    # The event stream (fix "sse"): a heartbeat comment this often, and the stream is closed
+    # after this long even if the client stays (it stays open after the final state until then).
+    sse_heartbeat_ms: int = 500
+    sse_max_seconds: float = 60.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def dump(self, path: Path) -> None:

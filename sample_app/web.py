@@ -1,14 +1,32 @@
-"""The story's web UI: a page that starts a task and polls its status until a final state."""
+"""The story's web UI: a page that starts a task and polls its status until a final state.
+
+The status is served under every URL strategies.json names (path and query style, each with an
+optional path nonce, GET and POST), with the response headers of the fix the task was started
+with; the event stream (fix "sse") pushes the same status document on every change.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from celery import Celery
-from flask import Flask, Response, abort, jsonify, render_template, request
+from flask import (
+    Flask,
+    Response,
+    abort,
+    g,
+    jsonify,
+    render_template,
+    request,
+    stream_with_context,
+)
+from werkzeug.http import http_date
 
 from sample_app import strategies
 from sample_app.celery_app import TASK_NAME, create_celery
@@ -16,6 +34,23 @@ from sample_app.config import AppConfig
 from sample_app.events import EventLog
 
 MAX_DURATION = 600.0
+STATUS_METHODS = ["GET", "POST"]  # POST: the "post" fix polls with an empty JSON body
+
+# Every status document carries the next number: per process, increasing, so a copy of an old
+# answer (same served_at and seq) can be told from a fresh one by any client.
+_seq = itertools.count(1)
+_seq_lock = threading.Lock()
+
+
+def next_seq() -> int:
+    with _seq_lock:
+        return next(_seq)
+
+
+def status_etag(status: dict[str, Any]) -> str:
+    """The status itself (task, state, result or error), never when or how often it was served."""
+    key = [status["task_id"], status["state"], status.get("result"), status.get("error")]
+    return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:32]
 
 
 class TaskRegistry:
@@ -42,6 +77,23 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
     origin_log = EventLog(config.origin_events)
     app.extensions["celery"] = celery
     app.extensions["task_registry"] = tasks
+    if config.status_url_style not in book.status_paths:
+        known = ", ".join(book.status_paths)
+        raise ValueError(f"status_url_style {config.status_url_style!r}: not one of {known}")
+
+    def read_status(task_id: str) -> dict[str, Any]:
+        result = celery.AsyncResult(task_id)
+        state = result.state
+        # served_at lets anyone spot a copy: a cached answer keeps its old timestamp.
+        status: dict[str, Any] = {"task_id": task_id, "state": state, "served_at": 0.0, "seq": 0}
+        if state == "SUCCESS":
+            status["result"] = result.result
+        elif state in book.final_states:
+            status["error"] = str(result.result)
+        return status
+
+    def stamp(status: dict[str, Any]) -> dict[str, Any]:
+        return {**status, "served_at": time.time(), "seq": next_seq()}
 
     @app.get("/")
     def index() -> str:
@@ -52,6 +104,7 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
             "pollIntervalMs": config.poll_interval_ms,
             "defaultFix": fix,
             "defaultDuration": config.default_duration,
+            "statusUrlStyle": config.status_url_style,
         }
         return render_template(
             "index.html",
@@ -80,20 +133,95 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
             abort(400, f"duration must be between 0 and {MAX_DURATION:g} seconds")
         result = celery.send_task(TASK_NAME, kwargs={"duration": duration})
         tasks.remember(result.id, fix)
-        return jsonify(task_id=result.id, fix=fix, status_url=book.status_path_for(result.id)), 202
+        return jsonify(
+            task_id=result.id,
+            fix=fix,
+            status_url=book.status_path_for(result.id, config.status_url_style),
+            events_url=book.events_path_for(result.id),
+        ), 202
 
-    @app.get("/tasks/<task_id>/status")
-    def task_status(task_id: str) -> Response:
-        result = celery.AsyncResult(task_id)
-        state = result.state
-        # served_at lets anyone spot a copy: a cached answer keeps its old timestamp.
-        payload: dict[str, Any] = {"task_id": task_id, "state": state, "served_at": time.time()}
-        if state == "SUCCESS":
-            payload["result"] = result.result
-        elif state in book.final_states:
-            payload["error"] = str(result.result)
-        response = jsonify(payload)
-        for name, value in book.get(tasks.fix_for(task_id)).response_headers.items():
+    def answer_status(task_id: str) -> Response:
+        g.task_id = task_id
+        strategy = book.get(tasks.fix_for(task_id))
+        status = read_status(task_id)
+        g.state = status["state"]
+        etag = status_etag(status) if strategy.etag else None
+        if (
+            etag is not None
+            and request.method in ("GET", "HEAD")
+            and request.if_none_match.contains_weak(etag)
+        ):
+            response = Response(status=304)
+        else:
+            response = jsonify(stamp(status))
+        if etag is not None:
+            # Weak: answers with the same status differ in served_at and seq.
+            response.set_etag(etag, weak=True)
+        if strategy.last_modified_age_s is not None:
+            response.headers["Last-Modified"] = http_date(
+                time.time() - strategy.last_modified_age_s
+            )
+        for name, value in strategy.response_headers.items():
+            response.headers[name] = value
+        return response
+
+    def status_view(task_id_param: str | None) -> Callable[..., Response]:
+        def view(task_id: str | None = None, nonce: str | None = None) -> Response:
+            if task_id_param is not None:
+                task_id = request.args.get(task_id_param)
+                if not task_id:
+                    abort(400, f"the query parameter {task_id_param!r} names the task")
+            assert task_id is not None
+            return answer_status(task_id)
+
+        return view
+
+    # Every style is served whatever status_url_style says: old links keep working, and a
+    # scenario can show what a cache does with the other one.
+    for style, template in book.status_paths.items():
+        rule, task_id_param = strategies.route_for(template)
+        view = status_view(task_id_param)
+        app.add_url_rule(rule, f"status_{style}", view, methods=STATUS_METHODS)
+        app.add_url_rule(f"{rule}/<nonce>", f"status_{style}_nonce", view, methods=STATUS_METHODS)
+
+    @app.get(strategies.route_for(book.events_path)[0])
+    def task_events(task_id: str) -> Response:
+        g.task_id = task_id
+        path = request.path
+        check_every = config.poll_interval_ms / 1000
+        heartbeat_every = config.sse_heartbeat_ms / 1000
+
+        def stream() -> Iterator[str]:
+            # Open until the client leaves (a write fails: heartbeats find out) or the time is up,
+            # final state or not: a notification channel, not a one-shot answer.
+            now = time.monotonic()
+            deadline = now + config.sse_max_seconds
+            next_check, next_heartbeat = now, now + heartbeat_every
+            last_etag = None
+            while now < deadline:
+                if now >= next_check:
+                    status = read_status(task_id)
+                    if status_etag(status) != last_etag:
+                        last_etag = status_etag(status)
+                        event = stamp(status)
+                        origin_log.write(
+                            "sse_event",
+                            path=path,
+                            task_id=task_id,
+                            state=event["state"],
+                            seq=event["seq"],
+                        )
+                        yield f"data: {json.dumps(event)}\n\n"
+                    next_check = now + check_every
+                if now >= next_heartbeat:
+                    yield ": heartbeat\n\n"
+                    next_heartbeat = now + heartbeat_every
+                wake = min(next_check, next_heartbeat, deadline)
+                time.sleep(max(0.0, wake - time.monotonic()))
+                now = time.monotonic()
+
+        response = Response(stream_with_context(stream()), mimetype="text/event-stream")
+        for name, value in book.events_response_headers.items():
             response.headers[name] = value
         return response
 
@@ -107,9 +235,13 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
             method=request.method,
             path=request.path,
             query=request.query_string.decode("latin-1"),
-            task_id=(request.view_args or {}).get("task_id") or body.get("task_id"),
+            # status_path, status_path_nonce, status_query, status_query_nonce, task_events...
+            endpoint=request.endpoint,
+            task_id=g.get("task_id") or body.get("task_id"),
             status=response.status_code,
-            state=body.get("state"),
+            # A 304 has no body: the state it confirmed is the one the app read.
+            state=body.get("state") or g.get("state"),
+            seq=body.get("seq"),
             cache_control=response.headers.get("Cache-Control"),
         )
         return response

@@ -2,22 +2,35 @@
 
 import json
 import re
+import time
 
 import pytest
+from werkzeug.http import parse_date
 
 from sample_app import strategies
 from sample_app.config import AppConfig, sqlite_celery_config
 from sample_app.web import create_app
 
-CACHE_HEADERS = ("Cache-Control", "Pragma", "Expires")
+CACHE_HEADERS = ("Cache-Control", "Pragma", "Expires", "ETag", "Last-Modified")
+BOOK = strategies.load()
 
 
 @pytest.fixture
-def app(tmp_path):
-    config = AppConfig(
-        celery=sqlite_celery_config(tmp_path), origin_events=str(tmp_path / "origin.jsonl")
-    )
-    return create_app(config)
+def make_app(tmp_path):
+    def make(**overrides):
+        config = AppConfig(
+            celery=sqlite_celery_config(tmp_path),
+            origin_events=str(tmp_path / "origin.jsonl"),
+            **overrides,
+        )
+        return create_app(config)
+
+    return make
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
 
 
 @pytest.fixture
@@ -48,6 +61,7 @@ def test_index_embeds_strategies_and_page_config(client):
     page_config = embedded_json(html, "page-config")
     assert page_config["pollIntervalMs"] == 250
     assert page_config["defaultFix"] == "none"
+    assert page_config["statusUrlStyle"] == "path"
 
 
 def test_index_select_lists_every_strategy(client):
@@ -66,6 +80,7 @@ def test_start_task_with_known_fix(client):
     body = start(client, "nonce")
     assert body["fix"] == "nonce"
     assert body["status_url"] == f"/tasks/{body['task_id']}/status"
+    assert body["events_url"] == f"/tasks/{body['task_id']}/events"
 
 
 def test_start_task_with_unknown_fix_is_400(client):
@@ -133,3 +148,189 @@ def test_origin_events_has_one_line_per_request(client, tmp_path):
     assert [e["task_id"] for e in events] == [body["task_id"], body["task_id"], None]
     assert [e["state"] for e in events] == [None, "PENDING", None]
     assert events[1]["cache_control"] == "no-store"
+    assert [e["endpoint"] for e in events] == ["start_task", "status_path", "start_task"]
+    assert events[1]["seq"] >= 1
+
+
+# -- every strategy's answer
+
+
+def expected_cache_headers(name: str) -> set[str]:
+    strategy = BOOK.get(name)
+    names = set(strategy.response_headers)
+    if strategy.etag:
+        names.add("ETag")
+    if strategy.last_modified_age_s is not None:
+        names.add("Last-Modified")
+    return names
+
+
+@pytest.mark.parametrize("name", strategies.names())
+def test_status_answer_carries_exactly_the_strategys_headers(client, name):
+    body = start(client, name)
+    response = client.get(body["status_url"])
+    assert response.status_code == 200
+    for header, value in BOOK.get(name).response_headers.items():
+        assert response.headers[header] == value
+    present = {h for h in CACHE_HEADERS if h in response.headers}
+    assert present == expected_cache_headers(name) & set(CACHE_HEADERS)
+
+
+def test_last_modified_is_a_day_old(client):
+    body = start(client, "last-modified")
+    response = client.get(body["status_url"])
+    assert {h for h in CACHE_HEADERS if h in response.headers} == {"Last-Modified"}
+    age = time.time() - parse_date(response.headers["Last-Modified"]).timestamp()
+    assert 86400 - 2 <= age <= 86400 + 2
+
+
+def test_seq_increases_with_every_answer(client):
+    body = start(client, "none")
+    answers = [client.get(body["status_url"]).get_json() for _ in range(3)]
+    seqs = [a["seq"] for a in answers]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    served = [a["served_at"] for a in answers]
+    assert served == sorted(served)
+
+
+# -- ETag and 304
+
+
+def test_etag_round_trip(app, client, tmp_path):
+    body = start(client, "no-cache-etag")
+    url = body["status_url"]
+    first = client.get(url)
+    etag = first.headers["ETag"]
+    assert etag.startswith('W/"')
+    assert first.headers["Cache-Control"] == "no-cache"
+    second = client.get(url)
+    assert second.headers["ETag"] == etag, "the ETag is the status, not served_at or seq"
+    assert second.get_json()["seq"] != first.get_json()["seq"]
+
+    not_modified = client.get(url, headers={"If-None-Match": etag})
+    assert not_modified.status_code == 304
+    assert not_modified.data == b""
+    assert not_modified.headers["ETag"] == etag
+    assert not_modified.headers["Cache-Control"] == "no-cache"
+
+    assert client.get(url, headers={"If-None-Match": 'W/"other"'}).status_code == 200
+    assert client.post(url, json={}, headers={"If-None-Match": etag}).status_code == 200
+
+    app.extensions["celery"].backend.store_result(body["task_id"], {"slept": 0}, "SUCCESS")
+    changed = client.get(url, headers={"If-None-Match": etag})
+    assert changed.status_code == 200
+    assert changed.get_json()["state"] == "SUCCESS"
+    assert changed.headers["ETag"] != etag
+    logged = [e for e in read_origin_events(tmp_path) if e["status"] == 304]
+    assert [e["state"] for e in logged] == ["PENDING"], "a 304 still logs what it confirmed"
+
+
+def test_strategies_without_etag_never_answer_304(client):
+    body = start(client, "none")
+    response = client.get(body["status_url"], headers={"If-None-Match": "*"})
+    assert response.status_code == 200
+    assert "ETag" not in response.headers
+
+
+# -- every status URL: both styles, with and without a path nonce, GET and POST
+
+
+def status_urls(task_id: str) -> list[str]:
+    return [
+        f"/tasks/{task_id}/status",
+        f"/tasks/{task_id}/status/abc123",
+        f"/status?task_id={task_id}",
+        f"/status/abc123?task_id={task_id}",
+        f"/tasks/{task_id}/status?nonce=abc123",
+    ]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("index", range(5))
+def test_every_status_url_answers_with_the_strategys_headers(client, method, index):
+    body = start(client, "no-store")
+    url = status_urls(body["task_id"])[index]
+    response = client.open(url, method=method, json={} if method == "POST" else None)
+    assert response.status_code == 200, url
+    assert response.get_json()["task_id"] == body["task_id"]
+    assert response.get_json()["state"] == "PENDING"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_query_style_without_task_id_is_400(client):
+    assert client.get("/status").status_code == 400
+    assert client.post("/status/abc", json={}).status_code == 400
+
+
+def test_query_style_app_hands_out_query_urls(make_app):
+    app = make_app(status_url_style="query")
+    client = app.test_client()
+    body = start(client, "none")
+    assert body["status_url"] == f"/status?task_id={body['task_id']}"
+    html = client.get("/").get_data(as_text=True)
+    assert embedded_json(html, "page-config")["statusUrlStyle"] == "query"
+    assert client.get(body["status_url"]).get_json()["task_id"] == body["task_id"]
+
+
+def test_unknown_status_url_style_is_refused(make_app):
+    with pytest.raises(ValueError, match="path, query"):
+        make_app(status_url_style="cookie")
+
+
+# -- the event stream
+
+
+def chunks(response):
+    for chunk in response.response:
+        yield chunk.decode() if isinstance(chunk, bytes) else chunk
+
+
+def data_of(chunk: str) -> dict:
+    assert chunk.startswith("data: ") and chunk.endswith("\n\n"), chunk
+    return json.loads(chunk[len("data: ") : -2])
+
+
+def test_event_stream_sends_changes_and_heartbeats(make_app):
+    app = make_app(poll_interval_ms=10, sse_heartbeat_ms=10, sse_max_seconds=30)
+    client = app.test_client()
+    body = start(client, "sse")
+    response = client.get(body["events_url"], buffered=False)
+    try:
+        assert response.status_code == 200
+        assert response.mimetype == "text/event-stream"
+        for header, value in BOOK.events_response_headers.items():
+            assert response.headers[header] == value
+        stream = chunks(response)
+        first = data_of(next(stream))
+        assert (first["task_id"], first["state"]) == (body["task_id"], "PENDING")
+        app.extensions["celery"].backend.store_result(body["task_id"], {"slept": 0}, "SUCCESS")
+        seen = []
+        for chunk in stream:
+            seen.append(chunk)
+            if chunk.startswith("data: "):
+                break
+        # No event while nothing changed: only heartbeats between the two states.
+        assert all(c == ": heartbeat\n\n" for c in seen[:-1])
+        final = data_of(seen[-1])
+        assert final["state"] == "SUCCESS" and final["result"] == {"slept": 0}
+        assert final["seq"] > first["seq"]
+        # The stream stays open after the final state: heartbeats go on.
+        assert next(stream) == ": heartbeat\n\n"
+        assert next(stream) == ": heartbeat\n\n"
+    finally:
+        response.close()
+
+
+def test_event_stream_ends_after_its_time_with_one_event_per_state(make_app):
+    app = make_app(poll_interval_ms=10, sse_heartbeat_ms=20, sse_max_seconds=0.2)
+    client = app.test_client()
+    body = start(client, "sse")
+    app.extensions["celery"].backend.store_result(body["task_id"], {"slept": 0}, "SUCCESS")
+    response = client.get(body["events_url"], buffered=False)
+    began = time.monotonic()
+    received = list(chunks(response))
+    assert time.monotonic() - began < 5
+    data = [data_of(c) for c in received if c.startswith("data: ")]
+    assert [d["state"] for d in data] == ["SUCCESS"]
+    assert received[0].startswith("data: ")
+    assert received.count(": heartbeat\n\n") >= 2

@@ -1,24 +1,129 @@
-// The story's page: start a task, then poll its status until a final state.
-// Polls are built from the shared strategy definitions (sample_app/strategies.json), the same
-// ones the lab's Python client uses, so the two follow one logic:
-//   poll -> wait for the answer -> if final, stop; on any error, show it and stop;
-//   otherwise wait pollIntervalMs and poll again.
+// The story's page: start a task, then follow its status until a final state.
+// Everything is built from the shared strategy definitions (sample_app/strategies.json), the same
+// ones the server and the lab's Python client (lab/client.py) use, so the three follow one logic:
+//   poll transport: poll -> wait for the answer -> final state or leak: stop; otherwise wait
+//     pollIntervalMs and poll again. A failed request (no answer, 5xx, 429) is sent again after
+//     the strategy's backoff, at most retry.attempts times in a row; then, or on any other
+//     failure, show the error and stop. detect_stale switches to a nonce once the same answer
+//     came back too often.
+//   sse transport: one EventSource; each event is handled like a poll's answer; a stream that
+//     fails or ends before a final state is reopened after the same backoff.
+// makeLogic holds the rules as pure functions of the definitions; under Node it is exported
+// alone, so the tests can check it against the Python side.
 (function () {
   "use strict";
-  const book = JSON.parse(document.getElementById("strategies").textContent);
-  const config = JSON.parse(document.getElementById("page-config").textContent);
-  const $ = (id) => document.getElementById(id);
 
-  function newNonce() {
-    const bytes = new Uint8Array(8); // NONCE_BYTES in strategies.py
-    crypto.getRandomValues(bytes);
-    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  function makeLogic(book) {
+    function fill(template, taskId) {
+      return template.replace("{task_id}", encodeURIComponent(taskId));
+    }
+
+    // How each nonce kind changes a target (strategies.add_nonce in Python).
+    const nonceKinds = {
+      query: (target, nonce) =>
+        target +
+        (target.includes("?") ? "&" : "?") +
+        new URLSearchParams({ [book.nonce.query_param]: nonce }),
+      path: (target, nonce) => {
+        const at = target.indexOf("?");
+        if (at < 0) return target + "/" + nonce;
+        return target.slice(0, at) + "/" + nonce + target.slice(at);
+      },
+    };
+
+    function newNonce() {
+      const bytes = new Uint8Array(book.nonce.bytes);
+      crypto.getRandomValues(bytes);
+      return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+    }
+
+    function statusTarget(style, taskId, nonceKind, nonce) {
+      const target = fill(book.status_paths[style], taskId);
+      if (!nonceKind) return target;
+      return nonceKinds[nonceKind](target, nonce || newNonce());
+    }
+
+    // Milliseconds before the n-th retry (1-based).
+    function retryDelayMs(retry, n) {
+      return retry.initial_ms * Math.pow(retry.factor, n - 1);
+    }
+
+    // A failed request worth sending again: no answer at all (status null), a 5xx or a 429.
+    function isRetryable(status) {
+      return status === null || status >= 500 || status === 429;
+    }
+
+    function isStatus(body) {
+      return typeof body === "object" && body !== null && typeof body.state === "string";
+    }
+
+    // The same served_at and seq on spec.after_polls answers in a row while our clock moved.
+    function staleWatch(spec, clock) {
+      const now = clock || (() => performance.now());
+      let key = null;
+      let count = 0;
+      let firstSeen = 0;
+      return {
+        saw(body) {
+          const at = now();
+          const servedAt = body.served_at ?? null;
+          const seq = body.seq ?? null;
+          if (servedAt === null && seq === null) {
+            key = null;
+            count = 0;
+            return false;
+          }
+          const seen = JSON.stringify([servedAt, seq]);
+          if (seen !== key) {
+            key = seen;
+            count = 1;
+            firstSeen = at;
+            return false;
+          }
+          count += 1;
+          return count >= spec.after_polls && at > firstSeen;
+        },
+      };
+    }
+
+    function staleWarning(spec) {
+      return (
+        "stale answers detected after " +
+        spec.after_polls +
+        " polls; switched to " +
+        spec.switch_to_nonce +
+        "-nonce"
+      );
+    }
+
+    return {
+      fill,
+      statusTarget,
+      retryDelayMs,
+      isRetryable,
+      isStatus,
+      staleWatch,
+      staleWarning,
+    };
   }
 
-  function pollTarget(strategy, taskId) {
-    const path = book.status_path.replace("{task_id}", encodeURIComponent(taskId));
-    if (!strategy.nonce_param) return path;
-    return path + "?" + new URLSearchParams({ [strategy.nonce_param]: newNonce() });
+  if (typeof module === "object" && module.exports) {
+    module.exports = { makeLogic };
+    return;
+  }
+
+  const book = JSON.parse(document.getElementById("strategies").textContent);
+  const config = JSON.parse(document.getElementById("page-config").textContent);
+  const logic = makeLogic(book);
+  const $ = (id) => document.getElementById(id);
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  let current = 0; // each Start is a new run; an older run's poller stops at its next step
+
+  class RequestFailed extends Error {
+    constructor(message, status) {
+      super(message);
+      this.status = status; // null: no answer at all
+    }
   }
 
   function show(uiState, text) {
@@ -27,34 +132,154 @@
     $("spinner").hidden = uiState !== "running";
   }
 
-  async function poll(taskId, strategy) {
-    let body;
-    try {
-      const response = await fetch(pollTarget(strategy, taskId), {
-        method: "GET",
-        headers: strategy.request_headers,
-      });
-      if (!response.ok) throw new Error("HTTP " + response.status);
-      body = await response.json();
-    } catch (err) {
-      show("errored", "Error: " + err.message);
-      return;
+  function warn(message) {
+    const item = document.createElement("li");
+    item.textContent = message;
+    $("warnings").append(item);
+    $("warnings").hidden = false;
+    document.body.dataset.warned = "true";
+  }
+
+  // What the page does with one status answer; true when the UI stops.
+  function handleAnswer(taskId, body) {
+    if (body.task_id != null && body.task_id !== taskId) {
+      document.body.dataset.foreignTaskId = body.task_id;
+      show("leaked", "Showing another user's task! (" + body.task_id + ")");
+      return true;
     }
     document.body.dataset.taskState = body.state;
     if (book.final_states.includes(body.state)) {
       show(body.state === "SUCCESS" ? "completed" : "errored", "Task " + body.state);
       $("result").hidden = false;
       $("result").textContent = JSON.stringify(body.result ?? body.error ?? null);
-      return;
+      return true;
     }
     show("running", "Working... (" + body.state + ")");
-    setTimeout(() => poll(taskId, strategy), config.pollIntervalMs);
+    return false;
   }
 
+  async function retryAfter(n, retry, why) {
+    document.body.dataset.retries = String(Number(document.body.dataset.retries || 0) + 1);
+    show("running", "Retrying (" + n + "/" + retry.attempts + ") after: " + why);
+    await sleep(logic.retryDelayMs(retry, n));
+  }
+
+  async function requestStatus(url, poll) {
+    const init = {
+      method: poll.method,
+      headers: { ...poll.request_headers },
+      cache: poll.fetch_cache, // "default": the browser cache revalidates what it kept
+    };
+    if (poll.body !== null) {
+      init.body = JSON.stringify(poll.body);
+      init.headers["Content-Type"] = "application/json";
+    }
+    let response;
+    try {
+      response = await fetch(url, init);
+    } catch (err) {
+      throw new RequestFailed(err.message, null);
+    }
+    if (!response.ok) throw new RequestFailed("HTTP " + response.status, response.status);
+    let body;
+    try {
+      body = await response.json();
+    } catch (err) {
+      throw new RequestFailed("unreadable status answer: " + err.message, response.status);
+    }
+    if (!logic.isStatus(body)) {
+      throw new RequestFailed("unreadable status answer: no state", response.status);
+    }
+    return body;
+  }
+
+  async function pollLoop(run, taskId, strategy) {
+    const retry = strategy.retry;
+    let watch = strategy.detect_stale ? logic.staleWatch(strategy.detect_stale) : null;
+    let nonceKind = strategy.poll.nonce;
+    let failures = 0;
+    while (run === current) {
+      let body;
+      try {
+        const target = logic.statusTarget(config.statusUrlStyle, taskId, nonceKind);
+        body = await requestStatus(target, strategy.poll);
+      } catch (err) {
+        if (run !== current) return;
+        if (logic.isRetryable(err.status) && failures < retry.attempts) {
+          failures += 1;
+          await retryAfter(failures, retry, err.message);
+          continue;
+        }
+        show("errored", "Error: " + err.message);
+        return;
+      }
+      if (run !== current) return;
+      failures = 0;
+      if (handleAnswer(taskId, body)) return;
+      if (watch && watch.saw(body)) {
+        nonceKind = strategy.detect_stale.switch_to_nonce;
+        warn(logic.staleWarning(strategy.detect_stale));
+        watch = null;
+      }
+      await sleep(config.pollIntervalMs);
+    }
+  }
+
+  function eventStream(run, taskId, strategy) {
+    const retry = strategy.retry;
+    const url = logic.fill(book.events_path, taskId);
+    let failures = 0;
+    function connect() {
+      if (run !== current) return;
+      const source = new EventSource(url);
+      source.onmessage = (event) => {
+        if (run !== current) {
+          source.close();
+          return;
+        }
+        failures = 0;
+        let body = null;
+        try {
+          body = JSON.parse(event.data);
+        } catch (err) {
+          body = null;
+        }
+        if (!logic.isStatus(body)) {
+          source.close();
+          show("errored", "Error: unreadable status answer");
+          return;
+        }
+        if (handleAnswer(taskId, body)) source.close();
+      };
+      source.onerror = () => {
+        // A refused connection, an HTTP error, or a stream that ended: EventSource does not say
+        // which, so each counts as a failure worth retrying. It would reconnect on its own, but
+        // without the strategy's backoff and limit: close it and do that here.
+        source.close();
+        if (run !== current) return;
+        if (failures < retry.attempts) {
+          failures += 1;
+          retryAfter(failures, retry, "the event stream failed").then(connect);
+          return;
+        }
+        show("errored", "Error: the event stream failed");
+      };
+    }
+    connect();
+  }
+
+  const transports = { poll: pollLoop, sse: eventStream };
+
   async function start() {
+    const run = ++current;
     const fix = $("fix").value;
     const strategy = book.strategies[fix];
     $("result").hidden = true;
+    $("warnings").replaceChildren();
+    $("warnings").hidden = true;
+    for (const key of ["taskState", "foreignTaskId", "retries", "warned"]) {
+      delete document.body.dataset[key];
+    }
     show("running", "Starting...");
     let body;
     try {
@@ -66,11 +291,12 @@
       if (!response.ok) throw new Error("HTTP " + response.status);
       body = await response.json();
     } catch (err) {
-      show("errored", "Error: " + err.message);
+      if (run === current) show("errored", "Error: " + err.message);
       return;
     }
+    if (run !== current) return;
     document.body.dataset.taskId = body.task_id;
-    poll(body.task_id, strategy);
+    transports[strategy.transport](run, body.task_id, strategy);
   }
 
   $("start").addEventListener("click", start);
