@@ -40,7 +40,13 @@ def task_id_in(event: dict[str, Any]) -> str | None:
 
 
 def is_status_request(event: dict[str, Any]) -> bool:
-    """A poll (or the SSE stream) for a task: anything but the POST that starts it."""
+    """An answer about a task's status: a poll, or one event on an SSE stream.
+
+    Not the POST that starts the task, and not the request opening an SSE stream: its events
+    (logged one by one by the origin) are the answers.
+    """
+    if event.get("endpoint") == "task_events":
+        return False
     path = event.get("path") or (event.get("url") or "").split("://", 1)[-1].split("?")[0]
     return not path.rstrip("/").endswith("/tasks")
 
