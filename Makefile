@@ -9,7 +9,7 @@ SCENARIO ?= proxy-cache
 FIX ?= none
 
 .DEFAULT_GOAL := help
-.PHONY: help repro list test lint format bench clean
+.PHONY: help repro matrix list test lint format bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_.-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml
 
 repro: $(STAMP) ## Reproduce a scenario: make repro SCENARIO=proxy-cache [FIX=nonce]
 	$(BIN)/lab repro $(SCENARIO) --fix $(FIX)
+
+matrix: $(STAMP) ## Every scenario against every fix: make matrix [REPEAT=5]
+	$(BIN)/lab matrix --repeat $(or $(REPEAT),1)
 
 list: $(STAMP) ## List the scenarios
 	$(BIN)/lab list
@@ -42,8 +45,10 @@ format: $(STAMP) ## ruff format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## Median seconds to verdict for proxy-cache, fix none and nonce
+bench: $(STAMP) ## Timing goals: repro speed, matrix time, requests/s per profile
 	$(BIN)/python bench/repro_speed.py
+	$(BIN)/python bench/matrix_time.py
+	$(BIN)/python bench/proxy_rps.py
 
 clean: ## Remove run folders and caches (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache
