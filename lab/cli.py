@@ -286,6 +286,8 @@ def _print_matrix(result: matrix.MatrixResult) -> None:
         click.echo(f"mismatch: {v.sentence}")
     for (s, f), outcomes in result.flips.items():
         click.echo(f"changed between rounds: {s} fix={f}: {' -> '.join(outcomes)}")
+    alive = matrix.survivors(result)
+    click.echo("survives every proxy profile: " + (", ".join(alive) if alive else "no fix"))
     click.echo(f"results: {paths.relative(result.run_dir / 'matrix.md')}")
     click.echo(
         f"matrix: {cells - len(bad)} of {cells} cells matched"

@@ -217,6 +217,21 @@ def _judge_all(
     return verdicts
 
 
+def defeats(result: MatrixResult) -> dict[str, list[str]]:
+    """For each fix, the proxy scenarios where the UI did not complete (lookalikes left out:
+    no HTTP fix can help there)."""
+    beaten: dict[str, list[str]] = {fix: [] for fix in result.fixes}
+    for (scenario, fix), verdict in result.last.items():
+        if verdict.proxy != "none" and verdict.observed != "completed":
+            beaten[fix].append(scenario)
+    return beaten
+
+
+def survivors(result: MatrixResult) -> list[str]:
+    """Fixes that completed behind every proxy profile that was run."""
+    return [fix for fix, lost in defeats(result).items() if not lost]
+
+
 SYMBOL = {"completed": "completed", "hung": "HUNG", "errored": "ERRORED", "leaked": "LEAKED"}
 
 
@@ -242,6 +257,9 @@ def markdown(result: MatrixResult) -> str:
         proxy = next((v.proxy for (s, _), v in last.items() if s == name), "")
         cells = [cell_text(last.get((name, fix))) for fix in result.fixes]
         lines.append(f"| {name} [{proxy}] | " + " | ".join(cells) + " |")
+    lines += ["", "## Which proxies defeat which fix", ""]
+    for fix, lost in defeats(result).items():
+        lines.append(f"- `{fix}`: " + (", ".join(lost) if lost else "survives every proxy profile"))
     if result.flips:
         lines += ["", "## Cells that changed between rounds", ""]
         lines += [f"- {s} / {f}: {' -> '.join(o)}" for (s, f), o in result.flips.items()]
