@@ -11,15 +11,53 @@ comma-separated value, which is what ``mitmproxy.http.Headers.get`` returns.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
+from functools import lru_cache
 
 from werkzeug.datastructures import RequestCacheControl, ResponseCacheControl
 from werkzeug.http import parse_cache_control_header, parse_date, parse_list_header
 
 Headers = Mapping[str, str]
 
+
+class FieldView(Mapping[str, str]):
+    """A read-only, case-insensitive snapshot of header fields, repeated fields folded into
+    one comma-separated value: much cheaper to query than mitmproxy's Headers when a decision
+    reads the same few fields many times."""
+
+    def __init__(self, fields: Iterable[tuple[str, str]]) -> None:
+        folded: dict[str, str] = {}
+        for name, value in fields:
+            key = name.lower()
+            folded[key] = f"{folded[key]}, {value}" if key in folded else value
+        self._fields = folded
+
+    @classmethod
+    def of(cls, headers: Mapping[str, str]) -> FieldView:
+        items = headers.items
+        try:
+            pairs = items(multi=True)  # mitmproxy Headers: every field, in order
+        except TypeError:
+            pairs = items()
+        return cls(pairs)
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._fields
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+
 CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
+# RFC 9110 9.2.1: a response to any other method invalidates what the cache holds (4.4).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 # RFC 9110 15.1: statuses a cache may store without explicit freshness.
 HEURISTICALLY_CACHEABLE = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
@@ -28,13 +66,50 @@ HEURISTICALLY_CACHEABLE = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405
 # as a complete response would hand clients a fragment or an empty body.
 NEVER_STORED = frozenset({206, 304})
 
+# RFC 9111 3.2: fields a 304 must not overwrite in the stored response (Content-Length, and
+# the hop-by-hop fields of RFC 9110 7.6.1, which describe the connection, not the response).
+NOT_UPDATED_BY_304 = frozenset(
+    {
+        "content-length",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authentication-info",
+        "proxy-authorization",
+    }
+)
+
+
+@lru_cache(maxsize=4096)
+def _cache_control(value: str | None, cls: type) -> ResponseCacheControl | RequestCacheControl:
+    """Parsed once per distinct value (a proxy sees the same few values all day); the result
+    is shared, so callers must not modify it."""
+    # Directive names are case-insensitive (RFC 9111 5.2); werkzeug only knows lower case.
+    return parse_cache_control_header(value.lower() if value else value, cls=cls)
+
 
 def response_cache_control(headers: Headers) -> ResponseCacheControl:
-    return parse_cache_control_header(headers.get("Cache-Control"), cls=ResponseCacheControl)
+    return _cache_control(headers.get("Cache-Control"), ResponseCacheControl)
 
 
 def request_cache_control(headers: Headers) -> RequestCacheControl:
-    return parse_cache_control_header(headers.get("Cache-Control"), cls=RequestCacheControl)
+    return _cache_control(headers.get("Cache-Control"), RequestCacheControl)
+
+
+def without_directives(cache_control: str, names: Iterable[str]) -> str:
+    """The Cache-Control value minus the named directives (case-insensitive)."""
+    drop = {name.lower() for name in names}
+    kept = [
+        item
+        for item in parse_list_header(cache_control)
+        if item.split("=", 1)[0].strip().lower() not in drop
+    ]
+    return ", ".join(kept)
 
 
 def _timestamp(value: str | None) -> float | None:
@@ -46,6 +121,10 @@ def request_bypasses_cache(method: str, request_headers: Headers) -> bool:
     """True when the cache must not even look: uncacheable method or request no-store."""
     if method.upper() not in CACHEABLE_METHODS:
         return True
+    return request_no_store(request_headers)
+
+
+def request_no_store(request_headers: Headers) -> bool:
     return bool(request_cache_control(request_headers).no_store)
 
 
@@ -54,8 +133,17 @@ def request_accepts_stored(request_headers: Headers) -> bool:
     if "Cache-Control" in request_headers:
         # RFC 9111 5.4: Pragma is ignored once Cache-Control is present.
         return not request_cache_control(request_headers).no_cache
-    pragma = request_headers.get("Pragma") or ""
-    return "no-cache" not in (token.strip().lower() for token in pragma.split(","))
+    return not pragma_no_cache(request_headers)
+
+
+def pragma_no_cache(headers: Headers) -> bool:
+    pragma = headers.get("Pragma") or ""
+    return "no-cache" in (token.strip().lower() for token in pragma.split(","))
+
+
+def is_conditional(request_headers: Headers) -> bool:
+    """The client validates a copy of its own (RFC 9110 13.1.1, 13.1.3)."""
+    return "If-None-Match" in request_headers or "If-Modified-Since" in request_headers
 
 
 def vary_fields(response_headers: Headers) -> tuple[str, ...] | None:
@@ -73,17 +161,22 @@ def has_explicit_freshness(response_headers: Headers) -> bool:
     return cc.s_maxage is not None or cc.max_age is not None or "Expires" in response_headers
 
 
-def is_storable(
-    method: str, status: int, request_headers: Headers, response_headers: Headers
-) -> bool:
-    """RFC 9111 section 3, minus freshness (see ``freshness_lifetime``)."""
-    if request_bypasses_cache(method, request_headers):
+def has_validator(response_headers: Headers) -> bool:
+    return "ETag" in response_headers or "Last-Modified" in response_headers
+
+
+def response_is_storable(status: int, request_headers: Headers, response_headers: Headers) -> bool:
+    """RFC 9111 section 3 for a request whose method the cache handles, minus freshness.
+
+    ``no-cache`` responses are storable: they are stored and revalidated before every use
+    (their freshness lifetime is 0, see ``freshness_lifetime``).
+    """
+    if request_no_store(request_headers):
         return False
     if status < 200 or status in NEVER_STORED:
         return False
     cc = response_cache_control(response_headers)
-    # We never revalidate, so a no-cache entry could never be used: don't keep it.
-    if cc.no_store or cc.private or cc.no_cache:
+    if cc.no_store or cc.private:
         return False
     if vary_fields(response_headers) is None:
         return False
@@ -93,13 +186,22 @@ def is_storable(
     return True
 
 
+def is_storable(
+    method: str, status: int, request_headers: Headers, response_headers: Headers
+) -> bool:
+    """RFC 9111 section 3, minus freshness (see ``freshness_lifetime``)."""
+    if method.upper() not in CACHEABLE_METHODS:
+        return False
+    return response_is_storable(status, request_headers, response_headers)
+
+
 def explicit_lifetime(response_headers: Headers, now: float) -> float | None:
     """RFC 9111 4.2.1 for a shared cache; None if the origin gave no expiry at all."""
     cc = response_cache_control(response_headers)
     if cc.s_maxage is not None:
-        return float(cc.s_maxage)
+        return max(0.0, float(cc.s_maxage))
     if cc.max_age is not None:
-        return float(cc.max_age)
+        return max(0.0, float(cc.max_age))
     if "Expires" not in response_headers:
         return None
     expires = _timestamp(response_headers.get("Expires"))
@@ -139,13 +241,91 @@ def freshness_lifetime(
     heuristic_ttl: float = 0,
     lm_fraction: float = 0.1,
 ) -> float:
-    """Seconds the response stays fresh; 0 means "do not store"."""
+    """Seconds the response stays fresh; 0 means stale on arrival.
+
+    ``no-cache`` (5.2.2.4) gives 0 whatever max-age says: the response may be stored, but
+    never used without a successful revalidation.
+    """
+    if requires_validation(response_headers):
+        return 0.0
     explicit = explicit_lifetime(response_headers, now)
     if explicit is not None:
         return explicit
     return heuristic_lifetime(
         status, response_headers, now, heuristic_ttl=heuristic_ttl, lm_fraction=lm_fraction
     )
+
+
+def requires_validation(response_headers: Headers) -> bool:
+    """no-cache (5.2.2.4): never used without a successful revalidation, not even stale
+    (4.2.4: a cache MUST NOT serve stale when no-cache forbids it)."""
+    return bool(response_cache_control(response_headers).no_cache)
+
+
+def never_serve_stale(response_headers: Headers) -> bool:
+    """must-revalidate, proxy-revalidate, or s-maxage (which implies proxy-revalidate in a
+    shared cache, 5.2.2.10): a stale copy must never be used, not even if the origin is down."""
+    cc = response_cache_control(response_headers)
+    return bool(cc.must_revalidate or cc.proxy_revalidate or cc.s_maxage is not None)
+
+
+def _seconds(value: object) -> float | None:
+    try:
+        return max(0.0, float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def stale_while_revalidate(response_headers: Headers) -> float | None:
+    """RFC 5861 section 3: seconds a stale copy may be served while it is being revalidated."""
+    return _seconds(response_cache_control(response_headers).stale_while_revalidate)
+
+
+def stale_if_error(response_headers: Headers) -> float | None:
+    """RFC 5861 section 4: seconds a stale copy may be served when the origin fails."""
+    return _seconds(response_cache_control(response_headers).stale_if_error)
+
+
+def opaque_tag(etag: str) -> str:
+    """The entity tag without its weakness indicator, for weak comparison (RFC 9110 8.8.3.2)."""
+    etag = etag.strip()
+    return etag[2:] if etag[:2] in ("W/", "w/") else etag
+
+
+def weak_match(etag: str | None, candidates: str | None) -> bool:
+    """Does ``etag`` match any entity tag of an If-None-Match value (weak comparison)?"""
+    if not etag or not candidates:
+        return False
+    if candidates.strip() == "*":
+        return True
+    wanted = opaque_tag(etag)
+    return any(opaque_tag(tag) == wanted for tag in candidates.split(","))
+
+
+def conditional_headers(response_headers: Headers) -> dict[str, str]:
+    """The validators a cache sends to revalidate its stored response (RFC 9111 4.3.1)."""
+    found: dict[str, str] = {}
+    if etag := response_headers.get("ETag"):
+        found["If-None-Match"] = etag
+    if last_modified := response_headers.get("Last-Modified"):
+        found["If-Modified-Since"] = last_modified
+    return found
+
+
+def not_modified_since(response_headers: Headers, if_modified_since: str | None) -> bool:
+    """RFC 9110 13.1.3: the stored response was last modified at or before the client's date."""
+    since = _timestamp(if_modified_since)
+    modified = _timestamp(response_headers.get("Last-Modified"))
+    return since is not None and modified is not None and modified <= since
+
+
+def validates_stored(stored_headers: Headers, not_modified_headers: Headers) -> bool:
+    """Does a 304 refer to the stored response (RFC 9111 4.3.4)? A 304 without an ETag can
+    only refer to the one response we asked about."""
+    etag = not_modified_headers.get("ETag")
+    if etag is None:
+        return True
+    return weak_match(stored_headers.get("ETag"), etag)
 
 
 def age_header(headers: Headers) -> int | None:

@@ -67,11 +67,22 @@ def test_last_modified_without_date_uses_now():
 
 
 @pytest.mark.parametrize(
-    "cache_control",
-    ["no-store", "private", "no-cache", 'no-cache="set-cookie"', "private, max-age=9"],
+    "cache_control", ["no-store", "private", "private, max-age=9", "NO-STORE", 'private="x"']
 )
 def test_response_directives_that_forbid_storing(cache_control: str):
     assert not cp.is_storable("GET", 200, Headers(), Headers(cache_control=cache_control))
+
+
+@pytest.mark.parametrize(
+    "cache_control", ["no-cache", 'no-cache="set-cookie"', "no-cache, max-age=60"]
+)
+def test_no_cache_is_storable_but_stale_at_once(cache_control: str):
+    """5.2.2.4: no-cache allows storing; the stored response must be revalidated every time."""
+    headers = Headers(cache_control=cache_control)
+    assert cp.is_storable("GET", 200, Headers(), headers)
+    assert cp.freshness_lifetime(200, headers, NOW, heuristic_ttl=300) == 0
+    assert cp.requires_validation(headers)
+    assert not cp.requires_validation(Headers(cache_control="max-age=60"))
 
 
 @pytest.mark.parametrize("status", [100, 101, 206, 304])
@@ -140,3 +151,100 @@ def test_initial_age():
     assert cp.initial_age(Headers(age="30", date=http_date(NOW - 40)), NOW) == 40
     # A Date from the future (clock skew) must not make the age negative.
     assert cp.initial_age(Headers(date=http_date(NOW + 40)), NOW) == 0
+
+
+def test_directive_names_are_case_insensitive():
+    assert lifetime(cache_control="Max-Age=30") == 30
+    assert cp.requires_validation(Headers(cache_control="No-Cache"))
+
+
+def test_negative_or_bogus_max_age_is_stale():
+    assert lifetime(cache_control="max-age=-5") == 0
+    # An unparsable max-age is no max-age (werkzeug drops it): no explicit freshness.
+    assert lifetime(cache_control="max-age=soon") == 0
+
+
+def test_response_is_storable_ignores_the_method():
+    response = Headers(cache_control="max-age=60")
+    assert cp.response_is_storable(200, Headers(), response)
+    assert not cp.response_is_storable(200, Headers(cache_control="no-store"), response)
+
+
+def test_without_directives():
+    value = 'no-store, no-cache="Set-Cookie, X", Private, max-age=0'
+    assert cp.without_directives(value, ["no-store", "private"]) == (
+        'no-cache="Set-Cookie, X", max-age=0'
+    )
+    assert cp.without_directives("no-store", ["no-store"]) == ""
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "never_stale"),
+    [("max-age=5", False), ("max-age=5, must-revalidate", True), ("proxy-revalidate", True),
+     ("s-maxage=5", True)],
+)  # fmt: skip
+def test_never_serve_stale(cache_control: str, never_stale: bool):
+    assert cp.never_serve_stale(Headers(cache_control=cache_control)) is never_stale
+
+
+def test_rfc5861_extensions():
+    headers = Headers(cache_control="max-age=1, stale-while-revalidate=30, stale-if-error=600")
+    assert cp.stale_while_revalidate(headers) == 30
+    assert cp.stale_if_error(headers) == 600
+    assert cp.stale_while_revalidate(Headers()) is None
+    assert cp.stale_if_error(Headers(cache_control="stale-if-error=x")) is None
+
+
+def test_validators():
+    assert not cp.has_validator(Headers())
+    assert cp.has_validator(Headers(etag='"a"'))
+    assert cp.has_validator(Headers(last_modified=http_date(NOW)))
+    headers = Headers(etag='W/"a"', last_modified=http_date(NOW))
+    assert cp.conditional_headers(headers) == {
+        "If-None-Match": 'W/"a"',
+        "If-Modified-Since": http_date(NOW),
+    }
+    assert cp.conditional_headers(Headers()) == {}
+
+
+def test_weak_comparison():
+    assert cp.weak_match('W/"a"', '"a"')
+    assert cp.weak_match('"a"', 'W/"b", W/"a"')
+    assert cp.weak_match('"a"', "*")
+    assert not cp.weak_match('"a"', '"b"')
+    assert not cp.weak_match(None, '"a"')
+
+
+def test_not_modified_since():
+    headers = Headers(last_modified=http_date(NOW - 10))
+    assert cp.not_modified_since(headers, http_date(NOW))
+    assert cp.not_modified_since(headers, http_date(NOW - 10))
+    assert not cp.not_modified_since(headers, http_date(NOW - 20))
+    assert not cp.not_modified_since(headers, "yesterday")
+    assert not cp.not_modified_since(Headers(), http_date(NOW))
+
+
+def test_a_304_validates_the_stored_response_it_names():
+    stored = Headers(etag='W/"a"')
+    assert cp.validates_stored(stored, Headers(etag='"a"'))
+    assert not cp.validates_stored(stored, Headers(etag='"b"'))
+    assert cp.validates_stored(stored, Headers())  # no ETag: about what we asked
+
+
+def test_is_conditional_and_pragma():
+    assert cp.is_conditional(Headers(if_none_match='"a"'))
+    assert cp.is_conditional(Headers(if_modified_since=http_date(NOW)))
+    assert not cp.is_conditional(Headers())
+    assert cp.pragma_no_cache(Headers(pragma="foo, No-Cache"))
+    assert not cp.pragma_no_cache(Headers(pragma="foo"))
+
+
+def test_field_view_is_a_case_insensitive_folded_snapshot():
+    headers = Headers([(b"Cache-Control", b"max-age=5"), (b"cache-control", b"no-cache")])
+    view = cp.FieldView.of(headers)
+    assert view["CACHE-CONTROL"] == view.get("cache-control") == "max-age=5, no-cache"
+    assert "Cache-Control" in view and "ETag" not in view and len(view) == 1
+    headers["ETag"] = '"a"'
+    assert "ETag" not in view  # a snapshot
+    assert cp.freshness_lifetime(200, view, NOW) == 0
+    assert cp.FieldView.of({"Vary": "X"})["vary"] == "X"

@@ -48,6 +48,15 @@ class Misbehaviour:
         """May a stored answer be used for this request (request no-cache, Pragma)?"""
         return decision
 
+    def visible_headers(
+        self, request: http.Request, response: http.Response, headers: http.Headers
+    ) -> http.Headers:
+        """The response fields the cache's RFC 9111 rules see (storability, freshness, Vary,
+        must-revalidate): `headers` is a copy, maybe already edited by the misbehaviour before;
+        edit and return it to make the cache blind to a directive or a field. The response that
+        is stored and served keeps all its fields; the later hooks get it unedited."""
+        return headers
+
     def storable(self, request: http.Request, response: http.Response, decision: bool) -> bool:
         return decision
 

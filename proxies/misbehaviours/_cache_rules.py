@@ -1,0 +1,65 @@
+"""Helpers shared by the cache misbehaviours (no misbehaviour is defined here)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import AfterValidator, Field
+from werkzeug.http import parse_date
+
+from proxies import cache_policy
+
+if TYPE_CHECKING:
+    from mitmproxy import http
+
+
+def _check_regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return value
+
+
+# A regular expression parameter, checked when the profile is loaded.
+Regex = Annotated[str, AfterValidator(_check_regex)]
+Seconds = Annotated[int, Field(ge=1)]
+Status = Annotated[int, Field(ge=200, le=599)]
+
+
+def hide_directives(headers: http.Headers, names: Iterable[str]) -> http.Headers:
+    """Remove the named Cache-Control directives from `headers` (edited in place)."""
+    value = headers.get("Cache-Control")
+    if value is None:
+        return headers
+    remaining = cache_policy.without_directives(value, names)
+    if remaining:
+        headers["Cache-Control"] = remaining
+    else:
+        del headers["Cache-Control"]
+    return headers
+
+
+def ttl_unless_explicit(
+    response: http.Response,
+    lifetime: float,
+    ttl: float,
+    statuses: Collection[int],
+    *,
+    ignore_invalid_expires: bool = False,
+) -> float:
+    """`ttl` for a response with one of `statuses` and no freshness of its own (no max-age,
+    s-maxage or Expires, no no-cache); otherwise the decision so far. With
+    `ignore_invalid_expires`, an unparsable Expires (`Expires: 0`) counts as absent."""
+    headers = response.headers
+    if response.status_code not in statuses:
+        return lifetime
+    cc = cache_policy.response_cache_control(headers)
+    if cc.no_cache or cc.max_age is not None or cc.s_maxage is not None:
+        return lifetime
+    expires_counts = not ignore_invalid_expires or parse_date(headers.get("Expires")) is not None
+    if "Expires" in headers and expires_counts:
+        return lifetime
+    return float(ttl)

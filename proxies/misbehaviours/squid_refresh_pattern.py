@@ -1,0 +1,210 @@
+"""Squid's freshness algorithm for the URLs one refresh_pattern line matches."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Annotated, Literal
+from weakref import WeakKeyDictionary
+
+from pydantic import BaseModel, ConfigDict, Field
+from werkzeug.http import parse_date
+
+from proxies import cache_policy
+from proxies.misbehaviours._cache_rules import Regex, hide_directives
+from proxies.misbehaviours.base import Misbehaviour
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from mitmproxy import http
+
+SquidOption = Literal[
+    "override-expire",
+    "override-lastmod",
+    "reload-into-ims",
+    "ignore-reload",
+    "ignore-no-store",
+    "ignore-private",
+]
+
+# Squid uses the first refresh_pattern line that matches a URL. Every line is one misbehaviour
+# in the profile, and the hooks of all of them run for every request, in profile order: the
+# first line whose regex matches a request claims it, the others leave that request alone.
+_claims: WeakKeyDictionary[http.Request, SquidRefreshPattern] = WeakKeyDictionary()
+
+
+class SquidRefreshPatternParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Matched (re.search) against the whole URL; squid.conf's `-i` is `(?i)` here.
+    regex: Regex
+    min_minutes: Annotated[int, Field(ge=0)]
+    percent: Annotated[int, Field(ge=0)]
+    max_minutes: Annotated[int, Field(ge=0)]
+    options: list[SquidOption] = []
+
+
+def squid_lifetime(
+    headers: Mapping[str, str],
+    now: float,
+    *,
+    min_s: float,
+    fraction: float,
+    max_s: float,
+    override_expire: bool = False,
+    override_lastmod: bool = False,
+) -> float:
+    """Seconds a stored reply stays fresh for Squid (refreshStaleness and refreshCheck in
+    src/refresh.cc, HttpReply::hdrExpirationTime, StoreEntry::lastModified), counted from the
+    reply's Date like Squid's entry timestamp.
+    """
+    cc = cache_policy.response_cache_control(headers)
+    if cc.no_cache or cc.private is not None:
+        # ENTRY_REVALIDATE_ALWAYS (src/http.cc haveParsedReplyHeaders): revalidated on every
+        # hit, before any override, even when ignore-private is why it was stored.
+        return 0.0
+    if "Cache-Control" not in headers and cache_policy.pragma_no_cache(headers):
+        # "Pragma: no-cache in _replies_ is not documented in HTTP, but servers like Active
+        # Imaging Webcast/2.0 sure do use it": revalidate always, only without Cache-Control.
+        return 0.0
+    date = _time(headers.get("Date"))
+    timestamp = date if date is not None else now
+    expires = _expires(headers, cc, date, now)
+    if expires is not None:
+        # 1. Explicit expiry: min, percent and max are ignored. override-expire only extends
+        # freshness to min ("does not enforce staleness").
+        lifetime = expires - timestamp
+        return max(0.0, max(lifetime, min_s) if override_expire else lifetime)
+    last_modified = _time(headers.get("Last-Modified"))
+    # lastModified() falls back to the timestamp, so no Last-Modified means a delta of 0.
+    delta = timestamp - last_modified if last_modified is not None else 0.0
+    if delta > 0:
+        # 2.+3. Stale past max; else fresh while younger than percent of the Last-Modified age.
+        lm_lifetime = delta * fraction
+        if override_lastmod:
+            lm_lifetime = max(lm_lifetime, min_s)
+        return max(0.0, min(lm_lifetime, max_s))
+    # 4.+5. No expiry, no Last-Modified: fresh while younger than min (and not past max).
+    return max(0.0, min(min_s, max_s))
+
+
+def _time(value: str | None) -> float | None:
+    parsed = parse_date(value)
+    return parsed.timestamp() if parsed is not None else None
+
+
+def _expires(
+    headers: Mapping[str, str], cc: object, date: float | None, now: float
+) -> float | None:
+    """HttpReply::hdrExpirationTime: s-maxage/max-age from Date (or now), else Expires, where
+    an invalid Expires means the Date ("expires immediately", HTTP/1.0)."""
+    max_age = getattr(cc, "s_maxage", None)
+    if max_age is None:
+        max_age = getattr(cc, "max_age", None)
+    if max_age is not None:
+        return (date if date is not None else now) + max(0, max_age)
+    if "Expires" not in headers:
+        return None
+    expires = _time(headers.get("Expires"))
+    if expires is None:
+        return date if date is not None else now
+    return expires
+
+
+class SquidRefreshPattern(Misbehaviour):
+    """One `refresh_pattern [-i] regex min percent max [options]` line of squid.conf, applied
+    with Squid's own algorithm (src/refresh.cc refreshStaleness/refreshCheck, Squid 6) to the
+    URLs it matches first. Several lines are several misbehaviours, in squid.conf order; a URL
+    no line matches keeps the cache's RFC rules (Squid would use its built-in `. 0 20% 4320`,
+    so list a `.` line last, as squid.conf.default does).
+
+    Freshness, in Squid's order:
+    1. An explicit expiry (s-maxage, max-age, else Expires) decides alone: min, percent and max
+       do not apply. An invalid Expires (`Expires: 0`) means "expires at Date".
+       override-expire: fresh while younger than min even past that expiry.
+    2. Older than max: stale.
+    3. With Last-Modified: fresh while younger than percent of (Date - Last-Modified).
+       override-lastmod: fresh while younger than min even when that says stale.
+    4. Younger than min: fresh. 5. Else stale.
+
+    Surprising parts, with their source:
+    - A reply with no cache headers and no Last-Modified under the stock `. 0 20% 4320`:
+      current Squid stores it, but it is stale at once (min 0), so every hit is a
+      revalidation (an If-Modified-Since with the stored Date, which the app answers with a
+      full 200). StoreEntry::lastModified() now falls back to the Date (src/Store.h), so
+      refreshIsCachable (src/refresh.cc) no longer refuses it; Squid 2 and 3 did ("Last
+      modified is needed to do a refresh"), and Squid 1.1 kept such replies for max, 3 days
+      (Release-Notes-1.1, quoted on the HTTP-WG list in April 1997). The stock
+      `-i (/cgi-bin/|\\?) 0 0% 0` line gives query URLs no freshness at all.
+    - A min above 0 makes a reply without any cache header fresh for min minutes:
+      "any higher values may cause dynamic applications to be erroneously cached"
+      (squid.conf.documented, refresh_pattern).
+    - `no-cache` (without field names), and `private` when ignore-private stored it, set
+      ENTRY_REVALIDATE_ALWAYS: revalidated on every hit, whatever the options, "for security
+      reasons ... even if storage was caused by refresh_pattern ignore-* option"
+      (src/http.cc). So ignore-private does not leak one user's copy to the next (it costs a
+      revalidation), and `Cache-Control: no-cache` beats every override.
+    - ignore-no-store stores `no-store` replies with no such flag: `no-store` + `Expires: 0`
+      (the classic "don't cache" set) is fresh for min under override-expire, and `no-store`
+      alone for min even without it. `Pragma: no-cache` on a reply counts (revalidate always)
+      only when the reply has no Cache-Control at all.
+    - ignore-reload ignores a client's `Cache-Control: no-cache`, `Pragma: no-cache` and
+      `max-age=0`. reload-into-ims turns them into a revalidation, which is what this lab's
+      cache does for a reload anyway, so it changes nothing here.
+    - must-revalidate, proxy-revalidate and s-maxage only forbid serving stale. Not imitated:
+      min-fresh, max-stale, refresh-ims, store-stale, and ignore-no-store's effect on a
+      request's `Cache-Control: no-store` (this cache always bypasses such a request).
+    """
+
+    name = "squid-refresh-pattern"
+    summary = "One squid.conf refresh_pattern line, with Squid's freshness algorithm and options."
+    imitates = (
+        "Squid `refresh_pattern [-i] regex min percent max [override-expire override-lastmod "
+        "reload-into-ims ignore-reload ignore-no-store ignore-private]` (squid.conf; "
+        "src/refresh.cc, src/http.cc of Squid 6, built with the default "
+        "--enable-http-violations)."
+    )
+    Params = SquidRefreshPatternParams
+    params: SquidRefreshPatternParams
+
+    def __init__(self, params: BaseModel | None = None) -> None:
+        super().__init__(params)
+        self.pattern = re.compile(self.params.regex)
+
+    def applies(self, request: http.Request) -> bool:
+        """Is this the first line (of the profile's) that matches the request's URL?"""
+        owner = _claims.get(request)
+        if owner is None and self.pattern.search(request.url):
+            _claims[request] = owner = self
+        return owner is self
+
+    def _has(self, option: SquidOption) -> bool:
+        return option in self.params.options
+
+    def accepts_stored(self, request: http.Request, decision: bool) -> bool:
+        if self.applies(request) and self._has("ignore-reload"):
+            return True
+        return decision
+
+    def visible_headers(
+        self, request: http.Request, response: http.Response, headers: http.Headers
+    ) -> http.Headers:
+        if not self.applies(request):
+            return headers
+        hidden = [d for d in ("no-store", "private") if self._has(f"ignore-{d}")]  # type: ignore[arg-type]
+        return hide_directives(headers, hidden) if hidden else headers
+
+    def freshness_lifetime(
+        self, request: http.Request, response: http.Response, lifetime: float, now: float
+    ) -> float:
+        if not self.applies(request):
+            return lifetime
+        return squid_lifetime(
+            response.headers,
+            now,
+            min_s=self.params.min_minutes * 60.0,
+            fraction=self.params.percent / 100,
+            max_s=self.params.max_minutes * 60.0,
+            override_expire=self._has("override-expire"),
+            override_lastmod=self._has("override-lastmod"),
+        )
