@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -30,7 +30,8 @@ class Profile(BaseModel):
     mode: Literal["forward", "reverse"] = "forward"
     options: dict[str, OptionValue] = {}
     # Each {name = "...", params...}: see proxies/misbehaviours/; applied in this order.
-    misbehaviours: list[dict[str, OptionValue]] = []
+    # Their parameters are checked by each misbehaviour's own Params model.
+    misbehaviours: list[dict[str, Any]] = []
 
     @field_validator("real_world")
     @classmethod

@@ -11,6 +11,10 @@ if TYPE_CHECKING:
 
 
 class IgnoreQueryInKey(Misbehaviour):
+    """Keys stored answers by the URL without its query string, so a nonce in the query (or a
+    task id there) no longer makes a poll a new URL to the cache. Breaks RFC 9111 section 2
+    (the primary cache key is the target URI, query included); keeps every freshness rule."""
+
     name = "ignore-query-in-key"
     summary = "The cache key is the URL without its query string: /status?id=1 and ?id=2 collide."
     imitates = (
