@@ -12,7 +12,9 @@ from lab.scenarios import Outcome, Scenario
 from lab.stack import AppStack, ProxyEndpoint
 from sample_app import strategies
 
-TASK_START_GRACE = 5.0  # how long past duration + hang window a task may take to be picked up
+# How long past duration + hang window a task that will finish may take (queued, or slowed by
+# a busy machine) before the lab calls the UI hung anyway.
+TASK_START_GRACE = 20.0
 NEVER_FINISHING_DURATION = 600.0  # the app's longest task: "forever" for a lab run
 NEIGHBOUR_FIRST_POLL_TIMEOUT = 10.0
 
@@ -67,11 +69,21 @@ def wait_for_outcome(
             return Outcome(client.ui_state)
         now = time.time()
         finished = app.task_events.finished_at(client.task_id)
-        if finished is not None and now - finished >= scenario.hang_window:
+        # Hung only with proof: an answer to a poll sent after the finish still said "running"
+        # a hang window later. A client too starved to poll gets more time (up to 3 windows).
+        waited = now - finished if finished is not None else 0.0
+        if finished is not None and (
+            (waited >= scenario.hang_window and _answered_after(client, finished))
+            or waited >= 3 * scenario.hang_window
+        ):
             return Outcome.hung
         if finished is None and client.started_at and now - client.started_at > give_up_after:
             return Outcome.hung
         time.sleep(0.02)
+
+
+def _answered_after(client: PollingClient, finished: float) -> bool:
+    return any(poll.sent_at > finished and poll.state for poll in list(client.polls))
 
 
 def run_cell(
