@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -105,8 +106,9 @@ async def hammer(proxy_port: int, origin_port: int, total: int, in_flight: int) 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     origin = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
     threading.Thread(target=origin.serve_forever, daemon=True).start()
@@ -115,19 +117,30 @@ def main() -> int:
         "plain-mitmproxy",
         *[n for n in profiles.names() if profiles.load(n).mode == "forward"],
     ]
-    results: dict[str, float] = {}
+    samples: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            extra = [] if name == "plain-mitmproxy" else profiles.mitmdump_args(profiles.load(name))
-            proc, port = start_proxy(extra, Path(tmp), name)
-            try:
-                asyncio.run(hammer(port, origin_port, 200, args.in_flight))  # warm-up
-                results[name] = asyncio.run(
-                    hammer(port, origin_port, args.requests, args.in_flight)
+        running = {}
+        try:
+            for name in names:
+                args_for = [] if name == "plain-mitmproxy" else None
+                extra = (
+                    args_for
+                    if args_for is not None
+                    else profiles.mitmdump_args(profiles.load(name))
                 )
-            finally:
+                running[name] = start_proxy(extra, Path(tmp), name)
+            # Rounds interleave the proxies so a busy moment on the machine hits them all
+            # alike; the median of the rounds is reported.
+            for _ in range(args.rounds):
+                for name, (_, port) in running.items():
+                    asyncio.run(hammer(port, origin_port, 100, args.in_flight))  # warm-up
+                    rps = asyncio.run(hammer(port, origin_port, args.requests, args.in_flight))
+                    samples[name].append(rps)
+        finally:
+            for proc, _ in running.values():
                 proc.terminate()
                 proc.wait(timeout=10)
+    results = {name: statistics.median(values) for name, values in samples.items()}
     origin.shutdown()
     plain = results["plain-mitmproxy"]
     print(f"{'profile':<22} {'req/s':>8} {'ratio':>6}")
