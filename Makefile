@@ -9,7 +9,7 @@ SCENARIO ?= proxy-cache
 FIX ?= none
 
 .DEFAULT_GOAL := help
-.PHONY: help repro matrix list test lint format bench clean
+.PHONY: help repro matrix up list test lint format bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_.-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,6 +28,9 @@ repro: $(STAMP) ## Reproduce a scenario: make repro SCENARIO=proxy-cache [FIX=no
 
 matrix: $(STAMP) ## Every scenario against every fix: make matrix [REPEAT=5]
 	$(BIN)/lab matrix --repeat $(or $(REPEAT),1)
+
+up: $(STAMP) ## Workshop mode: make up SCENARIO=proxy-cache [FIX=none]; Ctrl-C stops it
+	$(BIN)/lab up $(SCENARIO) --fix $(FIX)
 
 list: $(STAMP) ## List the scenarios
 	$(BIN)/lab list

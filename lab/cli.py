@@ -298,3 +298,39 @@ def _print_matrix(result: matrix.MatrixResult) -> None:
         )
         + f" in {result.seconds:.1f} s"
     )
+
+
+@main.command("up")
+@click.argument("scenario")
+@click.option("--fix", default="none", show_default=True, help="Fix strategy the page starts with.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the proxy listens on. Anything but loopback turns on proxy authentication "
+    "(credentials are printed), so a classroom network never gets an open proxy.",
+)
+@runs_dir_option
+def up_command(scenario: str, fix: str, host: str, runs_dir: Path | None) -> None:
+    """Workshop mode: start SCENARIO's stack and keep it running until Ctrl-C."""
+    from lab import workshop
+
+    try:
+        loaded = scenarios.load(scenario)
+        if fix not in strategies.names():
+            raise BadInput(f"unknown fix {fix!r} (known: {', '.join(strategies.names())})")
+        if loaded.uses_proxy:
+            profiles.load(loaded.proxy)
+    except BadInput as exc:
+        _fail(exc, as_json=False)
+
+    def progress(message: str) -> None:
+        err.print(f"[dim]lab {time.monotonic() - STARTED:5.1f}s:[/] {escape(message)}", markup=True)
+
+    try:
+        workshop.up(loaded, fix, runs_dir or paths.runs_dir(), progress, host=host, console=out)
+    except (BadInput, ComponentError) as exc:
+        _fail(exc, as_json=False)
+    except KeyboardInterrupt:
+        err.print("stopped: every process was stopped", markup=False)
+    sys.exit(0)

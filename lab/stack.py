@@ -229,7 +229,15 @@ def launch_app_stack(
 
 
 def launch_proxy(
-    sup: Supervisor, key: str, profile: profiles.Profile, app_url: str | None, *, single: bool
+    sup: Supervisor,
+    key: str,
+    profile: profiles.Profile,
+    app_url: str | None,
+    *,
+    single: bool,
+    listen_host: str = LOOPBACK,
+    modes: list[str] | None = None,
+    extra_args: list[str] | None = None,
 ):
     """Start mitmdump with the profile; return a function that waits and gives the endpoint.
 
@@ -239,10 +247,15 @@ def launch_proxy(
     suffix = "" if single else f"-{key}"
     events = run_dir / f"proxy-events{suffix}.jsonl"
     ready_file = run_dir / f"proxy{suffix}.ready.json"
-    mode_args: list[str] = []
-    if profile.mode == "reverse":
+    mode_args: list[str] = ["--listen-port", "0"]
+    if modes:
+        # Several listeners in one process (lab up: reverse and forward), sharing one cache.
+        mode_args = [arg for mode in modes for arg in ("--mode", mode)]
+    elif profile.mode == "reverse":
         assert app_url is not None
-        mode_args = ["--mode", f"reverse:{app_url}", "--set", "keep_host_header=true"]
+        mode_args += ["--mode", f"reverse:{app_url}"]
+    if profile.mode == "reverse" or modes:
+        mode_args += ["--set", "keep_host_header=true"]
     import proxies.lab_addons as addons_script
 
     proc = sup.add(
@@ -250,9 +263,7 @@ def launch_proxy(
         [
             mitmdump_executable(),
             "--listen-host",
-            LOOPBACK,
-            "--listen-port",
-            "0",
+            listen_host,
             "-s",
             addons_script.__file__,
             "--set",
@@ -261,6 +272,7 @@ def launch_proxy(
             f"observer_ready={ready_file}",
             *mode_args,
             *profiles.mitmdump_args(profile),
+            *(extra_args or []),
         ],
     )
 

@@ -1,0 +1,180 @@
+"""`lab up`: start a scenario's stack and keep it running for people to try in any browser.
+
+The page is served through the scenario's proxy in reverse mode, so nobody has to configure a
+proxy; the same proxy process also listens as a forward proxy for those who want to. A live
+table shows what the proxy does with each request until Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from lab import profiles
+from lab.errors import BadInput
+from lab.evidence import read_jsonl
+from lab.runner import new_run_dir, new_supervisor
+from lab.scenarios import Scenario
+from lab.stack import LOOPBACK, app_key, launch_app_stack, launch_proxy
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass
+class Workshop:
+    page_url: str
+    forward_proxy: str | None
+    credentials: str | None
+    run_dir: Path
+
+
+def free_port(host: str) -> int:
+    # A small race with other programs on this machine; the proxy fails clearly if it loses it.
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def up(
+    scenario: Scenario,
+    fix: str,
+    runs_root: Path,
+    progress: Callable[[str], None],
+    *,
+    host: str = LOOPBACK,
+    console: Console,
+    until: Callable[[], bool] = lambda: False,
+) -> None:
+    """Run until Ctrl-C (or `until()` is true); every process is stopped on the way out."""
+    exposed = host not in LOOPBACK_HOSTS
+    if exposed and not scenario.uses_proxy:
+        raise BadInput(
+            f"--host {host}: scenario {scenario.name!r} has no proxy to put authentication on; "
+            "only proxied scenarios can be shared on a network"
+        )
+    run_dir = new_run_dir(runs_root, f"up-{scenario.name}-{fix}")
+    sup = new_supervisor(run_dir)
+    app = None
+    try:
+        _, app_ready = launch_app_stack(
+            sup,
+            app_key(scenario.app, scenario.worker),
+            scenario.app,
+            scenario.worker,
+            poll_interval=scenario.poll_interval,
+            task_duration=scenario.task_duration,
+        )
+        app = app_ready()
+        shop = Workshop(f"{app.url}/?fix={fix}", None, None, run_dir)
+        events = None
+        if scenario.uses_proxy:
+            profile = profiles.load(scenario.proxy)
+            reverse_port = free_port(host)
+            modes = [f"reverse:{app.url}@{reverse_port}"]
+            forward_port = None
+            if profile.mode == "forward":
+                forward_port = free_port(host)
+                modes.append(f"regular@{forward_port}")
+            extra: list[str] = []
+            if exposed:
+                # Never an open proxy on a classroom network.
+                shop.credentials = f"lab:{secrets.token_urlsafe(9)}"
+                extra = ["--set", f"proxyauth={shop.credentials}"]
+            _, proxy_ready = launch_proxy(
+                sup,
+                profile.name,
+                profile,
+                app.url,
+                single=True,
+                listen_host=host,
+                modes=modes,
+                extra_args=extra,
+            )
+            proxy_ready()
+            events = run_dir / "proxy-events.jsonl"
+            shop.page_url = f"http://{host}:{reverse_port}/?fix={fix}"
+            if forward_port:
+                shop.forward_proxy = f"{host}:{forward_port}"
+        _announce(shop, scenario, fix, console)
+        _watch(events, console, until, lambda: sup.check_all_alive("while up"))
+    finally:
+        if app is not None:
+            app.backend.close()
+        sup.stop_all()
+
+
+def _announce(shop: Workshop, scenario: Scenario, fix: str, console: Console) -> None:
+    console.print(f"[bold]{scenario.name}[/] (fix={fix}): {scenario.summary}", highlight=False)
+    console.print(f"Open this page in any browser:  [bold cyan]{shop.page_url}[/]", highlight=False)
+    if shop.forward_proxy:
+        console.print(
+            f"Or set this forward proxy in a browser and open the app directly: "
+            f"{shop.forward_proxy}",
+            highlight=False,
+        )
+    if shop.credentials:
+        console.print(f"Proxy authentication: {shop.credentials}", highlight=False)
+    console.print(f"Evidence: {shop.run_dir}   Stop with Ctrl-C.", highlight=False)
+
+
+def _table(rows: deque[dict]) -> Table:
+    table = Table(title="What the proxy does", box=None, header_style="bold")
+    for column in ("time", "method", "path", "cache", "status", "age"):
+        table.add_column(column)
+    colour = {"HIT": "yellow", "STORE": "cyan", "MISS": "green", "REVALIDATED": "blue"}
+    for event in rows:
+        path = (event.get("url") or "").split("://", 1)[-1]
+        path = "/" + path.split("/", 1)[1] if "/" in path else path
+        cache = event.get("cache") or "-"
+        table.add_row(
+            time.strftime("%H:%M:%S", time.localtime(event.get("time", 0))),
+            event.get("method") or "",
+            path[:70],
+            f"[{colour.get(cache, 'white')}]{cache}[/]",
+            str(event.get("status") or event.get("error") or ""),
+            str(event.get("age") if event.get("age") is not None else ""),
+        )
+    return table
+
+
+def _watch(
+    events: Path | None,
+    console: Console,
+    until: Callable[[], bool],
+    check_alive: Callable[[], None],
+) -> None:
+    rows: deque[dict] = deque(maxlen=15)
+    seen = 0
+    live = Live(_table(rows), console=console, auto_refresh=False) if console.is_terminal else None
+    if live:
+        live.start()
+    try:
+        while not until():
+            check_alive()
+            if events is not None:
+                new = read_jsonl(events)[seen:]
+                seen += len(new)
+                for event in new:
+                    rows.append(event)
+                    if live is None:
+                        # No terminal: one plain line per request.
+                        console.print(
+                            f"proxy: {event.get('method')} {event.get('url')} "
+                            f"{event.get('cache')} {event.get('status')}",
+                            highlight=False,
+                        )
+                if live and new:
+                    live.update(_table(rows), refresh=True)
+            time.sleep(0.2)
+    finally:
+        if live:
+            live.stop()
