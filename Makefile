@@ -52,6 +52,7 @@ bench: $(STAMP) ## Timing goals: repro speed, matrix time, requests/s per profil
 	$(BIN)/python bench/repro_speed.py
 	$(BIN)/python bench/matrix_time.py
 	$(BIN)/python bench/proxy_rps.py
+	$(BIN)/python bench/cache_memory.py
 
 clean: ## Remove run folders and caches (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache
