@@ -66,6 +66,11 @@ class Scenario(BaseModel):
     worker: WorkerSetup = WorkerSetup()
     # Other users polling through the same proxy, each starting a task just before this one.
     neighbours: Annotated[int, Field(ge=0, le=5)] = 0
+    # Which clients reproduce it: a scenario about the browser's own HTTP cache is "browser"
+    # only, since the Python client has no HTTP cache of its own to be fooled by.
+    clients: list[Literal["python", "browser"]] = ["python", "browser"]
+    # Why a client is left out, or why its outcome may differ (shown by lab list / the matrix).
+    client_notes: str = ""
     # The UI's verdict for each fix strategy; `others` covers fixes not named; "n/a": not run.
     expected: dict[str, Expectation]
 
@@ -122,6 +127,9 @@ class Scenario(BaseModel):
         if value == NOT_APPLICABLE:
             raise BadInput(f"fix {fix!r} does not apply to scenario {self.name!r}")
         return Outcome(value.value)
+
+    def runs_with(self, client: str) -> bool:
+        return client in self.clients
 
     def applies(self, fix: str) -> bool:
         return (self.expected.get(fix) or self.expected[OTHER_FIXES]) != NOT_APPLICABLE
