@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from lab.client import PollingClient
 from lab.scenarios import Outcome, Scenario
@@ -17,6 +18,12 @@ from sample_app import strategies
 TASK_START_GRACE = 20.0
 NEVER_FINISHING_DURATION = 600.0  # the app's longest task: "forever" for a lab run
 NEIGHBOUR_FIRST_POLL_TIMEOUT = 10.0
+SCREENSHOT = "screenshot.png"  # the browser client's view at the verdict, in the cell's folder
+
+if TYPE_CHECKING:
+    from lab.browser import BrowserClient, BrowserHost
+
+    Client: TypeAlias = PollingClient | BrowserClient
 
 
 @dataclass
@@ -25,7 +32,7 @@ class CellRun:
     fix: str
     app: AppStack
     proxy: ProxyEndpoint | None
-    client: PollingClient
+    client: Client
     observed: Outcome
     seconds: float  # from the cell's start (or the run's, for lab repro) to the verdict
     neighbours: list[PollingClient] = field(default_factory=list)
@@ -38,11 +45,28 @@ def make_client(
     proxy: ProxyEndpoint | None,
     log_path: Path,
     path_prefix: str = "",
-) -> PollingClient:
+    browser: BrowserHost | None = None,
+) -> Client:
+    """The Python client, or with `browser` the page itself in that browser."""
     base_url, proxy_url = proxy.client_route(app.url) if proxy else (app.url, None)
     base_url += path_prefix
     book = strategies.load()
     never = scenario.worker.task_never_finishes
+    if browser is not None:
+        from lab.browser import BrowserClient
+
+        # The page posts its app's default duration; a never-finishing task blocks anyway.
+        return BrowserClient(
+            host=browser,
+            base_url=base_url,
+            proxy_url=proxy_url,
+            book=book,
+            strategy=book.get(fix),
+            poll_interval=scenario.poll_interval,
+            task_duration=scenario.task_duration,
+            log_path=log_path,
+            status_url_style=scenario.app.status_url_style,
+        )
     return PollingClient(
         base_url=base_url,
         proxy_url=proxy_url,
@@ -55,8 +79,13 @@ def make_client(
     )
 
 
+def client_kind(client: Client) -> str:
+    """The verdict's `client` field: "python" or "browser"."""
+    return getattr(client, "kind", "python")
+
+
 def wait_for_outcome(
-    client: PollingClient, scenario: Scenario, app: AppStack, check_alive: Callable[[], None]
+    client: Client, scenario: Scenario, app: AppStack, check_alive: Callable[[], None]
 ) -> Outcome:
     """completed/errored/leaked as soon as the client stops; hung after the hang window."""
     task_will_not_finish = not scenario.worker.running or scenario.worker.task_never_finishes
@@ -95,8 +124,14 @@ def run_cell(
     check_alive: Callable[[], None],
     began: float | None = None,
     path_prefix: str = "",
+    browser: BrowserHost | None = None,
 ) -> CellRun:
-    """Run one cell; `path_prefix` (e.g. /_lab/<cell>) gives it cache keys of its own."""
+    """Run one cell; `path_prefix` (e.g. /_lab/<cell>) gives it cache keys of its own.
+
+    With `browser`, the client is the real page in that browser (the neighbours, other users
+    who only need to fill a shared cache first, stay Python clients), and a screenshot of the
+    page at the verdict goes to the cell's folder.
+    """
     logs_dir.mkdir(parents=True, exist_ok=True)
     began = time.monotonic() if began is None else began
     neighbours = [
@@ -105,8 +140,19 @@ def run_cell(
         )
         for n in range(1, scenario.neighbours + 1)
     ]
-    client = make_client(scenario, fix, app, proxy, logs_dir / "client.jsonl", path_prefix)
+    client = make_client(
+        scenario, fix, app, proxy, logs_dir / "client.jsonl", path_prefix, browser=browser
+    )
+    watch = check_alive
+    if browser is not None:
+
+        def watch() -> None:
+            check_alive()
+            client.check_alive()
+
     try:
+        if browser is not None:
+            client.open()  # set-up: the page is there before anyone starts a task
         for neighbour in neighbours:
             # Another user polls through the same proxy first, so a shared cache can mix them up.
             neighbour.start()
@@ -115,8 +161,10 @@ def run_cell(
                 check_alive()
                 time.sleep(0.01)
         client.start()
-        observed = wait_for_outcome(client, scenario, app, check_alive)
+        observed = wait_for_outcome(client, scenario, app, watch)
         seconds = time.monotonic() - began
+        if browser is not None:
+            client.screenshot(logs_dir / SCREENSHOT)
     finally:
         client.stop()
         for neighbour in neighbours:

@@ -66,6 +66,17 @@ def runs_dir_option(f):
     )(f)
 
 
+def client_option(f):
+    return click.option(
+        "--client",
+        type=click.Choice(runner.CLIENTS),
+        default="python",
+        show_default=True,
+        help="Who polls: the lab's Python client, or the app's real page in Chromium "
+        "(needs Chromium: apt-get install -y chromium, or set LAB_CHROMIUM).",
+    )(f)
+
+
 def proxy_options(f):
     f = click.option(
         "--proxy-mode",
@@ -104,6 +115,7 @@ def list_scenarios() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @runs_dir_option
 @proxy_options
+@client_option
 def repro(
     scenario: str,
     fix: str,
@@ -111,6 +123,7 @@ def repro(
     runs_dir: Path | None,
     proxy_url: str | None,
     proxy_mode: str,
+    client: str,
 ) -> None:
     """Run SCENARIO (a name from `lab list`, or a .toml file) with one fix, and judge it."""
     try:
@@ -134,6 +147,7 @@ def repro(
             progress,
             proxy_url=proxy_url,
             proxy_mode=proxy_mode,
+            client=client,
         )
     except (BadInput, ComponentError) as exc:
         _fail(exc, as_json)
@@ -205,6 +219,7 @@ def _split(value: str | None) -> list[str] | None:
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @runs_dir_option
 @proxy_options
+@client_option
 def matrix_command(
     only_scenarios: str | None,
     only_fixes: str | None,
@@ -214,6 +229,7 @@ def matrix_command(
     runs_dir: Path | None,
     proxy_url: str | None,
     proxy_mode: str,
+    client: str,
 ) -> None:
     """Run every scenario against every fix that applies, and print the table."""
     try:
@@ -243,6 +259,7 @@ def matrix_command(
             concurrency=concurrency,
             proxy_url=proxy_url,
             proxy_mode=proxy_mode,
+            client=client,
         )
     except (BadInput, ComponentError) as exc:
         _fail(exc, as_json)

@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lab import profiles
+from lab import profiles, report
 from lab.cell import CellRun, run_cell
 from lab.evidence import EventIndex, Verdict
-from lab.runner import new_run_dir, new_supervisor, verdict_for, write_json
+from lab.runner import new_browser, new_run_dir, new_supervisor, verdict_for, write_json
 from lab.scenarios import Scenario
 from lab.stack import (
     AppStack,
@@ -39,6 +39,7 @@ class MatrixResult:
     fixes: list[str]
     rounds: list[dict[tuple[str, str], Verdict]] = field(default_factory=list)
     seconds: float = 0.0
+    client: str = "python"  # or "browser": the page itself in Chromium
 
     @property
     def last(self) -> dict[tuple[str, str], Verdict]:
@@ -65,6 +66,7 @@ class MatrixResult:
         return {
             "run_dir": str(self.run_dir),
             "seconds": round(self.seconds, 3),
+            "client": self.client,
             "scenarios": self.scenarios,
             "fixes": self.fixes,
             "ok": self.ok,
@@ -130,16 +132,24 @@ def run_matrix(
     concurrency: int = DEFAULT_CONCURRENCY,
     proxy_url: str | None = None,
     proxy_mode: str = "forward",
+    client: str = "python",
 ) -> MatrixResult:
+    """client="browser": every cell's client is the app's real page, each in a context of its
+    own (fresh HTTP cache and connections) of one Chromium shared by the whole matrix."""
     began = time.monotonic()
     run_dir = new_run_dir(runs_root, "matrix")
     sup = new_supervisor(run_dir)
     cells = [(sc, fix) for sc in scenarios for fix in fixes if sc.applies(fix)]
-    result = MatrixResult(run_dir, [sc.name for sc in scenarios], fixes)
+    result = MatrixResult(run_dir, [sc.name for sc in scenarios], fixes, client=client)
     apps: dict[str, AppStack] = {}
+    browser = None
     try:
+        browser = new_browser(sup, client)
+        browser_ready = browser.launch() if browser else None
         progress(f"starting the stacks for {len(scenarios)} scenarios")
         apps, proxies = start_stacks(sup, scenarios, concurrency, proxy_url, proxy_mode)
+        if browser_ready:
+            browser_ready()
         progress(
             f"{len(apps)} app stacks and {len(set(map(id, proxies.values())))} proxies up after "
             f"{time.monotonic() - began:.1f} s; running {len(cells)} cells x {repeat}"
@@ -149,6 +159,8 @@ def run_matrix(
         def check_alive() -> None:
             with alive_lock:
                 sup.check_all_alive("during the matrix")
+                if browser is not None:
+                    browser.check_alive("during the matrix")
 
         for round_no in range(1, repeat + 1):
             runs: list[CellRun] = []
@@ -166,7 +178,16 @@ def run_matrix(
                     logs = logs / f"attempt-{attempt}"
                 # Each cell its own cache namespace on the shared proxy (see CellPrefix).
                 prefix = f"/_lab/r{round_no}a{attempt}-{sc.name}--{fix}"
-                return run_cell(sc, fix, apps[akey], proxy, logs, check_alive, path_prefix=prefix)
+                return run_cell(
+                    sc,
+                    fix,
+                    apps[akey],
+                    proxy,
+                    logs,
+                    check_alive,
+                    path_prefix=prefix,
+                    browser=browser,
+                )
 
             # Longest first: cells expected to hang wait out a whole hang window.
             order = sorted(range(len(cells)), key=lambda i: _expected_seconds(*cells[i]))
@@ -197,8 +218,11 @@ def run_matrix(
         result.seconds = time.monotonic() - began
         write_json(run_dir / "matrix.json", result.to_json())
         (run_dir / "matrix.md").write_text(markdown(result), "utf-8")
+        report.write_matrix_report(result, scenarios)  # matrix.html and each cell's report.html
         return result
     finally:
+        if browser is not None:
+            browser.close()
         for app in apps.values():
             app.backend.close()
         sup.stop_all()

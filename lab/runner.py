@@ -8,9 +8,10 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lab import profiles
-from lab.cell import CellRun, run_cell
+from lab import profiles, report
+from lab.cell import CellRun, client_kind, run_cell
 from lab.errors import ComponentError
 from lab.evidence import EventIndex, Evidence, Verdict, judge
 from lab.processes import Supervisor
@@ -25,7 +26,11 @@ from lab.stack import (
 )
 from sample_app import strategies
 
+if TYPE_CHECKING:
+    from lab.browser import BrowserHost
+
 Progress = Callable[[str], None]
+CLIENTS = ("python", "browser")
 
 
 def new_run_dir(root: Path, label: str) -> Path:
@@ -45,7 +50,19 @@ def new_supervisor(run_dir: Path) -> Supervisor:
     return Supervisor(run_id=f"{run_dir.name}-{uuid.uuid4().hex[:6]}", run_dir=run_dir)
 
 
-def verdict_for(cell: CellRun, index: EventIndex, client_kind: str = "python") -> Verdict:
+def new_browser(sup: Supervisor, client: str) -> BrowserHost | None:
+    """For --client browser: a Chromium starting in the background (its log in the run folder);
+    None for the Python client. ComponentError at once when Chromium or Playwright is missing."""
+    if client not in CLIENTS:
+        raise ValueError(f"client {client!r}: not one of {', '.join(CLIENTS)}")
+    if client != "browser":
+        return None
+    from lab.browser import BrowserHost
+
+    return BrowserHost(sup.run_id, sup.run_dir / "browser.log")
+
+
+def verdict_for(cell: CellRun, index: EventIndex) -> Verdict:
     evidence = Evidence.gather(
         task_events=cell.app.task_events,
         index=index,
@@ -63,7 +80,7 @@ def verdict_for(cell: CellRun, index: EventIndex, client_kind: str = "python") -
         evidence,
         seconds=cell.seconds,
         final_states=strategies.load().final_states,
-        client=client_kind,
+        client=client_kind(cell.client),
     )
 
 
@@ -75,13 +92,20 @@ def run(
     *,
     proxy_url: str | None = None,
     proxy_mode: str = "forward",
+    client: str = "python",
 ) -> Verdict:
-    """Start a stack for the scenario, run the fix once, judge it, stop everything."""
+    """Start a stack for the scenario, run the fix once, judge it, stop everything.
+
+    client="browser": the client is the app's real page in Chromium (one browser for the run).
+    """
     began = time.monotonic()
     run_dir = new_run_dir(runs_root, f"{scenario.name}-{fix}")
     sup = new_supervisor(run_dir)
     app: AppStack | None = None
+    browser: BrowserHost | None = None
     try:
+        browser = new_browser(sup, client)
+        browser_ready = browser.launch() if browser else None
         profile = profiles.load(scenario.proxy) if scenario.uses_proxy and not proxy_url else None
         what = "worker and app server" if scenario.worker.running else "app server (no worker)"
         if profile:
@@ -104,6 +128,9 @@ def run(
         proxy: ProxyEndpoint | None = proxy_ready() if proxy_ready else None
         if proxy_url:
             proxy = external_proxy(proxy_url, proxy_mode)
+        if browser_ready:
+            browser_ready()
+            progress(f"browser up: Chromium {browser.version if browser else ''}")
         progress(f"all up after {time.monotonic() - began:.1f} s; starting a task (fix={fix})")
         cell = run_cell(
             scenario,
@@ -113,11 +140,13 @@ def run(
             run_dir,
             lambda: sup.check_all_alive("during the run"),
             began=began,
+            browser=browser,
         )
         index = EventIndex(app.origin_events, proxy.events if proxy else None)
         verdict = verdict_for(cell, index)
         verdict.run_dir = str(run_dir)
         write_json(run_dir / "result.json", verdict.to_json())
+        report.write_run_report(run_dir, verdict, scenario=scenario)
         return verdict
     except ComponentError as exc:
         write_json(
@@ -126,6 +155,8 @@ def run(
         exc.run_dir = str(run_dir)  # type: ignore[attr-defined]
         raise
     finally:
+        if browser is not None:
+            browser.close()
         if app is not None:
             app.backend.close()
         sup.stop_all()

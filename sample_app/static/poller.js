@@ -115,6 +115,9 @@
   const book = JSON.parse(document.getElementById("strategies").textContent);
   const config = JSON.parse(document.getElementById("page-config").textContent);
   const logic = makeLogic(book);
+  // Where the app is mounted ("" at the root; /_lab/<cell> in the lab's matrix): every URL the
+  // page requests is below it, like the links the server renders.
+  const basePath = document.body.dataset.basePath || "";
   const $ = (id) => document.getElementById(id);
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
   let current = 0; // each Start is a new run; an older run's poller stops at its next step
@@ -202,7 +205,7 @@
       let body;
       try {
         const target = logic.statusTarget(config.statusUrlStyle, taskId, nonceKind);
-        body = await requestStatus(target, strategy.poll);
+        body = await requestStatus(basePath + target, strategy.poll);
       } catch (err) {
         if (run !== current) return;
         if (logic.isRetryable(err.status) && failures < retry.attempts) {
@@ -227,7 +230,7 @@
 
   function eventStream(run, taskId, strategy) {
     const retry = strategy.retry;
-    const url = logic.fill(book.events_path, taskId);
+    const url = basePath + logic.fill(book.events_path, taskId);
     let failures = 0;
     function connect() {
       if (run !== current) return;
@@ -283,7 +286,7 @@
     show("running", "Starting...");
     let body;
     try {
-      const response = await fetch("/tasks", {
+      const response = await fetch(basePath + "/tasks", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ fix: fix, duration: config.defaultDuration }),

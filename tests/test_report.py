@@ -1,0 +1,635 @@
+"""The HTML reports: report.html per run (and matrix cell), matrix.html per matrix.
+
+Unit tests build runs from synthetic evidence (files in tmp_path, or an Evidence object) and read
+the page back with html.parser. The tests marked `stack` open the pages in headless Chromium (a
+real process), and run the real lab once to see its hooks write them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import matrix, report, runner, scenarios
+from lab.client import Poll
+from lab.evidence import Evidence, Verdict, judge
+from lab.matrix import MatrixResult
+from lab.scenarios import Outcome
+from sample_app import strategies
+
+T0 = 1_800_000_000.0  # the client's start, epoch seconds
+TASK = "0b8a3c1e-5d2f-4e6a-9c7b-1f2e3d4c5b6a"
+FINAL = strategies.load().final_states
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+# -- synthetic runs ---------------------------------------------------------------------------
+@dataclass
+class Run:
+    """A run's evidence, as the lab would have written it."""
+
+    polls: list[Poll]
+    origin: list[dict[str, Any]]
+    proxy: list[dict[str, Any]]
+    started: float | None  # seconds after T0
+    finished: float | None
+    uses_proxy: bool = True
+    task: str = TASK
+    extra_task_events: list[dict[str, Any]] = field(default_factory=list)
+
+    def evidence(self, backend_state: str = "SUCCESS") -> Evidence:
+        return Evidence(
+            task_id=self.task,
+            client_started_at=T0,
+            task_started_at=None if self.started is None else T0 + self.started,
+            task_finished_at=None if self.finished is None else T0 + self.finished,
+            task_final_state=None if self.finished is None else "SUCCESS",
+            backend_state=backend_state,
+            origin_status_requests=self.origin,
+            proxy_status_requests=self.proxy,
+            polls=self.polls,
+            client_error=None,
+            ui_state="running",
+            uses_proxy=self.uses_proxy,
+        )
+
+    def write(self, folder: Path, suffix: str = "", with_client: bool = True) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        if with_client:
+            lines = [{"time": T0 + 0.01, "event": "start", "status": 202}]
+            lines += [{"time": p.received_at, "event": "poll", **asdict(p)} for p in self.polls]
+            _jsonl(folder / "client.jsonl", lines)
+        _jsonl(folder / f"origin-events{suffix}.jsonl", self.origin)
+        if self.uses_proxy:
+            _jsonl(folder / f"proxy-events{suffix}.jsonl", self.proxy)
+        task_events = [{"time": T0 - 1, "event": "worker_ready", "pid": 1}]
+        if self.started is not None:
+            task_events.append(
+                {"time": T0 + self.started, "event": "task_started", "task_id": self.task}
+            )
+        if self.finished is not None:
+            task_events.append(
+                {
+                    "time": T0 + self.finished,
+                    "event": "task_finished",
+                    "task_id": self.task,
+                    "state": "SUCCESS",
+                }
+            )
+        _jsonl(folder / f"task-events{suffix}.jsonl", task_events + self.extra_task_events)
+        return folder
+
+
+def _jsonl(path: Path, lines: list[dict[str, Any]]) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        for line in lines:
+            fh.write(json.dumps(line) + "\n")
+
+
+def _poll(
+    seq: int, sent: float, took: float, state: str, served: float, task: str = TASK, **kw: Any
+) -> Poll:
+    return Poll(
+        seq=seq,
+        sent_at=T0 + sent,
+        received_at=T0 + sent + took,
+        url=f"http://127.0.0.1:41234/tasks/{task}/status",
+        status=kw.pop("status", 200),
+        state=state,
+        served_at=T0 + served,
+        date="Fri, 27 Nov 2026 23:58:41 GMT",
+        task_id=task,
+        **kw,
+    )
+
+
+def _origin(at: float, state: str, seq: int, task: str = TASK) -> dict[str, Any]:
+    return {
+        "time": T0 + at,
+        "event": "request",
+        "method": "GET",
+        "path": f"/tasks/{task}/status",
+        "query": "",
+        "endpoint": "status_path",
+        "task_id": task,
+        "status": 200,
+        "state": state,
+        "seq": seq,
+    }
+
+
+def _proxy(at: float, cache: str, age: int | None = None, task: str = TASK) -> dict[str, Any]:
+    return {
+        "time": T0 + at,
+        "method": "GET",
+        "url": f"http://127.0.0.1:41234/tasks/{task}/status",
+        "cache": cache,
+        "status": 200,
+        "age": age,
+    }
+
+
+def hung_story(task: str = TASK) -> Run:
+    """The story: the first poll is stored, every later one is a cache HIT; done at 1.3 s."""
+    run = Run([], [], [], started=0.3, finished=1.3, task=task)
+    for seq in range(1, 18):
+        sent = 0.2 + 0.25 * (seq - 1)
+        if seq == 1:
+            run.polls.append(_poll(seq, sent, 0.04, "PENDING", sent + 0.02, task, server_seq=1))
+            run.origin.append(_origin(sent + 0.02, "PENDING", 1, task))
+            run.proxy.append(_proxy(sent + 0.03, "STORE", task=task))
+        else:
+            age = str(int(sent))
+            run.polls.append(_poll(seq, sent, 0.01, "PENDING", 0.22, task, server_seq=1, age=age))
+            run.proxy.append(_proxy(sent + 0.005, "HIT", int(age), task))
+    return run
+
+
+def completed_story(task: str = TASK) -> Run:
+    """The fix: every poll reaches the origin; the one after 1.3 s says SUCCESS."""
+    run = Run([], [], [], started=0.3, finished=1.3, task=task)
+    for seq in range(1, 7):
+        sent = 0.2 + 0.25 * (seq - 1)
+        state = "SUCCESS" if sent > 1.3 else "PENDING"
+        run.polls.append(_poll(seq, sent, 0.03, state, sent + 0.015, task, server_seq=seq))
+        run.origin.append(_origin(sent + 0.015, state, seq, task))
+        run.proxy.append(_proxy(sent + 0.025, "MISS", task=task))
+    return run
+
+
+def verdict_for(run: Run, scenario_name: str, fix: str, observed: Outcome) -> Verdict:
+    scenario = scenarios.load(scenario_name)
+    verdict = judge(scenario, fix, observed, run.evidence(), seconds=5.0, final_states=FINAL)
+    return verdict
+
+
+# -- reading a page back -----------------------------------------------------------------------
+class Page(HTMLParser):
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.html = html
+        self.elements: list[tuple[str, dict[str, str]]] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, {k: v or "" for k, v in attrs}))
+
+    def having(self, attr: str, value: str | None = None) -> list[dict[str, str]]:
+        return [a for _, a in self.elements if attr in a and (value is None or a[attr] == value)]
+
+    def with_class(self, name: str) -> list[dict[str, str]]:
+        return [a for _, a in self.elements if name in a.get("class", "").split()]
+
+    def after(self, name: str) -> dict[str, str]:
+        """The element right after the first one with this class (a group's first child)."""
+        at = next(i for i, (_, a) in enumerate(self.elements) if name in a.get("class", "").split())
+        return self.elements[at + 1][1]
+
+    def tags(self, name: str) -> list[dict[str, str]]:
+        return [a for tag, a in self.elements if tag == name]
+
+
+def read_page(path: Path) -> Page:
+    return Page(path.read_text("utf-8"))
+
+
+def assert_self_contained(page: Page, folder: Path) -> None:
+    lowered = page.html.lower()
+    assert "http://" not in lowered and "https://" not in lowered
+    assert "<script" not in lowered and "<link" not in lowered
+    assert "@import" not in lowered and "url(http" not in lowered
+    for attrs in page.having("src"):
+        assert attrs["src"].startswith("data:"), attrs["src"]
+    for attrs in page.having("href"):
+        href = attrs["href"]
+        assert "://" not in href and not href.startswith("/"), href
+        if not href.startswith("#"):
+            assert (folder / href).exists(), f"{href} does not resolve from {folder}"
+
+
+def tiny_png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixel = zlib.compress(b"\x00\xff\x00\x00")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixel) + chunk(b"IEND", b"")
+    )
+
+
+# -- a run's page -----------------------------------------------------------------------------
+def test_one_client_mark_per_poll_joined_to_the_hops_it_reached(tmp_path):
+    run = hung_story()
+    verdict = verdict_for(run, "proxy-cache", "none", Outcome.hung)
+    path = report.write_run_report(run.write(tmp_path), verdict)
+
+    page = read_page(path)
+    marks = page.with_class("poll")
+    assert len(marks) == len(run.polls) == verdict.polls["total"]
+    assert [m["data-poll"] for m in marks] == [str(p.seq) for p in run.polls]
+    # Every poll passed the proxy; only the first went on to the origin.
+    assert len(page.with_class("poll-proxy")) == len(run.polls)
+    assert [m["data-for-poll"] for m in page.with_class("poll-origin")] == ["1"]
+
+
+def test_marks_are_coloured_by_what_answered(tmp_path):
+    run = hung_story()
+    verdict = verdict_for(run, "proxy-cache", "none", Outcome.hung)
+    page = read_page(report.write_run_report(run.write(tmp_path), verdict))
+
+    marks = page.with_class("poll")
+    assert Counter(m["data-source"] for m in marks) == {"origin": 1, "cache": 16}
+    assert Counter(m["data-source"] for m in marks)["cache"] == verdict.polls["from_cache"]
+    for mark in marks:
+        assert mark["fill"] == report.SOURCES[mark["data-source"]][1]
+    assert report.SOURCES["origin"][1] != report.SOURCES["cache"][1]
+
+
+def test_hung_run_shows_the_finish_the_hang_window_and_where_the_status_stopped(tmp_path):
+    run = hung_story()
+    verdict = verdict_for(run, "proxy-cache", "none", Outcome.hung)
+    page = read_page(report.write_run_report(run.write(tmp_path), verdict))
+
+    assert verdict.sentence in page.html
+    assert len(page.with_class("finish-line")) == 1
+    assert len(page.with_class("hang-window")) == 1
+    finish_line = page.after("finish-line")
+    assert page.with_class("hang")[0]["x"] == finish_line["x1"]  # the window starts there
+    assert len(page.with_class("first-stale")) == 1
+    assert [a["data-lane"] for a in page.with_class("stopped") if "data-lane" in a] == ["proxy"]
+    assert page.having("data-hop", "proxy")[0]["class"] == "hop stopped"
+    # The first stale answer's headers, and the lesson.
+    assert verdict.first_stale_answer is not None
+    assert "Cache-Control" in page.html and "(none)" in page.html
+    assert verdict.first_stale_answer["date"] in page.html
+    assert verdict.lesson and verdict.lesson in page.html
+
+
+def test_completed_run_has_a_finish_line_and_no_hang_window(tmp_path):
+    run = completed_story()
+    verdict = verdict_for(run, "proxy-cache", "nonce", Outcome.completed)
+    page = read_page(report.write_run_report(run.write(tmp_path), verdict))
+
+    assert len(page.with_class("poll")) == 6
+    assert {m["data-source"] for m in page.with_class("poll")} == {"origin"}
+    assert len(page.with_class("finish-line")) == 1
+    assert page.with_class("hang-window") == [] and page.with_class("first-stale") == []
+    assert page.with_class("stopped") == []
+
+
+def test_a_task_that_never_finished_has_no_finish_line(tmp_path):
+    run = Run([], [], [], started=None, finished=None, uses_proxy=False)
+    for seq in range(1, 9):
+        sent = 0.1 + 0.5 * (seq - 1)
+        run.polls.append(_poll(seq, sent, 0.02, "PENDING", sent + 0.01, server_seq=seq))
+        run.origin.append(_origin(sent + 0.01, "PENDING", seq))
+    verdict = verdict_for(run, "no-worker", "none", Outcome.hung)
+    page = read_page(report.write_run_report(run.write(tmp_path), verdict))
+
+    assert len(page.with_class("poll")) == 8
+    assert page.with_class("finish-line") == [] and page.with_class("hang-window") == []
+    assert len(page.with_class("verdict-line")) == 1
+    assert [a["data-lane"] for a in page.with_class("stopped") if "data-lane" in a] == ["worker"]
+    assert "never finished the task" in page.html
+
+
+@pytest.mark.parametrize(
+    ("poll", "proxy", "origin", "source"),
+    [
+        ({}, {"cache": "STORE"}, {"status": 200}, "origin"),
+        ({}, {"cache": "MISS"}, {"status": 200}, "origin"),
+        ({}, None, {"status": 200}, "origin"),
+        ({}, {"cache": "HIT"}, None, "cache"),
+        ({}, {"cache": "REVALIDATED"}, {"status": 304}, "revalidated"),
+        ({"browser_cache": True, "status": 304}, None, {"status": 304}, "revalidated"),
+        ({"error": "HTTP 502", "status": 502}, {"cache": "MISS"}, None, "error"),
+        ({"error": "ReadTimeout: timed out", "status": None}, None, None, "error"),
+        ({}, None, None, "other"),
+    ],
+)
+def test_what_answered_a_poll(poll, proxy, origin, source):
+    fields = {"status": 200} | poll
+    subject = Poll(1, T0, T0 + 0.1, "/x", fields.pop("status"), "PENDING", **fields)
+    assert report.classify(subject, proxy, origin) == source
+
+
+def test_report_from_an_evidence_object_draws_what_the_files_draw(tmp_path):
+    run = hung_story()
+    verdict = verdict_for(run, "proxy-cache", "none", Outcome.hung)
+    from_files = read_page(report.write_run_report(run.write(tmp_path / "a"), verdict))
+    (tmp_path / "b").mkdir()
+    html = report.render_run_report(tmp_path / "b", verdict, evidence=run.evidence())
+    from_evidence = Page(html)
+
+    def marks(page: Page) -> list[tuple[str, str, str]]:
+        return [(m["data-poll"], m["data-source"], m["cx"]) for m in page.with_class("poll")]
+
+    assert marks(from_evidence) == marks(from_files)
+
+
+def test_event_stream_answers_join_the_origin_by_seq(tmp_path):
+    url = f"http://127.0.0.1:41234/tasks/{TASK}/events"
+    run = Run([], [], [], started=0.3, finished=1.3)
+    for seq, (at, state) in enumerate([(0.1, "PENDING"), (0.35, "STARTED"), (1.32, "SUCCESS")], 1):
+        run.origin.append(
+            {
+                "time": T0 + at,
+                "event": "sse_event",
+                "path": f"/tasks/{TASK}/events",
+                "task_id": TASK,
+                "state": state,
+                "seq": 40 + seq,
+            }
+        )
+        run.polls.append(
+            Poll(
+                seq,
+                T0 + at + 0.01,
+                T0 + at + 0.01,
+                url,
+                200,
+                state,
+                served_at=T0 + at,
+                server_seq=40 + seq,
+                task_id=TASK,
+                stream=1,
+            )
+        )
+    run.proxy.append(
+        {"time": T0 + 1.4, "method": "GET", "url": url, "cache": "BYPASS", "status": 200}
+    )
+    verdict = verdict_for(run, "proxy-cache", "sse", Outcome.completed)
+    page = read_page(report.write_run_report(run.write(tmp_path), verdict))
+
+    assert len(page.with_class("poll")) == 3
+    assert {m["data-source"] for m in page.with_class("poll")} == {"origin"}
+    assert len(page.with_class("poll-origin")) == 3
+    assert len(page.with_class("poll-proxy")) == 3  # all three came on the one stream
+
+
+def test_page_is_self_contained_with_the_screenshot_inline(tmp_path):
+    run = hung_story()
+    verdict = verdict_for(run, "proxy-cache", "none", Outcome.hung)
+    folder = run.write(tmp_path)
+    png = tiny_png()
+    (folder / report.SCREENSHOT_FILE).write_bytes(png)
+    page = read_page(report.write_run_report(folder, verdict))
+
+    assert_self_contained(page, folder)
+    images = page.tags("img")
+    assert len(images) == 1
+    assert base64.b64decode(images[0]["src"].split(",", 1)[1]) == png
+    # The evidence list links each file in the folder, relatively.
+    links = {a["href"] for a in page.having("href")}
+    assert {
+        "client.jsonl",
+        "proxy-events.jsonl",
+        "origin-events.jsonl",
+        "task-events.jsonl",
+        report.SCREENSHOT_FILE,
+    } <= links
+    assert report.REPORT_FILE not in links
+
+
+def test_warnings_are_shown(tmp_path):
+    run = completed_story()
+    verdict = verdict_for(run, "proxy-cache", "detect-stale", Outcome.completed)
+    verdict.warnings = ["stale answers detected: switched to a path nonce"]
+    page = read_page(report.write_run_report(run.write(tmp_path), verdict))
+    assert page.having("id", "warnings")
+    assert "stale answers detected: switched to a path nonce" in page.html
+
+
+def test_a_report_that_cannot_be_drawn_does_not_fail_the_run(tmp_path, capsys):
+    verdict = verdict_for(hung_story(), "proxy-cache", "none", Outcome.hung)
+    assert report.write_run_report(tmp_path / "gone", verdict) is None
+    assert "report: no report.html" in capsys.readouterr().err
+
+
+# -- the matrix page ---------------------------------------------------------------------------
+def matrix_on_disk(root: Path) -> MatrixResult:
+    """proxy-cache and direct against none and nonce, with shared evidence at the top like the
+    real matrix; one mismatch (direct/nonce observed hung), one fix left out for direct."""
+    fixes = ["none", "nonce", "no-store"]
+    result = MatrixResult(root, ["proxy-cache", "direct"], fixes, seconds=12.3)
+    cells: dict[tuple[str, str], Verdict] = {}
+    shared = {"proxy-cache": hung_story, "direct": completed_story}
+    for name in result.scenarios:
+        for fix in fixes:
+            if (name, fix) == ("direct", "no-store"):
+                continue  # as if the scenario did not apply it
+            task = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{name}/{fix}"))
+            run = shared[name](task) if fix == "none" else completed_story(task)
+            if name == "direct":
+                run.uses_proxy = False
+            observed = Outcome.hung if run.polls[-1].state == "PENDING" else Outcome.completed
+            if (name, fix) == ("direct", "nonce"):
+                observed = Outcome.hung  # a mismatch
+            cell_dir = root / "round-1" / f"{name}--{fix}"
+            run.write(cell_dir, with_client=True)
+            # The real matrix keeps origin/proxy/worker evidence at its top, one file per stack.
+            for kind in ("origin-events", "proxy-events", "task-events"):
+                moved = cell_dir / f"{kind}.jsonl"
+                if moved.exists():
+                    target = root / f"{kind}-{'path' if kind != 'proxy-events' else 'rfc'}.jsonl"
+                    _jsonl(target, [json.loads(x) for x in moved.read_text().splitlines()])
+                    moved.unlink()
+            verdict = verdict_for(run, name, fix, observed)
+            verdict.run_dir = str(cell_dir)
+            (cell_dir / "result.json").write_text(json.dumps(verdict.to_json()))
+            cells[(name, fix)] = verdict
+    for log in ("app-path.log", "worker-path.log", "proxy-rfc.log", "proxy-other.log"):
+        (root / log).write_text("log\n")
+    (root / "matrix.json").write_text("{}")
+    result.rounds.append(cells)
+    return result
+
+
+def test_matrix_page_has_one_linked_cell_per_run_cell(tmp_path):
+    result = matrix_on_disk(tmp_path)
+    path = report.write_matrix_report(result, [scenarios.load(n) for n in result.scenarios])
+
+    assert path == tmp_path / report.MATRIX_FILE
+    page = read_page(path)
+    cells = page.having("data-cell")
+    assert sorted(c["data-cell"] for c in cells) == sorted(f"{s}/{f}" for s, f in result.last)
+    assert len(page.with_class("na")) == 1
+    mismatched = [c["data-cell"] for c in cells if "mismatch" in c["class"].split()]
+    assert mismatched == ["direct/nonce"]
+    # Each cell links to its own report, relatively, and that report was written.
+    links = [a["href"] for a in page.tags("a") if a["href"].endswith(report.REPORT_FILE)]
+    assert sorted(links) == sorted(f"round-1/{s}--{f}/report.html" for s, f in result.last)
+    assert_self_contained(page, tmp_path)
+    assert "corporate-cache" in page.html  # the row's proxy profile
+    assert "survives every proxy profile" in page.html  # nonce and no-store
+    assert "defeated by proxy-cache" in page.html  # none
+
+
+def test_matrix_cell_report_links_the_shared_evidence(tmp_path):
+    result = matrix_on_disk(tmp_path)
+    report.write_matrix_report(result)
+    cell = tmp_path / "round-1" / "proxy-cache--none"
+    page = read_page(cell / report.REPORT_FILE)
+
+    assert len(page.with_class("poll")) == len(hung_story().polls)
+    assert Counter(m["data-source"] for m in page.with_class("poll")) == {"origin": 1, "cache": 16}
+    assert len(page.with_class("hang-window")) == 1
+    links = {a["href"] for a in page.having("href")}
+    assert {
+        "../../origin-events-path.jsonl",
+        "../../proxy-events-rfc.jsonl",
+        "../../task-events-path.jsonl",
+        "../../app-path.log",
+        "../../proxy-rfc.log",
+    } <= links
+    assert "../../proxy-other.log" not in links
+    assert_self_contained(page, cell)
+
+
+# -- in a real browser -------------------------------------------------------------------------
+@dataclass
+class Rendered:
+    polls: int
+    cells: int
+    requests: list[str]  # every URL the page asked for (Playwright only)
+
+
+class Chromium:
+    """Headless Chromium: driven by Playwright when it is installed (one browser for all pages;
+    it also sees every request a page makes), else Chromium's own --dump-dom, once per page."""
+
+    def __init__(self, executable: str, playwright: bool = True) -> None:
+        self.executable = executable
+        self._stack = contextlib.ExitStack()
+        self._browser: Any = None
+        try:
+            from playwright.sync_api import sync_playwright
+        except ImportError:
+            return
+        if not playwright:
+            return
+        pw = self._stack.enter_context(sync_playwright())
+        self._browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS[1:])
+        self._stack.callback(self._browser.close)
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def render(self, path: Path) -> Rendered:
+        if self._browser is None:
+            return self._dump_dom(path)
+        page = self._browser.new_page()
+        try:
+            requests: list[str] = []
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(path.resolve().as_uri())
+            polls = page.locator(".poll")
+            for i in range(polls.count()):
+                box = polls.nth(i).bounding_box()
+                assert box and box["width"] > 0, f"poll mark {i} is not drawn"
+            return Rendered(polls.count(), page.locator("[data-cell]").count(), requests)
+        finally:
+            page.close()
+
+    def _dump_dom(self, path: Path) -> Rendered:
+        with tempfile.TemporaryDirectory() as profile:
+            done = subprocess.run(
+                [
+                    self.executable,
+                    *CHROMIUM_FLAGS,
+                    f"--user-data-dir={profile}",
+                    "--dump-dom",
+                    path.resolve().as_uri(),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=90,
+                check=True,
+            )
+        dom = Page(done.stdout)
+        assert dom.tags("svg") or dom.having("data-cell"), done.stderr[-2000:]
+        return Rendered(len(dom.with_class("poll")), len(dom.having("data-cell")), [])
+
+
+@pytest.fixture
+def chromium(request: pytest.FixtureRequest) -> Iterator[Chromium]:
+    if CHROMIUM is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Chromium is missing on CI (apt-get install chromium)")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    browser = Chromium(CHROMIUM, playwright=getattr(request, "param", "playwright") != "cli")
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+def _no_network(rendered: Rendered) -> None:
+    assert all(u.startswith(("file:", "data:")) for u in rendered.requests), rendered.requests
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("chromium", ["playwright", "cli"], indirect=True)
+def test_pages_render_in_chromium(tmp_path, chromium):
+    result = matrix_on_disk(tmp_path)
+    report.write_matrix_report(result)
+    (tmp_path / "round-1" / "proxy-cache--none" / report.SCREENSHOT_FILE).write_bytes(tiny_png())
+
+    rendered = chromium.render(tmp_path / report.MATRIX_FILE)
+    assert rendered.cells == len(result.last)
+    _no_network(rendered)
+    for (name, fix), verdict in result.last.items():
+        rendered = chromium.render(tmp_path / "round-1" / f"{name}--{fix}" / report.REPORT_FILE)
+        assert rendered.polls == verdict.polls["total"], (name, fix)
+        _no_network(rendered)
+
+
+@pytest.mark.stack
+def test_repro_and_matrix_write_reports(tmp_path, chromium):
+    verdict = runner.run(
+        scenarios.load("proxy-cache"), "none", tmp_path / "repro", progress=lambda _: None
+    )
+    run_dir = Path(verdict.run_dir)
+    page = read_page(run_dir / report.REPORT_FILE)
+    assert len(page.with_class("poll")) == verdict.polls["total"]
+    sources = Counter(m["data-source"] for m in page.with_class("poll"))
+    assert sources["cache"] == verdict.polls["from_cache"] >= 1
+    assert len(page.with_class("hang-window")) == 1
+    assert_self_contained(page, run_dir)
+    assert chromium.render(run_dir / report.REPORT_FILE).polls == verdict.polls["total"]
+
+    loaded = [scenarios.load("proxy-cache"), scenarios.load("direct")]
+    result = matrix.run_matrix(loaded, ["none", "nonce"], tmp_path / "m", progress=lambda _: None)
+    assert chromium.render(result.run_dir / report.MATRIX_FILE).cells == len(result.last) == 4
+    for cell in result.last.values():
+        cell_page = read_page(Path(cell.run_dir) / report.REPORT_FILE)
+        assert len(cell_page.with_class("poll")) == cell.polls["total"], cell.sentence
+        assert_self_contained(cell_page, Path(cell.run_dir))
