@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SCENARIO ?= proxy-cache
 FIX ?= none
+CLIENT ?= python
 
 .DEFAULT_GOAL := help
 .PHONY: help repro matrix up list test lint format bench clean
@@ -23,11 +24,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-repro: $(STAMP) ## Reproduce a scenario: make repro SCENARIO=proxy-cache [FIX=nonce]
-	$(BIN)/lab repro $(SCENARIO) --fix $(FIX)
+repro: $(STAMP) ## Reproduce a scenario: make repro SCENARIO=proxy-cache [FIX=nonce] [CLIENT=browser]
+	$(BIN)/lab repro $(SCENARIO) --fix $(FIX) --client $(CLIENT)
 
-matrix: $(STAMP) ## Every scenario against every fix: make matrix [REPEAT=5]
-	$(BIN)/lab matrix --repeat $(or $(REPEAT),1)
+matrix: $(STAMP) ## Every scenario against every fix: make matrix [REPEAT=5] [CLIENT=browser]
+	$(BIN)/lab matrix --repeat $(or $(REPEAT),1) --client $(CLIENT)
 
 up: $(STAMP) ## Workshop mode: make up SCENARIO=proxy-cache [FIX=none]; Ctrl-C stops it
 	$(BIN)/lab up $(SCENARIO) --fix $(FIX)
@@ -52,6 +53,7 @@ bench: $(STAMP) ## Timing goals: repro speed, matrix time, requests/s per profil
 	$(BIN)/python bench/repro_speed.py
 	$(BIN)/python bench/matrix_time.py
 	$(BIN)/python bench/proxy_rps.py
+	$(BIN)/python bench/browser_vs_python.py
 	$(BIN)/python bench/cache_memory.py
 
 clean: ## Remove run folders and caches (keeps .venv)

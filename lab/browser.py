@@ -5,10 +5,13 @@ asyncio event loop in a thread of its own where every page of the run lives: Pla
 not thread-safe, so the runner's threads only ever hand coroutines to that loop and read the
 clients' plain attributes.
 
-`BrowserClient` is one user, with the read API the runner uses from `lab.client.PollingClient`:
-a fresh browser context (its own HTTP cache, on, and its own connections; the proxy for a
-forward profile, with loopback sent through it too), the sample app's real page opened at
-`<base>/?fix=<fix>`, a click on Start, and from then on only watching:
+`BrowserClient` is one user, with the read API the runner uses from `lab.client.PollingClient`
+(`start`, `stop`, `done`, `ui_state`, `task_id`, `started_at`, `finished_at`, `error`, `polls`,
+`warnings`, `last_state`) plus `open` (set-up, before the cell starts anyone's task: at most
+OPENING_AT_ONCE pages open at a time), `screenshot` and `check_alive`: a fresh browser context
+(its own HTTP cache, on, and its own connections; the proxy for a forward profile, with
+loopback sent through it too), the sample app's real page opened at `<base>/?fix=<fix>`, a click
+on Start, and from then on only watching:
 
 - what the page shows: an init script's MutationObserver reports body[data-ui-state], the
   #status text, data-task-id, data-foreign-task-id and the #warnings items to a binding each time
@@ -38,9 +41,10 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 from lab.client import Poll
@@ -401,18 +405,32 @@ class BrowserClient:
         self._stopping = False
 
     # -- the runner's side
-    def open(self) -> None:
+    def open(self, check_alive: Callable[[], None] = lambda: None) -> None:
         """Open the page, ready for the click: set-up, before anyone starts a task. Waits its
-        turn (OPENING_AT_ONCE); ComponentError if the page cannot be opened (no profile touches
-        the page itself, so that is the lab's problem, not a verdict)."""
+        turn (OPENING_AT_ONCE), calling `check_alive` meanwhile (it may raise to give up);
+        ComponentError if the page cannot be opened (no profile touches the page itself, so
+        that is the lab's problem, not a verdict)."""
+        limit = 3 * start_timeout()
+        opening = self.host.submit(self._open())
+        deadline = time.monotonic() + limit
         try:
-            self.host.call(self._open(), timeout=3 * start_timeout())
-        except Exception as exc:  # noqa: BLE001
-            if isinstance(exc, ComponentError):
-                raise
-            self.setup_failed = f"could not open {self.page_url}: {_first_line(exc)}"
-            self._log("setup_failed", error=self.setup_failed)
-            raise ComponentError(COMPONENT, self.setup_failed) from None
+            while not opening.done():
+                check_alive()
+                if time.monotonic() > deadline:
+                    self._fail_setup(f"could not open {self.page_url} within {limit:g} s")
+                futures_wait([opening], timeout=0.1)
+        except BaseException:
+            opening.cancel()
+            raise
+        if opening.cancelled():
+            self._fail_setup(f"opening {self.page_url} was cancelled")
+        if (exc := opening.exception()) is not None:
+            self._fail_setup(f"could not open {self.page_url}: {_first_line(exc)}")
+
+    def _fail_setup(self, problem: str) -> NoReturn:
+        self.setup_failed = problem
+        self._log("setup_failed", error=problem)
+        raise ComponentError(COMPONENT, problem, log_tail(self.host.log_path))
 
     def start(self) -> None:
         """The user clicks Start (the page is opened first if `open` was not called)."""

@@ -38,6 +38,14 @@ class CellRun:
     neighbours: list[PollingClient] = field(default_factory=list)
 
 
+def task_duration(scenario: Scenario) -> float:
+    """How long the client asks the task to take: "forever" when the scenario's task never
+    finishes. The app stack's default duration is set from it too: the page posts that one."""
+    if scenario.worker.task_never_finishes:
+        return NEVER_FINISHING_DURATION
+    return scenario.task_duration
+
+
 def make_client(
     scenario: Scenario,
     fix: str,
@@ -51,11 +59,10 @@ def make_client(
     base_url, proxy_url = proxy.client_route(app.url) if proxy else (app.url, None)
     base_url += path_prefix
     book = strategies.load()
-    never = scenario.worker.task_never_finishes
     if browser is not None:
         from lab.browser import BrowserClient
 
-        # The page posts its app's default duration; a never-finishing task blocks anyway.
+        # The page posts its app's default duration (task_duration(scenario), see the stacks).
         return BrowserClient(
             host=browser,
             base_url=base_url,
@@ -63,7 +70,7 @@ def make_client(
             book=book,
             strategy=book.get(fix),
             poll_interval=scenario.poll_interval,
-            task_duration=scenario.task_duration,
+            task_duration=task_duration(scenario),
             log_path=log_path,
             status_url_style=scenario.app.status_url_style,
         )
@@ -73,7 +80,7 @@ def make_client(
         book=book,
         strategy=book.get(fix),
         poll_interval=scenario.poll_interval,
-        task_duration=NEVER_FINISHING_DURATION if never else scenario.task_duration,
+        task_duration=task_duration(scenario),
         log_path=log_path,
         status_url_style=scenario.app.status_url_style,
     )
@@ -152,7 +159,7 @@ def run_cell(
 
     try:
         if browser is not None:
-            client.open()  # set-up: the page is there before anyone starts a task
+            client.open(check_alive)  # set-up: the page is there before anyone starts a task
         for neighbour in neighbours:
             # Another user polls through the same proxy first, so a shared cache can mix them up.
             neighbour.start()

@@ -131,6 +131,7 @@ def repro(
         if fix not in strategies.names():
             raise BadInput(f"unknown fix {fix!r} (known: {', '.join(strategies.names())})")
         loaded.expected_for(fix)  # a fix that does not apply is bad input too
+        _check_client(loaded, client)
         if loaded.uses_proxy and not proxy_url:
             profiles.load(loaded.proxy)  # a bad profile is bad input: fail before starting
     except BadInput as exc:
@@ -195,6 +196,15 @@ def _print_evidence(v: Verdict) -> None:
         out.print(f"lesson: {v.lesson.strip()}", markup=False)
 
 
+def _check_client(scenario: scenarios.Scenario, client: str) -> None:
+    if not scenario.runs_with(client):
+        why = f": {scenario.client_notes}" if scenario.client_notes else ""
+        raise BadInput(
+            f"scenario {scenario.name!r} is reproduced by --client "
+            f"{' or '.join(scenario.clients)} only, not {client}{why}"
+        )
+
+
 def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
@@ -233,8 +243,15 @@ def matrix_command(
 ) -> None:
     """Run every scenario against every fix that applies, and print the table."""
     try:
-        names = _split(only_scenarios) or scenarios.names()
-        loaded = [scenarios.load(name) for name in names]
+        names = _split(only_scenarios)
+        if names:
+            loaded = [scenarios.load(name) for name in names]
+            for sc in loaded:
+                _check_client(sc, client)
+        else:  # all of them: those the client cannot reproduce are left out, and said so
+            loaded = [sc for sc in scenarios.load_all() if sc.runs_with(client)]
+            for name in sorted(set(scenarios.names()) - {sc.name for sc in loaded}):
+                err.print(f"{name}: left out, not reproduced by the {client} client", markup=False)
         fixes = _split(only_fixes) or strategies.names()
         unknown = [f for f in fixes if f not in strategies.names()]
         if unknown:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lab import profiles, report
-from lab.cell import CellRun, run_cell
+from lab.cell import CellRun, run_cell, task_duration
 from lab.evidence import EventIndex, Verdict
 from lab.runner import new_browser, new_run_dir, new_supervisor, verdict_for, write_json
 from lab.scenarios import Scenario
@@ -91,7 +91,7 @@ def start_stacks(
                 sc.app,
                 sc.worker,
                 poll_interval=sc.poll_interval,
-                task_duration=sc.task_duration,
+                task_duration=task_duration(sc),
                 concurrency=concurrency,
                 single=False,
             )
@@ -137,6 +137,7 @@ def run_matrix(
     """client="browser": every cell's client is the app's real page, each in a context of its
     own (fresh HTTP cache and connections) of one Chromium shared by the whole matrix."""
     began = time.monotonic()
+    scenarios = [sc for sc in scenarios if sc.runs_with(client)]
     run_dir = new_run_dir(runs_root, "matrix")
     sup = new_supervisor(run_dir)
     cells = [(sc, fix) for sc in scenarios for fix in fixes if sc.applies(fix)]
@@ -155,8 +156,13 @@ def run_matrix(
             f"{time.monotonic() - began:.1f} s; running {len(cells)} cells x {repeat}"
         )
         alive_lock = threading.Lock()
+        # Set when the matrix is interrupted: every running cell gives up at its next check
+        # instead of waiting out its verdict (a browser cell may still be waiting to open).
+        stopping = threading.Event()
 
         def check_alive() -> None:
+            if stopping.is_set():
+                raise CellsStopped
             with alive_lock:
                 sup.check_all_alive("during the matrix")
                 if browser is not None:
@@ -193,7 +199,11 @@ def run_matrix(
             order = sorted(range(len(cells)), key=lambda i: _expected_seconds(*cells[i]))
             order.reverse()
             with ThreadPoolExecutor(max_workers=concurrency) as pool:
-                done = dict(zip(order, pool.map(lambda i: one(cells[i]), order), strict=True))
+                try:
+                    done = dict(zip(order, pool.map(lambda i: one(cells[i]), order), strict=True))
+                except BaseException:
+                    stopping.set()
+                    raise
             runs = [done[i] for i in range(len(cells))]
             verdicts = _judge_all(runs, apps, proxies)
             # A mismatch whose first poll came after the task had finished (a busy machine)
@@ -202,7 +212,11 @@ def run_matrix(
             if again:
                 progress(f"re-running {len(again)} inconclusive cells (first poll came too late)")
                 with ThreadPoolExecutor(max_workers=concurrency) as pool:
-                    reruns = list(pool.map(lambda i, r=round_no: one(cells[i], r, 2), again))
+                    try:
+                        reruns = list(pool.map(lambda i, r=round_no: one(cells[i], r, 2), again))
+                    except BaseException:
+                        stopping.set()
+                        raise
                 for i, verdict in zip(again, _judge_all(reruns, apps, proxies), strict=True):
                     verdict.retried = True
                     verdicts[i] = verdict
@@ -226,6 +240,10 @@ def run_matrix(
         for app in apps.values():
             app.backend.close()
         sup.stop_all()
+
+
+class CellsStopped(Exception):
+    """Raised in the cells still running when the matrix is interrupted or fails."""
 
 
 def _expected_seconds(scenario: Scenario, fix: str) -> float:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab import profiles, report
-from lab.cell import CellRun, client_kind, run_cell
+from lab.cell import CellRun, client_kind, run_cell, task_duration
 from lab.errors import ComponentError
 from lab.evidence import EventIndex, Evidence, Verdict, judge
 from lab.processes import Supervisor
@@ -117,7 +117,7 @@ def run(
             scenario.app,
             scenario.worker,
             poll_interval=scenario.poll_interval,
-            task_duration=scenario.task_duration,
+            task_duration=task_duration(scenario),
         )
         proxy_ready = None
         if profile and profile.mode == "forward":

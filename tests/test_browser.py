@@ -1,0 +1,366 @@
+"""The browser client: the sample app's real page in Chromium (driven by Playwright), clicked and
+watched, judged exactly like the Python client.
+
+Needs Chromium (`apt-get install -y chromium`, or LAB_CHROMIUM) and Playwright
+(`pip install 'playwright>=1.45'`): without them these tests are skipped, except on CI
+(CI=true), where a missing browser is a failure. The whole browser matrix takes about 160 s on
+2 cores (a renderer process per cell), so by default only a representative subset is compared
+with the Python client; LAB_TEST_BROWSER_MATRIX=1 runs all of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from lab import browser, matrix, runner, scenarios
+from lab.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_COMPONENT,
+    EXIT_INTERRUPTED,
+    EXIT_MATCHED,
+    ComponentError,
+)
+from lab.processes import COMPONENT_MARKER, RUN_MARKER
+from sample_app import strategies
+from tests.lab_helpers import TOKEN_VAR, LabProcess, component, processes_with_token, wait_for
+
+pytestmark = pytest.mark.stack
+ALL_UP = "all up after"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+# Cells where the real browser does not do what the Python client does, and why. Until the
+# scenarios can say so themselves (a per-client expectation), the comparisons below use this.
+LAST_MODIFIED_IN_THE_BROWSER_CACHE = (
+    "the browser's own HTTP cache gives a 200 with a day-old Last-Modified heuristic freshness "
+    "(10% of its age: 2.4 hours), so every later poll is answered by the browser itself; the "
+    "Python client imitates only revalidation (If-None-Match), not heuristic freshness"
+)
+BROWSER_DIFFERS: dict[tuple[str, str], tuple[str, str]] = {
+    ("idle-timeout", "none"): (
+        "completed",
+        "Chromium silently resends a request that failed on a reused keep-alive connection "
+        "(the proxy's log shows each killed poll followed by the same poll on a new connection), "
+        "so the story's poller never sees the failure the Python client stops at",
+    ),
+    **{
+        (name, "last-modified"): ("hung", LAST_MODIFIED_IN_THE_BROWSER_CACHE)
+        for name in (
+            "direct",
+            "antivirus-buffering",
+            "flaky-network",
+            "header-stripping",
+            "idle-timeout",
+            "nginx-default",
+            "slow-network",
+        )
+    },
+}
+# The story's scenario (every fix), an RFC cache, no proxy at all, and a lookalike.
+SUBSET = ["proxy-cache", "rfc-cache", "direct", "results-not-stored"]
+
+
+def browser_expected(scenario: scenarios.Scenario, fix: str) -> str:
+    """What the browser should show: the scenario's own per-client expectation once scenarios
+    can hold one (the proposed `expected_by_client`), else BROWSER_DIFFERS over `expected`."""
+    if "expected_by_client" in type(scenario).model_fields:
+        return scenario.expected_for(fix, "browser").value  # type: ignore[call-arg]
+    differs = BROWSER_DIFFERS.get((scenario.name, fix))
+    return differs[0] if differs else scenario.expected_for(fix).value
+
+
+@pytest.fixture
+def needs_a_browser() -> None:
+    missing = browser.unavailable()
+    if missing is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"the browser client cannot run on CI: {missing}")
+    pytest.skip(f"the browser client cannot run here: {missing}")
+
+
+@pytest.fixture
+def token(monkeypatch: pytest.MonkeyPatch) -> str:
+    # In-process runs: every child (Playwright's driver and Chromium too) inherits the token.
+    value = uuid.uuid4().hex
+    monkeypatch.setenv(TOKEN_VAR, value)
+    return value
+
+
+def client_polls(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "client.jsonl").read_text("utf-8").splitlines()
+    return [event for event in map(json.loads, lines) if event["event"] == "poll"]
+
+
+def assert_screenshot(run_dir: Path) -> None:
+    shot = run_dir / "screenshot.png"
+    assert shot.exists(), f"no screenshot in {run_dir}"
+    assert shot.read_bytes().startswith(PNG)
+
+
+@pytest.mark.usefixtures("needs_a_browser")
+# -- the story, through the CLI as a user runs it --------------------------------------------
+@pytest.mark.parametrize(("fix", "expected"), [("none", "hung"), ("nonce", "completed")])
+def test_story_in_the_browser(tmp_path, no_leftovers, fix, expected):
+    lab = LabProcess(
+        ["repro", "proxy-cache", "--fix", fix, "--client", "browser", "--json"], tmp_path
+    )
+    code, stdout = lab.finish(timeout=90)
+    assert code == EXIT_MATCHED, lab.stderr
+    verdict = json.loads(stdout)
+    assert verdict["client"] == "browser"
+    assert verdict["observed"] == verdict["expected"] == expected, verdict["sentence"]
+    run_dir = Path(verdict["run_dir"])
+    assert_screenshot(run_dir)
+    assert (run_dir / "browser.log").exists()
+    polls = client_polls(run_dir)
+    assert polls and all(p["client"] == "browser" for p in polls)
+    assert verdict["polls"]["total"] == len(polls)
+    if expected == "hung":
+        # The proxy, not the browser's own cache, kept answering PENDING.
+        assert verdict["stopped_at"] == "proxy"
+        assert verdict["polls"]["from_cache"] >= 1
+        assert verdict["first_stale_answer"]["state"] == "PENDING"
+        assert not any(p["browser_cache"] for p in polls)
+    else:
+        assert polls[-1]["state"] == "SUCCESS"
+        assert verdict["polls"]["from_cache"] == 0
+    no_leftovers(lab.token)
+
+
+@pytest.mark.usefixtures("needs_a_browser")
+# -- what the browser's own cache does, recorded poll by poll ---------------------------------
+def test_browser_cache_revalidation_is_recorded(tmp_path, token):
+    verdict = runner.run(
+        scenarios.load("direct"), "no-cache-etag", tmp_path, lambda _: None, client="browser"
+    )
+    assert verdict.observed == "completed", verdict.sentence
+    polls = client_polls(Path(verdict.run_dir))
+    revalidated = [p for p in polls if p["browser_cache_kind"] == "revalidated"]
+    # The browser kept the first answer and sent If-None-Match; the app said 304 until SUCCESS.
+    assert revalidated, polls
+    assert all(p["status"] == 304 and p["browser_cache"] for p in revalidated)
+    assert all(p["state"] == "PENDING" for p in revalidated)
+    assert polls[-1]["state"] == "SUCCESS" and polls[-1]["status"] == 200
+    assert verdict.polls["reached_origin"] >= len(polls)  # every revalidation reached the app
+    assert not processes_with_token(token)
+
+
+@pytest.mark.usefixtures("needs_a_browser")
+def test_heuristic_freshness_in_the_browser_cache_hangs_without_any_proxy(tmp_path, token):
+    verdict = runner.run(
+        scenarios.load("direct"), "last-modified", tmp_path, lambda _: None, client="browser"
+    )
+    assert verdict.observed == "hung", verdict.sentence
+    assert verdict.stopped_at == "client"  # no proxy: the cache that lied is the browser's
+    polls = client_polls(Path(verdict.run_dir))
+    fresh = [p for p in polls if p["browser_cache_kind"] == "fresh"]
+    assert len(fresh) == len(polls) - 1, polls  # only the first poll left the browser
+    assert verdict.polls["reached_origin"] == 1
+    assert_screenshot(Path(verdict.run_dir))
+    assert not processes_with_token(token)
+
+
+@pytest.mark.usefixtures("needs_a_browser")
+# -- the browser against the Python client -----------------------------------------------------
+def test_browser_matches_python_on_a_representative_subset(tmp_path, token):
+    loaded = [scenarios.load(name) for name in SUBSET]
+    fixes = strategies.names()
+    python = matrix.run_matrix(loaded, fixes, tmp_path / "python", lambda _: None)
+    began = time.monotonic()
+    chromium = matrix.run_matrix(
+        loaded, fixes, tmp_path / "browser", lambda _: None, client="browser"
+    )
+    seconds = time.monotonic() - began
+    assert set(chromium.last) == set(python.last)
+    differences = []
+    for key, verdict in chromium.last.items():
+        sc = scenarios.load(key[0])
+        assert verdict.client == "browser"
+        assert python.last[key].client == "python"
+        want = browser_expected(sc, key[1])
+        if verdict.observed != want:
+            differences.append(f"{verdict.sentence} [python: {python.last[key].observed}]")
+        if key not in BROWSER_DIFFERS:
+            assert python.last[key].observed == sc.expected_for(key[1]).value
+        assert_screenshot(Path(verdict.run_dir))
+    assert not differences, "\n".join(differences)
+    assert chromium.client == "browser"
+    assert not processes_with_token(token)
+    print(f"browser subset: {len(chromium.last)} cells in {seconds:.1f} s")
+
+
+@pytest.mark.usefixtures("needs_a_browser")
+@pytest.mark.skipif(
+    os.environ.get("LAB_TEST_BROWSER_MATRIX") != "1",
+    reason="the whole browser matrix takes about 160 s on 2 cores; LAB_TEST_BROWSER_MATRIX=1",
+)
+def test_whole_browser_matrix_matches_every_expectation(tmp_path, no_leftovers):
+    lab = LabProcess(["matrix", "--client", "browser", "--json"], tmp_path)
+    _, stdout = lab.finish(timeout=600)
+    result = json.loads(stdout)
+    assert result["client"] == "browser"
+    wrong = []
+    for verdict in result["rounds"][-1]:
+        want = browser_expected(scenarios.load(verdict["scenario"]), verdict["fix"])
+        if verdict["observed"] != want:
+            wrong.append(verdict["sentence"])
+    assert not wrong, "\n".join(wrong)
+    applicable = sum(len(sc.fixes) for sc in scenarios.load_all() if sc.runs_with("browser"))
+    assert len(result["rounds"][-1]) == applicable
+    no_leftovers(lab.token)
+
+
+# -- processes: the browser is a child like any other ------------------------------------------
+def browser_processes(token: str) -> list[psutil.Process]:
+    found = []
+    for proc in processes_with_token(token):
+        try:
+            if proc.environ().get(COMPONENT_MARKER) == "browser":
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+@pytest.mark.usefixtures("needs_a_browser")
+def test_chromium_carries_the_run_markers_and_ctrl_c_stops_it(tmp_path, no_leftovers):
+    lab = LabProcess(["repro", "proxy-cache", "--client", "browser"], tmp_path)
+    try:
+        lab.wait_for_stderr(ALL_UP, timeout=60)
+        chromium = browser_processes(lab.token)
+        assert chromium, "no process carries PROXY_CACHE_LAB_COMPONENT=browser"
+        assert all(p.environ().get(RUN_MARKER) for p in chromium)
+        lab.proc.send_signal(signal.SIGINT)
+        code, _ = lab.finish(timeout=30)
+    finally:
+        lab.kill()
+    assert code == EXIT_INTERRUPTED, lab.stderr
+    no_leftovers(lab.token)
+
+
+@pytest.mark.usefixtures("needs_a_browser")
+def test_chromium_dying_mid_run_is_reported_and_the_rest_stopped(tmp_path, no_leftovers):
+    lab = LabProcess(["repro", "proxy-cache", "--client", "browser"], tmp_path)
+    try:
+        lab.wait_for_stderr(ALL_UP, timeout=60)
+        main = next(
+            p for p in browser_processes(lab.token) if not any("--type=" in a for a in p.cmdline())
+        )
+        main.kill()
+        code, _ = lab.finish(timeout=30)
+    finally:
+        lab.kill()
+    assert code == EXIT_COMPONENT, lab.stderr
+    assert "error: browser:" in lab.stderr
+    no_leftovers(lab.token)
+
+
+@pytest.mark.usefixtures("needs_a_browser")
+def test_interrupted_browser_matrix_stops_its_cells_and_every_process(tmp_path, no_leftovers):
+    lab = LabProcess(["matrix", "--client", "browser", "--scenarios", ",".join(SUBSET)], tmp_path)
+    try:
+        lab.wait_for_stderr("running", timeout=60)
+        wait_for(lambda: browser_processes(lab.token), timeout=30, what="Chromium")
+        lab.proc.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        code, _ = lab.finish(timeout=30)
+        took = time.monotonic() - began
+    finally:
+        lab.kill()
+    assert code == EXIT_INTERRUPTED, lab.stderr
+    assert took < 15, f"{took:.1f} s to stop"  # cells give up at once, pages waiting to open too
+    no_leftovers(lab.token)
+
+
+@pytest.mark.usefixtures("needs_a_browser")
+def test_chromium_dies_with_the_lab_even_on_sigkill(tmp_path):
+    lab = LabProcess(["repro", "proxy-cache", "--client", "browser"], tmp_path)
+    try:
+        lab.wait_for_stderr(ALL_UP, timeout=60)
+        assert browser_processes(lab.token)
+        lab.proc.kill()  # Playwright's driver sees its pipe close and closes the browser
+        lab.proc.wait()
+        wait_for(
+            lambda: not processes_with_token(lab.token),
+            timeout=20,
+            what="Chromium and the other children of a SIGKILLed lab to exit",
+        )
+    finally:
+        lab.kill()
+        for proc in processes_with_token(lab.token):
+            proc.kill()
+
+
+# -- without a browser ---------------------------------------------------------------------------
+def test_missing_chromium_is_a_clear_error_and_nothing_starts(tmp_path, no_leftovers):
+    missing = tmp_path / "no-chromium-here"
+    lab = LabProcess(
+        ["repro", "proxy-cache", "--client", "browser"],
+        tmp_path,
+        extra_env={"LAB_CHROMIUM": str(missing)},
+    )
+    code, _ = lab.finish(timeout=30)
+    assert code == EXIT_COMPONENT, lab.stderr
+    if browser.playwright_missing() is None:
+        assert "error: browser: Chromium not found" in lab.stderr
+        assert "apt-get install -y chromium" in lab.stderr
+    assert ALL_UP not in lab.stderr
+    assert component(lab.token, "worker") is None
+    no_leftovers(lab.token)
+
+
+def test_chromium_executable_lookup(tmp_path, monkeypatch):
+    fake = tmp_path / "chromium"
+    fake.write_text("#!/bin/sh\n")
+    monkeypatch.setenv("LAB_CHROMIUM", str(fake))
+    with pytest.raises(ComponentError, match="Chromium not found"):
+        browser.chromium_executable()  # not executable
+    fake.chmod(0o755)
+    assert browser.chromium_executable() == str(fake)
+
+
+def test_a_scenario_for_one_client_is_bad_input_for_the_other(tmp_path):
+    text = scenarios.path_for("direct").read_text("utf-8")
+    only = tmp_path / "browser-only.toml"
+    only.write_text(
+        text.replace('name = "direct"', 'name = "browser-only"').replace(
+            "[expected]",
+            'clients = ["browser"]\nclient_notes = "about the browser cache"\n\n[expected]',
+        ),
+        "utf-8",
+    )
+    assert scenarios.load(str(only)).clients == ["browser"]
+    lab = LabProcess(["repro", str(only), "--client", "python"], tmp_path)
+    code, _ = lab.finish(timeout=30)
+    assert code == EXIT_BAD_INPUT, lab.stderr
+    assert "--client browser only" in lab.stderr
+    assert "about the browser cache" in lab.stderr
+
+
+def test_playwright_keeps_its_own_disabled_features():
+    """Chromium keeps only the last --disable-features: ours must repeat Playwright's."""
+    if browser.playwright_missing():
+        pytest.skip("Playwright is not installed")
+    import playwright
+
+    bundle = Path(playwright.__file__).parent / "driver/package/lib/coreBundle.js"
+    if not bundle.exists():
+        pytest.skip("Playwright's driver bundle moved: check PLAYWRIGHT_DISABLED_FEATURES by hand")
+    source = bundle.read_text("utf-8", errors="replace")
+    start = source.find("disabledFeatures = [")
+    if start < 0:
+        pytest.skip("Playwright's feature list moved: check PLAYWRIGHT_DISABLED_FEATURES by hand")
+    listed = source[start : source.find("]", start)]
+    theirs = {line.split('"')[1] for line in listed.splitlines() if line.strip().startswith('"')}
+    ours = next(f for f in browser.CHROMIUM_FLAGS if f.startswith("--disable-features="))
+    assert theirs - {"msForceBrowserSignIn", "msEdgeUpdateLaunchServicesPreferredVersion"} <= set(
+        ours.removeprefix("--disable-features=").split(",")
+    )
