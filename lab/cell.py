@@ -59,31 +59,22 @@ def make_client(
     base_url, proxy_url = proxy.client_route(app.url) if proxy else (app.url, None)
     base_url += path_prefix
     book = strategies.load()
+    common = {
+        "base_url": base_url,
+        "proxy_url": proxy_url,
+        "book": book,
+        "strategy": book.get(fix),
+        "poll_interval": scenario.poll_interval,
+        # The page posts its app's default duration (task_duration(scenario), see the stacks).
+        "task_duration": task_duration(scenario),
+        "log_path": log_path,
+        "status_url_style": scenario.app.status_url_style,
+    }
     if browser is not None:
         from lab.browser import BrowserClient
 
-        # The page posts its app's default duration (task_duration(scenario), see the stacks).
-        return BrowserClient(
-            host=browser,
-            base_url=base_url,
-            proxy_url=proxy_url,
-            book=book,
-            strategy=book.get(fix),
-            poll_interval=scenario.poll_interval,
-            task_duration=task_duration(scenario),
-            log_path=log_path,
-            status_url_style=scenario.app.status_url_style,
-        )
-    return PollingClient(
-        base_url=base_url,
-        proxy_url=proxy_url,
-        book=book,
-        strategy=book.get(fix),
-        poll_interval=scenario.poll_interval,
-        task_duration=task_duration(scenario),
-        log_path=log_path,
-        status_url_style=scenario.app.status_url_style,
-    )
+        return BrowserClient(host=browser, **common)
+    return PollingClient(**common)
 
 
 def client_kind(client: Client) -> str:

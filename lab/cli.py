@@ -45,6 +45,10 @@ def _fail(exc: BadInput | ComponentError, as_json: bool) -> NoReturn:
     sys.exit(exc.exit_code)
 
 
+def _progress(message: str) -> None:
+    err.print(f"[dim]lab {time.monotonic() - STARTED:5.1f}s:[/] {escape(message)}", markup=True)
+
+
 def _terminate_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -137,15 +141,12 @@ def repro(
     except BadInput as exc:
         _fail(exc, as_json)
 
-    def progress(message: str) -> None:
-        err.print(f"[dim]lab {time.monotonic() - STARTED:5.1f}s:[/] {escape(message)}", markup=True)
-
     try:
         verdict = runner.run(
             loaded,
             fix,
             runs_dir or paths.runs_dir(),
-            progress,
+            _progress,
             proxy_url=proxy_url,
             proxy_mode=proxy_mode,
             client=client,
@@ -263,15 +264,12 @@ def matrix_command(
     except BadInput as exc:
         _fail(exc, as_json)
 
-    def progress(message: str) -> None:
-        err.print(f"[dim]lab {time.monotonic() - STARTED:5.1f}s:[/] {escape(message)}", markup=True)
-
     try:
         result = matrix.run_matrix(
             loaded,
             fixes,
             runs_dir or paths.runs_dir(),
-            progress,
+            _progress,
             repeat=repeat,
             concurrency=concurrency,
             proxy_url=proxy_url,
@@ -358,11 +356,8 @@ def up_command(scenario: str, fix: str, host: str, runs_dir: Path | None) -> Non
     except BadInput as exc:
         _fail(exc, as_json=False)
 
-    def progress(message: str) -> None:
-        err.print(f"[dim]lab {time.monotonic() - STARTED:5.1f}s:[/] {escape(message)}", markup=True)
-
     try:
-        workshop.up(loaded, fix, runs_dir or paths.runs_dir(), progress, host=host, console=out)
+        workshop.up(loaded, fix, runs_dir or paths.runs_dir(), _progress, host=host, console=out)
     except (BadInput, ComponentError) as exc:
         _fail(exc, as_json=False)
     except KeyboardInterrupt:
