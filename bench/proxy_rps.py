@@ -88,8 +88,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def hammer(proxy_port: int, origin_port: int, total: int, in_flight: int) -> float:
-    proxy = f"http://127.0.0.1:{proxy_port}"
+async def hammer(
+    proxy_port: int, origin_port: int, total: int, in_flight: int, reverse: bool = False
+) -> float:
+    """A reverse proxy is asked directly; a forward proxy is the client's proxy."""
+    proxy = None if reverse else f"http://127.0.0.1:{proxy_port}"
+    target = proxy_port if reverse else origin_port
     limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
     async with httpx.AsyncClient(proxy=proxy, limits=limits, trust_env=False, timeout=30) as c:
         queue = iter(range(total))
@@ -97,7 +101,7 @@ async def hammer(proxy_port: int, origin_port: int, total: int, in_flight: int) 
         async def worker() -> None:
             for n in queue:
                 # A status poll per "task": 50 distinct URLs, each polled many times.
-                await c.get(f"http://127.0.0.1:{origin_port}/tasks/{n % 50}/status")
+                await c.get(f"http://127.0.0.1:{target}/tasks/{n % 50}/status")
 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(in_flight)))
@@ -113,10 +117,8 @@ def main() -> int:
     origin = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
     threading.Thread(target=origin.serve_forever, daemon=True).start()
     origin_port = origin.server_address[1]
-    names = [
-        "plain-mitmproxy",
-        *[n for n in profiles.names() if profiles.load(n).mode == "forward"],
-    ]
+    names = ["plain-mitmproxy", *profiles.names()]
+    reverse = {n for n in profiles.names() if profiles.load(n).mode == "reverse"}
     samples: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         running = {}
@@ -128,13 +130,16 @@ def main() -> int:
                     if args_for is not None
                     else profiles.mitmdump_args(profiles.load(name))
                 )
+                if name in reverse:
+                    extra = [*extra, "--mode", f"reverse:http://127.0.0.1:{origin_port}"]
                 running[name] = start_proxy(extra, Path(tmp), name)
             # Rounds interleave the proxies so a busy moment on the machine hits them all
             # alike; the median of the rounds is reported.
             for _ in range(args.rounds):
                 for name, (_, port) in running.items():
-                    asyncio.run(hammer(port, origin_port, 100, args.in_flight))  # warm-up
-                    rps = asyncio.run(hammer(port, origin_port, args.requests, args.in_flight))
+                    rev = name in reverse
+                    asyncio.run(hammer(port, origin_port, 100, args.in_flight, rev))  # warm-up
+                    rps = asyncio.run(hammer(port, origin_port, args.requests, args.in_flight, rev))
                     samples[name].append(rps)
         finally:
             for proc, _ in running.values():
