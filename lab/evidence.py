@@ -213,7 +213,7 @@ def judge(
     final_states: frozenset[str],
     client: str = "python",
 ) -> Verdict:
-    expected = scenario.expected_for(fix)
+    expected = scenario.expected_for(fix, client)
     matched = observed is expected
     stopped_at = evidence.stopped_at(observed, final_states)
     total = len(evidence.polls)

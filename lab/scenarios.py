@@ -73,6 +73,9 @@ class Scenario(BaseModel):
     client_notes: str = ""
     # The UI's verdict for each fix strategy; `others` covers fixes not named; "n/a": not run.
     expected: dict[str, Expectation]
+    # Where one client's outcome differs (say why in client_notes), e.g.
+    # [expected_by_client.browser] last-modified = "hung": the browser's own cache.
+    expected_by_client: dict[Literal["python", "browser"], dict[str, Expectation]] = {}
 
     @field_validator("summary")
     @classmethod
@@ -121,9 +124,25 @@ class Scenario(BaseModel):
     def uses_proxy(self) -> bool:
         return self.proxy != NO_PROXY
 
-    def expected_for(self, fix: str) -> Outcome:
+    @field_validator("expected_by_client")
+    @classmethod
+    def known_client_fixes(
+        cls, value: dict[str, dict[str, Expectation]]
+    ) -> dict[str, dict[str, Expectation]]:
+        known = strategies.names()
+        for client, overrides in value.items():
+            for fix in overrides:
+                if fix not in known:
+                    raise ValueError(f"{client}: unknown fix {fix!r} (known: {', '.join(known)})")
+        return value
+
+    def expected_for(self, fix: str, client: str = "python") -> Outcome:
         """The expected outcome; BadInput if the fix does not apply to this scenario."""
-        value = self.expected.get(fix) or self.expected[OTHER_FIXES]
+        value = (
+            self.expected_by_client.get(client, {}).get(fix)  # type: ignore[call-overload]
+            or self.expected.get(fix)
+            or self.expected[OTHER_FIXES]
+        )
         if value == NOT_APPLICABLE:
             raise BadInput(f"fix {fix!r} does not apply to scenario {self.name!r}")
         return Outcome(value.value)

@@ -328,10 +328,10 @@ def test_chromium_executable_lookup(tmp_path, monkeypatch):
 
 
 def test_a_scenario_for_one_client_is_bad_input_for_the_other(tmp_path):
-    text = scenarios.path_for("direct").read_text("utf-8")
+    text = scenarios.path_for("rfc-cache").read_text("utf-8")  # it has no client_notes of its own
     only = tmp_path / "browser-only.toml"
     only.write_text(
-        text.replace('name = "direct"', 'name = "browser-only"').replace(
+        text.replace('name = "rfc-cache"', 'name = "browser-only"').replace(
             "[expected]",
             'clients = ["browser"]\nclient_notes = "about the browser cache"\n\n[expected]',
         ),
