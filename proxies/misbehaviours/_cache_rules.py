@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 from werkzeug.http import parse_date
 
 from proxies import cache_policy
@@ -15,16 +14,6 @@ if TYPE_CHECKING:
     from mitmproxy import http
 
 
-def _check_regex(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"not a valid regular expression: {exc}") from None
-    return value
-
-
-# A regular expression parameter, checked when the profile is loaded.
-Regex = Annotated[str, AfterValidator(_check_regex)]
 Seconds = Annotated[int, Field(ge=1)]
 Status = Annotated[int, Field(ge=200, le=599)]
 

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.http import parse_date
 
 from proxies import cache_policy
-from proxies.misbehaviours._cache_rules import Regex, hide_directives
+from proxies.misbehaviours._cache_rules import hide_directives
+from proxies.misbehaviours._common import Regex
 from proxies.misbehaviours.base import Misbehaviour
 
 if TYPE_CHECKING:
