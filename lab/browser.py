@@ -50,6 +50,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from lab.client import Poll
 from lab.errors import ComponentError
 from lab.processes import COMPONENT_MARKER, RUN_MARKER, log_tail, start_timeout
+from sample_app.debug import is_debug_path
 from sample_app.strategies import Strategy, StrategyBook
 
 if TYPE_CHECKING:
@@ -131,6 +132,17 @@ WATCH_PAGE = """
   if (document.body) watch();
   else document.addEventListener("DOMContentLoaded", watch);
 })();
+"""
+
+# The page's debug panel as text, one field per row (None for a row the page hides): logged
+# (client.jsonl, event "panel") beside the screenshot at the verdict.
+READ_PANEL = """
+() => Object.fromEntries(
+  Array.from(document.querySelectorAll("#debug dd[id^='debug-']"), (dd) => [
+    dd.id.slice("debug-".length).replaceAll("-", "_"),
+    dd.closest("[hidden]") ? null : dd.textContent,
+  ])
+)
 """
 
 T = TypeVar("T")
@@ -562,6 +574,8 @@ class BrowserClient:
         if self._page is None:
             raise RuntimeError("no page was opened")
         await self._page.screenshot(path=str(path), timeout=CALL_TIMEOUT * 1000)
+        with contextlib.suppress(Exception):  # evidence beside the picture, not a failure
+            self._log("panel", **await self._page.evaluate(READ_PANEL))
 
     def _on_crash(self) -> None:
         if not self._stopping:
@@ -639,6 +653,8 @@ class BrowserClient:
             path = path[len(self._prefix) :]
         if method == "POST" and path == "/tasks":
             return "start"
+        if is_debug_path(path):
+            return None  # the page's debug panel asking for the truth: not a poll
         if self._events_path.fullmatch(path):
             return "events"
         query = parse_qs(parts.query)

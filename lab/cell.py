@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
+from lab import fixes
 from lab.client import PollingClient
+from lab.load import StreamResult, run_stream
 from lab.scenarios import Outcome, Scenario
 from lab.stack import AppStack, ProxyEndpoint
 from sample_app import strategies
@@ -36,6 +38,7 @@ class CellRun:
     observed: Outcome
     seconds: float  # from the cell's start (or the run's, for lab repro) to the verdict
     neighbours: list[PollingClient] = field(default_factory=list)
+    stream: StreamResult | None = None  # the scenario's [load], sent before the client started
 
 
 def task_duration(scenario: Scenario) -> float:
@@ -63,7 +66,7 @@ def make_client(
         "base_url": base_url,
         "proxy_url": proxy_url,
         "book": book,
-        "strategy": book.get(fix),
+        "strategy": book.get(fixes.poll_strategy(fix)),
         "poll_interval": scenario.poll_interval,
         # The page posts its app's default duration (task_duration(scenario), see the stacks).
         "task_duration": task_duration(scenario),
@@ -148,9 +151,21 @@ def run_cell(
             check_alive()
             client.check_alive()
 
+    stream = None
     try:
         if browser is not None:
             client.open(check_alive)  # set-up: the page is there before anyone starts a task
+        if scenario.load.tasks:
+            # Other users' tasks first: what they leave in the broker and result backend is
+            # what the UI's own task meets.
+            stream = run_stream(
+                scenario.load,
+                app.url,
+                fixes.poll_strategy(fix),
+                app.task_events,
+                logs_dir / "load.jsonl",
+                check_alive,
+            )
         for neighbour in neighbours:
             # Another user polls through the same proxy first, so a shared cache can mix them up.
             neighbour.start()
@@ -167,4 +182,4 @@ def run_cell(
         client.stop()
         for neighbour in neighbours:
             neighbour.stop()
-    return CellRun(scenario, fix, app, proxy, client, observed, seconds, neighbours)
+    return CellRun(scenario, fix, app, proxy, client, observed, seconds, neighbours, stream)

@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lab import matrix, paths, profiles, runner, scenarios
+from lab import fixes, matrix, paths, profiles, runner, scenarios
+from lab.brokers import BROKERS, BrokerChoice
 from lab.errors import (
     EXIT_INTERRUPTED,
     EXIT_MATCHED,
@@ -27,7 +28,6 @@ from lab.errors import (
     ComponentError,
 )
 from lab.evidence import Verdict
-from sample_app import strategies
 
 STARTED = time.monotonic()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -81,6 +81,33 @@ def client_option(f):
     )(f)
 
 
+def broker_options(f):
+    f = click.option(
+        "--broker-url",
+        default=None,
+        metavar="URL",
+        help="Use this running Redis (redis://...) or RabbitMQ (amqp://...) instead of the "
+        "lab's own redis-server or the default amqp://guest:guest@127.0.0.1:5672//.",
+    )(f)
+    return click.option(
+        "--broker",
+        type=click.Choice(BROKERS),
+        default=None,
+        help="Message broker and result backend: sqlite (files, no server), redis (the lab "
+        "starts its own redis-server) or rabbitmq. Default: the scenario's own, sqlite for most.",
+    )(f)
+
+
+def _broker_for(scenario: scenarios.Scenario, broker: str | None, url: str | None) -> BrokerChoice:
+    choice = BrokerChoice(broker or scenario.default_broker, url)
+    if not scenario.runs_on(choice.kind):
+        raise BadInput(
+            f"scenario {scenario.name!r} runs on --broker {' or '.join(scenario.brokers)} "
+            f"only, not {choice.kind}"
+        )
+    return choice
+
+
 def proxy_options(f):
     f = click.option(
         "--proxy-mode",
@@ -120,6 +147,7 @@ def list_scenarios() -> None:
 @runs_dir_option
 @proxy_options
 @client_option
+@broker_options
 def repro(
     scenario: str,
     fix: str,
@@ -128,13 +156,15 @@ def repro(
     proxy_url: str | None,
     proxy_mode: str,
     client: str,
+    broker: str | None,
+    broker_url: str | None,
 ) -> None:
     """Run SCENARIO (a name from `lab list`, or a .toml file) with one fix, and judge it."""
     try:
         loaded = scenarios.load(scenario)
-        if fix not in strategies.names():
-            raise BadInput(f"unknown fix {fix!r} (known: {', '.join(strategies.names())})")
+        fixes.check(fix)
         loaded.expected_for(fix)  # a fix that does not apply is bad input too
+        chosen_broker = _broker_for(loaded, broker, broker_url)
         _check_client(loaded, client)
         if loaded.uses_proxy and not proxy_url:
             profiles.load(loaded.proxy)  # a bad profile is bad input: fail before starting
@@ -150,6 +180,7 @@ def repro(
             proxy_url=proxy_url,
             proxy_mode=proxy_mode,
             client=client,
+            broker=chosen_broker,
         )
     except (BadInput, ComponentError) as exc:
         _fail(exc, as_json)
@@ -253,10 +284,9 @@ def matrix_command(
             loaded = [sc for sc in scenarios.load_all() if sc.runs_with(client)]
             for name in sorted(set(scenarios.names()) - {sc.name for sc in loaded}):
                 err.print(f"{name}: left out, not reproduced by the {client} client", markup=False)
-        fixes = _split(only_fixes) or strategies.names()
-        unknown = [f for f in fixes if f not in strategies.names()]
-        if unknown:
-            raise BadInput(f"unknown fix {unknown[0]!r} (known: {', '.join(strategies.names())})")
+        wanted_fixes = _split(only_fixes) or fixes.names()
+        for fix in wanted_fixes:
+            fixes.check(fix)
         if not proxy_url:
             for sc in loaded:
                 if sc.uses_proxy:
@@ -267,7 +297,7 @@ def matrix_command(
     try:
         result = matrix.run_matrix(
             loaded,
-            fixes,
+            wanted_fixes,
             runs_dir or paths.runs_dir(),
             _progress,
             repeat=repeat,
@@ -343,21 +373,38 @@ def _print_matrix(result: matrix.MatrixResult) -> None:
     "(credentials are printed), so a classroom network never gets an open proxy.",
 )
 @runs_dir_option
-def up_command(scenario: str, fix: str, host: str, runs_dir: Path | None) -> None:
+@broker_options
+def up_command(
+    scenario: str,
+    fix: str,
+    host: str,
+    runs_dir: Path | None,
+    broker: str | None,
+    broker_url: str | None,
+) -> None:
     """Workshop mode: start SCENARIO's stack and keep it running until Ctrl-C."""
     from lab import workshop
 
     try:
         loaded = scenarios.load(scenario)
-        if fix not in strategies.names():
-            raise BadInput(f"unknown fix {fix!r} (known: {', '.join(strategies.names())})")
+        fixes.check(fix)
+        loaded.expected_for(fix)
+        chosen_broker = _broker_for(loaded, broker, broker_url)
         if loaded.uses_proxy:
             profiles.load(loaded.proxy)
     except BadInput as exc:
         _fail(exc, as_json=False)
 
     try:
-        workshop.up(loaded, fix, runs_dir or paths.runs_dir(), _progress, host=host, console=out)
+        workshop.up(
+            loaded,
+            fix,
+            runs_dir or paths.runs_dir(),
+            _progress,
+            host=host,
+            console=out,
+            broker=chosen_broker,
+        )
     except (BadInput, ComponentError) as exc:
         _fail(exc, as_json=False)
     except KeyboardInterrupt:

@@ -95,6 +95,15 @@ class StaleWatch:
         return self._count >= self.spec.after_polls and now > self._first_seen
 
 
+def http_error(response: httpx.Response) -> str:
+    """"HTTP 500", with the app's own reason when it gave one (as the page shows it)."""
+    try:
+        reason = response.json().get("error")
+    except (ValueError, AttributeError):
+        reason = None
+    return f"HTTP {response.status_code}" + (f": {reason}" if reason else "")
+
+
 class PollingClient:
     """Runs in its own thread; the runner reads `ui_state`, `polls` and `task_id` while it runs."""
 
@@ -147,7 +156,8 @@ class PollingClient:
     def stop(self) -> None:
         self._stop.set()
         self._shut_connections_down()
-        self._thread.join(timeout=REQUEST_TIMEOUT + 1)
+        if self._thread.ident is not None:  # stopped before it started: nothing to wait for
+            self._thread.join(timeout=REQUEST_TIMEOUT + 1)
         self._http.close()
 
     @property
@@ -186,7 +196,8 @@ class PollingClient:
             extensions=self._extensions,
         )
         self._log("start", status=response.status_code, body=response.text[:500])
-        response.raise_for_status()
+        if not response.is_success:
+            raise RuntimeError(http_error(response))
         self.task_id = response.json()["task_id"]
 
     def _poll_loop(self) -> None:
@@ -307,7 +318,7 @@ class PollingClient:
             self._read_answer(poll, kept[1])
             return poll
         if not response.is_success:
-            poll.error = f"HTTP {response.status_code}"
+            poll.error = http_error(response)
             return poll
         body = self._read_answer(poll, response.text)
         if body is not None and poll.etag and revalidates and spec.method == "GET":

@@ -11,6 +11,7 @@ from typing import Any
 from lab.client import Poll, PollingClient
 from lab.scenarios import Outcome, Scenario
 from lab.stack import TaskEvents
+from sample_app.debug import DEBUG_ENDPOINT, is_debug_path
 
 HOPS = ("worker", "result backend", "origin", "proxy", "client")
 
@@ -42,12 +43,15 @@ def task_id_in(event: dict[str, Any]) -> str | None:
 def is_status_request(event: dict[str, Any]) -> bool:
     """An answer about a task's status: a poll, or one event on an SSE stream.
 
-    Not the POST that starts the task, and not the request opening an SSE stream: its events
-    (logged one by one by the origin) are the answers.
+    Not the POST that starts the task, not the request opening an SSE stream (its events,
+    logged one by one by the origin, are the answers), and not the page's debug panel asking
+    the origin for the truth (POST /debug/tasks/<id>: no poll, and no cache answers it).
     """
-    if event.get("endpoint") == "task_events":
+    if event.get("endpoint") in ("task_events", DEBUG_ENDPOINT):
         return False
     path = event.get("path") or (event.get("url") or "").split("://", 1)[-1].split("?")[0]
+    if is_debug_path(path):
+        return False
     return not path.rstrip("/").endswith("/tasks")
 
 
@@ -189,6 +193,11 @@ class Verdict:
     # finished, the UI never saw the task running and a cache had nothing stale to serve.
     first_poll_at: float | None = None
     retried: bool = False
+    broker: str = "sqlite"
+    # The scenario's [load] stream (StreamResult.to_json) and, on Redis, what happened to its
+    # memory (MemorySummary.to_json); None when the run had none.
+    load: dict[str, Any] | None = None
+    redis: dict[str, Any] | None = None
 
     @property
     def inconclusive(self) -> bool:

@@ -11,18 +11,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab import profiles, report
+from lab.brokers import BrokerChoice, BrokerRuntime, RedisSettings, start_broker
 from lab.cell import CellRun, client_kind, run_cell, task_duration
 from lab.errors import ComponentError
 from lab.evidence import EventIndex, Evidence, Verdict, judge
 from lab.processes import Supervisor
+from lab.redis_memory import RedisMemoryWatch
 from lab.scenarios import Scenario
 from lab.stack import (
     AppStack,
     ProxyEndpoint,
-    app_key,
     external_proxy,
     launch_app_stack,
     launch_proxy,
+    stack_key,
 )
 from sample_app import strategies
 
@@ -93,31 +95,41 @@ def run(
     proxy_url: str | None = None,
     proxy_mode: str = "forward",
     client: str = "python",
+    broker: BrokerChoice | None = None,
 ) -> Verdict:
     """Start a stack for the scenario, run the fix once, judge it, stop everything.
 
     client="browser": the client is the app's real page in Chromium (one browser for the run).
+    broker: the scenario's default broker unless given.
     """
     began = time.monotonic()
+    broker = broker or BrokerChoice(scenario.default_broker)
     run_dir = new_run_dir(runs_root, f"{scenario.name}-{fix}")
     sup = new_supervisor(run_dir)
     app: AppStack | None = None
     browser: BrowserHost | None = None
+    queues: BrokerRuntime | None = None
+    memory: RedisMemoryWatch | None = None
     try:
         browser = new_browser(sup, client)
         browser_ready = browser.launch() if browser else None
         profile = profiles.load(scenario.proxy) if scenario.uses_proxy and not proxy_url else None
+        queues = start_broker(sup, broker, redis_settings(scenario))
+        progress(f"broker: {queues.label}")
         what = "worker and app server" if scenario.worker.running else "app server (no worker)"
         if profile:
             what += f" and proxy ({profile.name})"
         progress(f"starting {what}")
         _, app_ready = launch_app_stack(
             sup,
-            app_key(scenario.app, scenario.worker),
+            stack_key(scenario, fix),
             scenario.app,
             scenario.worker,
             poll_interval=scenario.poll_interval,
             task_duration=task_duration(scenario),
+            broker=queues,
+            results=scenario.results,
+            fix=fix,
         )
         proxy_ready = None
         if profile and profile.mode == "forward":
@@ -131,20 +143,46 @@ def run(
         if browser_ready:
             browser_ready()
             progress(f"browser up: Chromium {browser.version if browser else ''}")
+        broker_runtime = queues
+
+        def check_alive() -> None:
+            sup.check_all_alive("during the run")
+            broker_runtime.check()
+
+        if queues.kind == "redis" and queues.url:
+            memory = RedisMemoryWatch(queues.url, run_dir / "redis-memory.jsonl")
+            memory.start()
         progress(f"all up after {time.monotonic() - began:.1f} s; starting a task (fix={fix})")
+        if scenario.load.tasks:
+            progress(
+                f"first a stream of {scenario.load.tasks} tasks from other users "
+                f"({scenario.load.per_second:g}/s, {scenario.load.report_kb} KiB results)"
+            )
         cell = run_cell(
             scenario,
             fix,
             app,
             proxy,
             run_dir,
-            lambda: sup.check_all_alive("during the run"),
+            check_alive,
             began=began,
             browser=browser,
         )
+        # A component that died during the run makes the verdict worthless, whatever the UI
+        # showed (a Redis stopped mid-run errors the UI a moment before the lab notices).
+        check_alive()
         index = EventIndex(app.origin_events, proxy.events if proxy else None)
         verdict = verdict_for(cell, index)
         verdict.run_dir = str(run_dir)
+        verdict.broker = queues.kind
+        if exit_note := app.worker_exit():
+            verdict.warnings.append(exit_note)
+        if cell.stream is not None:
+            verdict.load = cell.stream.to_json()
+        if memory is not None:
+            summary = memory.stop()
+            memory = None
+            verdict.redis = summary.to_json() if summary else None
         write_json(run_dir / "result.json", verdict.to_json())
         report.write_run_report(run_dir, verdict, scenario=scenario)
         return verdict
@@ -155,11 +193,19 @@ def run(
         exc.run_dir = str(run_dir)  # type: ignore[attr-defined]
         raise
     finally:
+        if memory is not None:
+            memory.stop()
         if browser is not None:
             browser.close()
         if app is not None:
             app.backend.close()
         sup.stop_all()
+        if queues is not None:
+            queues.cleanup()
+
+
+def redis_settings(scenario: Scenario) -> RedisSettings:
+    return RedisSettings(scenario.redis.maxmemory, scenario.redis.maxmemory_policy)
 
 
 def write_json(path: Path, data: object) -> None:

@@ -8,11 +8,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from lab import profiles
+from lab import fixes, profiles
+from lab.brokers import BROKERS
 from lab.errors import BadInput
 from lab.paths import relative, scenarios_dir
 from lab.tomlfile import load_model
-from sample_app import strategies
 
 NO_PROXY = "none"
 OTHER_FIXES = "others"
@@ -42,6 +42,15 @@ class AppSetup(BaseModel):
     status_url_style: Literal["path", "query"] = "path"
     # Celery stores no results: Flask's own Celery pattern sets task_ignore_result=True.
     ignore_result: bool = False
+    # The app's own caching headers on every status answer, whatever the fix: what the app
+    # sends before anyone "fixes" it (a framework default, a middleware, someone's idea of a
+    # safe setting). They are set before the fix's headers, so a fix's header of the same name
+    # wins. None (the story's app): no such header unless the fix sends one.
+    # Cache-Control, e.g. "max-age=30": "cache briefly", which a browser's own cache obeys.
+    status_cache_control: Annotated[str, Field(min_length=1)] | None = None
+    # A Last-Modified this many seconds in the past: with no explicit freshness, any cache may
+    # apply heuristic freshness to the answer (RFC 9111 4.2.2), the browser's own included.
+    status_last_modified_age_s: Annotated[float, Field(ge=0)] | None = None
 
 
 class WorkerSetup(BaseModel):
@@ -49,6 +58,51 @@ class WorkerSetup(BaseModel):
 
     running: bool = True  # false: no worker at all, nobody takes the task
     task_never_finishes: bool = False  # the task blocks forever once started
+    # The bug may kill the worker (Celery exits with "Unrecoverable error" when a full Redis
+    # refuses even its acknowledgements): then its exit is part of the evidence, not exit 3.
+    may_exit: bool = False
+
+
+class ResultsSetup(BaseModel):
+    """How long Celery keeps results ([results] in a scenario file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Celery's result_expires in seconds; None: Celery's default (1 day); 0: never (the keys
+    # stay until someone deletes them). Fix "result-expires" overrides it.
+    expires_s: Annotated[float, Field(ge=0)] | None = None
+
+
+class RedisSetup(BaseModel):
+    """The lab's own redis-server for this scenario ([redis]; --broker redis without a URL)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # redis.conf syntax: "0" (no cap), "2mb", "512kb"...
+    maxmemory: Annotated[str, Field(pattern=r"^[0-9]+(b|kb|mb|gb)?$")] = "0"
+    maxmemory_policy: Literal[
+        "noeviction",
+        "allkeys-lru",
+        "allkeys-lfu",
+        "allkeys-random",
+        "volatile-lru",
+        "volatile-lfu",
+        "volatile-random",
+        "volatile-ttl",
+    ] = "noeviction"
+
+
+class LoadSetup(BaseModel):
+    """Other traffic on the app before the UI's task ([load]): a stream of tasks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tasks: Annotated[int, Field(ge=0, le=10_000)] = 0
+    per_second: Annotated[float, Field(gt=0, le=1000)] = 20.0
+    # Each task returns a report this big (KiB): what the result backend then holds.
+    report_kb: Annotated[int, Field(ge=0, le=1024)] = 0
+    # false: nobody polls these tasks (API clients, cron jobs, users who closed the tab).
+    watched: bool = False
 
 
 class Scenario(BaseModel):
@@ -66,12 +120,20 @@ class Scenario(BaseModel):
     worker: WorkerSetup = WorkerSetup()
     # Other users polling through the same proxy, each starting a task just before this one.
     neighbours: Annotated[int, Field(ge=0, le=5)] = 0
+    results: ResultsSetup = ResultsSetup()
+    # Which brokers the scenario runs on (--broker); the first is the default.
+    brokers: Annotated[list[Literal["sqlite", "redis", "rabbitmq"]], Field(min_length=1)] = list(
+        BROKERS
+    )
+    redis: RedisSetup = RedisSetup()
+    load: LoadSetup = LoadSetup()
     # Which clients reproduce it: a scenario about the browser's own HTTP cache is "browser"
     # only, since the Python client has no HTTP cache of its own to be fooled by.
     clients: list[Literal["python", "browser"]] = ["python", "browser"]
     # Why a client is left out, or why its outcome may differ (shown by lab list / the matrix).
     client_notes: str = ""
-    # The UI's verdict for each fix strategy; `others` covers fixes not named; "n/a": not run.
+    # The UI's verdict for each fix; `others` covers the poll fixes not named; result backend
+    # fixes (sample_app/result_fixes.py) not named do not apply; "n/a": not run.
     expected: dict[str, Expectation]
     # Where one client's outcome differs (say why in client_notes), e.g.
     # [expected_by_client.browser] last-modified = "hung": the browser's own cache.
@@ -101,11 +163,11 @@ class Scenario(BaseModel):
     @field_validator("expected")
     @classmethod
     def known_fixes(cls, value: dict[str, Expectation]) -> dict[str, Expectation]:
-        known = strategies.names()
+        known = fixes.names()
         for fix in value:
             if fix != OTHER_FIXES and fix not in known:
                 raise ValueError(f"unknown fix {fix!r} (known: {', '.join(known)}, {OTHER_FIXES})")
-        missing = [fix for fix in known if fix not in value]
+        missing = [fix for fix in fixes.poll_fixes() if fix not in value]
         if missing and OTHER_FIXES not in value:
             raise ValueError(
                 f"no expected outcome for {', '.join(missing)} (or add '{OTHER_FIXES}')"
@@ -129,7 +191,7 @@ class Scenario(BaseModel):
     def known_client_fixes(
         cls, value: dict[str, dict[str, Expectation]]
     ) -> dict[str, dict[str, Expectation]]:
-        known = strategies.names()
+        known = fixes.names()
         for client, overrides in value.items():
             for fix in overrides:
                 if fix not in known:
@@ -140,8 +202,7 @@ class Scenario(BaseModel):
         """The expected outcome; BadInput if the fix does not apply to this scenario."""
         value = (
             self.expected_by_client.get(client, {}).get(fix)  # type: ignore[call-overload]
-            or self.expected.get(fix)
-            or self.expected[OTHER_FIXES]
+            or self._expected(fix)
         )
         if value == NOT_APPLICABLE:
             raise BadInput(f"fix {fix!r} does not apply to scenario {self.name!r}")
@@ -150,13 +211,27 @@ class Scenario(BaseModel):
     def runs_with(self, client: str) -> bool:
         return client in self.clients
 
+    def _expected(self, fix: str) -> str:
+        if fix in self.expected:
+            return self.expected[fix]
+        if fixes.is_result_fix(fix):
+            return NOT_APPLICABLE
+        return self.expected[OTHER_FIXES]
+
     def applies(self, fix: str) -> bool:
-        return (self.expected.get(fix) or self.expected[OTHER_FIXES]) != NOT_APPLICABLE
+        return self._expected(fix) != NOT_APPLICABLE
+
+    def runs_on(self, broker: str) -> bool:
+        return broker in self.brokers
+
+    @property
+    def default_broker(self) -> str:
+        return self.brokers[0]
 
     @property
     def fixes(self) -> list[str]:
-        """The fixes that apply, in the order strategies.json lists them."""
-        return [fix for fix in strategies.names() if self.applies(fix)]
+        """The fixes that apply: poll fixes in strategies.json's order, then result fixes."""
+        return [fix for fix in fixes.names() if self.applies(fix)]
 
 
 def path_for(name_or_path: str) -> Path:

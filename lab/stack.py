@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab import profiles
-from lab.processes import Supervisor, read_ready_file
-from lab.scenarios import AppSetup, WorkerSetup
-from sample_app.config import AppConfig, sqlite_celery_config
+from lab.brokers import BrokerRuntime, queue_name
+from lab.processes import Component, Supervisor, log_tail, read_ready_file
+from lab.scenarios import AppSetup, ResultsSetup, Scenario, WorkerSetup
+from sample_app import result_fixes
+from sample_app.config import AppConfig
 
 LOOPBACK = "127.0.0.1"
 
@@ -117,6 +119,19 @@ class AppStack:
     backend: BackendReader
     task_events: TaskEvents
     origin_events: Path
+    worker_proc: Component | None = None
+    broker: str = "sqlite"
+
+    def worker_exit(self) -> str | None:
+        """How the worker ended during the run, when the scenario allows it to (may_exit)."""
+        proc = self.worker_proc
+        if proc is None or proc.proc is None or proc.proc.poll() is None:
+            return None
+        critical = [
+            line for line in log_tail(proc.log_path, 200).splitlines() if "CRITICAL" in line
+        ]
+        why = f": {critical[-1].split('] ', 1)[-1]}" if critical else ""
+        return f"the worker exited with code {proc.proc.returncode} during the run{why}"
 
 
 @dataclass
@@ -149,6 +164,24 @@ def app_key(setup: AppSetup, worker: WorkerSetup) -> str:
         parts.append("no-worker")
     if worker.task_never_finishes:
         parts.append("never-finishes")
+    # The app's own status headers: an app that sends them must not serve another scenario's
+    # cells. The key names files (app-<key>.log), so the value is spelled with [a-z0-9-] only.
+    if setup.status_cache_control is not None:
+        spelled = "".join(c if c.isalnum() else "-" for c in setup.status_cache_control.lower())
+        parts.append(f"cc-{spelled}")
+    if setup.status_last_modified_age_s is not None:
+        parts.append(f"lm-{setup.status_last_modified_age_s:g}".replace(".", "-"))
+    return "-".join(parts)
+
+
+def stack_key(scenario: Scenario, fix: str) -> str:
+    """app_key, plus what a result backend fix or the scenario's [results] change: stacks
+    that differ in them cannot be shared."""
+    parts = [app_key(scenario.app, scenario.worker)]
+    if scenario.results.expires_s is not None:
+        parts.append(f"expires-{scenario.results.expires_s:g}".replace(".", "-"))
+    if result_fixes.get(fix) is not None:
+        parts.append(fix)
     return "-".join(parts)
 
 
@@ -162,15 +195,28 @@ def launch_app_stack(
     task_duration: float,
     concurrency: int = 1,
     single: bool = True,
+    broker: BrokerRuntime | None = None,
+    results: ResultsSetup | None = None,
+    fix: str | None = None,
 ) -> tuple[dict, callable]:
-    """Start the processes; return a function that waits for them and gives the AppStack."""
+    """Start the processes; return a function that waits for them and gives the AppStack.
+
+    `broker`: where messages and results go (default: SQLite files in the run folder);
+    `fix`: a result backend fix (sample_app/result_fixes.py) changes the stack's set-up.
+    """
     run_dir = sup.run_dir
     suffix = "" if single else f"-{key}"
     data_dir = run_dir if single else run_dir / f"data{suffix}"
     data_dir.mkdir(parents=True, exist_ok=True)
-    celery_conf = sqlite_celery_config(data_dir)
+    broker = broker or BrokerRuntime("sqlite", None)
+    celery_conf = broker.celery_config(data_dir, queue_name(sup.run_id, key))
     if setup.ignore_result:
         celery_conf["task_ignore_result"] = True
+    if results is not None and results.expires_s is not None:
+        celery_conf["result_expires"] = results.expires_s
+    result_fix = result_fixes.get(fix) if fix else None
+    if result_fix is not None:
+        celery_conf.update(result_fix.celery)
     config = AppConfig(
         celery=celery_conf,
         poll_interval_ms=round(poll_interval * 1000),
@@ -181,6 +227,9 @@ def launch_app_stack(
         task_events=str(run_dir / f"task-events{suffix}.jsonl"),
         ready_file=str(run_dir / f"app{suffix}.ready.json"),
         status_url_style=setup.status_url_style,
+        status_cache_control=setup.status_cache_control,
+        status_last_modified_age_s=setup.status_last_modified_age_s,
+        **(result_fix.app_flags() if result_fix else {}),
     )
     config_path = run_dir / f"app-config{suffix}.json"
     config.dump(config_path)
@@ -214,6 +263,8 @@ def launch_app_stack(
                 lambda: events.refresh(0) or events.worker_ready,
                 "its worker_ready signal",
             )
+            # Only once it is up: a worker that cannot start is the lab's failure, always.
+            worker_proc.may_exit = worker.may_exit
         return AppStack(
             key=key,
             setup=setup,
@@ -223,6 +274,8 @@ def launch_app_stack(
             backend=backend,
             task_events=events,
             origin_events=Path(config.origin_events or ""),
+            worker_proc=worker_proc,
+            broker=broker.kind,
         )
 
     return {"worker": worker_proc, "app": app_proc}, ready

@@ -19,12 +19,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from lab import profiles
+from lab import fixes, profiles
+from lab.brokers import BrokerChoice, BrokerRuntime, RedisSettings, start_broker
 from lab.errors import BadInput
 from lab.evidence import read_jsonl
 from lab.runner import new_run_dir, new_supervisor
 from lab.scenarios import Scenario
-from lab.stack import LOOPBACK, app_key, launch_app_stack, launch_proxy
+from lab.stack import LOOPBACK, launch_app_stack, launch_proxy, stack_key
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -53,6 +54,7 @@ def up(
     host: str = LOOPBACK,
     console: Console,
     until: Callable[[], bool] = lambda: False,
+    broker: BrokerChoice | None = None,
 ) -> None:
     """Run until Ctrl-C (or `until()` is true); every process is stopped on the way out."""
     exposed = host not in LOOPBACK_HOSTS
@@ -64,17 +66,27 @@ def up(
     run_dir = new_run_dir(runs_root, f"up-{scenario.name}-{fix}")
     sup = new_supervisor(run_dir)
     app = None
+    queues: BrokerRuntime | None = None
     try:
+        broker = broker or BrokerChoice(scenario.default_broker)
+        queues = start_broker(
+            sup, broker, RedisSettings(scenario.redis.maxmemory, scenario.redis.maxmemory_policy)
+        )
+        progress(f"broker: {queues.label}")
         _, app_ready = launch_app_stack(
             sup,
-            app_key(scenario.app, scenario.worker),
+            stack_key(scenario, fix),
             scenario.app,
             scenario.worker,
             poll_interval=scenario.poll_interval,
             task_duration=scenario.task_duration,
+            broker=queues,
+            results=scenario.results,
+            fix=fix,
         )
         app = app_ready()
-        shop = Workshop(f"{app.url}/?fix={fix}", None, None, run_dir)
+        page_fix = fixes.poll_strategy(fix)  # a result backend fix: the page polls as "none"
+        shop = Workshop(f"{app.url}/?fix={page_fix}", None, None, run_dir)
         events = None
         if scenario.uses_proxy:
             profile = profiles.load(scenario.proxy)
@@ -101,15 +113,23 @@ def up(
             )
             proxy_ready()
             events = run_dir / "proxy-events.jsonl"
-            shop.page_url = f"http://{host}:{reverse_port}/?fix={fix}"
+            shop.page_url = f"http://{host}:{reverse_port}/?fix={page_fix}"
             if forward_port:
                 shop.forward_proxy = f"{host}:{forward_port}"
         _announce(shop, scenario, fix, console)
-        _watch(events, console, until, lambda: sup.check_all_alive("while up"))
+        broker_runtime = queues
+
+        def check_alive() -> None:
+            sup.check_all_alive("while up")
+            broker_runtime.check()
+
+        _watch(events, console, until, check_alive)
     finally:
         if app is not None:
             app.backend.close()
         sup.stop_all()
+        if queues is not None:
+            queues.cleanup()
 
 
 def _announce(shop: Workshop, scenario: Scenario, fix: str, console: Console) -> None:

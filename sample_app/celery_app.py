@@ -16,9 +16,13 @@ def create_celery(conf: Mapping[str, Any]) -> Celery:
     celery.conf.update(dict(conf))
 
     @celery.task(name=TASK_NAME)
-    def wait(duration: float = 1.0) -> dict[str, float]:
-        """Stands in for the story's heavy lifting."""
+    def wait(duration: float = 1.0, report_kb: int = 0) -> dict[str, Any]:
+        """Stands in for the story's heavy lifting; report_kb: the size of the report it
+        returns (an export, a rendered page), which the result backend then holds."""
         time.sleep(duration)
-        return {"slept": duration}
+        result: dict[str, Any] = {"slept": duration}
+        if report_kb:
+            result["report"] = "x" * (report_kb * 1024)
+        return result
 
     return celery

@@ -46,10 +46,20 @@ class AppConfig:
     # Which status URL the app hands out and the page polls: a key of strategies.json's
     # status_paths ("path": /tasks/<id>/status, "query": /status?task_id=<id>). Both are served.
     status_url_style: str = "path"
+    # The app's own caching headers on every status answer, set before the fix's (a fix's
+    # header of the same name wins); None: not sent. A Cache-Control value ("max-age=30",
+    # "cache briefly"), and a Last-Modified this many seconds in the past (an invitation to
+    # heuristic freshness in any cache, the browser's own included).
+    status_cache_control: str | None = None
+    status_last_modified_age_s: float | None = None
     # The event stream (fix "sse"): a heartbeat comment this often, and the stream is closed
     # after this long even if the client stays (it stays open after the final state until then).
     sse_heartbeat_ms: int = 500
     sse_max_seconds: float = 60.0
+    # Fixes for a result backend that fills up (sample_app/result_fixes.py): tasks started
+    # with watch=false are sent with ignore_result=True; every result is forgotten once read.
+    ignore_unwatched_results: bool = False
+    forget_after_read: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def dump(self, path: Path) -> None:

@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
@@ -31,9 +32,11 @@ from werkzeug.http import http_date
 from sample_app import strategies
 from sample_app.celery_app import TASK_NAME, create_celery
 from sample_app.config import AppConfig
+from sample_app.debug import DEBUG_ENDPOINT, DEBUG_HEADERS, DEBUG_TASK_PATH
 from sample_app.events import EventLog
 
 MAX_DURATION = 600.0
+MAX_REPORT_KB = 1024
 STATUS_METHODS = ["GET", "POST"]  # POST: the "post" fix polls with an empty JSON body
 
 # Every status document carries the next number: per process, increasing, so a copy of an old
@@ -45,6 +48,54 @@ _seq_lock = threading.Lock()
 def next_seq() -> int:
     with _seq_lock:
         return next(_seq)
+
+
+class BackendUnavailable(Exception):
+    """The broker or the result backend refused or failed: the app answers 500 with why."""
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class ResultCollector:
+    """Reads each result of a task nobody polls once it is ready, then forgets it.
+
+    Fix "forget-after-read" for work nobody watches: in a real app this is where the result is
+    handed on (an e-mail, a file); here it is only read.
+    """
+
+    def __init__(self, celery: Celery, every: float = 0.1) -> None:
+        self.celery = celery
+        self.every = every
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
+        self.collected = 0
+        threading.Thread(target=self._run, name="result-collector", daemon=True).start()
+
+    def add(self, task_id: str) -> None:
+        with self._lock:
+            self._pending.append(task_id)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.every)
+            with self._lock:
+                pending, self._pending = self._pending, []
+            still = []
+            for task_id in pending:
+                result = self.celery.AsyncResult(task_id)
+                try:
+                    if result.ready():
+                        result.result  # noqa: B018 - read once (handed on, in a real app)
+                        result.forget()
+                        self.collected += 1
+                        continue
+                except Exception:  # noqa: BLE001, S112 - backend busy or gone: try again later
+                    pass
+                still.append(task_id)
+            with self._lock:
+                self._pending = still + self._pending
 
 
 def status_etag(status: dict[str, Any]) -> str:
@@ -81,15 +132,24 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
         known = ", ".join(book.status_paths)
         raise ValueError(f"status_url_style {config.status_url_style!r}: not one of {known}")
 
+    collector = ResultCollector(celery) if config.forget_after_read else None
+    app.extensions["result_collector"] = collector
+
     def read_status(task_id: str) -> dict[str, Any]:
         result = celery.AsyncResult(task_id)
-        state = result.state
+        try:
+            state = result.state
+        except Exception as exc:  # noqa: BLE001 - the backend's own error, shown to the UI
+            raise BackendUnavailable(f"could not read the task's status: {describe(exc)}") from exc
         # served_at lets anyone spot a copy: a cached answer keeps its old timestamp.
         status: dict[str, Any] = {"task_id": task_id, "state": state, "served_at": 0.0, "seq": 0}
         if state == "SUCCESS":
             status["result"] = result.result
         elif state in book.final_states:
             status["error"] = str(result.result)
+        if config.forget_after_read and state in book.final_states:
+            # Read once: this answer carries the final state, the stored copy can go.
+            result.forget()
         return status
 
     def stamp(status: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +165,9 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
             "defaultFix": fix,
             "defaultDuration": config.default_duration,
             "statusUrlStyle": config.status_url_style,
+            # The debug panel's truth about the task (debug_task below); not a status URL.
+            "debugPath": DEBUG_TASK_PATH,
+            "debugHeaders": DEBUG_HEADERS,
         }
         return render_template(
             "index.html",
@@ -112,6 +175,7 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
             page_config_json=json.dumps(page_config),
             strategy_names=list(book.strategies),
             selected_fix=fix,
+            debug_headers=DEBUG_HEADERS,
         )
 
     @app.post("/tasks")
@@ -131,7 +195,26 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
             abort(400, "duration must be a number of seconds")
         if not 0 <= duration <= MAX_DURATION:
             abort(400, f"duration must be between 0 and {MAX_DURATION:g} seconds")
-        result = celery.send_task(TASK_NAME, kwargs={"duration": duration})
+        report_kb = body.get("report_kb", 0)
+        if not isinstance(report_kb, int) or isinstance(report_kb, bool):
+            abort(400, "report_kb must be a whole number of KiB")
+        if not 0 <= report_kb <= MAX_REPORT_KB:
+            abort(400, f"report_kb must be between 0 and {MAX_REPORT_KB}")
+        # watch=false: nobody will poll this task (an API client, a cron job, a user who left).
+        watched = body.get("watch", True)
+        if not isinstance(watched, bool):
+            abort(400, "watch must be true or false")
+        options: dict[str, Any] = {}
+        if not watched and config.ignore_unwatched_results:
+            options["ignore_result"] = True
+        try:
+            result = celery.send_task(
+                TASK_NAME, kwargs={"duration": duration, "report_kb": report_kb}, **options
+            )
+        except Exception as exc:  # noqa: BLE001 - the broker's own error, shown to the UI
+            raise BackendUnavailable(f"could not queue the task: {describe(exc)}") from exc
+        if not watched and collector is not None:
+            collector.add(result.id)
         tasks.remember(result.id, fix)
         return jsonify(
             task_id=result.id,
@@ -157,6 +240,14 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
         if etag is not None:
             # Weak: answers with the same status differ in served_at and seq.
             response.set_etag(etag, weak=True)
+        # The app's own headers (a scenario's set-up) first, so a fix's header of the same
+        # name, set below, wins.
+        if config.status_cache_control is not None:
+            response.headers["Cache-Control"] = config.status_cache_control
+        if config.status_last_modified_age_s is not None:
+            response.headers["Last-Modified"] = http_date(
+                time.time() - config.status_last_modified_age_s
+            )
         if strategy.last_modified_age_s is not None:
             response.headers["Last-Modified"] = http_date(
                 time.time() - strategy.last_modified_age_s
@@ -225,6 +316,39 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
             response.headers[name] = value
         return response
 
+    @app.post(strategies.route_for(DEBUG_TASK_PATH)[0], endpoint=DEBUG_ENDPOINT)
+    def debug_task(task_id: str) -> tuple[Response, int]:
+        # The page's debug panel: what the result backend really holds, asked with POST and
+        # answered no-store so that no cache on the path keeps it. Not a status poll: the lab's
+        # evidence leaves it out (sample_app/debug.py).
+        g.task_id = task_id
+        truth: dict[str, Any] = {"task_id": task_id, "checked_at": time.time()}
+        code = 200
+        try:
+            result = celery.AsyncResult(task_id)
+            truth["state"] = result.state
+            # Read only once final: then AsyncResult keeps the meta it read the state from.
+            done = result.date_done if truth["state"] in book.final_states else None
+        except Exception as exc:  # noqa: BLE001 - the backend's own error, shown in the panel
+            truth.update(state=None, error=f"{type(exc).__name__}: {exc}")
+            done, code = None, 500
+        if isinstance(done, str):  # a backend that keeps it as text
+            done = datetime.fromisoformat(done)
+        if done is not None and done.tzinfo is None:
+            done = done.replace(tzinfo=UTC)  # Celery stores UTC
+        truth["date_done"] = done.isoformat() if done is not None else None
+        truth["finished_ago_s"] = (
+            round(truth["checked_at"] - done.timestamp(), 3) if done is not None else None
+        )
+        response = jsonify(truth)
+        response.headers["Cache-Control"] = "no-store"
+        return response, code
+
+    @app.errorhandler(BackendUnavailable)
+    def backend_unavailable(exc: BackendUnavailable) -> tuple[Response, int]:
+        # JSON, not an HTML error page: the page shows it, the lab's evidence keeps it.
+        return jsonify(error=str(exc)), 500
+
     @app.after_request
     def record(response: Response) -> Response:
         # The origin's own account of every request that reached it: the proxy cannot fake this.
@@ -243,6 +367,7 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
             state=body.get("state") or g.get("state"),
             seq=body.get("seq"),
             cache_control=response.headers.get("Cache-Control"),
+            **({"error": body.get("error")} if response.status_code >= 500 else {}),
         )
         return response
 

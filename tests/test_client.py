@@ -26,6 +26,7 @@ from werkzeug.serving import make_server
 from lab.client import PollingClient
 from sample_app import strategies
 from sample_app.config import AppConfig, sqlite_celery_config
+from sample_app.debug import is_debug_path
 from sample_app.strategies import Retry
 from sample_app.web import create_app
 from tests.lab_helpers import wait_for
@@ -45,6 +46,12 @@ def is_status(environ: dict[str, Any]) -> bool:
 
 def is_events(environ: dict[str, Any]) -> bool:
     return environ["PATH_INFO"].endswith("/events")
+
+
+def is_task_request(environ: dict[str, Any]) -> bool:
+    """A status poll or an event stream: not the page's debug panel asking for the truth."""
+    path = environ["PATH_INFO"]
+    return "/tasks/" in path and not is_debug_path(path)
 
 
 @dataclass
@@ -866,7 +873,7 @@ def test_both_uis_see_a_leak(stack, tmp_path, ui_kind):
 @pytest.mark.parametrize("ui_kind", UIS)
 def test_both_uis_send_the_same_requests(stack, tmp_path, ui_kind, fix):
     s = stack()
-    recorder = s.serve(lambda app: Intermediary(app, counts=lambda e: "/tasks/" in e["PATH_INFO"]))
+    recorder = s.serve(lambda app: Intermediary(app, counts=is_task_request))
     ui = open_ui(ui_kind, s, fix, tmp_path)
     wanted = 2 if BOOK.get(fix).transport == "poll" else 1  # polls; or one event stream
     wait_for(lambda: len(recorder.seen) >= wanted and ui.shown_state, WAIT, "the requests")

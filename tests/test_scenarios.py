@@ -2,7 +2,7 @@
 
 import pytest
 
-from lab import profiles, scenarios
+from lab import fixes, profiles, scenarios
 from lab.errors import BadInput
 from sample_app import strategies
 
@@ -55,8 +55,22 @@ def test_every_shipped_scenario_loads():
 @pytest.mark.parametrize("name", scenarios.names())
 def test_shipped_scenarios_cover_every_fix(name):
     scenario = scenarios.load(name)
-    for fix in strategies.names():
-        assert scenario.expected_for(fix) in set(scenarios.Outcome)
+    assert "none" in scenario.fixes  # the story's app is always a cell
+    for fix in fixes.names():
+        if scenario.applies(fix):
+            assert scenario.expected_for(fix) in set(scenarios.Outcome)
+        else:
+            assert fix not in scenario.fixes
+            assert "does not apply" in bad_input(scenario.expected_for, fix)
+
+
+def test_result_backend_fixes_apply_only_where_named():
+    # `others` covers the page's poll fixes: a scenario about a caching proxy is not a cell
+    # for result_expires unless it says what happens there.
+    assert not scenarios.load("proxy-cache").applies("result-expires")
+    oom = scenarios.load("redis-oom")
+    assert {"result-expires", "ignore-unwatched-results", "forget-after-read"} <= set(oom.fixes)
+    assert oom.brokers == ["redis"] and oom.default_broker == "redis"
 
 
 @pytest.mark.parametrize("name", profiles.names())

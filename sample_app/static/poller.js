@@ -96,6 +96,30 @@
       );
     }
 
+    // The debug panel's lines. A time of day in UTC, to the millisecond.
+    function clockTime(epochSeconds) {
+      return new Date(epochSeconds * 1000).toISOString().slice(11, 23) + " UTC";
+    }
+
+    // A status answer as received: state, served_at, seq.
+    function describeStatus(body) {
+      const parts = [body.state];
+      if (typeof body.served_at === "number") parts.push("served_at " + clockTime(body.served_at));
+      if (body.seq !== undefined && body.seq !== null) parts.push("seq " + body.seq);
+      return parts.join(", ");
+    }
+
+    // The origin's truth about the task (its debug endpoint's answer), elapsedS seconds after
+    // it came: "finished N s ago" once the result backend holds a finish date.
+    function describeTruth(truth, elapsedS) {
+      if (truth.error) return "unknown (" + truth.error + ")";
+      if (typeof truth.finished_ago_s !== "number") {
+        return "not finished (" + (truth.state || "unknown") + ")";
+      }
+      const ago = Math.max(0, Math.floor(truth.finished_ago_s + (elapsedS || 0)));
+      return "finished " + ago + " s ago (" + truth.state + ")";
+    }
+
     return {
       fill,
       statusTarget,
@@ -104,6 +128,8 @@
       isStatus,
       staleWatch,
       staleWarning,
+      describeStatus,
+      describeTruth,
     };
   }
 
@@ -121,6 +147,7 @@
   const $ = (id) => document.getElementById(id);
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
   let current = 0; // each Start is a new run; an older run's poller stops at its next step
+  let wakeTruth = () => {}; // ends the debug panel's wait before its next question
 
   class RequestFailed extends Error {
     constructor(message, status) {
@@ -133,6 +160,7 @@
     document.body.dataset.uiState = uiState;
     $("status").textContent = text;
     $("spinner").hidden = uiState !== "running";
+    if (uiState !== "running") wakeTruth(); // stopped: the debug panel asks at once
   }
 
   function warn(message) {
@@ -159,6 +187,82 @@
     }
     show("running", "Working... (" + body.state + ")");
     return false;
+  }
+
+  // -- the debug panel: what the page was told against what is true. It only ever writes its
+  // own elements: whatever happens here, the poller behaves as without it.
+  const DEBUG_EVERY_MS = 1000; // asking the origin
+  const DEBUG_TICK_MS = 250; // counting on, once it said when the task finished
+  // [header name, element id, shown even when absent], from the page's config.
+  const debugHeaders = (config.debugHeaders || []).map(([name, always]) => [
+    name,
+    "debug-" + name.toLowerCase(),
+    always,
+  ]);
+
+  function debugReset() {
+    $("debug").hidden = false;
+    $("debug-status").textContent = "-";
+    for (const [, id, always] of debugHeaders) {
+      $(id).textContent = "-";
+      $(id + "-row").hidden = !always;
+    }
+    $("debug-truth").textContent = "-";
+  }
+
+  // One status answer as the page got it; headers null for an event of the stream (an event
+  // has no headers of its own).
+  function debugSaw(body, headers) {
+    try {
+      $("debug-status").textContent = logic.describeStatus(body);
+      for (const [name, id, always] of debugHeaders) {
+        const value = headers ? headers.get(name) : null;
+        $(id).textContent = value ?? (headers ? "(none)" : "(an event: no headers)");
+        $(id + "-row").hidden = !always && value === null;
+      }
+    } catch (err) {
+      // The panel never stops the page.
+    }
+  }
+
+  // Asks the origin's debug endpoint (POST, answered no-store: no cache keeps it; the lab does
+  // not count it as a poll) about once a second while the run lasts, until the result backend
+  // holds a finish date; from then on the page counts the seconds itself.
+  async function watchTruth(run, taskId) {
+    const url = basePath + logic.fill(config.debugPath, taskId);
+    let truth = null;
+    let at = 0;
+    const render = () => {
+      if (run !== current || !truth) return;
+      const text = logic.describeTruth(truth, (performance.now() - at) / 1000);
+      if ($("debug-truth").textContent !== text) $("debug-truth").textContent = text;
+    };
+    while (run === current) {
+      try {
+        const response = await fetch(url, { method: "POST" }); // no cache answers a POST
+        const body = await response.json();
+        if (run !== current) return;
+        truth = body;
+        at = performance.now();
+        render();
+      } catch (err) {
+        if (run !== current) return;
+        $("debug-truth").textContent = "could not ask the server: " + err.message;
+      }
+      if (truth && typeof truth.finished_ago_s === "number") break;
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, DEBUG_EVERY_MS);
+        wakeTruth = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      wakeTruth = () => {};
+    }
+    const timer = setInterval(() => {
+      if (run === current) render();
+      else clearInterval(timer);
+    }, DEBUG_TICK_MS);
   }
 
   async function retryAfter(n, retry, why) {
@@ -193,6 +297,7 @@
     if (!logic.isStatus(body)) {
       throw new RequestFailed("unreadable status answer: no state", response.status);
     }
+    debugSaw(body, response.headers);
     return body;
   }
 
@@ -252,6 +357,7 @@
           show("errored", "Error: unreadable status answer");
           return;
         }
+        debugSaw(body, null);
         if (handleAnswer(taskId, body)) source.close();
       };
       source.onerror = () => {
@@ -284,6 +390,7 @@
       delete document.body.dataset[key];
     }
     show("running", "Starting...");
+    debugReset();
     let body;
     try {
       const response = await fetch(basePath + "/tasks", {
@@ -299,7 +406,8 @@
     }
     if (run !== current) return;
     document.body.dataset.taskId = body.task_id;
-    transports[strategy.transport](run, body.task_id, strategy);
+    transports[strategy.transport](run, body.task_id, strategy); // sends its first request now
+    watchTruth(run, body.task_id);
   }
 
   $("start").addEventListener("click", start);
