@@ -258,23 +258,48 @@ def _split(value: str | None) -> list[str] | None:
     show_default=True,
     help="Cells running at once (and worker threads).",
 )
+@click.option(
+    "--brokers",
+    "broker_list",
+    metavar="A,B",
+    help="Run the whole matrix once on each of these brokers (sqlite, redis, rabbitmq) and "
+    "show which cells had the same outcome on all of them.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @runs_dir_option
 @proxy_options
 @client_option
+@broker_options
 def matrix_command(
     only_scenarios: str | None,
     only_fixes: str | None,
     repeat: int,
     concurrency: int,
+    broker_list: str | None,
     as_json: bool,
     runs_dir: Path | None,
     proxy_url: str | None,
     proxy_mode: str,
     client: str,
+    broker: str | None,
+    broker_url: str | None,
 ) -> None:
-    """Run every scenario against every fix that applies, and print the table."""
+    """Run every scenario against every fix that applies, and print the table.
+
+    Each scenario runs on its own default broker unless --broker or --brokers says otherwise;
+    scenarios that cannot run on a broker are left out of its matrix, and said so.
+    """
     try:
+        brokers = _split(broker_list) or ([broker] if broker else [])
+        if broker_list and broker:
+            raise BadInput("--broker and --brokers: give one of them")
+        for kind in brokers:
+            if kind not in BROKERS:
+                raise BadInput(f"--brokers: {kind!r} is not one of {', '.join(BROKERS)}")
+        if broker_url and len({b for b in brokers if b != "sqlite"}) != 1:
+            raise BadInput("--broker-url needs exactly one redis or rabbitmq broker to go with")
+        if broker_url:
+            BrokerChoice(next(b for b in brokers if b != "sqlite"), broker_url)  # checks the URL
         names = _split(only_scenarios)
         if names:
             loaded = [scenarios.load(name) for name in names]
@@ -284,6 +309,13 @@ def matrix_command(
             loaded = [sc for sc in scenarios.load_all() if sc.runs_with(client)]
             for name in sorted(set(scenarios.names()) - {sc.name for sc in loaded}):
                 err.print(f"{name}: left out, not reproduced by the {client} client", markup=False)
+        for kind in brokers:
+            for sc in loaded:
+                if not sc.runs_on(kind):
+                    err.print(
+                        f"{sc.name}: left out on {kind}, it runs on {' or '.join(sc.brokers)} only",
+                        markup=False,
+                    )
         wanted_fixes = _split(only_fixes) or fixes.names()
         for fix in wanted_fixes:
             fixes.check(fix)
@@ -294,28 +326,64 @@ def matrix_command(
     except BadInput as exc:
         _fail(exc, as_json)
 
+    common = {
+        "scenarios": loaded,
+        "fixes": wanted_fixes,
+        "repeat": repeat,
+        "concurrency": concurrency,
+        "proxy_url": proxy_url,
+        "proxy_mode": proxy_mode,
+        "client": client,
+    }
     try:
-        result = matrix.run_matrix(
-            loaded,
-            wanted_fixes,
-            runs_dir or paths.runs_dir(),
-            _progress,
-            repeat=repeat,
-            concurrency=concurrency,
-            proxy_url=proxy_url,
-            proxy_mode=proxy_mode,
-            client=client,
-        )
+        if len(brokers) > 1:
+            comparison = matrix.run_broker_comparison(
+                brokers, runs_dir or paths.runs_dir(), _progress, broker_url=broker_url, **common
+            )
+        else:
+            result = matrix.run_matrix(
+                runs_root=runs_dir or paths.runs_dir(),
+                progress=_progress,
+                broker=brokers[0] if brokers else None,
+                broker_url=broker_url,
+                **common,
+            )
     except (BadInput, ComponentError) as exc:
         _fail(exc, as_json)
     except KeyboardInterrupt:
         err.print("interrupted: every process of the matrix was stopped", markup=False)
         sys.exit(EXIT_INTERRUPTED)
+    if len(brokers) > 1:
+        if as_json:
+            click.echo(json.dumps(comparison.to_json()))
+        else:
+            _print_comparison(comparison)
+        sys.exit(EXIT_MATCHED if comparison.ok else EXIT_MISMATCH)
     if as_json:
         click.echo(matrix.to_json_text(result))
     else:
         _print_matrix(result)
     sys.exit(EXIT_MATCHED if result.ok else EXIT_MISMATCH)
+
+
+def _print_comparison(comparison: matrix.BrokerComparison) -> None:
+    for broker, result in comparison.results.items():
+        out.print(f"[bold]--- {broker} ---[/]", markup=True)
+        _print_matrix(result)
+    common = comparison.common_cells
+    cached = comparison.cached_poll_cells
+    same_cached = [cell for cell in cached if cell not in comparison.differences]
+    for (s, f), seen in comparison.differences.items():
+        click.echo(
+            f"differs between brokers: {s} fix={f}: "
+            + ", ".join(f"{b}={o}" for b, o in seen.items())
+        )
+    click.echo(
+        f"brokers {', '.join(comparison.results)}: {len(common) - len(comparison.differences)} "
+        f"of {len(common)} cells had the same outcome on every broker; cached-poll cells: "
+        f"{len(same_cached)} of {len(cached)} the same"
+    )
+    click.echo(f"results: {paths.relative(comparison.run_dir / 'brokers.md')}")
 
 
 def _print_matrix(result: matrix.MatrixResult) -> None:

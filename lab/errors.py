@@ -17,6 +17,10 @@ class BadInput(LabError):
     exit_code = EXIT_BAD_INPUT
 
 
+class RunStopped(Exception):
+    """Raised inside a run that its caller asked to stop (an interrupted matrix)."""
+
+
 class ComponentError(LabError):
     """A component (worker, app, proxy) could not start, or died during the run."""
 

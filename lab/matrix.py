@@ -14,22 +14,27 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lab import profiles, report
+from lab import profiles, report, runner
+from lab.brokers import BrokerChoice, BrokerRuntime, start_broker
 from lab.cell import CellRun, run_cell, task_duration
+from lab.errors import RunStopped
 from lab.evidence import EventIndex, Verdict
 from lab.runner import new_browser, new_run_dir, new_supervisor, verdict_for, write_json
 from lab.scenarios import Scenario
 from lab.stack import (
     AppStack,
     ProxyEndpoint,
-    app_key,
     external_proxy,
     launch_app_stack,
     launch_proxy,
+    stack_key,
 )
 
 Progress = Callable[[str], None]
 DEFAULT_CONCURRENCY = 48
+# Cells with stacks of their own (a capped Redis that the cell fills) run this many at once,
+# beside the shared cells.
+OWN_STACK_CONCURRENCY = 2
 
 
 @dataclass
@@ -40,6 +45,7 @@ class MatrixResult:
     rounds: list[dict[tuple[str, str], Verdict]] = field(default_factory=list)
     seconds: float = 0.0
     client: str = "python"  # or "browser": the page itself in Chromium
+    broker: str | None = None  # forced for every scenario, or None: each scenario's default
 
     @property
     def last(self) -> dict[tuple[str, str], Verdict]:
@@ -67,6 +73,7 @@ class MatrixResult:
             "run_dir": str(self.run_dir),
             "seconds": round(self.seconds, 3),
             "client": self.client,
+            "broker": self.broker,
             "scenarios": self.scenarios,
             "fixes": self.fixes,
             "ok": self.ok,
@@ -77,13 +84,30 @@ class MatrixResult:
         }
 
 
+def needs_own_stack(scenario: Scenario) -> bool:
+    """A cell that fills its broker (a [load] stream, a capped Redis) cannot share one."""
+    return bool(scenario.load.tasks) or scenario.redis.maxmemory != "0"
+
+
+def cell_key(sc: Scenario, fix: str, brokers: dict[str, BrokerRuntime], forced: str | None) -> str:
+    """Which shared app stack serves the cell: its broker and its set-up."""
+    kind = forced or sc.default_broker
+    return f"{kind}-{stack_key(sc, fix)}" if len(brokers) > 1 else stack_key(sc, fix)
+
+
 def start_stacks(
-    sup, scenarios: list[Scenario], concurrency: int, proxy_url: str | None, proxy_mode: str
+    sup,
+    cells: list[tuple[Scenario, str]],
+    concurrency: int,
+    proxy_url: str | None,
+    proxy_mode: str,
+    brokers: dict[str, BrokerRuntime],
+    forced: str | None = None,
 ) -> tuple[dict[str, AppStack], dict[tuple[str, str], ProxyEndpoint]]:
     """All processes start at once; forward proxies don't wait for the apps."""
     app_waits: dict[str, Callable[[], AppStack]] = {}
-    for sc in scenarios:
-        key = app_key(sc.app, sc.worker)
+    for sc, fix in cells:
+        key = cell_key(sc, fix, brokers, forced)
         if key not in app_waits:
             _, ready = launch_app_stack(
                 sup,
@@ -94,10 +118,13 @@ def start_stacks(
                 task_duration=task_duration(sc),
                 concurrency=concurrency,
                 single=False,
+                broker=brokers[forced or sc.default_broker],
+                results=sc.results,
+                fix=fix,
             )
             app_waits[key] = ready
     proxy_waits: dict[tuple[str, str], Callable[[], ProxyEndpoint]] = {}
-    wanted = {(sc.proxy, app_key(sc.app, sc.worker)) for sc in scenarios if sc.uses_proxy}
+    wanted = {(sc.proxy, cell_key(sc, fix, brokers, forced)) for sc, fix in cells if sc.uses_proxy}
     loaded = {name: profiles.load(name) for name, _ in wanted}
     # A forward proxy serves every app; a reverse proxy stands in front of one app.
     for name, _akey in sorted(wanted):
@@ -133,22 +160,44 @@ def run_matrix(
     proxy_url: str | None = None,
     proxy_mode: str = "forward",
     client: str = "python",
+    broker: str | None = None,
+    broker_url: str | None = None,
+    run_dir: Path | None = None,
 ) -> MatrixResult:
     """client="browser": every cell's client is the app's real page, each in a context of its
-    own (fresh HTTP cache and connections) of one Chromium shared by the whole matrix."""
+    own (fresh HTTP cache and connections) of one Chromium shared by the whole matrix.
+
+    broker: every scenario on this broker (those that cannot run on it are left out); None:
+    each on its own default. Cells that fill their broker get a stack of their own each.
+    """
     began = time.monotonic()
-    scenarios = [sc for sc in scenarios if sc.runs_with(client)]
-    run_dir = new_run_dir(runs_root, "matrix")
+    scenarios = [
+        sc for sc in scenarios if sc.runs_with(client) and (broker is None or sc.runs_on(broker))
+    ]
+    if run_dir is None:
+        run_dir = new_run_dir(runs_root, "matrix")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
     sup = new_supervisor(run_dir)
     cells = [(sc, fix) for sc in scenarios for fix in fixes if sc.applies(fix)]
-    result = MatrixResult(run_dir, [sc.name for sc in scenarios], fixes, client=client)
+    own = [cell for cell in cells if needs_own_stack(cell[0])]
+    shared = [cell for cell in cells if not needs_own_stack(cell[0])]
+    result = MatrixResult(
+        run_dir, [sc.name for sc in scenarios], fixes, client=client, broker=broker
+    )
     apps: dict[str, AppStack] = {}
+    runtimes: dict[str, BrokerRuntime] = {}
     browser = None
     try:
         browser = new_browser(sup, client)
         browser_ready = browser.launch() if browser else None
+        for kind in sorted({broker or sc.default_broker for sc, _ in shared}):
+            runtimes[kind] = start_broker(sup, BrokerChoice(kind, broker_url if broker else None))
+            progress(f"broker: {runtimes[kind].label}")
         progress(f"starting the stacks for {len(scenarios)} scenarios")
-        apps, proxies = start_stacks(sup, scenarios, concurrency, proxy_url, proxy_mode)
+        apps, proxies = start_stacks(
+            sup, shared, concurrency, proxy_url, proxy_mode, runtimes, broker
+        )
         if browser_ready:
             browser_ready()
         progress(
@@ -165,8 +214,24 @@ def run_matrix(
                 raise CellsStopped
             with alive_lock:
                 sup.check_all_alive("during the matrix")
+                for runtime in runtimes.values():
+                    runtime.check()
                 if browser is not None:
                     browser.check_alive("during the matrix")
+
+        def own_stack(cell: tuple[Scenario, str], round_no: int) -> Verdict:
+            sc, fix = cell
+            verdict = runner.run(
+                sc,
+                fix,
+                run_dir,
+                lambda _message: None,
+                client=client,
+                broker=BrokerChoice(broker or sc.default_broker, broker_url if broker else None),
+                run_dir=run_dir / f"round-{round_no}" / f"{sc.name}--{fix}",
+                should_stop=stopping.is_set,
+            )
+            return verdict
 
         for round_no in range(1, repeat + 1):
             runs: list[CellRun] = []
@@ -175,7 +240,7 @@ def run_matrix(
                 cell: tuple[Scenario, str], round_no: int = round_no, attempt: int = 1
             ) -> CellRun:
                 sc, fix = cell
-                akey = app_key(sc.app, sc.worker)
+                akey = cell_key(sc, fix, runtimes, broker)
                 proxy = None
                 if sc.uses_proxy:
                     proxy = proxies.get((sc.proxy, "*")) or proxies[(sc.proxy, akey)]
@@ -196,15 +261,20 @@ def run_matrix(
                 )
 
             # Longest first: cells expected to hang wait out a whole hang window.
-            order = sorted(range(len(cells)), key=lambda i: _expected_seconds(*cells[i]))
+            order = sorted(range(len(shared)), key=lambda i: _expected_seconds(*shared[i]))
             order.reverse()
-            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            with (
+                ThreadPoolExecutor(max_workers=OWN_STACK_CONCURRENCY) as own_pool,
+                ThreadPoolExecutor(max_workers=concurrency) as pool,
+            ):
+                own_futures = [own_pool.submit(own_stack, cell, round_no) for cell in own]
                 try:
-                    done = dict(zip(order, pool.map(lambda i: one(cells[i]), order), strict=True))
+                    done = dict(zip(order, pool.map(lambda i: one(shared[i]), order), strict=True))
+                    own_verdicts = [future.result() for future in own_futures]
                 except BaseException:
                     stopping.set()
                     raise
-            runs = [done[i] for i in range(len(cells))]
+            runs = [done[i] for i in range(len(shared))]
             verdicts = _judge_all(runs, apps, proxies)
             # A mismatch whose first poll came after the task had finished (a busy machine)
             # did not test the cache at all: run those cells once more.
@@ -213,17 +283,23 @@ def run_matrix(
                 progress(f"re-running {len(again)} inconclusive cells (first poll came too late)")
                 with ThreadPoolExecutor(max_workers=concurrency) as pool:
                     try:
-                        reruns = list(pool.map(lambda i, r=round_no: one(cells[i], r, 2), again))
+                        reruns = list(pool.map(lambda i, r=round_no: one(shared[i], r, 2), again))
                     except BaseException:
                         stopping.set()
                         raise
                 for i, verdict in zip(again, _judge_all(reruns, apps, proxies), strict=True):
                     verdict.retried = True
                     verdicts[i] = verdict
-            for (sc, fix), verdict in zip(cells, verdicts, strict=True):
+            for (sc, fix), verdict in zip(shared, verdicts, strict=True):
                 cell_dir = run_dir / f"round-{round_no}" / f"{sc.name}--{fix}"
                 verdict.run_dir = str(cell_dir / "attempt-2" if verdict.retried else cell_dir)
+                verdict.broker = broker or sc.default_broker
                 write_json(Path(verdict.run_dir) / "result.json", verdict.to_json())
+            by_cell = {(sc.name, fix): v for (sc, fix), v in zip(shared, verdicts, strict=True)}
+            by_cell.update(
+                {(sc.name, fix): v for (sc, fix), v in zip(own, own_verdicts, strict=True)}
+            )
+            verdicts = [by_cell[(sc.name, fix)] for sc, fix in cells]
             result.rounds.append(
                 {(sc.name, fix): v for (sc, fix), v in zip(cells, verdicts, strict=True)}
             )
@@ -240,9 +316,11 @@ def run_matrix(
         for app in apps.values():
             app.backend.close()
         sup.stop_all()
+        for runtime in runtimes.values():
+            runtime.cleanup()
 
 
-class CellsStopped(Exception):
+class CellsStopped(RunStopped):
     """Raised in the cells still running when the matrix is interrupted or fails."""
 
 
@@ -280,8 +358,93 @@ def defeats(result: MatrixResult) -> dict[str, list[str]]:
 
 
 def survivors(result: MatrixResult) -> list[str]:
-    """Fixes that completed behind every proxy profile that was run."""
-    return [fix for fix, lost in defeats(result).items() if not lost]
+    """Fixes that completed behind every proxy profile that was run (and met at least one)."""
+    behind_a_proxy = {fix for (_, fix), v in result.last.items() if v.proxy != "none"}
+    return [fix for fix, lost in defeats(result).items() if not lost and fix in behind_a_proxy]
+
+
+@dataclass
+class BrokerComparison:
+    """The same matrix on several brokers: which cells had the same outcome on all of them."""
+
+    run_dir: Path
+    results: dict[str, MatrixResult]
+
+    @property
+    def common_cells(self) -> list[tuple[str, str]]:
+        """Cells run on every broker (a scenario bound to one broker is not compared)."""
+        keys = [set(r.last) for r in self.results.values()]
+        return sorted(set.intersection(*keys)) if keys else []
+
+    @property
+    def differences(self) -> dict[tuple[str, str], dict[str, str]]:
+        out = {}
+        for cell in self.common_cells:
+            seen = {broker: r.last[cell].observed for broker, r in self.results.items()}
+            if len(set(seen.values())) > 1:
+                out[cell] = seen
+        return out
+
+    @property
+    def cached_poll_cells(self) -> list[tuple[str, str]]:
+        """Common cells whose status went through a caching proxy: the story's bug."""
+        first = next(iter(self.results.values()))
+        return [cell for cell in self.common_cells if first.last[cell].polls["from_cache"] > 0]
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences and all(r.ok for r in self.results.values())
+
+    def to_json(self) -> dict:
+        return {
+            "run_dir": str(self.run_dir),
+            "brokers": list(self.results),
+            "ok": self.ok,
+            "common_cells": len(self.common_cells),
+            "cached_poll_cells": len(self.cached_poll_cells),
+            "differences": {f"{s}/{f}": seen for (s, f), seen in self.differences.items()},
+            "matrices": {broker: r.to_json() for broker, r in self.results.items()},
+        }
+
+    def markdown(self) -> str:
+        brokers = ", ".join(self.results)
+        lines = [
+            f"# The same matrix on {brokers}",
+            "",
+            f"{len(self.common_cells)} cells ran on every broker; "
+            f"{len(self.common_cells) - len(self.differences)} had the same outcome on all. "
+            f"{len(self.cached_poll_cells)} of them had polls answered by a proxy's cache.",
+            "",
+        ]
+        if self.differences:
+            lines += ["| scenario | fix | " + " | ".join(self.results) + " |"]
+            lines += ["| --- | --- | " + " | ".join("---" for _ in self.results) + " |"]
+            for (s, f), seen in self.differences.items():
+                lines.append(f"| {s} | {f} | " + " | ".join(seen.values()) + " |")
+        else:
+            lines.append("Changing the broker changed no outcome: it cannot fix a cached poll.")
+        lines += ["", "Each broker's matrix: " + ", ".join(f"{b}/matrix.md" for b in self.results)]
+        return "\n".join(lines) + "\n"
+
+
+def run_broker_comparison(
+    brokers: list[str], runs_root: Path, progress: Progress, **matrix_args
+) -> BrokerComparison:
+    """One matrix per broker, one after the other (each has the machine to itself)."""
+    run_dir = new_run_dir(runs_root, "brokers")
+    comparison = BrokerComparison(run_dir, {})
+    for broker in brokers:
+        progress(f"--- the matrix on {broker} ---")
+        comparison.results[broker] = run_matrix(
+            runs_root=runs_root,
+            progress=progress,
+            broker=broker,
+            run_dir=run_dir / broker,
+            **matrix_args,
+        )
+    write_json(run_dir / "brokers.json", comparison.to_json())
+    (run_dir / "brokers.md").write_text(comparison.markdown(), "utf-8")
+    return comparison
 
 
 SYMBOL = {"completed": "completed", "hung": "HUNG", "errored": "ERRORED", "leaked": "LEAKED"}

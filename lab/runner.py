@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from lab import profiles, report
 from lab.brokers import BrokerChoice, BrokerRuntime, RedisSettings, start_broker
 from lab.cell import CellRun, client_kind, run_cell, task_duration
-from lab.errors import ComponentError
+from lab.errors import ComponentError, RunStopped
 from lab.evidence import EventIndex, Evidence, Verdict, judge
 from lab.processes import Supervisor
 from lab.redis_memory import RedisMemoryWatch
@@ -96,15 +96,21 @@ def run(
     proxy_mode: str = "forward",
     client: str = "python",
     broker: BrokerChoice | None = None,
+    run_dir: Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Verdict:
     """Start a stack for the scenario, run the fix once, judge it, stop everything.
 
     client="browser": the client is the app's real page in Chromium (one browser for the run).
-    broker: the scenario's default broker unless given.
+    broker: the scenario's default broker unless given. run_dir: this folder instead of a new
+    one under runs_root; should_stop: the caller's "give up now" (RunStopped is raised).
     """
     began = time.monotonic()
     broker = broker or BrokerChoice(scenario.default_broker)
-    run_dir = new_run_dir(runs_root, f"{scenario.name}-{fix}")
+    if run_dir is None:
+        run_dir = new_run_dir(runs_root, f"{scenario.name}-{fix}")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
     sup = new_supervisor(run_dir)
     app: AppStack | None = None
     browser: BrowserHost | None = None
@@ -146,6 +152,8 @@ def run(
         broker_runtime = queues
 
         def check_alive() -> None:
+            if should_stop is not None and should_stop():
+                raise RunStopped
             sup.check_all_alive("during the run")
             broker_runtime.check()
 
