@@ -17,6 +17,7 @@ never take each other's tasks.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import time
@@ -72,7 +73,7 @@ class BrokerChoice:
     def external_url(self) -> str | None:
         """The URL of a broker the lab does not start (and so must check and watch)."""
         if self.kind == "rabbitmq":
-            return self.url or DEFAULT_RABBITMQ_URL
+            return self.url or os.environ.get("LAB_RABBITMQ_URL", DEFAULT_RABBITMQ_URL)
         return self.url if self.kind == "redis" else None
 
 

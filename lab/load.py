@@ -34,6 +34,8 @@ class StreamResult:
     failed: int = 0  # finished in a state other than SUCCESS (e.g. the result could not be stored)
     first_error: str | None = None
     first_error_at: float | None = None  # seconds from the stream's start
+    errors: dict[str, int] = field(default_factory=dict)  # each distinct error, how often
+    last_error: str | None = None
     seconds: float = 0.0
     task_ids: list[str] = field(default_factory=list)
 
@@ -45,6 +47,7 @@ class StreamResult:
     def to_json(self) -> dict:
         data = asdict(self)
         data.pop("task_ids")
+        data.pop("last_error")
         data["completed"] = self.completed
         return data
 
@@ -59,9 +62,9 @@ def run_stream(
 ) -> StreamResult:
     """Send the stream at its rate and wait (bounded) until the worker finished what it took.
 
-    If the app refused any of it (the broker is full), keep sending until it refuses twice in
-    a row, so the UI's task meets a broker that is full right now: a worker the bug killed
-    frees its connection's memory, and a full Redis has room again for a few small messages.
+    If the app refused any of it because the broker was full, keep sending until it says so
+    twice in a row, so the UI's task meets a broker that is full right now: a worker the bug
+    killed frees its connection's memory, and a full Redis has room again for a few messages.
     """
     result = StreamResult()
     began = time.monotonic()
@@ -76,6 +79,7 @@ def run_stream(
             time.sleep(max(0.0, began + result.sent / load.per_second - time.monotonic()))
             result.sent += 1
             task_id, error = _start_task(http, app_url, fix, load)
+            result.last_error = error
             log.write(
                 json.dumps(
                     {"time": time.time(), "n": result.sent, "task_id": task_id, "error": error}
@@ -87,6 +91,8 @@ def run_stream(
                 result.task_ids.append(task_id)
                 return True
             result.refused += 1
+            assert error is not None
+            result.errors[error] = result.errors.get(error, 0) + 1
             if result.first_error is None:
                 result.first_error = error
                 result.first_error_at = round(time.monotonic() - began, 3)
@@ -95,11 +101,13 @@ def run_stream(
         for _ in range(load.tasks):
             send()
         _drain(result, task_events, check_alive)
-        if result.refused:
-            refused_in_a_row = 0
+        if any(says_full(error) for error in result.errors):
+            full_in_a_row = 0
             for _ in range(MAX_TOP_UP):
-                refused_in_a_row = 0 if send() else refused_in_a_row + 1
-                if refused_in_a_row == 2:
+                full_in_a_row = (
+                    0 if send() or not says_full(result.last_error) else full_in_a_row + 1
+                )
+                if full_in_a_row == 2:
                     break
     for task_id in result.task_ids:
         if task_id in task_events.finished:
@@ -108,6 +116,11 @@ def run_stream(
                 result.failed += 1
     result.seconds = round(time.monotonic() - began, 3)
     return result
+
+
+def says_full(error: str | None) -> bool:
+    """The broker refused because it is full (Redis: OOM ... used memory > 'maxmemory')."""
+    return error is not None and ("maxmemory" in error or "OOM" in error)
 
 
 def _start_task(
