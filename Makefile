@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 SCENARIO ?= proxy-cache
 FIX ?= none
 CLIENT ?= python
+# Empty: the scenario's own broker (sqlite for most, redis for redis-oom).
+BROKER ?=
+BROKER_ARG = $(if $(BROKER),--broker $(BROKER))
 
 .DEFAULT_GOAL := help
 .PHONY: help repro matrix up list test lint format bench clean
@@ -24,14 +27,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-repro: $(STAMP) ## Reproduce a scenario: make repro SCENARIO=proxy-cache [FIX=nonce] [CLIENT=browser]
-	$(BIN)/lab repro $(SCENARIO) --fix $(FIX) --client $(CLIENT)
+repro: $(STAMP) ## Reproduce a scenario: make repro SCENARIO=proxy-cache [FIX=nonce] [CLIENT=browser] [BROKER=redis]
+	$(BIN)/lab repro $(SCENARIO) --fix $(FIX) --client $(CLIENT) $(BROKER_ARG)
 
-matrix: $(STAMP) ## Every scenario against every fix: make matrix [REPEAT=5] [CLIENT=browser]
-	$(BIN)/lab matrix --repeat $(or $(REPEAT),1) --client $(CLIENT)
+matrix: $(STAMP) ## Every scenario against every fix: make matrix [REPEAT=5] [CLIENT=browser] [BROKERS=sqlite,redis,rabbitmq]
+	$(BIN)/lab matrix --repeat $(or $(REPEAT),1) --client $(CLIENT) $(BROKER_ARG) $(if $(BROKERS),--brokers $(BROKERS))
 
-up: $(STAMP) ## Workshop mode: make up SCENARIO=proxy-cache [FIX=none]; Ctrl-C stops it
-	$(BIN)/lab up $(SCENARIO) --fix $(FIX)
+up: $(STAMP) ## Workshop mode: make up SCENARIO=proxy-cache [FIX=none] [BROKER=redis]; Ctrl-C stops it
+	$(BIN)/lab up $(SCENARIO) --fix $(FIX) $(BROKER_ARG)
 
 list: $(STAMP) ## List the scenarios
 	$(BIN)/lab list

@@ -204,6 +204,10 @@ def delete_queue(url: str, queue: str) -> None:
 # --- the lab's own redis-server -------------------------------------------------------------
 
 
+def redis_server_installed() -> bool:
+    return shutil.which("redis-server") is not None
+
+
 def redis_server_executable() -> str:
     found = shutil.which("redis-server")
     if found is None:

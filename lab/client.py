@@ -96,7 +96,7 @@ class StaleWatch:
 
 
 def http_error(response: httpx.Response) -> str:
-    """"HTTP 500", with the app's own reason when it gave one (as the page shows it)."""
+    """The failure as "HTTP 500", with the app's reason when it gave one (as the page shows)."""
     try:
         reason = response.json().get("error")
     except (ValueError, AttributeError):

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lab import profiles, report, runner
-from lab.brokers import BrokerChoice, BrokerRuntime, start_broker
+from lab.brokers import BrokerChoice, BrokerRuntime, redis_server_installed, start_broker
 from lab.cell import CellRun, run_cell, task_duration
 from lab.errors import RunStopped
 from lab.evidence import EventIndex, Verdict
@@ -174,6 +174,10 @@ def run_matrix(
     scenarios = [
         sc for sc in scenarios if sc.runs_with(client) and (broker is None or sc.runs_on(broker))
     ]
+    if not broker_url and not redis_server_installed():
+        for sc in [sc for sc in scenarios if (broker or sc.default_broker) == "redis"]:
+            progress(f"{sc.name}: left out, it needs redis-server (apt-get install redis-server)")
+            scenarios.remove(sc)
     if run_dir is None:
         run_dir = new_run_dir(runs_root, "matrix")
     else:

@@ -7,7 +7,9 @@ files (or from an `Evidence` object, for callers that hold one):
 - client.jsonl: one mark per poll in the client lane (`.poll`, `data-poll="<seq>"`);
 - proxy-events*.jsonl / origin-events*.jsonl: where each poll went, joined to it by time (a poll
   is one request at a time) or, for an event stream, by the answer's seq;
-- task-events*.jsonl: when the worker really finished the task (the vertical line).
+- task-events*.jsonl: when the worker really finished the task (the vertical line);
+- redis-memory.jsonl / load.jsonl, on Redis: the memory chart, key patterns and redis-cli
+  commands (lab/report_redis.py).
 
 A matrix keeps the origin, proxy and worker evidence of all its cells in shared files at its top;
 they are read once and split by task id.
@@ -31,6 +33,7 @@ import jinja2
 
 from lab.client import Poll
 from lab.evidence import HOPS, Evidence, Verdict, is_status_request, read_jsonl, task_id_in
+from lab.report_redis import human_bytes, load_section, redis_section, signed_bytes
 from lab.scenarios import Scenario
 from sample_app import strategies
 
@@ -646,6 +649,13 @@ def render_run_report(
             warnings=warnings,
             hang_window=hang_window,
             folder=run_dir.name,
+            redis=redis_section(
+                run_dir,
+                verdict,
+                data.client_started_at,
+                scenario.default_broker if scenario else None,
+            ),
+            load=load_section(verdict.load),
         )
     )
 
@@ -781,4 +791,6 @@ def _env() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["secs"] = lambda t: "-" if t is None else f"{t:.3f}"
+    env.filters["bytes"] = human_bytes
+    env.filters["signed_bytes"] = signed_bytes
     return env

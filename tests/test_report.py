@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ from lab import matrix, report, runner, scenarios
 from lab.client import Poll
 from lab.evidence import Evidence, Verdict, judge
 from lab.matrix import MatrixResult
+from lab.redis_memory import redis_cli_commands
 from lab.scenarios import Outcome
 from sample_app import strategies
 
@@ -434,6 +436,199 @@ def test_a_report_that_cannot_be_drawn_does_not_fail_the_run(tmp_path, capsys):
     assert "report: no report.html" in capsys.readouterr().err
 
 
+# -- the Redis part of a run's page ------------------------------------------------------------
+MIB = 1024 * 1024
+REDIS_URL = "redis://127.0.0.1:45735/0"
+
+
+def redis_summary(**changes: Any) -> dict[str, Any]:
+    """MemorySummary.to_json of a 5 MiB Redis that filled up with task results."""
+    summary = {
+        "url": REDIS_URL,
+        "maxmemory": 5 * MIB,
+        "policy": "noeviction",
+        "baseline": 1_400_000,
+        "peak": 5_200_000,
+        "final": 5_100_000,
+        "dataset_baseline": 470_000,
+        "dataset_final": 4_050_000,
+        "samples": 40,
+        "refused_writes": 36,
+        "keys_before": [
+            {"pattern": "_kombu.binding.proxy-cache-lab", "count": 1, "bytes": 312},
+            {"pattern": "_kombu.binding_deadlines", "count": 1, "bytes": 120},
+        ],
+        "keys_after": [
+            {"pattern": "celery-task-meta-*", "count": 45, "bytes": 3_230_280},
+            {"pattern": "lab.*.path-expires-0", "count": 1, "bytes": 62_723},
+            {"pattern": "_kombu.binding.proxy-cache-lab", "count": 1, "bytes": 312},
+            {"pattern": "_kombu.binding_deadlines", "count": 1, "bytes": 120},
+        ],
+        "headroom": 5 * MIB - 1_400_000,
+        "dataset_growth": 3_580_000,
+        "key_bytes_growth": 3_293_003,
+        "flat": False,
+    }
+    return summary | changes
+
+
+def redis_run(folder: Path, samples: int = 40, refused: tuple[int, ...] = (31, 33, 35)) -> Verdict:
+    """A run on Redis: memory sampled every 0.1 s from 2 s before the client's start, a load
+    stream of 36 tasks of which `refused` were answered 500, then the UI's task."""
+    run = completed_story()
+    run.write(folder)
+    _jsonl(
+        folder / "redis-memory.jsonl",
+        [
+            {
+                "time": T0 - 2 + 0.1 * i,
+                "used_memory": min(1_400_000 + 110_000 * i, 5_200_000),
+                "used_memory_dataset": min(470_000 + 100_000 * i, 4_050_000),
+                "maxmemory": 5 * MIB,
+                "keys": 2 + i,
+                "rejected_calls": 0,
+            }
+            for i in range(samples)
+        ],
+    )
+    error = "HTTP 500: OOM command not allowed when used memory > 'maxmemory'."
+    _jsonl(
+        folder / "load.jsonl",
+        [
+            {
+                "time": T0 - 1.9 + 0.05 * n,
+                "n": n,
+                "task_id": None if n in refused else str(uuid.uuid4()),
+                "error": error if n in refused else None,
+            }
+            for n in range(1, 37)
+        ],
+    )
+    verdict = verdict_for(run, "redis-oom", "result-expires", Outcome.completed)
+    verdict.broker = "redis"
+    verdict.redis = redis_summary()
+    verdict.load = {
+        "sent": 36,
+        "accepted": 36 - len(refused),
+        "refused": len(refused),
+        "finished": 30,
+        "failed": 0,
+        "first_error": error,
+        "first_error_at": 1.55,
+        "seconds": 1.8,
+        "completed": False,
+    }
+    (folder / "redis.log").write_text("the lab's own redis-server\n")
+    (folder / "result.json").write_text(json.dumps(verdict.to_json()))
+    return verdict
+
+
+def _points(attrs: dict[str, str]) -> list[tuple[float, float]]:
+    return [tuple(map(float, p.split(","))) for p in attrs["points"].split()]  # type: ignore[misc]
+
+
+def test_redis_run_shows_memory_over_time_the_cap_and_each_refused_request(tmp_path):
+    verdict = redis_run(tmp_path, samples=40, refused=(31, 33, 35))
+    page = read_page(report.write_run_report(tmp_path, verdict))
+
+    assert page.having("id", "redis") and page.having("id", "redis-memory")
+    used = page.with_class("used-memory")
+    assert len(used) == 1 and used[0]["data-samples"] == "40"
+    points = _points(used[0])
+    assert len(points) == 40 and len(page.with_class("sample")) == 40
+    assert [x for x, _ in points] == sorted(x for x, _ in points)  # in time order
+    assert len(_points(page.with_class("dataset")[0])) == 40
+    # The cap: a horizontal line above every point (SVG y grows downwards), labelled.
+    cap = page.after("cap-line")
+    assert cap["y1"] == cap["y2"] and all(y >= float(cap["y1"]) - 0.5 for _, y in points)
+    assert "maxmemory 5.00 MiB (noeviction)" in page.html
+    # One mark per refused request, at the request's time, titled with the app's error.
+    refusals = page.with_class("refusal")
+    assert len(refusals) == verdict.load["refused"] == 3
+    assert "task 31 of the stream refused" in page.html
+    assert len(page.with_class("client-start")) == len(page.with_class("load-stream")) == 1
+    assert {"0 MiB", "2 MiB", "4 MiB"} <= set(_svg_texts(page.html))
+    assert "0 s" in _svg_texts(page.html)
+    # The figures, in plain words.
+    assert page.having("id", "broker") and "broker <strong>redis</strong>" in page.html
+    assert "Memory did not stay flat: Redis refused 36 writes" in page.html
+    assert "1.34 MiB (used_memory when the run began)" in page.html
+    assert "4.96 MiB (99% of the cap)" in page.html
+
+
+def _svg_texts(html: str) -> list[str]:
+    import re
+
+    return re.findall(r"<text[^>]*>([^<]*)</text>", html)
+
+
+def test_redis_key_patterns_before_and_after_largest_first(tmp_path):
+    verdict = redis_run(tmp_path)
+    page = read_page(report.write_run_report(tmp_path, verdict))
+
+    rows = [r["data-pattern"] for r in page.with_class("key-row")]
+    assert rows == [
+        "celery-task-meta-*",
+        "lab.*.path-expires-0",
+        "_kombu.binding.proxy-cache-lab",
+        "_kombu.binding_deadlines",
+    ]
+    assert [r["class"] for r in page.with_class("key-row")][:2] == ["key-row grew"] * 2
+    assert "+3.08 MiB" in page.html and "+61.3 KiB" in page.html
+
+
+def test_redis_cli_commands_and_the_load_stream_are_shown(tmp_path):
+    verdict = redis_run(tmp_path)
+    page = read_page(report.write_run_report(tmp_path, verdict))
+
+    block = page.html.split('id="redis-commands">', 1)[1].split("</pre>", 1)[0]
+    assert html.unescape(block).splitlines() == redis_cli_commands(REDIS_URL)
+    assert "port 45735) was stopped when the repro ended" in page.html
+    assert "<code>lab up redis-oom</code>" in page.html  # its default broker is redis
+    assert page.having("id", "load-figures")
+    assert "the app refused 3 of 36 tasks" in page.html
+    assert "first error, at 1.55 s" in page.html
+    assert_self_contained(page, tmp_path)
+
+
+def test_a_flat_run_says_so(tmp_path):
+    verdict = redis_run(tmp_path, refused=())
+    verdict.redis = redis_summary(refused_writes=0, key_bytes_growth=296, flat=True)
+    page = read_page(report.write_run_report(tmp_path, verdict))
+
+    assert "Memory stayed flat: Redis refused no write" in page.html
+    assert page.with_class("refusal") == []
+
+
+def test_a_run_without_redis_has_no_redis_section(tmp_path):
+    run = hung_story()
+    verdict = verdict_for(run, "proxy-cache", "none", Outcome.hung)
+    page = read_page(report.write_run_report(run.write(tmp_path), verdict))
+
+    assert "broker <strong>sqlite</strong>" in page.html
+    for id_ in ("redis", "redis-memory", "redis-commands", "load"):
+        assert page.having("id", id_) == [], id_
+    assert "redis-cli" not in page.html
+
+
+def test_missing_or_garbled_redis_evidence_is_a_note_not_a_failure(tmp_path):
+    verdict = redis_run(tmp_path)
+    (tmp_path / "redis-memory.jsonl").write_text('not json\n{"time": "soon"}\n')
+    verdict.redis = redis_summary(keys_after=[{"pattern": "x"}])  # no count, no bytes
+    page = read_page(report.write_run_report(tmp_path, verdict))
+
+    assert page.having("id", "redis") and page.having("id", "redis-memory") == []
+    assert "redis-memory.jsonl is missing or holds no samples: no chart." in page.html
+    assert "key patterns are unreadable" in page.html
+    assert page.having("id", "redis-figures") and page.having("id", "redis-commands")
+
+    (tmp_path / "redis-memory.jsonl").unlink()
+    verdict.redis = "garbled"  # type: ignore[assignment]
+    page = read_page(report.write_run_report(tmp_path, verdict))
+    assert "Redis figures are unreadable" in page.html
+    assert page.with_class("poll")  # the rest of the page is still drawn
+
+
 # -- the matrix page ---------------------------------------------------------------------------
 def matrix_on_disk(root: Path) -> MatrixResult:
     """proxy-cache and direct against none and nonce, with shared evidence at the top like the
@@ -559,6 +754,18 @@ class Chromium:
         finally:
             page.close()
 
+    def boxes(self, path: Path, selector: str) -> list[dict[str, float]] | None:
+        """The bounding boxes of the selector's elements on the page; None without Playwright."""
+        if self._browser is None:
+            return None
+        page = self._browser.new_page()
+        try:
+            page.goto(path.resolve().as_uri())
+            found = page.locator(selector)
+            return [found.nth(i).bounding_box() or {} for i in range(found.count())]
+        finally:
+            page.close()
+
     def _dump_dom(self, path: Path) -> Rendered:
         with tempfile.TemporaryDirectory() as profile:
             done = subprocess.run(
@@ -633,3 +840,33 @@ def test_repro_and_matrix_write_reports(tmp_path, chromium):
         cell_page = read_page(Path(cell.run_dir) / report.REPORT_FILE)
         assert len(cell_page.with_class("poll")) == cell.polls["total"], cell.sentence
         assert_self_contained(cell_page, Path(cell.run_dir))
+
+
+@pytest.fixture
+def redis_server() -> None:
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is missing on CI (apt-get install redis-server)")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+
+
+@pytest.mark.stack
+@pytest.mark.usefixtures("redis_server")
+def test_a_real_redis_oom_report_draws_its_memory_in_chromium(tmp_path, chromium):
+    verdict = runner.run(scenarios.load("redis-oom"), "none", tmp_path, progress=lambda _: None)
+    run_dir = Path(verdict.run_dir)
+    assert verdict.broker == "redis" and verdict.redis and verdict.load, verdict.sentence
+    samples = (run_dir / "redis-memory.jsonl").read_text("utf-8").splitlines()
+    refused = [e for e in map(json.loads, (run_dir / "load.jsonl").open()) if e["error"]]
+    page = read_page(run_dir / report.REPORT_FILE)
+    assert page.with_class("used-memory")[0]["data-samples"] == str(len(samples))
+    assert len(page.with_class("cap-line")) == 1
+    assert len(page.with_class("refusal")) == len(refused) == verdict.load["refused"] >= 1
+    assert page.having("id", "redis-commands") and page.with_class("key-row")
+    assert_self_contained(page, run_dir)
+
+    rendered = chromium.render(run_dir / report.REPORT_FILE)
+    _no_network(rendered)
+    boxes = chromium.boxes(run_dir / report.REPORT_FILE, "#redis-memory .used-memory")
+    if boxes is not None:  # Playwright: the line is really drawn, wide and tall
+        assert len(boxes) == 1 and boxes[0]["width"] > 300 and boxes[0]["height"] > 50, boxes
