@@ -212,6 +212,7 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
                 TASK_NAME, kwargs={"duration": duration, "report_kb": report_kb}, **options
             )
         except Exception as exc:  # noqa: BLE001 - the broker's own error, shown to the UI
+            app.logger.warning("could not queue a task", exc_info=True)  # the app's log: evidence
             raise BackendUnavailable(f"could not queue the task: {describe(exc)}") from exc
         if not watched and collector is not None:
             collector.add(result.id)

@@ -3,10 +3,12 @@
 import json
 import re
 import time
+from datetime import datetime, timedelta
 
 import pytest
 from werkzeug.http import parse_date
 
+from lab.evidence import is_status_request
 from sample_app import strategies
 from sample_app.config import AppConfig, sqlite_celery_config
 from sample_app.web import create_app
@@ -334,3 +336,93 @@ def test_event_stream_ends_after_its_time_with_one_event_per_state(make_app):
     assert [d["state"] for d in data] == ["SUCCESS"]
     assert received[0].startswith("data: ")
     assert received.count(": heartbeat\n\n") >= 2
+
+
+# -- the app's own status headers (a scenario's set-up), under the fix's
+
+
+def header_age(response, name: str = "Last-Modified") -> float:
+    return time.time() - parse_date(response.headers[name]).timestamp()
+
+
+def test_app_status_headers_are_sent_with_every_fix(make_app):
+    client = make_app(
+        status_cache_control="max-age=30", status_last_modified_age_s=3600
+    ).test_client()
+    response = client.get(start(client, "none")["status_url"])
+    assert response.headers["Cache-Control"] == "max-age=30"
+    assert 3600 - 2 <= header_age(response) <= 3600 + 2
+    # A header the fix does not send stays; one it sends replaces the app's.
+    response = client.get(start(client, "expires-0")["status_url"])
+    assert response.headers["Cache-Control"] == "max-age=30"
+    assert response.headers["Expires"] == "0"
+    response = client.get(start(client, "no-store")["status_url"])
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "Last-Modified" in response.headers
+    response = client.get(start(client, "last-modified")["status_url"])
+    assert 86400 - 2 <= header_age(response) <= 86400 + 2
+
+
+def test_a_fixs_header_wins_on_a_304_too(make_app):
+    client = make_app(status_cache_control="max-age=30").test_client()
+    body = start(client, "no-cache-etag")
+    first = client.get(body["status_url"])
+    assert first.headers["Cache-Control"] == "no-cache"
+    again = client.get(body["status_url"], headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304
+    assert again.headers["Cache-Control"] == "no-cache"
+
+
+# -- the page's debug panel and the truth it asks for
+
+
+def test_page_has_a_debug_panel_for_the_configured_headers(client):
+    html = client.get("/").get_data(as_text=True)
+    config = embedded_json(html, "page-config")
+    assert config["debugPath"] == "/debug/tasks/{task_id}"
+    assert [name for name, _ in config["debugHeaders"]] == ["Age", "Date", "Cache-Control", "Via"]
+    assert 'id="debug"' in html
+    for element in ("debug-status", "debug-truth", "debug-age", "debug-cache-control"):
+        assert f'id="{element}"' in html
+    # Rows for headers shown only when present start hidden.
+    assert re.search(r'<div id="debug-via-row"\s+hidden>', html)
+    assert not re.search(r'<div id="debug-age-row"\s+hidden>', html)
+
+
+def test_debug_endpoint_reports_the_result_backends_truth(app, client, tmp_path):
+    body = start(client, "none")
+    url = f"/debug/tasks/{body['task_id']}"
+    response = client.post(url)
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    truth = response.get_json()
+    assert truth["task_id"] == body["task_id"]
+    assert truth["state"] == "PENDING"
+    assert truth["date_done"] is None and truth["finished_ago_s"] is None
+
+    app.extensions["celery"].backend.store_result(body["task_id"], {"slept": 0}, "SUCCESS")
+    time.sleep(0.2)
+    truth = client.post(url).get_json()
+    assert truth["state"] == "SUCCESS"
+    assert 0.2 <= truth["finished_ago_s"] < 30
+    done = datetime.fromisoformat(truth["date_done"])
+    assert done.utcoffset() == timedelta(0)  # UTC, said so
+    assert truth["checked_at"] - done.timestamp() == pytest.approx(
+        truth["finished_ago_s"], abs=0.01
+    )
+    # Asked with POST only, so that no cache keeps an answer: a GET is not served.
+    assert client.get(url).status_code == 405
+
+
+def test_debug_requests_are_not_status_polls_in_the_evidence(client, tmp_path):
+    body = start(client, "none")
+    client.get(body["status_url"])
+    client.post(f"/debug/tasks/{body['task_id']}")
+    events = read_origin_events(tmp_path)
+    assert [e["endpoint"] for e in events] == ["start_task", "status_path", "debug_task"]
+    assert [is_status_request(e) for e in events] == [False, True, False]
+    # The proxy's events carry only the URL, with the matrix's cell prefix.
+    task = body["task_id"]
+    proxy_url = f"http://127.0.0.1:1/_lab/1-x--none/debug/tasks/{task}"
+    assert not is_status_request({"url": proxy_url, "method": "POST"})
+    assert is_status_request({"url": f"http://127.0.0.1:1/_lab/1-x--none/tasks/{task}/status"})

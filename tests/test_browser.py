@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 import uuid
@@ -65,6 +66,10 @@ BROWSER_DIFFERS: dict[tuple[str, str], tuple[str, str]] = {
 }
 # The story's scenario (every fix), an RFC cache, no proxy at all, and a lookalike.
 SUBSET = ["proxy-cache", "rfc-cache", "direct", "results-not-stored"]
+# The browser's own HTTP cache: scenarios only the browser reproduces (no Python cells to compare
+# with), each with the story's poller and its fix, and the fixes that tell the three apart.
+BROWSER_ONLY = ["browser-heuristic-cache", "browser-max-age", "browser-header-stripping"]
+BROWSER_ONLY_FIXES = ["none", "nonce", "no-store", "private", "expires-0"]
 
 
 def browser_expected(scenario: scenarios.Scenario, fix: str) -> str:
@@ -195,6 +200,60 @@ def test_browser_matches_python_on_a_representative_subset(tmp_path, token):
     assert chromium.client == "browser"
     assert not processes_with_token(token)
     print(f"browser subset: {len(chromium.last)} cells in {seconds:.1f} s")
+
+
+@pytest.mark.usefixtures("needs_a_browser")
+def test_browser_only_scenarios_hang_on_the_browsers_own_cache(tmp_path, token):
+    loaded = [scenarios.load(name) for name in BROWSER_ONLY]
+    assert all(sc.clients == ["browser"] for sc in loaded)
+    result = matrix.run_matrix(
+        loaded, BROWSER_ONLY_FIXES, tmp_path, lambda _: None, client="browser"
+    )
+    assert len(result.last) == len(BROWSER_ONLY) * len(BROWSER_ONLY_FIXES)
+    wrong = []
+    for (name, fix), verdict in result.last.items():
+        if verdict.observed != browser_expected(scenarios.load(name), fix):
+            wrong.append(verdict.sentence)
+            continue
+        if verdict.observed == "hung":
+            # The first answer was kept by the browser itself: no later poll left it.
+            polls = client_polls(Path(verdict.run_dir))
+            assert verdict.polls["reached_origin"] == 1, verdict.sentence
+            assert [p["browser_cache_kind"] for p in polls[1:]] == ["fresh"] * (len(polls) - 1)
+    assert not wrong, "\n".join(wrong)
+    assert not processes_with_token(token)
+
+
+@pytest.mark.usefixtures("needs_a_browser")
+def test_the_debug_panel_shows_the_proxys_age_and_the_real_finish(tmp_path, token):
+    verdict = runner.run(
+        scenarios.load("proxy-cache"), "none", tmp_path, lambda _: None, client="browser"
+    )
+    assert verdict.observed == "hung", verdict.sentence
+    run_dir = Path(verdict.run_dir)
+    shown = [json.loads(line) for line in (run_dir / "client.jsonl").read_text().splitlines()]
+    panel = next(event for event in shown if event["event"] == "panel")
+    # What the page was told: the proxy's old copy, and how old it is.
+    assert panel["status"].startswith("PENDING, served_at "), panel
+    assert panel["age"].isdigit() and int(panel["age"]) >= 1, panel
+    assert panel["date"].endswith(" GMT"), panel
+    # What is true: the task finished a hang window before the verdict.
+    assert re.fullmatch(r"finished \d+ s ago \(SUCCESS\)", panel["truth"]), panel
+    assert int(panel["truth"].split()[1]) >= 2, panel
+    # The panel's questions went through the proxy to the origin, uncached, and none of them
+    # counts as a status poll.
+    origin = [
+        json.loads(line) for line in (run_dir / "origin-events.jsonl").read_text().splitlines()
+    ]
+    asked = [e for e in origin if e["endpoint"] == "debug_task"]
+    assert asked and all(e["method"] == "POST" and e["cache_control"] == "no-store" for e in asked)
+    status = [e for e in origin if (e["endpoint"] or "").startswith("status_")]
+    assert verdict.polls["reached_origin"] == len(status) >= 1
+    proxy = [json.loads(line) for line in (run_dir / "proxy-events.jsonl").read_text().splitlines()]
+    through = [e for e in proxy if "/debug/tasks/" in e["url"]]
+    assert through and all(e["cache"] != "HIT" for e in through)
+    assert not any("/debug/" in poll["url"] for poll in client_polls(run_dir))
+    assert not processes_with_token(token)
 
 
 @pytest.mark.usefixtures("needs_a_browser")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -601,7 +602,7 @@ def test_stop_cuts_a_stream_a_proxy_holds_back(stack):
 
 PAGE_HARNESS = r"""
 const vm = require("vm");
-const [base, fix, deadlineMs] = process.argv.slice(2);
+const [base, fix, deadlineMs, lingerMs] = process.argv.slice(2);
 const nodeFetch = globalThis.fetch;
 const absolute = (url) => new URL(url, base);
 
@@ -681,6 +682,12 @@ function snapshot() {
     dataset: body.dataset,
     status: byId("status").textContent,
     warnings: byId("warnings").children.map((c) => c.textContent),
+    debug: Object.fromEntries(
+      ["status", "age", "date", "cache-control", "truth"].map((k) => [
+        k,
+        byId("debug-" + k).textContent,
+      ]),
+    ),
   });
 }
 
@@ -700,6 +707,7 @@ function snapshot() {
   byId("start").listeners.click();
   let last = "";
   const began = Date.now();
+  let stoppedAt = null;
   const timer = setInterval(() => {
     const now = snapshot();
     if (now !== last) {
@@ -707,7 +715,10 @@ function snapshot() {
       process.stdout.write(now + "\n");
     }
     const stopped = ["completed", "errored", "leaked"].includes(body.dataset.uiState);
-    if (stopped || Date.now() - began > Number(deadlineMs)) {
+    if (stopped && stoppedAt === null) stoppedAt = Date.now();
+    // lingerMs: keep watching the page (its debug panel) that long after the UI stopped.
+    const lingered = stopped && Date.now() - stoppedAt >= Number(lingerMs || 0);
+    if (lingered || Date.now() - began > Number(deadlineMs)) {
       clearInterval(timer);
       process.exit(0);
     }
@@ -719,12 +730,12 @@ function snapshot() {
 class PageUi:
     """The page in Node: its data attributes, status text and warnings, as it shows them."""
 
-    def __init__(self, stack: Stack, fix: str, tmp_path: Path) -> None:
+    def __init__(self, stack: Stack, fix: str, tmp_path: Path, linger_ms: int = 0) -> None:
         assert NODE is not None
         harness = tmp_path / "page-harness.js"
         harness.write_text(PAGE_HARNESS, "utf-8")
         self.proc = subprocess.Popen(
-            [NODE, str(harness), stack.url, fix, str(int(WAIT * 1000))],
+            [NODE, str(harness), stack.url, fix, str(int(WAIT * 1000)), str(linger_ms)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -761,6 +772,11 @@ class PageUi:
     @property
     def shown_state(self) -> str | None:
         return self.dataset.get("taskState")
+
+    @property
+    def debug(self) -> dict[str, str]:
+        """The debug panel's texts: status, age, date, cache-control, truth."""
+        return self.shown.get("debug", {})
 
     @property
     def foreign_task_id(self) -> str | None:
@@ -917,3 +933,46 @@ def test_both_uis_reopen_a_failed_event_stream(stack, tmp_path, ui_kind):
             (2, 200, 1),
             (2, 200, 1),
         ]
+
+
+@pytest.mark.skipif(NODE is None, reason="no node")
+def test_the_pages_debug_panel_asks_for_the_truth_without_counting_as_a_poll(stack, tmp_path):
+    s = stack()
+    debug = Intermediary(s.app, counts=lambda e: is_debug_path(e["PATH_INFO"]))
+    polls = Intermediary(ReplayFirstAnswer(debug))  # a stale cache: the UI hangs on PENDING
+    s.serve(lambda app: polls)
+    ui = PageUi(s, "none", tmp_path)
+    wait_for(lambda: len(polls.seen) >= 3, WAIT, "three polls")
+    wait_for(lambda: ui.debug.get("truth") == "not finished (PENDING)", WAIT, "the truth")
+    assert ui.debug["status"].startswith("PENDING, served_at ")
+    s.succeed(ui.task_id)
+    wait_for(lambda: "finished" in ui.debug.get("truth", ""), WAIT, "the truth")
+    wait_for(lambda: "s ago" in ui.debug.get("truth", ""), WAIT, "the finish")
+    assert re.fullmatch(r"finished \d+ s ago \(SUCCESS\)", ui.debug["truth"])
+    assert ui.ui_state == "running"  # the page itself still shows the cached PENDING
+    assert ui.debug["status"].startswith("PENDING")
+    asked = len(debug.seen)
+    time.sleep(1.5)
+    assert len(debug.seen) == asked, "it stops asking once the task is finished"
+    assert all(r.method == "POST" and not r.body for r in debug.seen)
+    ui.proc.kill()  # the UI would hang on until its deadline
+    ui.proc.wait()
+
+
+@pytest.mark.skipif(NODE is None, reason="no node")
+def test_the_pages_debug_panel_shows_the_answers_headers(stack, tmp_path):
+    s = stack(status_cache_control="max-age=0")
+    s.serve()
+    ui = PageUi(s, "none", tmp_path, linger_ms=1500)
+    wait_for(lambda: ui.debug.get("truth", "-") != "-" and ui.task_id, WAIT, "the panel")
+    shown = ui.debug
+    assert shown["age"] == "(none)"  # no cache on the way
+    assert shown["date"].endswith(" GMT")
+    assert shown["cache-control"] == "max-age=0"
+    s.succeed(ui.task_id)
+    wait_for(lambda: ui.done, WAIT, "the UI to stop")
+    # Stopped: the panel asks at once, and says how long ago the task really finished.
+    wait_for(lambda: "s ago" in ui.debug.get("truth", ""), WAIT, "the finish")
+    ui.finish()
+    assert ui.ui_state == "completed"
+    assert ui.debug["status"].startswith("SUCCESS, served_at ")

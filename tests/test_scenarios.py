@@ -1,8 +1,10 @@
 """Shipped scenarios and profiles load; bad ones fail with one line naming the file and field."""
 
+import re
+
 import pytest
 
-from lab import fixes, profiles, scenarios
+from lab import fixes, profiles, scenarios, stack
 from lab.errors import BadInput
 from sample_app import strategies
 
@@ -202,3 +204,57 @@ def test_scenario_with_profile_from_override_dir(tmp_path, profiles_dir):
     write_profile(profiles_dir, "local", "")
     text = GOOD_SCENARIO.replace('proxy = "none"', 'proxy = "local"')
     assert scenarios.load(str(write_scenario(tmp_path, "uses-local", text))).proxy == "local"
+
+
+# -- the browser's own HTTP cache: scenarios only the browser client reproduces
+
+BROWSER_CACHE_SCENARIOS = ["browser-heuristic-cache", "browser-max-age", "browser-header-stripping"]
+
+
+@pytest.mark.parametrize("name", BROWSER_CACHE_SCENARIOS)
+def test_browser_cache_scenarios_are_for_the_browser_only(name):
+    scenario = scenarios.load(name)
+    assert scenario.clients == ["browser"]
+    assert scenario.client_notes  # says why the Python client is left out
+    # The app itself sends what invites the browser's cache.
+    assert scenario.app.status_cache_control or scenario.app.status_last_modified_age_s
+    assert scenario.expected_for("none", "browser") is scenarios.Outcome.hung
+    assert scenario.expected_for("nonce", "browser") is scenarios.Outcome.completed
+
+
+def test_every_other_scenario_keeps_the_storys_app_headers():
+    for scenario in scenarios.load_all():
+        if scenario.name in BROWSER_CACHE_SCENARIOS:
+            continue
+        assert scenario.app.status_cache_control is None, scenario.name
+        assert scenario.app.status_last_modified_age_s is None, scenario.name
+
+
+def test_app_headers_get_an_app_stack_of_their_own():
+    worker = scenarios.WorkerSetup()
+    setups = [
+        scenarios.AppSetup(),
+        scenarios.AppSetup(status_cache_control="max-age=30"),
+        scenarios.AppSetup(status_cache_control="max-age=60"),
+        scenarios.AppSetup(status_last_modified_age_s=3600),
+        scenarios.AppSetup(status_last_modified_age_s=1.5),
+        scenarios.AppSetup(status_cache_control="max-age=30", status_last_modified_age_s=3600),
+    ]
+    keys = [stack.app_key(setup, worker) for setup in setups]
+    assert len(set(keys)) == len(keys)
+    assert keys[0] == "path"  # the story's app: the key it always had
+    assert all(re.fullmatch(r"[a-z0-9-]+", key) for key in keys)  # it names files
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ("status_last_modified_age_s = -1", "'app.status_last_modified_age_s'"),
+        ('status_cache_control = ""', "'app.status_cache_control'"),
+    ],
+)
+def test_bad_app_headers_name_file_and_field(tmp_path, line, field):
+    text = GOOD_SCENARIO.replace("[expected]", f"[app]\n{line}\n\n[expected]")
+    message = bad_input(scenarios.load, str(write_scenario(tmp_path, "bad-app", text)))
+    assert "bad-app.toml" in message
+    assert field in message
