@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from lab import fixes
 from lab.client import PollingClient
-from lab.load import StreamResult, run_stream
+from lab.load import StreamResult, TaskStream
 from lab.scenarios import Outcome, Scenario
 from lab.stack import AppStack, ProxyEndpoint
 from sample_app import strategies
@@ -20,6 +20,7 @@ from sample_app import strategies
 TASK_START_GRACE = 20.0
 NEVER_FINISHING_DURATION = 600.0  # the app's longest task: "forever" for a lab run
 NEIGHBOUR_FIRST_POLL_TIMEOUT = 10.0
+START_ANSWER_TIMEOUT = 15.0  # for the UI's Start to be answered while other users keep coming
 SCREENSHOT = "screenshot.png"  # the browser client's view at the verdict, in the cell's folder
 
 if TYPE_CHECKING:
@@ -126,6 +127,7 @@ def run_cell(
     began: float | None = None,
     path_prefix: str = "",
     browser: BrowserHost | None = None,
+    broker_refused: Callable[[], bool] | None = None,
 ) -> CellRun:
     """Run one cell; `path_prefix` (e.g. /_lab/<cell>) gives it cache keys of its own.
 
@@ -151,21 +153,25 @@ def run_cell(
             check_alive()
             client.check_alive()
 
-    stream = None
+    stream: TaskStream | None = None
+    stream_result: StreamResult | None = None
     try:
         if browser is not None:
             client.open(check_alive)  # set-up: the page is there before anyone starts a task
         if scenario.load.tasks:
             # Other users' tasks first: what they leave in the broker and result backend is
             # what the UI's own task meets.
-            stream = run_stream(
+            stream = TaskStream(
                 scenario.load,
                 app.url,
                 fixes.poll_strategy(fix),
                 app.task_events,
                 logs_dir / "load.jsonl",
                 check_alive,
+                broker_refused,
             )
+            stream.run()
+            stream.keep_full()
         for neighbour in neighbours:
             # Another user polls through the same proxy first, so a shared cache can mix them up.
             neighbour.start()
@@ -174,12 +180,21 @@ def run_cell(
                 check_alive()
                 time.sleep(0.01)
         client.start()
+        if stream is not None:
+            # Other users keep coming until the UI's Start was answered.
+            deadline = time.monotonic() + START_ANSWER_TIMEOUT
+            while not (client.task_id or client.done) and time.monotonic() < deadline:
+                watch()
+                time.sleep(0.005)
+            stream_result, stream = stream.finish(), None
         observed = wait_for_outcome(client, scenario, app, watch)
         seconds = time.monotonic() - began
         if browser is not None:
             client.screenshot(logs_dir / SCREENSHOT)
     finally:
+        if stream is not None:
+            stream.finish()
         client.stop()
         for neighbour in neighbours:
             neighbour.stop()
-    return CellRun(scenario, fix, app, proxy, client, observed, seconds, neighbours, stream)
+    return CellRun(scenario, fix, app, proxy, client, observed, seconds, neighbours, stream_result)

@@ -7,6 +7,7 @@ users, API clients and cron jobs, whose tasks fill the same broker and result ba
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,7 +23,11 @@ REQUEST_TIMEOUT = 10.0
 # After the last task was sent, the lab waits for the worker to finish the stream's tasks as
 # long as it keeps finishing some (a worker the bug killed finishes none).
 DRAIN_STALL_TIMEOUT = 3.0
-MAX_TOP_UP = 500  # tasks sent after the stream to make sure a full broker is full right now
+MAX_TOP_UP = 2000  # tasks sent after the stream to make sure a full broker is full right now
+# Refusals in a row that say "full" before the UI's task may start: a full Redis still takes
+# a small message now and then, when another client's buffers shrink.
+FULL_IN_A_ROW = 5
+KEEP_FULL_EVERY = 0.01  # seconds between other users' tasks while the UI's task starts
 
 
 @dataclass
@@ -52,40 +57,102 @@ class StreamResult:
         return data
 
 
-def run_stream(
-    load: LoadSetup,
-    app_url: str,
-    fix: str,
-    task_events: TaskEvents,
-    log_path: Path,
-    check_alive: Callable[[], None],
-) -> StreamResult:
-    """Send the stream at its rate and wait (bounded) until the worker finished what it took.
+class TaskStream:
+    """The stream of other users' tasks, sent to the app directly; thread-safe counters.
 
-    If the app refused any of it because the broker was full, keep sending until it says so
-    twice in a row, so the UI's task meets a broker that is full right now: a worker the bug
-    killed frees its connection's memory, and a full Redis has room again for a few messages.
+    `run` sends the stream at its rate and waits (bounded) until the worker finished what it
+    took. If the broker refused a write meanwhile (the app said so, or `broker_refused()`:
+    Redis counted an OOM error, perhaps only the worker's), the broker is full: `run` then
+    keeps sending until the app says so FULL_IN_A_ROW times in a row, and `keep_full` goes
+    on sending in the background while the UI's own task starts. A full Redis still takes a
+    small message whenever another client's buffers shrink (a worker the bug killed frees
+    its connection's memory): other users keep coming, and their messages take that room, as
+    they would in production, so the UI's Start meets a broker that is full right now.
     """
-    result = StreamResult()
-    began = time.monotonic()
-    with (
-        httpx.Client(timeout=REQUEST_TIMEOUT, trust_env=False) as http,
-        log_path.open("a", encoding="utf-8") as log,
-    ):
 
-        def send() -> bool:
-            check_alive()
+    def __init__(
+        self,
+        load: LoadSetup,
+        app_url: str,
+        fix: str,
+        task_events: TaskEvents,
+        log_path: Path,
+        check_alive: Callable[[], None],
+        broker_refused: Callable[[], bool] | None = None,
+    ) -> None:
+        self.load = load
+        self.app_url = app_url
+        self.fix = fix
+        self.task_events = task_events
+        self.check_alive = check_alive
+        self.broker_refused = broker_refused
+        self.result = StreamResult()
+        self.full = False
+        self._began = time.monotonic()
+        self._lock = threading.Lock()
+        self._log = log_path.open("a", encoding="utf-8")
+        self._http = httpx.Client(timeout=REQUEST_TIMEOUT, trust_env=False)
+        self._stop = threading.Event()
+        self._filler: threading.Thread | None = None
+
+    def run(self) -> None:
+        for _ in range(self.load.tasks):
+            self._send(paced=True)
+        self._drain()
+        refused = any(says_full(error) for error in self.result.errors)
+        self.full = refused or (self.broker_refused is not None and self.broker_refused())
+        if self.full:
+            full_in_a_row = 0
+            for _ in range(MAX_TOP_UP):
+                ok = self._send(paced=False)
+                last = self.result.last_error
+                full_in_a_row = 0 if ok or not says_full(last) else full_in_a_row + 1
+                if full_in_a_row == FULL_IN_A_ROW:
+                    break
+
+    def keep_full(self) -> None:
+        """While the UI's task starts: other users keep coming (only if the broker is full)."""
+        if self.full:
+            self._filler = threading.Thread(target=self._fill, name="keep-full", daemon=True)
+            self._filler.start()
+
+    def finish(self) -> StreamResult:
+        self._stop.set()
+        if self._filler is not None:
+            self._filler.join(timeout=REQUEST_TIMEOUT + 1)
+        self._http.close()
+        self._log.close()
+        result = self.result
+        self.task_events.refresh(0)
+        for task_id in result.task_ids:
+            if task_id in self.task_events.finished:
+                result.finished += 1
+                if self.task_events.final_state.get(task_id) != "SUCCESS":
+                    result.failed += 1
+        result.seconds = round(time.monotonic() - self._began, 3)
+        return result
+
+    def _fill(self) -> None:
+        while not self._stop.wait(KEEP_FULL_EVERY):
+            try:
+                self._send(paced=False, check=False)
+            except Exception:  # noqa: BLE001 - the run goes on; its checks report a dead app
+                return
+
+    def _send(self, paced: bool, check: bool = True) -> bool:
+        if check:
+            self.check_alive()
+        result = self.result
+        if paced:
             # Paced from the start, so a slow answer does not slow the whole stream down.
-            time.sleep(max(0.0, began + result.sent / load.per_second - time.monotonic()))
+            due = self._began + result.sent / self.load.per_second
+            time.sleep(max(0.0, due - time.monotonic()))
+        task_id, error = _start_task(self._http, self.app_url, self.fix, self.load)
+        with self._lock:
             result.sent += 1
-            task_id, error = _start_task(http, app_url, fix, load)
             result.last_error = error
-            log.write(
-                json.dumps(
-                    {"time": time.time(), "n": result.sent, "task_id": task_id, "error": error}
-                )
-                + "\n"
-            )
+            record = {"time": time.time(), "n": result.sent, "task_id": task_id, "error": error}
+            self._log.write(json.dumps(record) + "\n")
             if task_id is not None:
                 result.accepted += 1
                 result.task_ids.append(task_id)
@@ -95,27 +162,21 @@ def run_stream(
             result.errors[error] = result.errors.get(error, 0) + 1
             if result.first_error is None:
                 result.first_error = error
-                result.first_error_at = round(time.monotonic() - began, 3)
+                result.first_error_at = round(time.monotonic() - self._began, 3)
             return False
 
-        for _ in range(load.tasks):
-            send()
-        _drain(result, task_events, check_alive)
-        if any(says_full(error) for error in result.errors):
-            full_in_a_row = 0
-            for _ in range(MAX_TOP_UP):
-                full_in_a_row = (
-                    0 if send() or not says_full(result.last_error) else full_in_a_row + 1
-                )
-                if full_in_a_row == 2:
-                    break
-    for task_id in result.task_ids:
-        if task_id in task_events.finished:
-            result.finished += 1
-            if task_events.final_state.get(task_id) != "SUCCESS":
-                result.failed += 1
-    result.seconds = round(time.monotonic() - began, 3)
-    return result
+    def _drain(self) -> None:
+        done, progress_at = -1, time.monotonic()
+        ids = self.result.task_ids
+        while time.monotonic() - progress_at < DRAIN_STALL_TIMEOUT:
+            self.check_alive()
+            self.task_events.refresh(0)
+            now_done = sum(1 for task_id in ids if task_id in self.task_events.finished)
+            if now_done == len(ids):
+                return
+            if now_done != done:
+                done, progress_at = now_done, time.monotonic()
+            time.sleep(0.02)
 
 
 def says_full(error: str | None) -> bool:
@@ -137,16 +198,3 @@ def _start_task(
     if not response.is_success:
         return None, http_error(response)
     return response.json()["task_id"], None
-
-
-def _drain(result: StreamResult, task_events: TaskEvents, check_alive: Callable[[], None]) -> None:
-    done, progress_at = -1, time.monotonic()
-    while time.monotonic() - progress_at < DRAIN_STALL_TIMEOUT:
-        check_alive()
-        task_events.refresh(0)
-        now_done = sum(1 for task_id in result.task_ids if task_id in task_events.finished)
-        if now_done == len(result.task_ids):
-            return
-        if now_done != done:
-            done, progress_at = now_done, time.monotonic()
-        time.sleep(0.02)

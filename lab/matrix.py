@@ -121,6 +121,7 @@ def start_stacks(
                 broker=brokers[forced or sc.default_broker],
                 results=sc.results,
                 fix=fix,
+                load=sc.load,
             )
             app_waits[key] = ready
     proxy_waits: dict[tuple[str, str], Callable[[], ProxyEndpoint]] = {}

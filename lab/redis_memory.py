@@ -141,6 +141,13 @@ class RedisMemoryWatch:
             fh.write(json.dumps(sample) + "\n")
         return sample
 
+    def refused_any(self) -> bool:
+        """Has Redis refused a write (out of memory) since it started?"""
+        try:
+            return _oom_errors(self.client, {}) > 0
+        except Exception:  # noqa: BLE001 - Redis gone: the supervisor reports it
+            return False
+
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_EVERY):
             try:

@@ -136,6 +136,7 @@ def run(
             broker=queues,
             results=scenario.results,
             fix=fix,
+            load=scenario.load,
         )
         proxy_ready = None
         if profile and profile.mode == "forward":
@@ -175,6 +176,7 @@ def run(
             check_alive,
             began=began,
             browser=browser,
+            broker_refused=memory.refused_any if memory else None,
         )
         # A component that died during the run makes the verdict worthless, whatever the UI
         # showed (a Redis stopped mid-run errors the UI a moment before the lab notices).

@@ -103,6 +103,9 @@ class LoadSetup(BaseModel):
     report_kb: Annotated[int, Field(ge=0, le=1024)] = 0
     # false: nobody polls these tasks (API clients, cron jobs, users who closed the tab).
     watched: bool = False
+    # The page's own task carries the user's document of this many KiB in its message (an
+    # upload): a nearly full Redis refuses it while it still takes the small API messages.
+    page_document_kb: Annotated[int, Field(ge=0, le=4096)] = 0
 
 
 class Scenario(BaseModel):

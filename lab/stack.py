@@ -18,7 +18,7 @@ from pathlib import Path
 from lab import profiles
 from lab.brokers import BrokerRuntime, queue_name
 from lab.processes import Component, Supervisor, log_tail, read_ready_file
-from lab.scenarios import AppSetup, ResultsSetup, Scenario, WorkerSetup
+from lab.scenarios import AppSetup, LoadSetup, ResultsSetup, Scenario, WorkerSetup
 from sample_app import result_fixes
 from sample_app.config import AppConfig
 
@@ -198,6 +198,7 @@ def launch_app_stack(
     broker: BrokerRuntime | None = None,
     results: ResultsSetup | None = None,
     fix: str | None = None,
+    load: LoadSetup | None = None,
 ) -> tuple[dict, callable]:
     """Start the processes; return a function that waits for them and gives the AppStack.
 
@@ -230,6 +231,7 @@ def launch_app_stack(
         status_cache_control=setup.status_cache_control,
         status_last_modified_age_s=setup.status_last_modified_age_s,
         **(result_fix.app_flags() if result_fix else {}),
+        document_kb=load.page_document_kb if load is not None else 0,
     )
     config_path = run_dir / f"app-config{suffix}.json"
     config.dump(config_path)

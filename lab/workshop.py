@@ -83,6 +83,7 @@ def up(
             broker=queues,
             results=scenario.results,
             fix=fix,
+            load=scenario.load,
         )
         app = app_ready()
         page_fix = fixes.poll_strategy(fix)  # a result backend fix: the page polls as "none"

@@ -16,9 +16,10 @@ def create_celery(conf: Mapping[str, Any]) -> Celery:
     celery.conf.update(dict(conf))
 
     @celery.task(name=TASK_NAME)
-    def wait(duration: float = 1.0, report_kb: int = 0) -> dict[str, Any]:
+    def wait(duration: float = 1.0, report_kb: int = 0, document: str = "") -> dict[str, Any]:
         """Stands in for the story's heavy lifting; report_kb: the size of the report it
-        returns (an export, a rendered page), which the result backend then holds."""
+        returns (an export, a rendered page), which the result backend then holds; document:
+        the user's input the page sends with the task (it travels in the message)."""
         time.sleep(duration)
         result: dict[str, Any] = {"slept": duration}
         if report_kb:

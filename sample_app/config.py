@@ -60,6 +60,9 @@ class AppConfig:
     # with watch=false are sent with ignore_result=True; every result is forgotten once read.
     ignore_unwatched_results: bool = False
     forget_after_read: bool = False
+    # The page's own tasks (watched) carry the user's document of this many KiB in their
+    # message, as an upload would: a broker that is nearly full refuses them first.
+    document_kb: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def dump(self, path: Path) -> None:

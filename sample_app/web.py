@@ -207,10 +207,11 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
         options: dict[str, Any] = {}
         if not watched and config.ignore_unwatched_results:
             options["ignore_result"] = True
+        kwargs: dict[str, Any] = {"duration": duration, "report_kb": report_kb}
+        if watched and config.document_kb:
+            kwargs["document"] = "d" * (config.document_kb * 1024)
         try:
-            result = celery.send_task(
-                TASK_NAME, kwargs={"duration": duration, "report_kb": report_kb}, **options
-            )
+            result = celery.send_task(TASK_NAME, kwargs=kwargs, **options)
         except Exception as exc:  # noqa: BLE001 - the broker's own error, shown to the UI
             app.logger.warning("could not queue a task", exc_info=True)  # the app's log: evidence
             raise BackendUnavailable(f"could not queue the task: {describe(exc)}") from exc

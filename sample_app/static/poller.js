@@ -156,6 +156,18 @@
     }
   }
 
+  // "HTTP 500", with the app's own reason when its answer gives one (as the lab's client does).
+  async function httpError(response) {
+    let reason = null;
+    try {
+      const body = await response.json();
+      if (body && typeof body.error === "string") reason = body.error;
+    } catch (err) {
+      // not JSON: the status code alone
+    }
+    return "HTTP " + response.status + (reason ? ": " + reason : "");
+  }
+
   function show(uiState, text) {
     document.body.dataset.uiState = uiState;
     $("status").textContent = text;
@@ -287,7 +299,7 @@
     } catch (err) {
       throw new RequestFailed(err.message, null);
     }
-    if (!response.ok) throw new RequestFailed("HTTP " + response.status, response.status);
+    if (!response.ok) throw new RequestFailed(await httpError(response), response.status);
     let body;
     try {
       body = await response.json();
@@ -398,7 +410,7 @@
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ fix: fix, duration: config.defaultDuration }),
       });
-      if (!response.ok) throw new Error("HTTP " + response.status);
+      if (!response.ok) throw new Error(await httpError(response));
       body = await response.json();
     } catch (err) {
       if (run === current) show("errored", "Error: " + err.message);
