@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from lab import fixes, profiles
 from lab.brokers import BrokerChoice, BrokerRuntime, RedisSettings, start_broker
 from lab.errors import BadInput
 from lab.evidence import read_jsonl
+from lab.load import TaskStream
+from lab.redis_memory import redis_cli_commands
 from lab.runner import new_run_dir, new_supervisor
 from lab.scenarios import Scenario
 from lab.stack import LOOPBACK, launch_app_stack, launch_proxy, stack_key
@@ -123,6 +126,27 @@ def up(
         def check_alive() -> None:
             sup.check_all_alive("while up")
             broker_runtime.check()
+
+        if queues.kind == "redis" and queues.url:
+            console.print(
+                "Look inside the broker: " + "; ".join(redis_cli_commands(queues.url)[:2]),
+                highlight=False,
+            )
+        if scenario.load.tasks:
+            # The other users' stream, once, in the background: then Start meets what it left.
+            stream = TaskStream(
+                scenario.load,
+                app.url,
+                fixes.poll_strategy(fix),
+                app.task_events,
+                run_dir / "load.jsonl",
+                lambda: None,
+            )
+            threading.Thread(target=stream.run, name="load", daemon=True).start()
+            progress(
+                f"sending {scenario.load.tasks} tasks from other users "
+                f"({scenario.load.per_second:g}/s) in the background"
+            )
 
         _watch(events, console, until, check_alive)
     finally:
