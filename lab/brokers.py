@@ -159,7 +159,7 @@ def check_reachable(kind: str, url: str) -> None:
         raise ComponentError(
             "broker",
             f"cannot reach {kind} at {redact(url)}: {type(exc).__name__}: {exc} "
-            f"({START_HINT[kind]}, or pass --broker-url)",
+            f"(is it running? {START_HINT[kind]})",
         ) from None
 
 
@@ -170,9 +170,10 @@ class BrokerWatch:
     out); with it the run ends with exit 3 and a message that names the broker.
     """
 
-    def __init__(self, kind: str, url: str) -> None:
+    def __init__(self, kind: str, url: str, every: float = WATCH_EVERY) -> None:
         self.kind = kind
         self.url = url
+        self.every = every
         self.address = host_port(url, default_port(kind))
         self._next = 0.0
 
@@ -180,7 +181,7 @@ class BrokerWatch:
         now = time.monotonic()
         if now < self._next:
             return
-        self._next = now + WATCH_EVERY
+        self._next = now + self.every
         try:
             socket.create_connection(self.address, timeout=REACH_TIMEOUT).close()
         except OSError as exc:

@@ -39,7 +39,8 @@ def _fail(exc: BadInput | ComponentError, as_json: bool) -> NoReturn:
         click.echo(json.dumps({"error": str(exc), "exit_code": exc.exit_code}))
     err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
     if isinstance(exc, ComponentError):
-        err.print(f"--- last lines of {exc.component}.log ---\n{exc.log_tail}", markup=False)
+        if exc.log_tail:
+            err.print(f"--- last lines of {exc.component}.log ---\n{exc.log_tail}", markup=False)
         if run_dir := getattr(exc, "run_dir", None):
             err.print(f"evidence kept in {paths.relative(Path(run_dir))}", markup=False)
     sys.exit(exc.exit_code)

@@ -312,3 +312,17 @@ def test_free_port_is_loopback_and_free():
     port = closed_port()
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_broker_that_stops_answering_during_a_run_is_reported():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        url = f"amqp://guest:secret@127.0.0.1:{port}//"
+        watch = brokers.BrokerWatch("rabbitmq", url, every=0)
+        watch.check()  # it answers: nothing to say
+    with pytest.raises(ComponentError) as info:
+        watch.check()
+    message = str(info.value)
+    assert "stopped answering during the run" in message and "secret" not in message
