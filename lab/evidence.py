@@ -157,6 +157,8 @@ class Evidence:
         if observed is Outcome.errored:
             if any(e.get("status", 200) >= 400 for e in self.origin_status_requests):
                 return "origin"
+            if self.task_id is None and "HTTP 5" in (self.client_error or ""):
+                return "origin"  # the app could not even start the task (its broker refused)
             return "proxy" if self.uses_proxy else "client"
         if self.task_finished_at is None:
             return "worker"
