@@ -52,12 +52,13 @@ format: $(STAMP) ## ruff format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## Timing goals: repro speed, matrix time, requests/s per profile
+bench: $(STAMP) ## Timing goals: repro speed, matrix time, requests/s per profile, brokers
 	$(BIN)/python bench/repro_speed.py
 	$(BIN)/python bench/matrix_time.py
 	$(BIN)/python bench/proxy_rps.py
 	$(BIN)/python bench/browser_vs_python.py
 	$(BIN)/python bench/cache_memory.py
+	$(BIN)/python bench/brokers.py
 
 clean: ## Remove run folders and caches (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache

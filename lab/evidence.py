@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lab.client import Poll, PollingClient
+from lab.jsonl import read_jsonl
 from lab.scenarios import Outcome, Scenario
 from lab.stack import TaskEvents
 from sample_app.debug import DEBUG_ENDPOINT, is_debug_path
 
 HOPS = ("worker", "result backend", "origin", "proxy", "client")
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text("utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    events = []
-    for line in lines:
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line being written right now
-    return events
 
 
 TASK_ID_IN_URL = re.compile(r"/tasks/([0-9a-fA-F-]{8,})|[?&]task_id=([0-9a-fA-F-]{8,})")

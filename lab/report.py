@@ -32,7 +32,8 @@ from urllib.parse import urlsplit
 import jinja2
 
 from lab.client import Poll
-from lab.evidence import HOPS, Evidence, Verdict, is_status_request, read_jsonl, task_id_in
+from lab.evidence import HOPS, Evidence, Verdict, is_status_request, task_id_in
+from lab.jsonl import read_jsonl
 from lab.report_redis import human_bytes, load_section, redis_section, signed_bytes
 from lab.scenarios import Scenario
 from sample_app import strategies

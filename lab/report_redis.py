@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from lab.evidence import Verdict, read_jsonl
+from lab.evidence import Verdict
+from lab.jsonl import read_jsonl
 from lab.redis_memory import redis_cli_commands
 
 MEMORY_FILE = "redis-memory.jsonl"

@@ -6,7 +6,6 @@ proxy per profile among many concurrent clients.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from lab import profiles
 from lab.brokers import BrokerRuntime, queue_name
+from lab.jsonl import JsonLinesTail
 from lab.processes import Component, Supervisor, log_tail, read_ready_file
 from lab.scenarios import AppSetup, LoadSetup, ResultsSetup, Scenario, WorkerSetup
 from sample_app import result_fixes
@@ -39,7 +39,7 @@ class TaskEvents:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._offset = 0
+        self._tail = JsonLinesTail(path)
         self._lock = threading.Lock()
         self._last_read = 0.0
         self.worker_ready = False
@@ -53,16 +53,8 @@ class TaskEvents:
             if now - self._last_read < min_interval:
                 return
             self._last_read = now
-            try:
-                with self.path.open("rb") as fh:
-                    fh.seek(self._offset)
-                    chunk = fh.read()
-            except FileNotFoundError:
-                return
-            complete = chunk[: chunk.rfind(b"\n") + 1]  # a line being written waits
-            self._offset += len(complete)
-            for line in complete.splitlines():
-                self._take(json.loads(line))
+            for event in self._tail.read_new():
+                self._take(event)
 
     def _take(self, event: dict) -> None:
         kind, task_id = event.get("event"), event.get("task_id")

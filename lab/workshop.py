@@ -23,7 +23,7 @@ from rich.table import Table
 from lab import fixes, profiles
 from lab.brokers import BrokerChoice, BrokerRuntime, RedisSettings, start_broker
 from lab.errors import BadInput
-from lab.evidence import read_jsonl
+from lab.jsonl import JsonLinesTail
 from lab.load import TaskStream
 from lab.redis_memory import redis_cli_commands
 from lab.runner import new_run_dir, new_supervisor
@@ -198,16 +198,15 @@ def _watch(
     check_alive: Callable[[], None],
 ) -> None:
     rows: deque[dict] = deque(maxlen=15)
-    seen = 0
+    tail = JsonLinesTail(events) if events is not None else None
     live = Live(_table(rows), console=console, auto_refresh=False) if console.is_terminal else None
     if live:
         live.start()
     try:
         while not until():
             check_alive()
-            if events is not None:
-                new = read_jsonl(events)[seen:]
-                seen += len(new)
+            if tail is not None:
+                new = tail.read_new()
                 for event in new:
                     rows.append(event)
                     if live is None:
