@@ -6,10 +6,12 @@ profile, invalid scenario or profile file); 3 a component could not start or die
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -44,6 +46,36 @@ def _fail(exc: BadInput | ComponentError, as_json: bool) -> NoReturn:
         if run_dir := getattr(exc, "run_dir", None):
             err.print(f"evidence kept in {paths.relative(Path(run_dir))}", markup=False)
     sys.exit(exc.exit_code)
+
+
+@contextlib.contextmanager
+def _guarded(as_json: bool, stopped: str, exit_on_stop: int = EXIT_INTERRUPTED) -> Iterator[None]:
+    """Bad input and dead components end the command with their exit code and one line;
+    Ctrl-C (and SIGTERM, SIGHUP) with `stopped` (every child was stopped by then)."""
+    try:
+        yield
+    except (BadInput, ComponentError) as exc:
+        _fail(exc, as_json)
+    except KeyboardInterrupt:
+        err.print(stopped, markup=False)
+        sys.exit(exit_on_stop)
+
+
+def _load_for_run(
+    scenario: str,
+    fix: str,
+    broker: str | None,
+    broker_url: str | None,
+    proxy_url: str | None = None,
+) -> tuple[scenarios.Scenario, BrokerChoice]:
+    """Everything `repro` and `up` check before starting anything: BadInput if wrong."""
+    loaded = scenarios.load(scenario)
+    fixes.check(fix)
+    loaded.expected_for(fix)  # a fix that does not apply is bad input too
+    chosen_broker = _broker_for(loaded, broker, broker_url)
+    if loaded.uses_proxy and not proxy_url:
+        profiles.load(loaded.proxy)  # a bad profile is bad input: fail before starting
+    return loaded, chosen_broker
 
 
 def _progress(message: str) -> None:
@@ -161,18 +193,9 @@ def repro(
     broker_url: str | None,
 ) -> None:
     """Run SCENARIO (a name from `lab list`, or a .toml file) with one fix, and judge it."""
-    try:
-        loaded = scenarios.load(scenario)
-        fixes.check(fix)
-        loaded.expected_for(fix)  # a fix that does not apply is bad input too
-        chosen_broker = _broker_for(loaded, broker, broker_url)
+    with _guarded(as_json, "interrupted: every process of the run was stopped"):
+        loaded, chosen_broker = _load_for_run(scenario, fix, broker, broker_url, proxy_url)
         _check_client(loaded, client)
-        if loaded.uses_proxy and not proxy_url:
-            profiles.load(loaded.proxy)  # a bad profile is bad input: fail before starting
-    except BadInput as exc:
-        _fail(exc, as_json)
-
-    try:
         verdict = runner.run(
             loaded,
             fix,
@@ -183,11 +206,6 @@ def repro(
             client=client,
             broker=chosen_broker,
         )
-    except (BadInput, ComponentError) as exc:
-        _fail(exc, as_json)
-    except KeyboardInterrupt:
-        err.print("interrupted: every process of the run was stopped", markup=False)
-        sys.exit(EXIT_INTERRUPTED)
 
     if as_json:
         click.echo(json.dumps(verdict.to_json()))
@@ -290,7 +308,7 @@ def matrix_command(
     Each scenario runs on its own default broker unless --broker or --brokers says otherwise;
     scenarios that cannot run on a broker are left out of its matrix, and said so.
     """
-    try:
+    with _guarded(as_json, "interrupted: every process of the matrix was stopped"):
         brokers = _split(broker_list) or ([broker] if broker else [])
         if broker_list and broker:
             raise BadInput("--broker and --brokers: give one of them")
@@ -324,19 +342,15 @@ def matrix_command(
             for sc in loaded:
                 if sc.uses_proxy:
                     profiles.load(sc.proxy)
-    except BadInput as exc:
-        _fail(exc, as_json)
-
-    common = {
-        "scenarios": loaded,
-        "fixes": wanted_fixes,
-        "repeat": repeat,
-        "concurrency": concurrency,
-        "proxy_url": proxy_url,
-        "proxy_mode": proxy_mode,
-        "client": client,
-    }
-    try:
+        common = {
+            "scenarios": loaded,
+            "fixes": wanted_fixes,
+            "repeat": repeat,
+            "concurrency": concurrency,
+            "proxy_url": proxy_url,
+            "proxy_mode": proxy_mode,
+            "client": client,
+        }
         if len(brokers) > 1:
             comparison = matrix.run_broker_comparison(
                 brokers, runs_dir or paths.runs_dir(), _progress, broker_url=broker_url, **common
@@ -349,11 +363,6 @@ def matrix_command(
                 broker_url=broker_url,
                 **common,
             )
-    except (BadInput, ComponentError) as exc:
-        _fail(exc, as_json)
-    except KeyboardInterrupt:
-        err.print("interrupted: every process of the matrix was stopped", markup=False)
-        sys.exit(EXIT_INTERRUPTED)
     if len(brokers) > 1:
         if as_json:
             click.echo(json.dumps(comparison.to_json()))
@@ -454,17 +463,8 @@ def up_command(
     """Workshop mode: start SCENARIO's stack and keep it running until Ctrl-C."""
     from lab import workshop
 
-    try:
-        loaded = scenarios.load(scenario)
-        fixes.check(fix)
-        loaded.expected_for(fix)
-        chosen_broker = _broker_for(loaded, broker, broker_url)
-        if loaded.uses_proxy:
-            profiles.load(loaded.proxy)
-    except BadInput as exc:
-        _fail(exc, as_json=False)
-
-    try:
+    with _guarded(False, "stopped: every process was stopped", exit_on_stop=0):
+        loaded, chosen_broker = _load_for_run(scenario, fix, broker, broker_url)
         workshop.up(
             loaded,
             fix,
@@ -474,8 +474,4 @@ def up_command(
             console=out,
             broker=chosen_broker,
         )
-    except (BadInput, ComponentError) as exc:
-        _fail(exc, as_json=False)
-    except KeyboardInterrupt:
-        err.print("stopped: every process was stopped", markup=False)
     sys.exit(0)
