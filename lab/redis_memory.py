@@ -127,14 +127,13 @@ class RedisMemoryWatch:
 
     def _sample(self) -> dict[str, Any]:
         info = self.client.info("memory")
-        stats = self.client.info("stats")
         sample = {
             "time": time.time(),
             "used_memory": info["used_memory"],
             "used_memory_dataset": info.get("used_memory_dataset", info["used_memory"]),
             "maxmemory": info.get("maxmemory", 0),
             "keys": self.client.dbsize(),
-            "rejected_calls": _oom_errors(self.client, stats),
+            "rejected_calls": _oom_errors(self.client),
         }
         self.samples.append(sample)
         with self.path.open("a", encoding="utf-8") as fh:
@@ -144,7 +143,7 @@ class RedisMemoryWatch:
     def refused_any(self) -> bool:
         """Has Redis refused a write (out of memory) since it started?"""
         try:
-            return _oom_errors(self.client, {}) > 0
+            return _oom_errors(self.client) > 0
         except Exception:  # noqa: BLE001 - Redis gone: the supervisor reports it
             return False
 
@@ -185,12 +184,12 @@ class RedisMemoryWatch:
         )
 
 
-def _oom_errors(client: Any, stats: dict[str, Any]) -> int:
-    # INFO errorstats counts errors by prefix (Redis 6.2+): errorstat_OOM:count=N.
+def _oom_errors(client: Any) -> int:
+    """OOM errors Redis has counted (INFO errorstats, Redis 6.2+; 0 where it has none)."""
     try:
         errors = client.info("errorstats")
-    except Exception:  # noqa: BLE001 - older Redis
-        return int(stats.get("rejected_connections", 0))
+    except Exception:  # noqa: BLE001 - an older Redis: no count to give
+        return 0
     oom = errors.get("errorstat_OOM", {})
     return int(oom.get("count", 0)) if isinstance(oom, dict) else 0
 
