@@ -23,12 +23,15 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from lab.errors import BadInput, ComponentError
-from lab.processes import Component, Supervisor
+from lab.processes import Component, Supervisor, log_tail
 from sample_app.config import sqlite_celery_config
+
+if TYPE_CHECKING:
+    from lab.scenarios import RedisSetup  # lab.scenarios imports this module
 
 BROKERS = ("sqlite", "redis", "rabbitmq")
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -228,16 +231,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@dataclass(frozen=True)
-class RedisSettings:
-    maxmemory: str = "0"  # "0": no cap
-    maxmemory_policy: str = "noeviction"
-
-
 def launch_redis(
-    sup: Supervisor, name: str, settings: RedisSettings, attempts: int = 3
+    sup: Supervisor, name: str, settings: RedisSetup | None = None, attempts: int = 3
 ) -> tuple[Component, str]:
-    """Start redis-server on 127.0.0.1 with the settings; return it and its URL once it answers."""
+    """Start redis-server on 127.0.0.1 with a scenario's [redis] settings (default: no cap);
+    return it and its URL once it answers."""
     import redis
 
     executable = redis_server_executable()
@@ -256,9 +254,9 @@ def launch_redis(
                 "--appendonly",
                 "no",
                 "--maxmemory",
-                settings.maxmemory,
+                settings.maxmemory if settings else "0",
                 "--maxmemory-policy",
-                settings.maxmemory_policy,
+                settings.maxmemory_policy if settings else "noeviction",
                 "--dir",
                 str(sup.run_dir),
                 "--protected-mode",
@@ -276,7 +274,7 @@ def launch_redis(
         try:
             sup.wait_until(proc, answers, "it to answer PING")
         except ComponentError:
-            if attempt < attempts and "Address already in use" in proc_log(proc):
+            if attempt < attempts and "Address already in use" in log_tail(proc.log_path):
                 sup.components.remove(proc)
                 continue
             raise
@@ -284,13 +282,6 @@ def launch_redis(
             client.close()
         return proc, f"redis://127.0.0.1:{port}/0"
     raise AssertionError("unreachable")
-
-
-def proc_log(proc: Component) -> str:
-    try:
-        return proc.log_path.read_text("utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
 
 
 # --- one run's broker -----------------------------------------------------------------------
@@ -337,14 +328,14 @@ class BrokerRuntime:
 def start_broker(
     sup: Supervisor,
     choice: BrokerChoice,
-    redis_settings: RedisSettings | None = None,
+    redis: RedisSetup | None = None,
     name: str = "redis",
 ) -> BrokerRuntime:
     """Reach or start the chosen broker; ComponentError (exit 3) within seconds if it cannot."""
     if choice.kind == "sqlite":
         return BrokerRuntime("sqlite", None)
     if choice.lab_starts_redis:
-        _, url = launch_redis(sup, name, redis_settings or RedisSettings())
+        _, url = launch_redis(sup, name, redis)
         return BrokerRuntime("redis", url, lab_started=True)
     url = choice.external_url
     assert url is not None

@@ -209,6 +209,7 @@ def judge(
     seconds: float,
     final_states: frozenset[str],
     client: str = "python",
+    broker: str = "sqlite",
 ) -> Verdict:
     expected = scenario.expected_for(fix, client)
     matched = observed is expected
@@ -252,6 +253,7 @@ def judge(
         warnings=evidence.warnings,
         lesson=scenario.lesson,
         first_poll_at=_round(evidence.rel(evidence.polls[0].sent_at)) if evidence.polls else None,
+        broker=broker,
     )
 
 

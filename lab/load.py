@@ -40,7 +40,6 @@ class StreamResult:
     first_error: str | None = None
     first_error_at: float | None = None  # seconds from the stream's start
     errors: dict[str, int] = field(default_factory=dict)  # each distinct error, how often
-    last_error: str | None = None
     seconds: float = 0.0
     task_ids: list[str] = field(default_factory=list)
 
@@ -52,7 +51,6 @@ class StreamResult:
     def to_json(self) -> dict:
         data = asdict(self)
         data.pop("task_ids")
-        data.pop("last_error")
         data["completed"] = self.completed
         return data
 
@@ -104,9 +102,8 @@ class TaskStream:
         if self.full:
             full_in_a_row = 0
             for _ in range(MAX_TOP_UP):
-                ok = self._send(paced=False)
-                last = self.result.last_error
-                full_in_a_row = 0 if ok or not says_full(last) else full_in_a_row + 1
+                error = self._send(paced=False)
+                full_in_a_row = full_in_a_row + 1 if says_full(error) else 0
                 if full_in_a_row == FULL_IN_A_ROW:
                     break
 
@@ -139,7 +136,8 @@ class TaskStream:
             except Exception:  # noqa: BLE001 - the run goes on; its checks report a dead app
                 return
 
-    def _send(self, paced: bool, check: bool = True) -> bool:
+    def _send(self, paced: bool, check: bool = True) -> str | None:
+        """One task; None when the app took it, else the error it gave."""
         if check:
             self.check_alive()
         result = self.result
@@ -150,20 +148,19 @@ class TaskStream:
         task_id, error = _start_task(self._http, self.app_url, self.fix, self.load)
         with self._lock:
             result.sent += 1
-            result.last_error = error
             record = {"time": time.time(), "n": result.sent, "task_id": task_id, "error": error}
             self._log.write(json.dumps(record) + "\n")
             if task_id is not None:
                 result.accepted += 1
                 result.task_ids.append(task_id)
-                return True
+                return None
             result.refused += 1
             assert error is not None
             result.errors[error] = result.errors.get(error, 0) + 1
             if result.first_error is None:
                 result.first_error = error
                 result.first_error_at = round(time.monotonic() - self._began, 3)
-            return False
+            return error
 
     def _drain(self) -> None:
         done, progress_at = -1, time.monotonic()

@@ -226,7 +226,7 @@ def run_matrix(
 
         def own_stack(cell: tuple[Scenario, str], round_no: int) -> Verdict:
             sc, fix = cell
-            verdict = runner.run(
+            return runner.run(
                 sc,
                 fix,
                 run_dir,
@@ -236,7 +236,6 @@ def run_matrix(
                 run_dir=run_dir / f"round-{round_no}" / f"{sc.name}--{fix}",
                 should_stop=stopping.is_set,
             )
-            return verdict
 
         for round_no in range(1, repeat + 1):
             runs: list[CellRun] = []
@@ -298,7 +297,6 @@ def run_matrix(
             for (sc, fix), verdict in zip(shared, verdicts, strict=True):
                 cell_dir = run_dir / f"round-{round_no}" / f"{sc.name}--{fix}"
                 verdict.run_dir = str(cell_dir / "attempt-2" if verdict.retried else cell_dir)
-                verdict.broker = broker or sc.default_broker
                 write_json(Path(verdict.run_dir) / "result.json", verdict.to_json())
             by_cell = {(sc.name, fix): v for (sc, fix), v in zip(shared, verdicts, strict=True)}
             by_cell.update(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab import profiles, report
-from lab.brokers import BrokerChoice, BrokerRuntime, RedisSettings, start_broker
+from lab.brokers import BrokerChoice, BrokerRuntime, start_broker
 from lab.cell import CellRun, client_kind, run_cell, task_duration
 from lab.errors import ComponentError, RunStopped
 from lab.evidence import EventIndex, Evidence, Verdict, judge
@@ -83,6 +83,7 @@ def verdict_for(cell: CellRun, index: EventIndex) -> Verdict:
         seconds=cell.seconds,
         final_states=strategies.load().final_states,
         client=client_kind(cell.client),
+        broker=cell.app.broker,
     )
 
 
@@ -114,14 +115,14 @@ def run(
     sup = new_supervisor(run_dir)
     app: AppStack | None = None
     browser: BrowserHost | None = None
-    queues: BrokerRuntime | None = None
+    broker_rt: BrokerRuntime | None = None
     memory: RedisMemoryWatch | None = None
     try:
         browser = new_browser(sup, client)
         browser_ready = browser.launch() if browser else None
         profile = profiles.load(scenario.proxy) if scenario.uses_proxy and not proxy_url else None
-        queues = start_broker(sup, broker, redis_settings(scenario))
-        progress(f"broker: {queues.label}")
+        broker_rt = start_broker(sup, broker, scenario.redis)
+        progress(f"broker: {broker_rt.label}")
         what = "worker and app server" if scenario.worker.running else "app server (no worker)"
         if profile:
             what += f" and proxy ({profile.name})"
@@ -133,7 +134,7 @@ def run(
             scenario.worker,
             poll_interval=scenario.poll_interval,
             task_duration=task_duration(scenario),
-            broker=queues,
+            broker=broker_rt,
             results=scenario.results,
             fix=fix,
             load=scenario.load,
@@ -150,16 +151,16 @@ def run(
         if browser_ready:
             browser_ready()
             progress(f"browser up: Chromium {browser.version if browser else ''}")
-        broker_runtime = queues
+        watched_broker = broker_rt
 
         def check_alive() -> None:
             if should_stop is not None and should_stop():
                 raise RunStopped
             sup.check_all_alive("during the run")
-            broker_runtime.check()
+            watched_broker.check()
 
-        if queues.kind == "redis" and queues.url:
-            memory = RedisMemoryWatch(queues.url, run_dir / "redis-memory.jsonl")
+        if broker_rt.kind == "redis" and broker_rt.url:
+            memory = RedisMemoryWatch(broker_rt.url, run_dir / "redis-memory.jsonl")
             memory.start()
         progress(f"all up after {time.monotonic() - began:.1f} s; starting a task (fix={fix})")
         if scenario.load.tasks:
@@ -184,7 +185,6 @@ def run(
         index = EventIndex(app.origin_events, proxy.events if proxy else None)
         verdict = verdict_for(cell, index)
         verdict.run_dir = str(run_dir)
-        verdict.broker = queues.kind
         if exit_note := app.worker_exit():
             verdict.warnings.append(exit_note)
         if cell.stream is not None:
@@ -210,12 +210,8 @@ def run(
         if app is not None:
             app.backend.close()
         sup.stop_all()
-        if queues is not None:
-            queues.cleanup()
-
-
-def redis_settings(scenario: Scenario) -> RedisSettings:
-    return RedisSettings(scenario.redis.maxmemory, scenario.redis.maxmemory_policy)
+        if broker_rt is not None:
+            broker_rt.cleanup()
 
 
 def write_json(path: Path, data: object) -> None:

@@ -21,7 +21,7 @@ from rich.live import Live
 from rich.table import Table
 
 from lab import fixes, profiles
-from lab.brokers import BrokerChoice, BrokerRuntime, RedisSettings, start_broker
+from lab.brokers import BrokerChoice, BrokerRuntime, start_broker
 from lab.errors import BadInput
 from lab.jsonl import JsonLinesTail
 from lab.load import TaskStream
@@ -69,13 +69,11 @@ def up(
     run_dir = new_run_dir(runs_root, f"up-{scenario.name}-{fix}")
     sup = new_supervisor(run_dir)
     app = None
-    queues: BrokerRuntime | None = None
+    broker_rt: BrokerRuntime | None = None
     try:
         broker = broker or BrokerChoice(scenario.default_broker)
-        queues = start_broker(
-            sup, broker, RedisSettings(scenario.redis.maxmemory, scenario.redis.maxmemory_policy)
-        )
-        progress(f"broker: {queues.label}")
+        broker_rt = start_broker(sup, broker, scenario.redis)
+        progress(f"broker: {broker_rt.label}")
         _, app_ready = launch_app_stack(
             sup,
             stack_key(scenario, fix),
@@ -83,7 +81,7 @@ def up(
             scenario.worker,
             poll_interval=scenario.poll_interval,
             task_duration=scenario.task_duration,
-            broker=queues,
+            broker=broker_rt,
             results=scenario.results,
             fix=fix,
             load=scenario.load,
@@ -121,15 +119,15 @@ def up(
             if forward_port:
                 shop.forward_proxy = f"{host}:{forward_port}"
         _announce(shop, scenario, fix, console)
-        broker_runtime = queues
+        watched_broker = broker_rt
 
         def check_alive() -> None:
             sup.check_all_alive("while up")
-            broker_runtime.check()
+            watched_broker.check()
 
-        if queues.kind == "redis" and queues.url:
+        if broker_rt.kind == "redis" and broker_rt.url:
             console.print(
-                "Look inside the broker: " + "; ".join(redis_cli_commands(queues.url)[:2]),
+                "Look inside the broker: " + "; ".join(redis_cli_commands(broker_rt.url)[:2]),
                 highlight=False,
             )
         if scenario.load.tasks:
@@ -153,8 +151,8 @@ def up(
         if app is not None:
             app.backend.close()
         sup.stop_all()
-        if queues is not None:
-            queues.cleanup()
+        if broker_rt is not None:
+            broker_rt.cleanup()
 
 
 def _announce(shop: Workshop, scenario: Scenario, fix: str, console: Console) -> None:
