@@ -20,6 +20,7 @@ from sample_app import strategies
 TASK_START_GRACE = 20.0
 NEVER_FINISHING_DURATION = 600.0  # the app's longest task: "forever" for a lab run
 NEIGHBOUR_FIRST_POLL_TIMEOUT = 10.0
+WAIT_STEP = 0.05  # seconds between looks at the client while waiting for the verdict
 START_ANSWER_TIMEOUT = 15.0  # for the UI's Start to be answered while other users keep coming
 SCREENSHOT = "screenshot.png"  # the browser client's view at the verdict, in the cell's folder
 
@@ -100,21 +101,33 @@ def wait_for_outcome(
             return Outcome(client.ui_state)
         now = time.time()
         finished = app.task_events.finished_at(client.task_id)
-        # Hung only with proof: an answer to a poll sent after the finish still said "running"
-        # a hang window later. A client too starved to poll gets more time (up to 3 windows).
+        # Hung only with proof: the hang window has passed since the finish, and the UI kept
+        # asking meanwhile (polls sent after the finish, each answered "running"). The proof
+        # is counted in polls, not seconds: a busy machine that polls less often waits longer
+        # for the same proof, so a fix that needs a few polls to recover (detect-stale) gets
+        # them. A client too starved to poll at all gets up to 3 windows.
         waited = now - finished if finished is not None else 0.0
         if finished is not None and (
-            (waited >= scenario.hang_window and _answered_after(client, finished))
+            (
+                waited >= scenario.hang_window
+                and _answered_after(client, finished) >= hang_proof_polls(scenario)
+            )
             or waited >= 3 * scenario.hang_window
         ):
             return Outcome.hung
         if finished is None and client.started_at and now - client.started_at > give_up_after:
             return Outcome.hung
-        time.sleep(0.02)
+        time.sleep(WAIT_STEP)
 
 
-def _answered_after(client: PollingClient, finished: float) -> bool:
-    return any(poll.sent_at > finished and poll.state for poll in list(client.polls))
+def hang_proof_polls(scenario: Scenario) -> int:
+    """Answered polls after the finish that make a hang proven: two thirds of those an idle
+    machine makes in the hang window (8 for 3 s at 250 ms), at least 1."""
+    return max(1, int(scenario.hang_window / scenario.poll_interval * 2 / 3))
+
+
+def _answered_after(client: PollingClient, finished: float) -> int:
+    return sum(1 for poll in list(client.polls) if poll.sent_at > finished and poll.state)
 
 
 def run_cell(

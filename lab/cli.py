@@ -413,31 +413,29 @@ def _print_matrix(result: matrix.MatrixResult) -> None:
                 row.append("[dim]-[/]")
                 continue
             text = short.get(v.observed, v.observed)
-            if not v.matched:
+            if v.inconclusive:
+                text = f"[bold reverse]{text}?[/]"  # not judged: the machine was too slow
+            elif not v.matched:
                 text = f"[bold reverse]{text}!={short.get(v.expected, v.expected)}[/]"
             row.append(f"[{colour.get(v.observed, 'white')}]{text}[/]")
         table.add_row(*row)
     needed = 2 + max(len(n) for n in result.scenarios) + 20 + sum(len(f) + 2 for f in result.fixes)
     wide = Console(highlight=False, width=max(out.width, needed))
     wide.print(table)
-    cells = len(last)
-    bad = [v for v in last.values() if not v.matched]
-    for v in bad:
-        click.echo(f"mismatch: {v.sentence}")
+    several = len(result.rounds) > 1
+    for n, round_verdicts in enumerate(result.rounds, 1):
+        where = f"round {n}: " if several else ""
+        for v in round_verdicts.values():
+            if v.inconclusive:
+                click.echo(f"{where}not judged after {v.attempts} runs: {v.untested}")
+            elif not v.matched:
+                click.echo(f"{where}mismatch: {v.sentence}")
     for (s, f), outcomes in result.flips.items():
         click.echo(f"changed between rounds: {s} fix={f}: {' -> '.join(outcomes)}")
     alive = matrix.survivors(result)
     click.echo("survives every proxy profile: " + (", ".join(alive) if alive else "no fix"))
     click.echo(f"results: {paths.relative(result.run_dir / 'matrix.md')}")
-    click.echo(
-        f"matrix: {cells - len(bad)} of {cells} cells matched"
-        + (
-            f", {len(result.flips)} changed between {len(result.rounds)} rounds"
-            if result.flips
-            else ""
-        )
-        + f" in {result.seconds:.1f} s"
-    )
+    click.echo(f"matrix: {result.headline()} ({result.seconds:.1f} s)")
 
 
 @main.command("up")

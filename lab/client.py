@@ -16,8 +16,10 @@ cache mode "default"), the headers fetch adds for cache mode "no-store", and Eve
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import socket
+import ssl
 import threading
 import time
 from collections import OrderedDict
@@ -95,6 +97,19 @@ class StaleWatch:
         return self._count >= self.spec.after_polls and now > self._first_seen
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every client of the process. The lab only speaks plain HTTP on
+    loopback, but httpx builds a context (loading the CA bundle, tens of ms of CPU) for each
+    client and each proxy transport unless given one: a matrix makes hundreds of clients."""
+    return httpx.create_ssl_context()
+
+
+def http_client(**options: Any) -> httpx.Client:
+    """An httpx client as the lab uses them: no proxy or certificates from the environment."""
+    return httpx.Client(trust_env=False, verify=tls_context(), **options)
+
+
 def http_error(response: httpx.Response) -> str:
     """The failure as "HTTP 500", with the app's reason when it gave one (as the page shows)."""
     try:
@@ -129,9 +144,7 @@ class PollingClient:
         self.task_duration = task_duration
         self.log_path = log_path
         self.status_url_style = status_url_style
-        self._http = httpx.Client(
-            proxy=proxy_url, timeout=REQUEST_TIMEOUT, trust_env=False, follow_redirects=False
-        )
+        self._http = http_client(proxy=proxy_url, timeout=REQUEST_TIMEOUT, follow_redirects=False)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="polling-client", daemon=True)
         # Every connection the client opened (httpcore's trace hook reports them): stop() shuts

@@ -180,7 +180,11 @@ class Verdict:
     # Seconds from the client's start to its first poll: if that came after the task had
     # finished, the UI never saw the task running and a cache had nothing stale to serve.
     first_poll_at: float | None = None
-    retried: bool = False
+    # Why the run could not test what the scenario is about, when the machine was too slow
+    # for it (see `untested_because`); a mismatch with a reason is run again, never reported
+    # as a wrong outcome. `attempts`: how many runs of the cell this verdict took.
+    untested: str | None = None
+    attempts: int = 1
     broker: str = "sqlite"
     # The scenario's [load] stream (StreamResult.to_json) and, on Redis, what happened to its
     # memory (MemorySummary.to_json); None when the run had none.
@@ -189,12 +193,12 @@ class Verdict:
 
     @property
     def inconclusive(self) -> bool:
-        finished = self.task.get("finished_at")
-        return (
-            self.first_poll_at is not None
-            and finished is not None
-            and self.first_poll_at >= finished
-        )
+        """A mismatch on a run that did not test the scenario (the machine was too slow)."""
+        return not self.matched and self.untested is not None
+
+    @property
+    def retried(self) -> bool:
+        return self.attempts > 1
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -210,7 +214,9 @@ def judge(
     final_states: frozenset[str],
     client: str = "python",
     broker: str = "sqlite",
+    result_lifetime: float | None = None,
 ) -> Verdict:
+    """`result_lifetime`: seconds a stored result lives (result_expires), None: for ever."""
     expected = scenario.expected_for(fix, client)
     matched = observed is expected
     stopped_at = evidence.stopped_at(observed, final_states)
@@ -253,8 +259,47 @@ def judge(
         warnings=evidence.warnings,
         lesson=scenario.lesson,
         first_poll_at=_round(evidence.rel(evidence.polls[0].sent_at)) if evidence.polls else None,
+        untested=untested_because(evidence, final_states, result_lifetime),
         broker=broker,
     )
+
+
+def untested_because(
+    ev: Evidence, final_states: frozenset[str], result_lifetime: float | None
+) -> str | None:
+    """Why this run could not show what the scenario is about, from its evidence alone: the
+    machine was too slow for the task's one second. None when the run tested it.
+
+    A cache can only serve a stale answer if it was given a "running" one, so a run whose
+    first poll went out, or whose first answer came back, after the task had finished tested
+    no cache; and a result that expires can only be read if a poll reaches the app before it
+    does. These are facts about timing, not about the proxy, so a mismatch with a reason is
+    run again rather than reported.
+    """
+    finished = ev.task_finished_at
+    if finished is None or not ev.polls:
+        return None
+    first = ev.polls[0]
+    if first.sent_at >= finished:
+        return (
+            f"the first poll was sent at {ev.rel(first.sent_at):.2f} s, after the task had "
+            f"finished at {ev.rel(finished):.2f} s: nothing stale could be served"
+        )
+    own = [p for p in ev.polls if p.state and not p.foreign_task_id]
+    if own and own[0].state in final_states:
+        return (
+            f"the first answer (received at {ev.rel(own[0].received_at):.2f} s) already said "
+            f"{own[0].state}: the task finished before any poll reached the app"
+        )
+    if result_lifetime:
+        reads = sorted(e["time"] for e in ev.origin_status_requests if e["time"] >= finished)
+        if not reads or reads[0] - finished > result_lifetime:
+            late = f"{reads[0] - finished:.2f} s" if reads else "never"
+            return (
+                f"the app's first status read after the finish came {late} later, past the "
+                f"result's {result_lifetime:g} s lifetime: the result could expire unread"
+            )
+    return None
 
 
 def _detail(observed: Outcome, ev: Evidence, scenario: Scenario) -> str:

@@ -28,3 +28,12 @@ def check(fix: str, what: str = "fix") -> None:
 def poll_strategy(fix: str) -> str:
     """How the page polls under this fix: a result backend fix polls like the story's page."""
     return "none" if is_result_fix(fix) else fix
+
+
+def result_lifetime(fix: str, expires_s: float | None) -> float | None:
+    """Seconds a stored result lives under this fix and the scenario's [results] expires_s;
+    None: longer than any run (Celery's default of a day, or never)."""
+    result_fix = result_fixes.get(fix)
+    if result_fix is not None and "result_expires" in result_fix.celery:
+        return float(result_fix.celery["result_expires"])
+    return expires_s or None

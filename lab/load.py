@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from lab.client import http_error
+from lab.client import http_client, http_error
 from lab.scenarios import LoadSetup
 from lab.stack import TaskEvents
 
@@ -27,6 +27,8 @@ MAX_TOP_UP = 2000  # tasks sent after the stream to make sure a full broker is f
 # Refusals in a row that say "full" before the UI's task may start: a full Redis still takes
 # a small message now and then, when another client's buffers shrink.
 FULL_IN_A_ROW = 5
+# The stream's tasks that may wait for the worker at once (see TaskStream._wait_for_worker).
+MAX_IN_FLIGHT = 3
 KEEP_FULL_EVERY = 0.01  # seconds between other users' tasks while the UI's task starts
 
 
@@ -87,25 +89,53 @@ class TaskStream:
         self.result = StreamResult()
         self.full = False
         self._began = time.monotonic()
+        self._last_sent = float("-inf")
         self._lock = threading.Lock()
         self._log = log_path.open("a", encoding="utf-8")
-        self._http = httpx.Client(timeout=REQUEST_TIMEOUT, trust_env=False)
+        self._http = http_client(timeout=REQUEST_TIMEOUT)
         self._stop = threading.Event()
         self._filler: threading.Thread | None = None
 
     def run(self) -> None:
         for _ in range(self.load.tasks):
+            if not self._refused():
+                self._wait_for_worker()
             self._send(paced=True)
-        self._drain()
-        refused = any(says_full(error) for error in self.result.errors)
-        self.full = refused or (self.broker_refused is not None and self.broker_refused())
+        if not self._refused():
+            self._drain()
+        self.full = self._refused()
         if self.full:
-            full_in_a_row = 0
+            # Until the app refuses every Start: a full Redis still takes a small message now
+            # and then (the kombu errors that follow an OOM on a connection are refusals too).
+            refused_in_a_row = 0
             for _ in range(MAX_TOP_UP):
                 error = self._send(paced=False)
-                full_in_a_row = full_in_a_row + 1 if says_full(error) else 0
-                if full_in_a_row == FULL_IN_A_ROW:
+                refused_in_a_row = refused_in_a_row + 1 if error is not None else 0
+                if refused_in_a_row == FULL_IN_A_ROW:
                     break
+
+    def _refused(self) -> bool:
+        """The broker refused a write (the app said so, or Redis counted an OOM error)."""
+        if any(says_full(error) for error in self.result.errors):
+            return True
+        return self.broker_refused is not None and self.broker_refused()
+
+    def _wait_for_worker(self) -> None:
+        """The pace follows what the machine achieves: no more than MAX_IN_FLIGHT of the
+        stream's tasks wait for the worker. On a busy machine a starved worker would
+        otherwise catch up in a burst, and a burst of results outlives a short expiry together:
+        the same stream would fill Redis on a slow machine and not on a fast one."""
+        ids = self.result.task_ids
+        progress_at, done = time.monotonic(), -1
+        while time.monotonic() - progress_at < DRAIN_STALL_TIMEOUT:
+            self.task_events.refresh(0)
+            now_done = sum(1 for task_id in ids if task_id in self.task_events.finished)
+            if len(ids) - now_done <= MAX_IN_FLIGHT or self._refused():
+                return
+            if now_done != done:
+                done, progress_at = now_done, time.monotonic()
+            self.check_alive()
+            time.sleep(0.02)
 
     def keep_full(self) -> None:
         """While the UI's task starts: other users keep coming (only if the broker is full)."""
@@ -142,9 +172,11 @@ class TaskStream:
             self.check_alive()
         result = self.result
         if paced:
-            # Paced from the start, so a slow answer does not slow the whole stream down.
-            due = self._began + result.sent / self.load.per_second
+            # At most per_second tasks in any second: a late send is not made up for by a
+            # burst (which is what a busy machine would otherwise send).
+            due = self._last_sent + 1 / self.load.per_second
             time.sleep(max(0.0, due - time.monotonic()))
+            self._last_sent = time.monotonic()
         task_id, error = _start_task(self._http, self.app_url, self.fix, self.load)
         with self._lock:
             result.sent += 1

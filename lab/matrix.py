@@ -31,10 +31,15 @@ from lab.stack import (
 )
 
 Progress = Callable[[str], None]
+NOT_JUDGED = "not judged"  # a cell's outcome in a round where the machine was too slow for it
 DEFAULT_CONCURRENCY = 48
 # Cells with stacks of their own (a capped Redis that the cell fills) run this many at once,
 # beside the shared cells.
-OWN_STACK_CONCURRENCY = 2
+OWN_STACK_CONCURRENCY = 8
+# Runs of one cell in one round while the machine is too slow for it to test anything (see
+# evidence.untested_because); after that its verdict says "not judged", never a wrong outcome.
+MAX_ATTEMPTS = 3
+ALIVE_CHECK_EVERY = 0.1  # seconds: how stale "every component is alive" may be in a cell
 
 
 @dataclass
@@ -53,20 +58,68 @@ class MatrixResult:
 
     @property
     def mismatches(self) -> list[Verdict]:
-        return [v for r in self.rounds for v in r.values() if not v.matched]
+        """Judged cells whose outcome was not the expected one, in every round."""
+        return [v for r in self.rounds for v in r.values() if not v.matched and not v.inconclusive]
+
+    @property
+    def unjudged(self) -> list[Verdict]:
+        """Cells the machine was too slow to test in MAX_ATTEMPTS runs: no verdict either way."""
+        return [v for r in self.rounds for v in r.values() if v.inconclusive]
 
     @property
     def flips(self) -> dict[tuple[str, str], list[str]]:
-        """Cells whose outcome changed between rounds (with --repeat)."""
+        """Cells whose outcome changed between rounds (with --repeat); an unjudged run shows
+        as "not judged"."""
         seen: dict[tuple[str, str], list[str]] = {}
         for r in self.rounds:
             for key, verdict in r.items():
-                seen.setdefault(key, []).append(verdict.observed)
+                seen.setdefault(key, []).append(
+                    NOT_JUDGED if verdict.inconclusive else verdict.observed
+                )
         return {k: v for k, v in seen.items() if len(set(v)) > 1}
 
     @property
     def ok(self) -> bool:
-        return not self.mismatches and not self.flips
+        return not self.mismatches and not self.flips and not self.unjudged
+
+    def round_counts(self) -> list[dict[str, int]]:
+        """Per round: cells, mismatches, not judged, and cells run more than once."""
+        return [
+            {
+                "round": n,
+                "cells": len(r),
+                "mismatches": sum(1 for v in r.values() if not v.matched and not v.inconclusive),
+                "not_judged": sum(1 for v in r.values() if v.inconclusive),
+                "run_again": sum(1 for v in r.values() if v.retried),
+            }
+            for n, r in enumerate(self.rounds, 1)
+        ]
+
+    def headline(self) -> str:
+        """The one sentence both the CLI's last line and matrix.html lead with: exactly what
+        happened, every round counted."""
+        rounds = self.round_counts()
+        cells = rounds[-1]["cells"] if rounds else 0
+        again = sum(r["run_again"] for r in rounds)
+        rerun = (
+            f"; {again} cell runs were repeated because the machine was too slow to test them"
+            if again
+            else ""
+        )
+        several = len(rounds) > 1
+        if self.ok:
+            every = f" in every one of {len(rounds)} rounds" if several else ""
+            return f"all {cells} cells matched their expected outcome{every}{rerun}"
+        parts = []
+        for r in rounds:
+            where = f"round {r['round']}: " if several else ""
+            text = f"{where}{r['mismatches']} of {r['cells']} cells did not match"
+            if r["not_judged"]:
+                text += f", {r['not_judged']} could not be judged (machine too slow)"
+            parts.append(text)
+        if several:
+            parts.append(f"{len(self.flips)} cells changed between rounds")
+        return "; ".join(parts) + rerun
 
     def to_json(self) -> dict:
         return {
@@ -77,6 +130,8 @@ class MatrixResult:
             "scenarios": self.scenarios,
             "fixes": self.fixes,
             "ok": self.ok,
+            "headline": self.headline(),
+            "round_counts": self.round_counts(),
             "rounds": [
                 [asdict(v) | {"run_dir": v.run_dir} for v in r.values()] for r in self.rounds
             ],
@@ -214,28 +269,44 @@ def run_matrix(
         # instead of waiting out its verdict (a browser cell may still be waiting to open).
         stopping = threading.Event()
 
+        checked_at = [0.0]
+
         def check_alive() -> None:
             if stopping.is_set():
                 raise CellsStopped
+            # Every running cell asks many times a second; one check per interval answers all.
+            if time.monotonic() - checked_at[0] < ALIVE_CHECK_EVERY:
+                return
             with alive_lock:
+                if time.monotonic() - checked_at[0] < ALIVE_CHECK_EVERY:
+                    return
                 sup.check_all_alive("during the matrix")
                 for runtime in runtimes.values():
                     runtime.check()
                 if browser is not None:
                     browser.check_alive("during the matrix")
+                checked_at[0] = time.monotonic()  # only after a check that passed
 
         def own_stack(cell: tuple[Scenario, str], round_no: int) -> Verdict:
             sc, fix = cell
-            return runner.run(
-                sc,
-                fix,
-                run_dir,
-                lambda _message: None,
-                client=client,
-                broker=BrokerChoice(broker or sc.default_broker, broker_url if broker else None),
-                run_dir=run_dir / f"round-{round_no}" / f"{sc.name}--{fix}",
-                should_stop=stopping.is_set,
-            )
+            cell_dir = run_dir / f"round-{round_no}" / f"{sc.name}--{fix}"
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                verdict = runner.run(
+                    sc,
+                    fix,
+                    run_dir,
+                    lambda _message: None,
+                    client=client,
+                    broker=BrokerChoice(
+                        broker or sc.default_broker, broker_url if broker else None
+                    ),
+                    run_dir=attempt_dir(cell_dir, attempt),
+                    should_stop=stopping.is_set,
+                )
+                verdict.attempts = attempt
+                if not verdict.inconclusive:
+                    break
+            return verdict
 
         for round_no in range(1, repeat + 1):
             runs: list[CellRun] = []
@@ -248,9 +319,7 @@ def run_matrix(
                 proxy = None
                 if sc.uses_proxy:
                     proxy = proxies.get((sc.proxy, "*")) or proxies[(sc.proxy, akey)]
-                logs = run_dir / f"round-{round_no}" / f"{sc.name}--{fix}"
-                if attempt > 1:
-                    logs = logs / f"attempt-{attempt}"
+                logs = attempt_dir(run_dir / f"round-{round_no}" / f"{sc.name}--{fix}", attempt)
                 # Each cell its own cache namespace on the shared proxy (see CellPrefix).
                 prefix = f"/_lab/r{round_no}a{attempt}-{sc.name}--{fix}"
                 return run_cell(
@@ -280,23 +349,30 @@ def run_matrix(
                     raise
             runs = [done[i] for i in range(len(shared))]
             verdicts = _judge_all(runs, apps, proxies)
-            # A mismatch whose first poll came after the task had finished (a busy machine)
-            # did not test the cache at all: run those cells once more.
-            again = [i for i, v in enumerate(verdicts) if not v.matched and v.inconclusive]
-            if again:
-                progress(f"re-running {len(again)} inconclusive cells (first poll came too late)")
+            # A mismatch on a run that did not test the scenario (a busy machine: the task
+            # finished before a poll could reach the app) is not a verdict: run it again.
+            for attempt in range(2, MAX_ATTEMPTS + 1):
+                again = [i for i, v in enumerate(verdicts) if v.inconclusive]
+                if not again:
+                    break
+                progress(
+                    f"round {round_no}: running {len(again)} cells again (attempt {attempt}): "
+                    "the machine was too slow for them to test anything"
+                )
                 with ThreadPoolExecutor(max_workers=concurrency) as pool:
                     try:
-                        reruns = list(pool.map(lambda i, r=round_no: one(shared[i], r, 2), again))
+                        reruns = list(
+                            pool.map(lambda i, r=round_no, a=attempt: one(shared[i], r, a), again)
+                        )
                     except BaseException:
                         stopping.set()
                         raise
                 for i, verdict in zip(again, _judge_all(reruns, apps, proxies), strict=True):
-                    verdict.retried = True
+                    verdict.attempts = attempt
                     verdicts[i] = verdict
             for (sc, fix), verdict in zip(shared, verdicts, strict=True):
                 cell_dir = run_dir / f"round-{round_no}" / f"{sc.name}--{fix}"
-                verdict.run_dir = str(cell_dir / "attempt-2" if verdict.retried else cell_dir)
+                verdict.run_dir = str(attempt_dir(cell_dir, verdict.attempts))
                 write_json(Path(verdict.run_dir) / "result.json", verdict.to_json())
             by_cell = {(sc.name, fix): v for (sc, fix), v in zip(shared, verdicts, strict=True)}
             by_cell.update(
@@ -306,8 +382,12 @@ def run_matrix(
             result.rounds.append(
                 {(sc.name, fix): v for (sc, fix), v in zip(cells, verdicts, strict=True)}
             )
-            bad = sum(1 for v in verdicts if not v.matched)
-            progress(f"round {round_no}: {len(verdicts) - bad} of {len(verdicts)} cells matched")
+            counts = result.round_counts()[-1]
+            progress(
+                f"round {round_no}: {counts['mismatches']} of {counts['cells']} cells did not "
+                f"match, {counts['not_judged']} could not be judged, {counts['run_again']} "
+                "were run again"
+            )
         result.seconds = time.monotonic() - began
         write_json(run_dir / "matrix.json", result.to_json())
         (run_dir / "matrix.md").write_text(markdown(result), "utf-8")
@@ -321,6 +401,10 @@ def run_matrix(
         sup.stop_all()
         for runtime in runtimes.values():
             runtime.cleanup()
+
+
+def attempt_dir(cell_dir: Path, attempt: int) -> Path:
+    return cell_dir if attempt == 1 else cell_dir / f"attempt-{attempt}"
 
 
 class CellsStopped(RunStopped):
@@ -464,6 +548,8 @@ def markdown(result: MatrixResult) -> str:
     last = result.last
     lines = [
         f"# Matrix ({len(last)} cells, {result.seconds:.1f} s)",
+        "",
+        f"**{result.headline().capitalize()}.**",
         "",
         "Rows are scenarios (their proxy profile in brackets), columns are fixes. "
         "A cell reads `observed`; a mismatch reads `observed (!= expected)`.",

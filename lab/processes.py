@@ -25,6 +25,7 @@ STOP_GRACE_SECONDS = 3.0
 # stops the worker, and the broker and result stores are transactional: no need to wait.
 STOP_GRACE_BY_COMPONENT = {"worker": 0.5}
 LOG_TAIL_LINES = 15
+CPU_FILE = "cpu.json"  # CPU seconds per component, read just before the run stops them
 
 
 def start_timeout() -> float:
@@ -114,6 +115,7 @@ class Supervisor:
         self.run_id = run_id
         self.run_dir = run_dir
         self.components: list[Component] = []
+        self._cpu_written = False
 
     def add(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> Component:
         env = {**os.environ, **(extra_env or {}), RUN_MARKER: self.run_id, COMPONENT_MARKER: name}
@@ -144,7 +146,25 @@ class Supervisor:
                 raise component.fail(f"not ready after {start_timeout():g} s (waiting for {what})")
             time.sleep(0.02)
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) each running component has used so far, by name."""
+        import psutil
+
+        used: dict[str, float] = {}
+        for component in self.components:
+            if not component.alive():
+                continue  # its CPU time is gone with it
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(component.pid).cpu_times()
+                used[component.name] = round(times.user + times.system, 3)
+        return used
+
     def stop_all(self) -> None:
+        if not self._cpu_written and self.run_dir.is_dir():
+            # Where a run's CPU went (bench/matrix_time.py sums it by process kind).
+            self._cpu_written = True
+            with contextlib.suppress(OSError):
+                (self.run_dir / CPU_FILE).write_text(json.dumps(self.cpu_seconds()), "utf-8")
         running = [c for c in self.components if c.alive()]
         for component in running:
             component.signal_group(signal.SIGTERM)

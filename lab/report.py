@@ -720,6 +720,7 @@ def render_matrix_report(result: MatrixResult, scenarios: Iterable[Scenario] = (
                     "expected_text": OUTCOMES.get(verdict.expected, NOT_RUN)[0],
                     "matched": verdict.matched,
                     "retried": verdict.retried,
+                    "unjudged": verdict.inconclusive,
                     "flips": flips.get((name, fix)),
                     "href": _relative_link(Path(verdict.run_dir) / REPORT_FILE, root),
                     "title": verdict.sentence,
@@ -728,7 +729,15 @@ def render_matrix_report(result: MatrixResult, scenarios: Iterable[Scenario] = (
         summary = known[name].summary if name in known else ""
         rows.append({"name": name, "proxy": proxy or "?", "summary": summary, "cells": cells})
     beaten = defeats(result)
-    mismatches = [v for v in last.values() if not v.matched]
+    mismatches = [
+        (n, v)
+        for n, r in enumerate(result.rounds, 1)
+        for v in r.values()
+        if not v.matched and not v.inconclusive
+    ]
+    unjudged = [
+        (n, v) for n, r in enumerate(result.rounds, 1) for v in r.values() if v.inconclusive
+    ]
     return (
         _env()
         .get_template("matrix_report.html.j2")
@@ -739,6 +748,10 @@ def render_matrix_report(result: MatrixResult, scenarios: Iterable[Scenario] = (
             not_run=NOT_RUN,
             cells=len(last),
             mismatches=mismatches,
+            unjudged=unjudged,
+            ok=result.ok,
+            headline=result.headline(),
+            round_counts=result.round_counts(),
             defeats=beaten,
             survivors=survivors(result),
             flips=flips,

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lab import profiles, report
+from lab import fixes, profiles, report
 from lab.brokers import BrokerChoice, BrokerRuntime, start_broker
 from lab.cell import CellRun, client_kind, run_cell, task_duration
 from lab.errors import ComponentError, RunStopped
@@ -84,6 +84,7 @@ def verdict_for(cell: CellRun, index: EventIndex) -> Verdict:
         final_states=strategies.load().final_states,
         client=client_kind(cell.client),
         broker=cell.app.broker,
+        result_lifetime=fixes.result_lifetime(cell.fix, cell.scenario.results.expires_s),
     )
 
 

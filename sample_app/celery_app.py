@@ -8,10 +8,14 @@ from typing import Any
 
 from celery import Celery
 
+from sample_app.sqlite_pragmas import use_wal_for_sqlite
+
 TASK_NAME = "sample_app.wait"
 
 
 def create_celery(conf: Mapping[str, Any]) -> Celery:
+    if any("sqlite" in str(conf.get(key, "")) for key in ("broker_url", "result_backend")):
+        use_wal_for_sqlite()
     celery = Celery("sample_app", set_as_current=False)
     celery.conf.update(dict(conf))
 

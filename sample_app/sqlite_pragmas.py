@@ -1,0 +1,39 @@
+"""SQLite settings for many processes and threads sharing the broker and result files.
+
+In SQLite's default rollback-journal mode a writer locks out every reader, and each commit waits
+for the disk: with a matrix's dozens of concurrent tasks, the worker's result writes, the app's
+status reads and the transport's polling queue behind one another ("database is locked"), and a
+one-second task took ten. Write-ahead logging lets readers go on while one process writes, and
+`synchronous=NORMAL` (safe with WAL: a power cut may lose the last commits, never corrupt the
+file) skips the wait for the disk. The lab's files live and die with one run.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+BUSY_TIMEOUT_MS = 10_000  # wait for a lock this long before "database is locked"
+
+
+def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def use_wal_for_sqlite() -> None:
+    """Every SQLite connection SQLAlchemy opens in this process gets the settings above
+    (kombu's transport and Celery's database backend each build their own engine).
+    SQLAlchemy is imported here, not above: a Redis-only app does not need it."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    if not event.contains(Engine, "connect", _on_connect):
+        event.listen(Engine, "connect", _on_connect)
