@@ -1,40 +1,48 @@
-"""Wall time of the whole matrix with the Python client (goal: under 30 s on 2 cores).
+"""Seconds per round of the whole matrix with the Python client, and where the CPU goes.
 
-Runs `lab matrix --json` as a user would and reports the matrix's own `seconds` (from the start
-of the stacks to the last verdict) and the whole command's time.
+Goal (issue 9): under 25 s a round on 2 cores, measured as the issue did: the whole command's
+time divided by its rounds (stack start-up shared among them). Runs `lab matrix --repeat N
+--json` as a user would; prints each round's own seconds, the start-up, and the CPU seconds of
+each process kind (from each run's cpu.json; "lab" is the lab's own process) per cell.
+
+    python bench/matrix_time.py [--rounds 3]
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
+import argparse
+import os
+import statistics
 import sys
 import tempfile
-import time
 
-GOAL = 30.0
+sys.path.insert(0, os.path.dirname(__file__))
+
+from _matrix_run import run_matrix  # noqa: E402
+
+GOAL = 25.0
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as runs_dir:
-        began = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, "-m", "lab", "matrix", "--json", "--runs-dir", runs_dir],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        wall = time.monotonic() - began
-    if not done.stdout.strip():
-        raise SystemExit(f"lab matrix failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    result = json.loads(done.stdout)
-    cells = len(result["rounds"][0]) if result.get("rounds") else 0
+        run = run_matrix(runs_dir, "--repeat", str(args.rounds))
+    result = run.result
+    per_round = run.wall / args.rounds
+    rounds = result["round_seconds"]
+    cell_runs = run.cells * args.rounds
     print(
-        f"matrix: {cells} cells, ok={result.get('ok')}, {result.get('seconds', 0):.1f} s to the "
-        f"last verdict, {wall:.1f} s for the whole command (goal < {GOAL:g} s: "
-        f"{'met' if result.get('seconds', 1e9) < GOAL else 'MISSED'})"
+        f"matrix: {run.cells} cells x {args.rounds} rounds, ok={result['ok']}; start-up "
+        f"{result['startup_seconds']:.1f} s, rounds {', '.join(f'{t:.1f}' for t in rounds)} s "
+        f"(median {statistics.median(rounds):.1f} s); whole command {run.wall:.1f} s = "
+        f"{per_round:.1f} s a round (goal < {GOAL:g} s: {'met' if per_round < GOAL else 'MISSED'})"
     )
-    return 0 if done.returncode == 0 else 1
+    print(f"CPU: {run.cpu_total:.1f} s in all, {run.cpu_total / cell_runs * 1000:.0f} ms a cell")
+    for kind, seconds in run.cpu_by_kind.items():
+        print(f"  {kind:8} {seconds:6.1f} s  {seconds / cell_runs * 1000:5.0f} ms a cell")
+    return 0 if run.returncode == 0 else 1
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from lab.stack import (
     external_proxy,
     launch_app_stack,
     launch_proxy,
+    launch_proxy_host,
     stack_key,
 )
 
@@ -49,6 +50,8 @@ class MatrixResult:
     fixes: list[str]
     rounds: list[dict[tuple[str, str], Verdict]] = field(default_factory=list)
     seconds: float = 0.0
+    startup_seconds: float = 0.0  # from the command's start until every stack was up
+    round_seconds: list[float] = field(default_factory=list)  # each round, its re-runs included
     client: str = "python"  # or "browser": the page itself in Chromium
     broker: str | None = None  # forced for every scenario, or None: each scenario's default
 
@@ -125,6 +128,8 @@ class MatrixResult:
         return {
             "run_dir": str(self.run_dir),
             "seconds": round(self.seconds, 3),
+            "startup_seconds": round(self.startup_seconds, 3),
+            "round_seconds": [round(t, 3) for t in self.round_seconds],
             "client": self.client,
             "broker": self.broker,
             "scenarios": self.scenarios,
@@ -179,30 +184,66 @@ def start_stacks(
                 load=sc.load,
             )
             app_waits[key] = ready
-    proxy_waits: dict[tuple[str, str], Callable[[], ProxyEndpoint]] = {}
     wanted = {(sc.proxy, cell_key(sc, fix, brokers, forced)) for sc, fix in cells if sc.uses_proxy}
     loaded = {name: profiles.load(name) for name, _ in wanted}
-    # A forward proxy serves every app; a reverse proxy stands in front of one app.
-    for name, _akey in sorted(wanted):
-        if proxy_url:
-            continue
-        profile = loaded[name]
-        if profile.mode == "forward":
-            pkey = (name, "*")
-            if pkey not in proxy_waits:
-                _, proxy_waits[pkey] = launch_proxy(sup, name, profile, None, single=False)
-    apps = {key: wait() for key, wait in app_waits.items()}
-    for name, akey in sorted(wanted):
-        profile = loaded[name]
-        if not proxy_url and profile.mode == "reverse":
-            _, proxy_waits[(name, akey)] = launch_proxy(
-                sup, f"{name}-{akey}", profile, apps[akey].url, single=False
-            )
-    proxies = {key: wait() for key, wait in proxy_waits.items()}
+    proxies: dict[tuple[str, str], ProxyEndpoint] = {}
+    if not proxy_url:
+        # A forward proxy serves every app; a reverse proxy stands in front of one app. The
+        # profiles share one mitmdump per kind (forward now, reverse once the apps are up),
+        # each on a listener of its own; a profile with mitmproxy's own options runs alone.
+        forward = sorted({name for name, _ in wanted if loaded[name].mode == "forward"})
+        reverse = sorted((name, akey) for name, akey in wanted if loaded[name].mode == "reverse")
+        forward_ready = _launch_proxies(
+            sup, "proxy-forward", [((name, "*"), loaded[name], None) for name in forward]
+        )
+        apps = {key: wait() for key, wait in app_waits.items()}
+        reverse_ready = _launch_proxies(
+            sup,
+            "proxy-reverse",
+            [((name, akey), loaded[name], apps[akey].url) for name, akey in reverse],
+        )
+        proxies = forward_ready() | reverse_ready()
+    else:
+        apps = {key: wait() for key, wait in app_waits.items()}
     if proxy_url:
         endpoint = external_proxy(proxy_url, proxy_mode)
         proxies = {(name, "*"): endpoint for name, _ in wanted}
     return apps, proxies
+
+
+ProxyKey = tuple[str, str]  # (profile, "*" for a forward proxy or the app stack it fronts)
+
+
+def _launch_proxies(
+    sup, name: str, wanted: list[tuple[ProxyKey, profiles.Profile, str | None]]
+) -> Callable[[], dict[ProxyKey, ProxyEndpoint]]:
+    """One mitmdump for the profiles that can share one, one each for the others."""
+    shared = [item for item in wanted if profiles.can_share_a_process(item[1])]
+    waits: dict[ProxyKey, Callable[[], ProxyEndpoint]] = {}
+    for pkey, profile, app_url in wanted:
+        if (pkey, profile, app_url) not in shared:
+            label = profile.name if pkey[1] == "*" else f"{profile.name}-{pkey[1]}"
+            _, waits[pkey] = launch_proxy(sup, label, profile, app_url, single=False)
+    labels = {_listener_label(pkey): pkey for pkey, _, _ in shared}
+    host_ready = (
+        launch_proxy_host(
+            sup, name, [(_listener_label(pkey), profile, url) for pkey, profile, url in shared]
+        )
+        if shared
+        else dict
+    )
+
+    def ready() -> dict[ProxyKey, ProxyEndpoint]:
+        endpoints = {labels[label]: endpoint for label, endpoint in host_ready().items()}
+        return endpoints | {pkey: wait() for pkey, wait in waits.items()}
+
+    return ready
+
+
+def _listener_label(pkey: ProxyKey) -> str:
+    """Names the listener's files (proxy-events-<label>.jsonl), as launch_proxy's key did."""
+    name, akey = pkey
+    return name if akey == "*" else f"{name}-{akey}"
 
 
 def run_matrix(
@@ -308,7 +349,9 @@ def run_matrix(
                     break
             return verdict
 
+        result.startup_seconds = time.monotonic() - began
         for round_no in range(1, repeat + 1):
+            round_began = time.monotonic()
             runs: list[CellRun] = []
 
             def one(
@@ -382,6 +425,7 @@ def run_matrix(
             result.rounds.append(
                 {(sc.name, fix): v for (sc, fix), v in zip(cells, verdicts, strict=True)}
             )
+            result.round_seconds.append(time.monotonic() - round_began)
             counts = result.round_counts()[-1]
             progress(
                 f"round {round_no}: {counts['mismatches']} of {counts['cells']} cells did not "

@@ -98,3 +98,16 @@ def mitmdump_args(profile: Profile) -> list[str]:
             text = str(item).lower() if isinstance(item, bool) else str(item)
             args += ["--set", f"{name}={text}"]
     return args
+
+
+def listener_spec(profile: Profile) -> dict[str, Any]:
+    """The profile as one listener of a shared mitmdump (proxies/listeners.py)."""
+    return {"options": dict(profile.options), "misbehaviours": profile.misbehaviours}
+
+
+def can_share_a_process(profile: Profile) -> bool:
+    """Only the cache's options can differ between listeners of one mitmdump; a profile that
+    sets mitmproxy's own options needs a process of its own."""
+    from proxies.shared_cache import OPTION_NAMES
+
+    return set(profile.options) <= set(OPTION_NAMES)

@@ -55,7 +55,8 @@ class Observer:
     Load it after the cache so it sees the cache outcome.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, events_path: str = "") -> None:
+        self.events_path = events_path  # the observer_events option, or a listener's own file
         self._events: TextIO | None = None
 
     def load(self, loader: Loader) -> None:
@@ -75,6 +76,7 @@ class Observer:
     def configure(self, updated: set[str]) -> None:
         if "observer_events" in updated:
             self._close()  # reopened lazily at the new path
+            self.events_path = ctx.options.observer_events
 
     def running(self) -> None:
         if not ctx.options.observer_ready:
@@ -100,10 +102,10 @@ class Observer:
         self._close()
 
     def _write(self, record: dict[str, Any]) -> None:
-        if not ctx.options.observer_events:
+        if not self.events_path:
             return
         if self._events is None:
-            self._events = open(ctx.options.observer_events, "a", encoding="utf-8")  # noqa: SIM115
+            self._events = open(self.events_path, "a", encoding="utf-8")  # noqa: SIM115
         self._events.write(json.dumps(record) + "\n")
         # Scenarios read the file while the proxy runs.
         self._events.flush()

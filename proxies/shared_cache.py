@@ -6,8 +6,9 @@ import copy
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
@@ -23,6 +24,14 @@ SERVER_ERRORS = frozenset({500, 502, 503, 504})
 REFRESH_TIMEOUT = 30.0
 # What X-Cache says for each outcome (when cache_add_headers is on).
 X_CACHE = {"HIT": "HIT", "STALE": "STALE", "REVALIDATED": "REVALIDATED"}
+OPTION_NAMES = (
+    "cache_enabled",
+    "cache_heuristic_ttl",
+    "cache_heuristic_lm_percent",
+    "cache_add_headers",
+    "cache_max_entries",
+    "cache_max_bytes",
+)
 
 
 @dataclass
@@ -67,6 +76,32 @@ class Settings:
     add_headers: bool = False
     max_entries: int = 1000
     max_bytes: int = 64 * MiB
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Settings:
+        """From the addon's option values (mitmproxy's, or a profile's [options]); options
+        not given keep their defaults. OptionsError names the first bad one."""
+        get = options.get
+        heuristic_ttl = get("cache_heuristic_ttl", cls.heuristic_ttl)
+        lm_percent = get("cache_heuristic_lm_percent", round(cls.lm_fraction * 100))
+        max_entries = get("cache_max_entries", cls.max_entries)
+        max_bytes = get("cache_max_bytes", cls.max_bytes)
+        if heuristic_ttl < 0:
+            raise exceptions.OptionsError("cache_heuristic_ttl must be >= 0")
+        if not 0 <= lm_percent <= 100:
+            raise exceptions.OptionsError("cache_heuristic_lm_percent must be within [0, 100]")
+        if max_entries < 1:
+            raise exceptions.OptionsError("cache_max_entries must be >= 1")
+        if max_bytes < 1:
+            raise exceptions.OptionsError("cache_max_bytes must be >= 1")
+        return cls(
+            enabled=get("cache_enabled", cls.enabled),
+            heuristic_ttl=heuristic_ttl,
+            lm_fraction=lm_percent / 100,
+            add_headers=get("cache_add_headers", cls.add_headers),
+            max_entries=max_entries,
+            max_bytes=max_bytes,
+        )
 
 
 @dataclass
@@ -163,27 +198,19 @@ class SharedCache:
         )
 
     def configure(self, updated: set[str]) -> None:
-        if ctx.options.cache_heuristic_ttl < 0:
-            raise exceptions.OptionsError("cache_heuristic_ttl must be >= 0")
-        if not 0 <= ctx.options.cache_heuristic_lm_percent <= 100:
-            raise exceptions.OptionsError("cache_heuristic_lm_percent must be within [0, 100]")
-        if ctx.options.cache_max_entries < 1:
-            raise exceptions.OptionsError("cache_max_entries must be >= 1")
-        if ctx.options.cache_max_bytes < 1:
-            raise exceptions.OptionsError("cache_max_bytes must be >= 1")
         # Read once here, not per flow: mitmproxy type-checks every option access.
-        self.settings = Settings(
-            enabled=ctx.options.cache_enabled,
-            heuristic_ttl=ctx.options.cache_heuristic_ttl,
-            lm_fraction=ctx.options.cache_heuristic_lm_percent / 100,
-            add_headers=ctx.options.cache_add_headers,
-            max_entries=ctx.options.cache_max_entries,
-            max_bytes=ctx.options.cache_max_bytes,
+        self.apply(
+            Settings.from_options({name: getattr(ctx.options, name) for name in OPTION_NAMES})
         )
-        if "cache_enabled" in updated and not ctx.options.cache_enabled:
+
+    def apply(self, settings: Settings) -> None:
+        """Take new settings (configure does, from mitmproxy's options; a ProfileListeners
+        chain does, from its profile)."""
+        if self.settings.enabled and not settings.enabled:
             # Re-enabling later must not resurrect responses from before.
             self.entries.clear()
             self.stored_bytes = 0
+        self.settings = settings
         self._evict()
 
     # -- mitmproxy hooks -------------------------------------------------------------------

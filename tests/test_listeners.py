@@ -1,0 +1,138 @@
+"""Several profiles in one mitmdump (proxies/listeners.py): each listener its own proxy."""
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from mitmproxy import exceptions, http
+from mitmproxy.test import taddons, tflow
+
+from lab import profiles
+from lab.processes import Supervisor
+from lab.stack import launch_proxy_host
+from proxies.listeners import ProfileListeners
+
+CACHING = {"options": {"cache_heuristic_ttl": 300}}
+NOT_CACHING = {"options": {"cache_enabled": False}}
+
+
+def flow_on(port: int, url: str = "http://app.test/tasks/1/status") -> http.HTTPFlow:
+    flow = tflow.tflow()
+    flow.client_conn.sockname = ("127.0.0.1", port)
+    flow.request.url = url
+    return flow
+
+
+def through(addon: ProfileListeners, flow: http.HTTPFlow, body: bytes = b"PENDING") -> bytes:
+    """One pass as mitmproxy drives it; the origin answers `body` unless the proxy did."""
+    asyncio.run(addon.request(flow))
+    if flow.response is None:
+        flow.response = http.Response.make(200, body)
+        asyncio.run(addon.responseheaders(flow))
+    asyncio.run(addon.response(flow))  # mitmproxy calls it for the proxy's own answers too
+    return flow.response.content or b""
+
+
+def test_each_listener_is_its_own_proxy(tmp_path: Path):
+    addon = ProfileListeners()
+    specs = {
+        "8081": CACHING | {"events": str(tmp_path / "a.jsonl")},
+        "8082": NOT_CACHING | {"events": str(tmp_path / "b.jsonl")},
+    }
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, listeners=json.dumps(specs))
+        assert through(addon, flow_on(8081), b"PENDING") == b"PENDING"
+        assert through(addon, flow_on(8081), b"SUCCESS") == b"PENDING"  # its cache answered
+        assert through(addon, flow_on(8082), b"PENDING") == b"PENDING"
+        assert through(addon, flow_on(8082), b"SUCCESS") == b"SUCCESS"  # no cache there
+        addon.done()
+    caches = [json.loads(line)["cache"] for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert caches == ["STORE", "HIT"]
+    other = [json.loads(line)["cache"] for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert other == ["BYPASS", "BYPASS"]
+
+
+def test_a_replayed_flow_stays_with_its_listener():
+    addon = ProfileListeners()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, listeners=json.dumps({"8081": CACHING, "8082": NOT_CACHING}))
+        first = flow_on(8081)
+        through(addon, first)
+        replay = first.copy()
+        replay.client_conn.sockname = ("127.0.0.1", 9)  # whatever the copy says, it stays
+        replay.response = None
+        assert through(addon, replay, b"SUCCESS") == b"PENDING"
+
+
+def test_a_flow_on_a_port_without_a_profile_is_refused():
+    addon = ProfileListeners()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, listeners=json.dumps({"8081": CACHING}))
+        flow = flow_on(9999)
+        asyncio.run(addon.request(flow))
+        assert flow.response is not None and flow.response.status_code == 502
+
+
+@pytest.mark.parametrize(
+    ("listeners", "message"),
+    [
+        ("{not json", "listeners: not valid JSON"),
+        ('{"http": {}}', "'http': a port and an object"),
+        ('{"8081": {"options": {"cache_heuristic_ttl": -1}}}', "cache_heuristic_ttl must be >= 0"),
+        ('{"8081": {"options": {"keep_host_header": true}}}', "cannot differ per listener"),
+        ('{"8081": {"misbehaviours": [{"name": "nope"}]}}', "unknown misbehaviour 'nope'"),
+    ],
+)
+def test_bad_listeners_are_refused_with_what_is_wrong(listeners: str, message: str):
+    addon = ProfileListeners()
+    with taddons.context(addon) as tctx, pytest.raises(exceptions.OptionsError, match=message):
+        tctx.configure(addon, listeners=listeners)
+
+
+@pytest.mark.stack
+def test_one_mitmdump_serves_several_profiles_on_their_own_ports(tmp_path: Path):
+    """The lab's launcher against a real mitmdump: two profiles, two listeners, two logs."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    answers = iter(str(n).encode() for n in range(1, 10))  # the origin counts its requests
+
+    class Origin(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = next(answers)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    origin = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    Thread(target=origin.serve_forever, daemon=True).start()
+    sup = Supervisor("test-listeners", tmp_path)
+    try:
+        ready = launch_proxy_host(
+            sup,
+            "proxy-host",
+            [
+                ("caching", profiles.load("corporate-cache"), None),
+                ("plain", profiles.load("slow-network"), None),
+            ],
+        )
+        endpoints = ready()
+        url = f"http://127.0.0.1:{origin.server_port}/tasks/1/status"
+        seen = {}
+        for key in ("caching", "plain"):
+            with httpx.Client(proxy=endpoints[key].address, trust_env=False, timeout=10) as c:
+                seen[key] = [c.get(url).text, c.get(url).text]
+        assert seen == {"caching": ["1", "1"], "plain": ["2", "3"]}
+        assert len(sup.components) == 1
+        for key, expected in (("caching", ["STORE", "HIT"]), ("plain", ["BYPASS", "BYPASS"])):
+            lines = endpoints[key].events.read_text().splitlines()
+            assert [json.loads(line)["cache"] for line in lines] == expected
+    finally:
+        sup.stop_all()
+        origin.shutdown()
