@@ -41,6 +41,8 @@ class CellRun:
     seconds: float  # from the cell's start (or the run's, for lab repro) to the verdict
     neighbours: list[PollingClient] = field(default_factory=list)
     stream: StreamResult | None = None  # the scenario's [load], sent before the client started
+    backend_state: str | None = None  # what the result backend held at the verdict
+    attempt: int = 1  # the matrix's runs of this cell in this round, this one included
 
 
 def task_duration(scenario: Scenario) -> float:
@@ -141,12 +143,15 @@ def run_cell(
     path_prefix: str = "",
     browser: BrowserHost | None = None,
     broker_refused: Callable[[], bool] | None = None,
+    screenshots: str = "all",
 ) -> CellRun:
     """Run one cell; `path_prefix` (e.g. /_lab/<cell>) gives it cache keys of its own.
 
     With `browser`, the client is the real page in that browser (the neighbours, other users
     who only need to fill a shared cache first, stay Python clients), and a screenshot of the
-    page at the verdict goes to the cell's folder.
+    page at the verdict goes to the cell's folder: always, or with screenshots="mismatches"
+    only when the outcome was not the expected one (a screenshot costs Chromium about a fifth
+    of a whole cell's CPU; a matrix of hundreds of cells takes them where they tell something).
     """
     logs_dir.mkdir(parents=True, exist_ok=True)
     began = time.monotonic() if began is None else began
@@ -202,7 +207,10 @@ def run_cell(
             stream_result, stream = stream.finish(), None
         observed = wait_for_outcome(client, scenario, app, watch)
         seconds = time.monotonic() - began
-        if browser is not None:
+        backend_state = app.backend.state(client.task_id)  # read at the verdict, by this cell
+        if browser is not None and (
+            screenshots == "all" or observed is not scenario.expected_for(fix, client_kind(client))
+        ):
             client.screenshot(logs_dir / SCREENSHOT)
     finally:
         if stream is not None:
@@ -210,4 +218,15 @@ def run_cell(
         client.stop()
         for neighbour in neighbours:
             neighbour.stop()
-    return CellRun(scenario, fix, app, proxy, client, observed, seconds, neighbours, stream_result)
+    return CellRun(
+        scenario,
+        fix,
+        app,
+        proxy,
+        client,
+        observed,
+        seconds,
+        neighbours,
+        stream_result,
+        backend_state,
+    )

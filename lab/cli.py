@@ -284,6 +284,13 @@ def _split(value: str | None) -> list[str] | None:
     help="Run the whole matrix once on each of these brokers (sqlite, redis, rabbitmq) and "
     "show which cells had the same outcome on all of them.",
 )
+@click.option(
+    "--screenshots",
+    type=click.Choice(["mismatches", "all"]),
+    default="mismatches",
+    show_default=True,
+    help="With --client browser: a screenshot of each cell that did not match, or of all.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @runs_dir_option
 @proxy_options
@@ -295,6 +302,7 @@ def matrix_command(
     repeat: int,
     concurrency: int,
     broker_list: str | None,
+    screenshots: str,
     as_json: bool,
     runs_dir: Path | None,
     proxy_url: str | None,
@@ -350,6 +358,7 @@ def matrix_command(
             "proxy_url": proxy_url,
             "proxy_mode": proxy_mode,
             "client": client,
+            "screenshots": screenshots,
         }
         if len(brokers) > 1:
             comparison = matrix.run_broker_comparison(

@@ -41,21 +41,34 @@ def is_status_request(event: dict[str, Any]) -> bool:
     return not path.rstrip("/").endswith("/tasks")
 
 
-class EventIndex:
-    """Origin and proxy events of a run, read once and grouped by task id."""
+Grouped = dict[str, list[dict[str, Any]]]
 
-    def __init__(self, origin_events: Path | None, proxy_events: Path | None) -> None:
+
+class EventIndex:
+    """Origin and proxy events of a run, read once and grouped by task id. `cache`: files
+    already grouped (a matrix judges many cells against the same files)."""
+
+    def __init__(
+        self,
+        origin_events: Path | None,
+        proxy_events: Path | None,
+        cache: dict[Path, Grouped] | None = None,
+    ) -> None:
+        self._cache = cache if cache is not None else {}
         self.origin = self._group(origin_events)
         self.proxy = self._group(proxy_events)
 
-    @staticmethod
-    def _group(path: Path | None) -> dict[str, list[dict[str, Any]]]:
-        grouped: dict[str, list[dict[str, Any]]] = {}
-        for event in read_jsonl(path) if path else []:
-            task_id = task_id_in(event)
-            if task_id and is_status_request(event):
-                grouped.setdefault(task_id, []).append(event)
-        return grouped
+    def _group(self, path: Path | None) -> Grouped:
+        if path is None:
+            return {}
+        if path not in self._cache:
+            grouped: Grouped = {}
+            for event in read_jsonl(path):
+                task_id = task_id_in(event)
+                if task_id and is_status_request(event):
+                    grouped.setdefault(task_id, []).append(event)
+            self._cache[path] = grouped
+        return self._cache[path]
 
 
 @dataclass
@@ -215,6 +228,7 @@ def judge(
     client: str = "python",
     broker: str = "sqlite",
     result_lifetime: float | None = None,
+    attempts: int = 1,
 ) -> Verdict:
     """`result_lifetime`: seconds a stored result lives (result_expires), None: for ever."""
     expected = scenario.expected_for(fix, client)
@@ -260,6 +274,7 @@ def judge(
         lesson=scenario.lesson,
         first_poll_at=_round(evidence.rel(evidence.polls[0].sent_at)) if evidence.polls else None,
         untested=untested_because(evidence, final_states, result_lifetime),
+        attempts=attempts,
         broker=broker,
     )
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from lab import profiles, report, runner
 from lab.brokers import BrokerChoice, BrokerRuntime, redis_server_installed, start_broker
-from lab.cell import CellRun, run_cell, task_duration
+from lab.cell import CellRun, client_kind, run_cell, task_duration
 from lab.errors import RunStopped
-from lab.evidence import EventIndex, Verdict
+from lab.evidence import EventIndex, Grouped, Verdict, untested_because
 from lab.runner import new_browser, new_run_dir, new_supervisor, verdict_for, write_json
 from lab.scenarios import Scenario
 from lab.stack import (
@@ -30,6 +30,7 @@ from lab.stack import (
     launch_proxy_host,
     stack_key,
 )
+from sample_app import strategies
 
 Progress = Callable[[str], None]
 NOT_JUDGED = "not judged"  # a cell's outcome in a round where the machine was too slow for it
@@ -40,6 +41,7 @@ OWN_STACK_CONCURRENCY = 8
 # Runs of one cell in one round while the machine is too slow for it to test anything (see
 # evidence.untested_because); after that its verdict says "not judged", never a wrong outcome.
 MAX_ATTEMPTS = 3
+CELL_STARTS_PER_SECOND = 25.0  # see StartPacer
 ALIVE_CHECK_EVERY = 0.1  # seconds: how stale "every component is alive" may be in a cell
 
 
@@ -260,9 +262,13 @@ def run_matrix(
     broker: str | None = None,
     broker_url: str | None = None,
     run_dir: Path | None = None,
+    screenshots: str = "mismatches",
 ) -> MatrixResult:
     """client="browser": every cell's client is the app's real page, each in a context of its
     own (fresh HTTP cache and connections) of one Chromium shared by the whole matrix.
+
+    screenshots (browser client): "mismatches" (cells whose outcome was not the expected one)
+    or "all".
 
     broker: every scenario on this broker (those that cannot run on it are left out); None:
     each on its own default. Cells that fill their broker get a stack of their own each.
@@ -350,31 +356,39 @@ def run_matrix(
             return verdict
 
         result.startup_seconds = time.monotonic() - began
+        starts = StartPacer(CELL_STARTS_PER_SECOND)
         for round_no in range(1, repeat + 1):
             round_began = time.monotonic()
             runs: list[CellRun] = []
 
-            def one(
-                cell: tuple[Scenario, str], round_no: int = round_no, attempt: int = 1
-            ) -> CellRun:
+            def one(cell: tuple[Scenario, str], round_no: int = round_no) -> CellRun:
+                """The cell, run again at once while a mismatch tested nothing (the machine was
+                too slow: the task finished before a poll reached the app), up to MAX_ATTEMPTS
+                runs; the verdict says how many it took."""
                 sc, fix = cell
                 akey = cell_key(sc, fix, runtimes, broker)
                 proxy = None
                 if sc.uses_proxy:
                     proxy = proxies.get((sc.proxy, "*")) or proxies[(sc.proxy, akey)]
-                logs = attempt_dir(run_dir / f"round-{round_no}" / f"{sc.name}--{fix}", attempt)
-                # Each cell its own cache namespace on the shared proxy (see CellPrefix).
-                prefix = f"/_lab/r{round_no}a{attempt}-{sc.name}--{fix}"
-                return run_cell(
-                    sc,
-                    fix,
-                    apps[akey],
-                    proxy,
-                    logs,
-                    check_alive,
-                    path_prefix=prefix,
-                    browser=browser,
-                )
+                for attempt in range(1, MAX_ATTEMPTS + 1):
+                    logs = attempt_dir(run_dir / f"round-{round_no}" / f"{sc.name}--{fix}", attempt)
+                    starts.wait(check_alive)
+                    run = run_cell(
+                        sc,
+                        fix,
+                        apps[akey],
+                        proxy,
+                        logs,
+                        check_alive,
+                        # Each run its own cache namespace on the shared proxy (see CellPrefix).
+                        path_prefix=f"/_lab/r{round_no}a{attempt}-{sc.name}--{fix}",
+                        browser=browser,
+                        screenshots=screenshots,
+                    )
+                    run.attempt = attempt
+                    if not untested_mismatch(run):
+                        break
+                return run
 
             # Longest first: cells expected to hang wait out a whole hang window.
             order = sorted(range(len(shared)), key=lambda i: _expected_seconds(*shared[i]))
@@ -392,27 +406,6 @@ def run_matrix(
                     raise
             runs = [done[i] for i in range(len(shared))]
             verdicts = _judge_all(runs, apps, proxies)
-            # A mismatch on a run that did not test the scenario (a busy machine: the task
-            # finished before a poll could reach the app) is not a verdict: run it again.
-            for attempt in range(2, MAX_ATTEMPTS + 1):
-                again = [i for i, v in enumerate(verdicts) if v.inconclusive]
-                if not again:
-                    break
-                progress(
-                    f"round {round_no}: running {len(again)} cells again (attempt {attempt}): "
-                    "the machine was too slow for them to test anything"
-                )
-                with ThreadPoolExecutor(max_workers=concurrency) as pool:
-                    try:
-                        reruns = list(
-                            pool.map(lambda i, r=round_no, a=attempt: one(shared[i], r, a), again)
-                        )
-                    except BaseException:
-                        stopping.set()
-                        raise
-                for i, verdict in zip(again, _judge_all(reruns, apps, proxies), strict=True):
-                    verdict.attempts = attempt
-                    verdicts[i] = verdict
             for (sc, fix), verdict in zip(shared, verdicts, strict=True):
                 cell_dir = run_dir / f"round-{round_no}" / f"{sc.name}--{fix}"
                 verdict.run_dir = str(attempt_dir(cell_dir, verdict.attempts))
@@ -461,21 +454,47 @@ def _expected_seconds(scenario: Scenario, fix: str) -> float:
     return scenario.task_duration + scenario.hang_window
 
 
+def untested_mismatch(run: CellRun) -> bool:
+    """Judged from the client and the worker's record alone, in the cell's own thread: did
+    this run miss its expectation without testing anything? (evidence.untested_because)"""
+    if run.observed is run.scenario.expected_for(run.fix, client_kind(run.client)):
+        return False
+    evidence = runner.gather_evidence(run, EventIndex(None, None))
+    return untested_because(evidence, strategies.load().final_states, None) is not None
+
+
+class StartPacer:
+    """Cells start at most `per_second` a second: dozens starting in the same instant (each a
+    Start, a task, a first poll) starve one another, and a starved cell tests nothing."""
+
+    def __init__(self, per_second: float) -> None:
+        self.gap = 1 / per_second
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self, check_alive: Callable[[], None]) -> None:
+        with self._lock:
+            now = time.monotonic()
+            at = max(now, self._next)
+            self._next = at + self.gap
+        while (left := at - time.monotonic()) > 0:
+            check_alive()
+            time.sleep(min(left, 0.05))
+
+
 def _judge_all(
     runs: list[CellRun],
     apps: dict[str, AppStack],
     proxies: dict[tuple[str, str], ProxyEndpoint],
 ) -> list[Verdict]:
-    indexes: dict[tuple[str, str | None], EventIndex] = {}
-    verdicts = []
-    for run in runs:
-        key = (run.app.key, str(run.proxy.events) if run.proxy and run.proxy.events else None)
-        if key not in indexes:
-            indexes[key] = EventIndex(
-                run.app.origin_events, run.proxy.events if run.proxy else None
-            )
-        verdicts.append(verdict_for(run, indexes[key]))
-    return verdicts
+    files: dict[Path, Grouped] = {}  # each evidence file is read once for all the cells
+    return [
+        verdict_for(
+            run,
+            EventIndex(run.app.origin_events, run.proxy.events if run.proxy else None, files),
+        )
+        for run in runs
+    ]
 
 
 def defeats(result: MatrixResult) -> dict[str, list[str]]:

@@ -64,17 +64,21 @@ def new_browser(sup: Supervisor, client: str) -> BrowserHost | None:
     return BrowserHost(sup.run_id, sup.run_dir / "browser.log")
 
 
-def verdict_for(cell: CellRun, index: EventIndex) -> Verdict:
-    evidence = Evidence.gather(
+def gather_evidence(cell: CellRun, index: EventIndex) -> Evidence:
+    return Evidence.gather(
         task_events=cell.app.task_events,
         index=index,
         task_id=cell.client.task_id,
         client=cell.client,
-        backend_state=cell.app.backend.state(cell.client.task_id),
+        backend_state=cell.backend_state,
         uses_proxy=cell.proxy is not None,
         proxy_visible=cell.proxy is not None and cell.proxy.events is not None,
         worker_running=cell.scenario.worker.running,
     )
+
+
+def verdict_for(cell: CellRun, index: EventIndex) -> Verdict:
+    evidence = gather_evidence(cell, index)
     return judge(
         cell.scenario,
         cell.fix,
@@ -85,6 +89,7 @@ def verdict_for(cell: CellRun, index: EventIndex) -> Verdict:
         client=client_kind(cell.client),
         broker=cell.app.broker,
         result_lifetime=fixes.result_lifetime(cell.fix, cell.scenario.results.expires_s),
+        attempts=cell.attempt,
     )
 
 

@@ -10,4 +10,4 @@ from kombu.transport import sqlalchemy
 
 
 class FastSQLAlchemyTransport(sqlalchemy.Transport):
-    polling_interval = 0.05
+    polling_interval = 0.1

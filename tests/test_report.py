@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import html
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -215,6 +217,14 @@ class Page(HTMLParser):
 
     def tags(self, name: str) -> list[dict[str, str]]:
         return [a for tag, a in self.elements if tag == name]
+
+    def text_of(self, element_id: str) -> str:
+        """The text inside the element with this id (up to its tag's first closing tag), one
+        space between pieces."""
+        match = re.search(rf'<(\w+)[^>]*\bid="{element_id}"[^>]*>', self.html)
+        assert match is not None, f"no element with id {element_id!r}"
+        inner = self.html[match.end() : self.html.index(f"</{match.group(1)}>", match.end())]
+        return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", inner)).split())
 
 
 def read_page(path: Path) -> Page:
@@ -686,6 +696,82 @@ def test_matrix_page_has_one_linked_cell_per_run_cell(tmp_path):
     assert "corporate-cache" in page.html  # the row's proxy profile
     assert "survives every proxy profile" in page.html  # nonce and no-store
     assert "defeated by proxy-cache" in page.html  # none
+
+
+def summary_of(page: Page) -> tuple[str, str]:
+    """The banner's text and its colour (the green or the red one)."""
+    banner = page.having("id", "summary")[0]
+    return page.text_of("summary"), ("green" if "#e7f3ea" in banner["style"] else "red")
+
+
+def with_a_second_round(result: MatrixResult, changed: dict[tuple[str, str], str]) -> None:
+    """Round 2: the same verdicts, but `changed` cells observed as given (matched or not)."""
+    second = {}
+    for key, verdict in result.last.items():
+        copy = dataclasses.replace(verdict)
+        if key in changed:
+            copy.observed = changed[key]
+            copy.matched = copy.observed == copy.expected
+        second[key] = copy
+    result.rounds.append(second)
+
+
+def test_all_matched_is_said_only_when_every_round_matched(tmp_path):
+    result = matrix_on_disk(tmp_path)
+    direct_nonce = result.last[("direct", "nonce")]
+    direct_nonce.observed, direct_nonce.matched = "completed", True
+    with_a_second_round(result, {})
+    assert result.ok
+    text, colour = summary_of(read_page(report.write_matrix_report(result)))
+    assert colour == "green"
+    assert text.startswith("All 5 cells matched their expected outcome in every one of 2 rounds")
+
+
+def test_a_mismatch_in_an_earlier_round_is_never_hidden_by_the_last(tmp_path):
+    result = matrix_on_disk(tmp_path)  # round 1: direct/nonce observed hung, expected completed
+    with_a_second_round(result, {("direct", "nonce"): "completed"})  # round 2: it matched
+    assert not result.ok
+    assert result.flips == {("direct", "nonce"): ["hung", "completed"]}
+    page = read_page(report.write_matrix_report(result))
+    text, colour = summary_of(page)
+    assert colour == "red"
+    assert "all" not in text.lower().split()
+    assert "Round 1: 1 of 5 cells did not match; round 2: 0 of 5 cells did not match" in text
+    assert "1 cells changed between rounds" in text
+    rounds = page.text_of("rounds")
+    assert "1 5 1 0 0 2 5 0 0 0" in rounds  # round, cells, mismatches, not judged, run again
+    assert "direct / nonce: hung → completed" in page.text_of("flips")
+    assert "round 1: direct fix=nonce" in page.text_of("mismatches")
+
+
+def test_a_flip_between_matching_outcomes_is_shown(tmp_path):
+    """A cell that matched in both rounds cannot flip; one whose expectation is met only once
+    can: its flip and its mismatch both show."""
+    result = matrix_on_disk(tmp_path)
+    direct_nonce = result.last[("direct", "nonce")]
+    direct_nonce.observed, direct_nonce.matched = "completed", True
+    with_a_second_round(result, {("proxy-cache", "none"): "completed"})
+    assert result.flips == {("proxy-cache", "none"): ["hung", "completed"]}
+    page = read_page(report.write_matrix_report(result))
+    text, colour = summary_of(page)
+    assert colour == "red" and "did not match" in text and "1 cells changed" in text
+    cell = page.html[page.html.index('data-cell="proxy-cache/none"') :]
+    assert 'class="flag"' in cell[: cell.index("</td>")]
+
+
+def test_a_cell_the_machine_was_too_slow_for_is_not_judged_and_not_green(tmp_path):
+    result = matrix_on_disk(tmp_path)
+    direct_nonce = result.last[("direct", "nonce")]
+    direct_nonce.untested = "the first poll was sent after the task had finished"
+    direct_nonce.attempts = 3
+    assert direct_nonce.inconclusive and not result.mismatches and not result.ok
+    page = read_page(report.write_matrix_report(result))
+    text, colour = summary_of(page)
+    assert colour == "red"
+    assert "0 of 5 cells did not match, 1 could not be judged (machine too slow)" in text
+    assert "after 3 runs" in page.text_of("unjudged")
+    unjudged = [c for c in page.having("data-cell") if "unjudged" in c["class"].split()]
+    assert [c["data-cell"] for c in unjudged] == ["direct/nonce"]
 
 
 def test_matrix_cell_report_links_the_shared_evidence(tmp_path):

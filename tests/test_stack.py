@@ -87,6 +87,9 @@ def test_whole_matrix_matches_every_expectation(tmp_path, token):
     )
     mismatches = [v.sentence for v in result.mismatches]
     assert not mismatches, "\n".join(mismatches)
+    unjudged = [f"{v.scenario}/{v.fix}: {v.untested}" for v in result.unjudged]
+    assert not unjudged, "too slow to judge after retries:\n" + "\n".join(unjudged)
+    assert result.ok
     # Browser-only scenarios (the browser's own HTTP cache) are left out of the Python matrix.
     applicable = sum(
         len(sc.fixes)
