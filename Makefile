@@ -13,7 +13,7 @@ BROKER ?=
 BROKER_ARG = $(if $(BROKER),--broker $(BROKER))
 
 .DEFAULT_GOAL := help
-.PHONY: help repro matrix up list test lint format bench clean
+.PHONY: help repro matrix up list test test-fast lint format bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_.-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,10 +39,15 @@ up: $(STAMP) ## Workshop mode: make up SCENARIO=proxy-cache [FIX=none] [BROKER=r
 list: $(STAMP) ## List the scenarios
 	$(BIN)/lab list
 
-test: $(STAMP) ## Lint, then the whole test suite (unit, app, and the real stack)
+test: $(STAMP) ## Lint, then the whole test suite (unit, app, and the real stack): what CI runs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+test-fast: $(STAMP) ## The edit loop, under a minute: lint and every test that starts no real process
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -m "not stack"
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .
@@ -52,9 +57,10 @@ format: $(STAMP) ## ruff format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## Timing goals: repro speed, matrix time, requests/s per profile, brokers
+bench: $(STAMP) ## Timing goals: repro speed, matrix time and stability, requests/s per profile, brokers
 	$(BIN)/python bench/repro_speed.py
 	$(BIN)/python bench/matrix_time.py
+	$(BIN)/python bench/stability.py
 	$(BIN)/python bench/proxy_rps.py
 	$(BIN)/python bench/browser_vs_python.py
 	$(BIN)/python bench/cache_memory.py

@@ -16,6 +16,7 @@ import re
 import signal
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -34,6 +35,9 @@ from sample_app import strategies
 from tests.lab_helpers import TOKEN_VAR, LabProcess, component, processes_with_token, wait_for
 
 pytestmark = pytest.mark.stack
+# Tests that read the whole matrix: the first one to run waits for it (pytest-timeout counts
+# a fixture's set-up in the test that needs it first).
+WHOLE_MATRIX_TIMEOUT = 900
 ALL_UP = "all up after"
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -91,6 +95,44 @@ def needs_a_browser() -> None:
     pytest.skip(f"the browser client cannot run here: {missing}")
 
 
+def whole_matrix_wanted() -> bool:
+    """The whole browser matrix takes minutes on 2 cores: on CI, or with
+    LAB_TEST_BROWSER_MATRIX=1. The tests below read their cells from it when it runs, and run
+    the few cells they need themselves when it does not."""
+    return os.environ.get("LAB_TEST_BROWSER_MATRIX") == "1" or os.environ.get("CI") == "true"
+
+
+@dataclass
+class BrowserMatrix:
+    result: dict  # `lab matrix --client browser --json`
+    token: str
+    code: int
+
+    def cell(self, scenario: str, fix: str) -> dict:
+        return next(
+            v for v in self.result["rounds"][-1] if (v["scenario"], v["fix"]) == (scenario, fix)
+        )
+
+
+@pytest.fixture(scope="module")
+def whole_browser_matrix(tmp_path_factory: pytest.TempPathFactory) -> BrowserMatrix | None:
+    if not whole_matrix_wanted() or browser.unavailable() is not None:
+        return None
+    lab = LabProcess(
+        ["matrix", "--client", "browser", "--json"], tmp_path_factory.mktemp("browser-matrix")
+    )
+    code, stdout = lab.finish(timeout=800)
+    return BrowserMatrix(json.loads(stdout), lab.token, code)
+
+
+def one_cell(whole: BrowserMatrix | None, tmp_path: Path, scenario: str, fix: str) -> dict:
+    """The cell's verdict from the whole browser matrix, or from a run of its own."""
+    if whole is not None:
+        return whole.cell(scenario, fix)
+    verdict = runner.run(scenarios.load(scenario), fix, tmp_path, lambda _: None, client="browser")
+    return verdict.to_json()
+
+
 @pytest.fixture
 def token(monkeypatch: pytest.MonkeyPatch) -> str:
     # In-process runs: every child (Playwright's driver and Chromium too) inherits the token.
@@ -142,40 +184,42 @@ def test_story_in_the_browser(tmp_path, no_leftovers, fix, expected):
 
 @pytest.mark.usefixtures("needs_a_browser")
 # -- what the browser's own cache does, recorded poll by poll ---------------------------------
-def test_browser_cache_revalidation_is_recorded(tmp_path, token):
-    verdict = runner.run(
-        scenarios.load("direct"), "no-cache-etag", tmp_path, lambda _: None, client="browser"
-    )
-    assert verdict.observed == "completed", verdict.sentence
-    polls = client_polls(Path(verdict.run_dir))
+@pytest.mark.timeout(WHOLE_MATRIX_TIMEOUT)
+def test_browser_cache_revalidation_is_recorded(tmp_path, token, whole_browser_matrix):
+    verdict = one_cell(whole_browser_matrix, tmp_path, "direct", "no-cache-etag")
+    assert verdict["observed"] == "completed", verdict["sentence"]
+    polls = client_polls(Path(verdict["run_dir"]))
     revalidated = [p for p in polls if p["browser_cache_kind"] == "revalidated"]
     # The browser kept the first answer and sent If-None-Match; the app said 304 until SUCCESS.
     assert revalidated, polls
     assert all(p["status"] == 304 and p["browser_cache"] for p in revalidated)
     assert all(p["state"] == "PENDING" for p in revalidated)
     assert polls[-1]["state"] == "SUCCESS" and polls[-1]["status"] == 200
-    assert verdict.polls["reached_origin"] >= len(polls)  # every revalidation reached the app
+    # every revalidation reached the app
+    assert verdict["polls"]["reached_origin"] >= len(polls)
     assert not processes_with_token(token)
 
 
 @pytest.mark.usefixtures("needs_a_browser")
-def test_heuristic_freshness_in_the_browser_cache_hangs_without_any_proxy(tmp_path, token):
-    verdict = runner.run(
-        scenarios.load("direct"), "last-modified", tmp_path, lambda _: None, client="browser"
-    )
-    assert verdict.observed == "hung", verdict.sentence
-    assert verdict.stopped_at == "client"  # no proxy: the cache that lied is the browser's
-    polls = client_polls(Path(verdict.run_dir))
+@pytest.mark.timeout(WHOLE_MATRIX_TIMEOUT)
+def test_heuristic_freshness_in_the_browser_cache_hangs_without_any_proxy(
+    tmp_path, token, whole_browser_matrix
+):
+    verdict = one_cell(whole_browser_matrix, tmp_path, "direct", "last-modified")
+    assert verdict["observed"] == "hung", verdict["sentence"]
+    assert verdict["stopped_at"] == "client"  # no proxy: the cache that lied is the browser's
+    polls = client_polls(Path(verdict["run_dir"]))
     fresh = [p for p in polls if p["browser_cache_kind"] == "fresh"]
     assert len(fresh) == len(polls) - 1, polls  # only the first poll left the browser
-    assert verdict.polls["reached_origin"] == 1
-    assert_screenshot(Path(verdict.run_dir))
+    assert verdict["polls"]["reached_origin"] == 1
     assert not processes_with_token(token)
 
 
 @pytest.mark.usefixtures("needs_a_browser")
 # -- the browser against the Python client -----------------------------------------------------
 def test_browser_matches_python_on_a_representative_subset(tmp_path, token):
+    if whole_matrix_wanted():
+        pytest.skip("the whole browser matrix runs here: it asserts every one of these cells")
     loaded = [scenarios.load(name) for name in SUBSET]
     fixes = strategies.names()
     python = matrix.run_matrix(loaded, fixes, tmp_path / "python", lambda _: None)
@@ -204,22 +248,33 @@ def test_browser_matches_python_on_a_representative_subset(tmp_path, token):
 
 
 @pytest.mark.usefixtures("needs_a_browser")
-def test_browser_only_scenarios_hang_on_the_browsers_own_cache(tmp_path, token):
+@pytest.mark.timeout(WHOLE_MATRIX_TIMEOUT)
+def test_browser_only_scenarios_hang_on_the_browsers_own_cache(
+    tmp_path, token, whole_browser_matrix
+):
     loaded = [scenarios.load(name) for name in BROWSER_ONLY]
     assert all(sc.clients == ["browser"] for sc in loaded)
-    result = matrix.run_matrix(
-        loaded, BROWSER_ONLY_FIXES, tmp_path, lambda _: None, client="browser"
-    )
-    assert len(result.last) == len(BROWSER_ONLY) * len(BROWSER_ONLY_FIXES)
+    if whole_browser_matrix is not None:
+        cells = {
+            (name, fix): whole_browser_matrix.cell(name, fix)
+            for name in BROWSER_ONLY
+            for fix in BROWSER_ONLY_FIXES
+        }
+    else:
+        result = matrix.run_matrix(
+            loaded, BROWSER_ONLY_FIXES, tmp_path, lambda _: None, client="browser"
+        )
+        cells = {key: verdict.to_json() for key, verdict in result.last.items()}
+    assert len(cells) == len(BROWSER_ONLY) * len(BROWSER_ONLY_FIXES)
     wrong = []
-    for (name, fix), verdict in result.last.items():
-        if verdict.observed != browser_expected(scenarios.load(name), fix):
-            wrong.append(verdict.sentence)
+    for (name, fix), verdict in cells.items():
+        if verdict["observed"] != browser_expected(scenarios.load(name), fix):
+            wrong.append(verdict["sentence"])
             continue
-        if verdict.observed == "hung":
+        if verdict["observed"] == "hung":
             # The first answer was kept by the browser itself: no later poll left it.
-            polls = client_polls(Path(verdict.run_dir))
-            assert verdict.polls["reached_origin"] == 1, verdict.sentence
+            polls = client_polls(Path(verdict["run_dir"]))
+            assert verdict["polls"]["reached_origin"] == 1, verdict["sentence"]
             assert [p["browser_cache_kind"] for p in polls[1:]] == ["fresh"] * (len(polls) - 1)
     assert not wrong, "\n".join(wrong)
     assert not processes_with_token(token)
@@ -258,16 +313,15 @@ def test_the_debug_panel_shows_the_proxys_age_and_the_real_finish(tmp_path, toke
 
 
 @pytest.mark.usefixtures("needs_a_browser")
-@pytest.mark.skipif(
-    os.environ.get("LAB_TEST_BROWSER_MATRIX") != "1" and os.environ.get("CI") != "true",
-    reason="the whole browser matrix takes about 4 min on 2 cores: it runs on CI, or here "
-    "with LAB_TEST_BROWSER_MATRIX=1",
-)
-@pytest.mark.timeout(900)
-def test_whole_browser_matrix_matches_every_expectation(tmp_path, no_leftovers):
-    lab = LabProcess(["matrix", "--client", "browser", "--json"], tmp_path)
-    _, stdout = lab.finish(timeout=800)
-    result = json.loads(stdout)
+@pytest.mark.matrix
+@pytest.mark.timeout(WHOLE_MATRIX_TIMEOUT)
+def test_whole_browser_matrix_matches_every_expectation(whole_browser_matrix, no_leftovers):
+    if whole_browser_matrix is None:
+        pytest.skip(
+            "the whole browser matrix takes minutes on 2 cores: it runs on CI, or here with "
+            "LAB_TEST_BROWSER_MATRIX=1"
+        )
+    result = whole_browser_matrix.result
     assert result["client"] == "browser"
     wrong = []
     for verdict in result["rounds"][-1]:
@@ -276,9 +330,14 @@ def test_whole_browser_matrix_matches_every_expectation(tmp_path, no_leftovers):
             wrong.append(verdict["sentence"])
     assert not wrong, "\n".join(wrong)
     assert result["ok"], result["headline"]  # no cell left unjudged (too slow) either
+    assert whole_browser_matrix.code == 0
     applicable = sum(len(sc.fixes) for sc in scenarios.load_all() if sc.runs_with("browser"))
     assert len(result["rounds"][-1]) == applicable
-    no_leftovers(lab.token)
+    # A screenshot where a cell did not match, none where it did (--screenshots mismatches).
+    for verdict in result["rounds"][-1]:
+        shot = Path(verdict["run_dir"]) / "screenshot.png"
+        assert shot.exists() == (not verdict["matched"]), verdict["run_dir"]
+    no_leftovers(whole_browser_matrix.token)
 
 
 # -- processes: the browser is a child like any other ------------------------------------------

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +15,9 @@ from lab.scenarios import Outcome
 from tests.lab_helpers import TOKEN_VAR, processes_with_token
 
 pytestmark = pytest.mark.stack
+# Tests that read the whole matrix: the first one to run waits for it (pytest-timeout counts
+# a fixture's set-up in the test that needs it first).
+WHOLE_MATRIX_TIMEOUT = 900
 
 STORY_CELLS = [
     ("proxy-cache", "none"),
@@ -35,24 +41,70 @@ def token(monkeypatch: pytest.MonkeyPatch) -> str:
     return value
 
 
-@pytest.mark.parametrize(("scenario_name", "fix"), STORY_CELLS, ids=lambda v: v)
-def test_story_cell_outcome_and_evidence(tmp_path, token, scenario_name, fix):
-    scenario = scenarios.load(scenario_name)
-    verdict = runner.run(scenario, fix, tmp_path, progress=lambda _: None)
+@dataclass
+class WholeMatrix:
+    result: matrix.MatrixResult
+    token: str
 
-    expected = scenario.expected_for(fix)
-    assert verdict.observed == expected.value, verdict.sentence
+
+@pytest.fixture(scope="module")
+def whole_matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WholeMatrix]:
+    """The whole Python matrix, run once for the tests below: every fix (the page's poll fixes
+    and the result backend fixes, redis-oom on Redis) against every scenario it applies to."""
+    value = uuid.uuid4().hex
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(TOKEN_VAR, value)
+        result = matrix.run_matrix(
+            scenarios.load_all(),
+            fixes.names(),
+            tmp_path_factory.mktemp("matrix"),
+            progress=lambda _: None,
+        )
+    yield WholeMatrix(result, value)
+
+
+def test_story_repro_outcome_and_evidence(tmp_path, token):
+    """`lab repro` of the story: one stack of its own, and its evidence in the run folder."""
+    scenario = scenarios.load("proxy-cache")
+    verdict = runner.run(scenario, "none", tmp_path, progress=lambda _: None)
+
+    assert verdict.observed == "hung", verdict.sentence
     assert verdict.matched
     assert not processes_with_token(token), "a process of the run is still alive"
-
     run_dir = next(tmp_path.iterdir())
-    assert json.loads((run_dir / "result.json").read_text())["observed"] == expected.value
-    for evidence in ("worker.log", "app.log", "task-events.jsonl", "origin-events.jsonl"):
+    assert json.loads((run_dir / "result.json").read_text())["observed"] == "hung"
+    for evidence in (
+        "worker.log",
+        "app.log",
+        "proxy.log",
+        "task-events.jsonl",
+        "origin-events.jsonl",
+        "proxy-events.jsonl",
+        "client.jsonl",
+        "cpu.json",
+        "report.html",
+    ):
         assert (run_dir / evidence).exists(), evidence
+    assert_story_evidence(verdict, Outcome.hung)
+
+
+@pytest.mark.parametrize(("scenario_name", "fix"), STORY_CELLS, ids=lambda v: v)
+@pytest.mark.timeout(WHOLE_MATRIX_TIMEOUT)
+def test_story_cell_outcome_and_evidence(whole_matrix, scenario_name, fix):
+    verdict = whole_matrix.result.last[(scenario_name, fix)]
+    expected = scenarios.load(scenario_name).expected_for(fix)
+    assert verdict.observed == expected.value, verdict.sentence
+    assert verdict.matched
+    cell_dir = Path(verdict.run_dir)
+    assert json.loads((cell_dir / "result.json").read_text())["observed"] == expected.value
+    assert (cell_dir / "client.jsonl").exists()
+    assert_story_evidence(verdict, expected)
+
+
+def assert_story_evidence(verdict, expected: Outcome) -> None:
     # Ground truth from the worker itself: the task really finished, whatever the UI saw.
     assert verdict.task["final_state"] == "SUCCESS"
     assert verdict.backend_state == "SUCCESS"
-
     polls = verdict.polls
     if expected is Outcome.hung:
         assert verdict.stopped_at == "proxy"
@@ -64,27 +116,23 @@ def test_story_cell_outcome_and_evidence(tmp_path, token, scenario_name, fix):
         assert verdict.stopped_at is None
         assert polls["from_cache"] == 0
         assert polls["reached_origin"] == polls["total"]
-    if scenario.uses_proxy:
-        assert (run_dir / "proxy-events.jsonl").exists()
 
 
 @pytest.mark.parametrize(("scenario_name", "hop"), LOOKALIKES.items(), ids=list(LOOKALIKES))
-def test_lookalike_hangs_at_its_own_hop(tmp_path, token, scenario_name, hop):
-    scenario = scenarios.load(scenario_name)
-    verdict = runner.run(scenario, "none", tmp_path, progress=lambda _: None)
+@pytest.mark.timeout(WHOLE_MATRIX_TIMEOUT)
+def test_lookalike_hangs_at_its_own_hop(whole_matrix, scenario_name, hop):
+    verdict = whole_matrix.result.last[(scenario_name, "none")]
     assert verdict.observed == "hung", verdict.sentence
     assert verdict.stopped_at == hop, verdict.sentence
     # No proxy: every poll reached the origin, which answered PENDING itself (one more may
     # have been in flight when the verdict came).
     assert verdict.polls["reached_origin"] >= verdict.polls["total"] > 0
-    assert not processes_with_token(token)
 
 
-def test_whole_matrix_matches_every_expectation(tmp_path, token):
-    # Every fix: the page's poll fixes and the result backend fixes (redis-oom, on Redis).
-    result = matrix.run_matrix(
-        scenarios.load_all(), fixes.names(), tmp_path, progress=lambda _: None
-    )
+@pytest.mark.matrix
+@pytest.mark.timeout(WHOLE_MATRIX_TIMEOUT)
+def test_whole_matrix_matches_every_expectation(whole_matrix):
+    result = whole_matrix.result
     mismatches = [v.sentence for v in result.mismatches]
     assert not mismatches, "\n".join(mismatches)
     unjudged = [f"{v.scenario}/{v.fix}: {v.untested}" for v in result.unjudged]
@@ -100,4 +148,26 @@ def test_whole_matrix_matches_every_expectation(tmp_path, token):
     assert len(result.last) == applicable
     assert (result.run_dir / "matrix.json").exists()
     assert (result.run_dir / "matrix.md").exists()
-    assert not processes_with_token(token)
+    assert (result.run_dir / "matrix.html").exists()
+    assert not processes_with_token(whole_matrix.token)
+
+
+@pytest.mark.timeout(WHOLE_MATRIX_TIMEOUT)
+def test_each_result_fix_keeps_redis_flat_in_the_matrix(whole_matrix):
+    """redis-oom in the whole matrix: the unfixed cells were refused by a full Redis; with each
+    result backend fix the same stream completed, nothing was refused, and the keys ended
+    where they started."""
+    if not brokers.redis_server_installed():
+        pytest.skip("redis-server is not installed")
+    cells = {f: v for (s, f), v in whole_matrix.result.last.items() if s == "redis-oom"}
+    assert cells, "redis-oom was not in the matrix"
+    for fix, verdict in cells.items():
+        assert verdict.broker == "redis", fix
+        assert verdict.load is not None and verdict.redis is not None, fix
+        if fix in ("none", "nonce"):
+            assert verdict.observed == "errored" and verdict.stopped_at == "origin", fix
+            assert verdict.redis["refused_writes"] > 0, fix
+        else:
+            assert verdict.observed == "completed", verdict.sentence
+            assert verdict.load["refused"] == 0 and verdict.load["completed"], fix
+            assert verdict.redis["refused_writes"] == 0 and verdict.redis["flat"], fix
