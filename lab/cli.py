@@ -196,7 +196,7 @@ def repro(
     with _guarded(as_json, "interrupted: every process of the run was stopped"):
         loaded, chosen_broker = _load_for_run(scenario, fix, broker, broker_url, proxy_url)
         _check_client(loaded, client)
-        verdict = runner.run(
+        verdict = runner.run_until_tested(
             loaded,
             fix,
             runs_dir or paths.runs_dir(),
@@ -211,6 +211,8 @@ def repro(
         click.echo(json.dumps(verdict.to_json()))
     else:
         _print_evidence(verdict)
+        if verdict.inconclusive:
+            click.echo(f"not judged after {verdict.attempts} runs: {verdict.untested}")
         click.echo(verdict.sentence)
     sys.exit(EXIT_MATCHED if verdict.matched else EXIT_MISMATCH)
 

@@ -336,24 +336,17 @@ def run_matrix(
 
         def own_stack(cell: tuple[Scenario, str], round_no: int) -> Verdict:
             sc, fix = cell
-            cell_dir = run_dir / f"round-{round_no}" / f"{sc.name}--{fix}"
-            for attempt in range(1, MAX_ATTEMPTS + 1):
-                verdict = runner.run(
-                    sc,
-                    fix,
-                    run_dir,
-                    lambda _message: None,
-                    client=client,
-                    broker=BrokerChoice(
-                        broker or sc.default_broker, broker_url if broker else None
-                    ),
-                    run_dir=attempt_dir(cell_dir, attempt),
-                    should_stop=stopping.is_set,
-                )
-                verdict.attempts = attempt
-                if not verdict.inconclusive:
-                    break
-            return verdict
+            return runner.run_until_tested(
+                sc,
+                fix,
+                run_dir,
+                lambda _message: None,
+                attempts=MAX_ATTEMPTS,
+                run_dir=run_dir / f"round-{round_no}" / f"{sc.name}--{fix}",
+                client=client,
+                broker=BrokerChoice(broker or sc.default_broker, broker_url if broker else None),
+                should_stop=stopping.is_set,
+            )
 
         result.startup_seconds = time.monotonic() - began
         starts = StartPacer(CELL_STARTS_PER_SECOND)

@@ -220,5 +220,35 @@ def run(
             broker_rt.cleanup()
 
 
+def run_until_tested(
+    scenario: Scenario,
+    fix: str,
+    runs_root: Path,
+    progress: Progress,
+    *,
+    attempts: int = 3,
+    run_dir: Path | None = None,
+    **run_args,
+) -> Verdict:
+    """`run`, again with a fresh stack while a run missed its expectation without testing
+    anything (evidence.untested_because: the machine was too slow), up to `attempts` runs. The
+    verdict says how many it took; one still untested is "not judged", never a wrong outcome.
+    Later runs go to attempt-N/ inside the first run's folder."""
+    first_dir: Path | None = run_dir
+    verdict: Verdict | None = None
+    for attempt in range(1, attempts + 1):
+        here = first_dir
+        if verdict is not None and first_dir is not None:
+            here = first_dir / f"attempt-{attempt}"
+            progress(f"run {attempt - 1} tested nothing ({verdict.untested}); running it again")
+        verdict = run(scenario, fix, runs_root, progress, run_dir=here, **run_args)
+        verdict.attempts = attempt
+        first_dir = first_dir or Path(verdict.run_dir)
+        if not verdict.inconclusive:
+            break
+    assert verdict is not None
+    return verdict
+
+
 def write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=2), "utf-8")

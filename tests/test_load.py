@@ -1,0 +1,108 @@
+"""The stream of other users' tasks ([load]): its pace follows what the machine achieves."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from lab import load
+from lab.scenarios import LoadSetup
+
+
+class SlowWorker:
+    """Stands in for TaskEvents: the worker finishes one queued task each time it is looked at
+    after `every` seconds have passed, however many are waiting (a starved worker)."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.queued: list[str] = []
+        self.finished: dict[str, float] = {}
+        self.final_state: dict[str, str] = {}
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def queue(self, task_id: str) -> int:
+        """Queue a task; returns how many of the stream's tasks were waiting before it."""
+        with self._lock:
+            waiting = len(self.queued)
+            self.queued.append(task_id)
+            return waiting
+
+    def refresh(self, _min_interval: float = 0.0) -> None:
+        with self._lock:
+            if self.queued and time.monotonic() - self._last >= self.every:
+                task_id = self.queued.pop(0)
+                self.finished[task_id] = time.time()
+                self.final_state[task_id] = "SUCCESS"
+                self._last = time.monotonic()
+
+
+@pytest.fixture
+def app(request: pytest.FixtureRequest):
+    worker = SlowWorker(every=0.05)
+    waiting_at_send: list[int] = []
+    sent_at: list[float] = []
+
+    class Tasks(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["Content-Length"]))
+            task_id = str(uuid.uuid4())
+            sent_at.append(time.monotonic())
+            waiting_at_send.append(worker.queue(task_id))
+            body = json.dumps({"task_id": task_id}).encode()
+            self.send_response(202)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Tasks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", worker, waiting_at_send, sent_at
+    server.shutdown()
+
+
+def test_a_starved_worker_holds_the_stream_back_instead_of_catching_up_in_a_burst(
+    app, tmp_path: Path
+):
+    url, worker, waiting_at_send, sent_at = app
+    stream = load.TaskStream(
+        LoadSetup(tasks=20, per_second=1000, report_kb=1),
+        url,
+        "none",
+        worker,  # type: ignore[arg-type]
+        tmp_path / "load.jsonl",
+        check_alive=lambda: None,
+    )
+    stream.run()
+    result = stream.finish()
+    assert result.sent == result.accepted == 20 and result.finished == 20
+    # Never more than MAX_IN_FLIGHT of the stream's tasks waited for the worker.
+    assert max(waiting_at_send) <= load.MAX_IN_FLIGHT, waiting_at_send
+
+
+def test_a_late_task_is_not_made_up_for_by_a_burst(app, tmp_path: Path):
+    url, worker, _, sent_at = app
+    worker.every = 0.0
+    stream = load.TaskStream(
+        LoadSetup(tasks=6, per_second=20, report_kb=1),
+        url,
+        "none",
+        worker,  # type: ignore[arg-type]
+        tmp_path / "load.jsonl",
+        check_alive=lambda: None,
+    )
+    time.sleep(0.3)  # the machine was busy before the stream began: 6 tasks were "due" at once
+    stream.run()
+    stream.finish()
+    gaps = [b - a for a, b in zip(sent_at, sent_at[1:], strict=False)]
+    assert min(gaps) >= 1 / 20 * 0.9, gaps  # at most per_second tasks in any second

@@ -1,0 +1,137 @@
+"""Judging from evidence that does not depend on the machine's speed (issue 9)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from lab import scenarios
+from lab.cell import hang_proof_polls
+from lab.client import Poll
+from lab.evidence import Evidence, judge, untested_because
+from lab.matrix import NOT_JUDGED, MatrixResult
+from lab.scenarios import Outcome
+from sample_app import strategies
+
+T0 = 1_800_000_000.0
+FINAL = strategies.load().final_states
+TASK = "7e6af0bc-1f74-4b96-bbbc-58e5107924ba"
+
+
+def poll(sent: float, received: float, state: str, seq: int = 1) -> Poll:
+    return Poll(seq, T0 + sent, T0 + received, "http://app/status", 200, state, task_id=TASK)
+
+
+def evidence(polls: list[Poll], finished: float = 1.2, origin: list[float] = ()) -> Evidence:
+    return Evidence(
+        task_id=TASK,
+        client_started_at=T0,
+        task_started_at=T0 + 0.2,
+        task_finished_at=T0 + finished,
+        task_final_state="SUCCESS",
+        backend_state="SUCCESS",
+        origin_status_requests=[{"time": T0 + t, "state": "SUCCESS"} for t in origin],
+        proxy_status_requests=[],
+        polls=polls,
+        client_error=None,
+        ui_state="completed",
+        uses_proxy=True,
+    )
+
+
+def test_a_run_whose_first_poll_left_after_the_finish_tested_nothing():
+    why = untested_because(evidence([poll(1.5, 1.6, "SUCCESS")]), FINAL, None)
+    assert why is not None and "after the task had finished at 1.20 s" in why
+
+
+def test_a_run_whose_first_answer_already_said_success_tested_nothing():
+    # Sent in time, but the busy machine delivered it to the app after the finish.
+    why = untested_because(evidence([poll(1.0, 1.6, "SUCCESS")]), FINAL, None)
+    assert why is not None and "already said SUCCESS" in why
+
+
+def test_a_run_that_saw_the_task_running_tested_the_cache():
+    polls = [poll(0.3, 0.31, "PENDING", 1), poll(0.6, 0.61, "PENDING", 2)]
+    assert untested_because(evidence(polls), FINAL, None) is None
+
+
+def test_a_result_that_could_expire_before_any_read_tested_nothing():
+    polls = [poll(0.3, 0.31, "PENDING", 1), poll(2.9, 2.95, "PENDING", 2)]
+    late = evidence(polls, origin=[0.31, 2.93])  # 1.73 s after the finish, lifetime 1 s
+    assert "past the result's 1 s lifetime" in (untested_because(late, FINAL, 1.0) or "")
+    in_time = evidence(polls, origin=[0.31, 1.5])
+    assert untested_because(in_time, FINAL, 1.0) is None
+    assert untested_because(late, FINAL, None) is None  # results that live on: not a question
+
+
+def test_only_a_mismatch_is_inconclusive():
+    scenario = scenarios.load("proxy-cache")  # none: expected hung
+    run = evidence([poll(1.5, 1.6, "SUCCESS")])
+    completed = judge(scenario, "none", Outcome.completed, run, seconds=2, final_states=FINAL)
+    assert completed.untested is not None and completed.inconclusive and not completed.matched
+    nonce = judge(scenario, "nonce", Outcome.completed, run, seconds=2, final_states=FINAL)
+    assert nonce.untested is not None and nonce.matched and not nonce.inconclusive
+
+
+def test_hang_proof_is_counted_in_polls():
+    scenario = scenarios.load("proxy-cache")  # 3 s window, 250 ms polls
+    assert hang_proof_polls(scenario) == 8
+    slow = scenario.model_copy(update={"poll_interval": 5.0})
+    assert hang_proof_polls(slow) == 1
+
+
+def matrix_of(*rounds: dict[tuple[str, str], tuple[str, str, str | None]]) -> MatrixResult:
+    """Rounds of (observed, expected, untested) per cell."""
+    base = judge(
+        scenarios.load("proxy-cache"),
+        "none",
+        Outcome.hung,
+        evidence([poll(0.3, 0.31, "PENDING")]),
+        seconds=4,
+        final_states=FINAL,
+    )
+    result = MatrixResult(Path("."), ["proxy-cache"], ["none", "nonce"])
+    for cells in rounds:
+        result.rounds.append(
+            {
+                key: dataclasses.replace(
+                    base,
+                    fix=key[1],
+                    observed=observed,
+                    expected=expected,
+                    matched=observed == expected,
+                    untested=untested,
+                )
+                for key, (observed, expected, untested) in cells.items()
+            }
+        )
+    return result
+
+
+NONE, NONCE = ("proxy-cache", "none"), ("proxy-cache", "nonce")
+
+
+def test_headline_counts_every_round_and_is_all_matched_only_when_ok():
+    good = {NONE: ("hung", "hung", None), NONCE: ("completed", "completed", None)}
+    bad = {NONE: ("completed", "hung", None), NONCE: ("completed", "completed", None)}
+    assert matrix_of(good, good).headline() == (
+        "all 2 cells matched their expected outcome in every one of 2 rounds"
+    )
+    flipped = matrix_of(bad, good)
+    assert not flipped.ok
+    assert flipped.flips == {NONE: ["completed", "hung"]}
+    assert flipped.headline() == (
+        "round 1: 1 of 2 cells did not match; round 2: 0 of 2 cells did not match; "
+        "1 cells changed between rounds"
+    )
+
+
+def test_a_cell_not_judged_is_neither_a_mismatch_nor_ok():
+    unjudged = {NONE: ("completed", "hung", "too slow"), NONCE: ("completed", "completed", None)}
+    result = matrix_of(unjudged)
+    assert not result.mismatches and len(result.unjudged) == 1 and not result.ok
+    assert result.headline() == (
+        "0 of 2 cells did not match, 1 could not be judged (machine too slow)"
+    )
+    good = {NONE: ("hung", "hung", None), NONCE: ("completed", "completed", None)}
+    assert matrix_of(unjudged, good).flips == {NONE: [NOT_JUDGED, "hung"]}
