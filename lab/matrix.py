@@ -7,6 +7,7 @@ in a thread pool, each with its own client (and neighbours), judged like `lab re
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ OWN_STACK_CONCURRENCY = 8
 # evidence.untested_because); after that its verdict says "not judged", never a wrong outcome.
 MAX_ATTEMPTS = 3
 CELL_STARTS_PER_SECOND = 25.0  # see StartPacer
+PROFILES_PER_PROXY_PROCESS = 5  # listeners of one mitmdump in a matrix (see _launch_proxies)
 ALIVE_CHECK_EVERY = 0.1  # seconds: how stale "every component is alive" may be in a cell
 
 
@@ -227,16 +229,25 @@ def _launch_proxies(
             label = profile.name if pkey[1] == "*" else f"{profile.name}-{pkey[1]}"
             _, waits[pkey] = launch_proxy(sup, label, profile, app_url, single=False)
     labels = {_listener_label(pkey): pkey for pkey, _, _ in shared}
-    host_ready = (
+    # A few profiles a process: one mitmdump is one core at most, and the cells starting
+    # together would all wait for it.
+    groups = [
+        shared[start : start + PROFILES_PER_PROXY_PROCESS]
+        for start in range(0, len(shared), PROFILES_PER_PROXY_PROCESS)
+    ]
+    hosts = [
         launch_proxy_host(
-            sup, name, [(_listener_label(pkey), profile, url) for pkey, profile, url in shared]
+            sup,
+            f"{name}-{n}",
+            [(_listener_label(pkey), profile, url) for pkey, profile, url in group],
         )
-        if shared
-        else dict
-    )
+        for n, group in enumerate(groups, 1)
+    ]
 
     def ready() -> dict[ProxyKey, ProxyEndpoint]:
-        endpoints = {labels[label]: endpoint for label, endpoint in host_ready().items()}
+        endpoints = {
+            labels[label]: endpoint for host in hosts for label, endpoint in host().items()
+        }
         return endpoints | {pkey: wait() for pkey, wait in waits.items()}
 
     return ready
@@ -346,6 +357,7 @@ def run_matrix(
                 client=client,
                 broker=BrokerChoice(broker or sc.default_broker, broker_url if broker else None),
                 should_stop=stopping.is_set,
+                screenshots=screenshots,
             )
 
         result.startup_seconds = time.monotonic() - began
@@ -354,45 +366,34 @@ def run_matrix(
             round_began = time.monotonic()
             runs: list[CellRun] = []
 
-            def one(cell: tuple[Scenario, str], round_no: int = round_no) -> CellRun:
-                """The cell, run again at once while a mismatch tested nothing (the machine was
-                too slow: the task finished before a poll reached the app), up to MAX_ATTEMPTS
-                runs; the verdict says how many it took."""
-                sc, fix = cell
+            def one(i: int, attempt: int, round_no: int = round_no) -> CellRun:
+                sc, fix = shared[i]
                 akey = cell_key(sc, fix, runtimes, broker)
                 proxy = None
                 if sc.uses_proxy:
                     proxy = proxies.get((sc.proxy, "*")) or proxies[(sc.proxy, akey)]
-                for attempt in range(1, MAX_ATTEMPTS + 1):
-                    logs = attempt_dir(run_dir / f"round-{round_no}" / f"{sc.name}--{fix}", attempt)
-                    starts.wait(check_alive)
-                    run = run_cell(
-                        sc,
-                        fix,
-                        apps[akey],
-                        proxy,
-                        logs,
-                        check_alive,
-                        # Each run its own cache namespace on the shared proxy (see CellPrefix).
-                        path_prefix=f"/_lab/r{round_no}a{attempt}-{sc.name}--{fix}",
-                        browser=browser,
-                        screenshots=screenshots,
-                    )
-                    run.attempt = attempt
-                    if not untested_mismatch(run):
-                        break
+                starts.wait(check_alive)
+                run = run_cell(
+                    sc,
+                    fix,
+                    apps[akey],
+                    proxy,
+                    attempt_dir(run_dir / f"round-{round_no}" / f"{sc.name}--{fix}", attempt),
+                    check_alive,
+                    # Each run its own cache namespace on the shared proxy (see CellPrefix).
+                    path_prefix=f"/_lab/r{round_no}a{attempt}-{sc.name}--{fix}",
+                    browser=browser,
+                    screenshots=screenshots,
+                )
+                run.attempt = attempt
                 return run
 
-            # Longest first: cells expected to hang wait out a whole hang window.
-            order = sorted(range(len(shared)), key=lambda i: _expected_seconds(*shared[i]))
-            order.reverse()
-            with (
-                ThreadPoolExecutor(max_workers=OWN_STACK_CONCURRENCY) as own_pool,
-                ThreadPoolExecutor(max_workers=concurrency) as pool,
-            ):
+            with ThreadPoolExecutor(max_workers=OWN_STACK_CONCURRENCY) as own_pool:
                 own_futures = [own_pool.submit(own_stack, cell, round_no) for cell in own]
                 try:
-                    done = dict(zip(order, pool.map(lambda i: one(shared[i]), order), strict=True))
+                    done = run_in_turn(
+                        start_order(shared), one, untested_mismatch, concurrency, stopping
+                    )
                     own_verdicts = [future.result() for future in own_futures]
                 except BaseException:
                     stopping.set()
@@ -445,6 +446,80 @@ def _expected_seconds(scenario: Scenario, fix: str) -> float:
     if scenario.expected_for(fix).value == "completed":
         return scenario.task_duration
     return scenario.task_duration + scenario.hang_window
+
+
+def start_order(cells: list[tuple[Scenario, str]]) -> list[int]:
+    """Longest first (cells expected to hang wait out a whole hang window), and among equals
+    one scenario after another, so that the first dozens of cells do not all go through the
+    same proxy and app at the same moment."""
+    turn: dict[str, int] = {}
+    keys = {}
+    for i, (sc, fix) in enumerate(cells):
+        turn[sc.name] = turn.get(sc.name, -1) + 1
+        keys[i] = (-_expected_seconds(sc, fix), turn[sc.name], i)
+    return sorted(range(len(cells)), key=keys.__getitem__)
+
+
+def run_in_turn(
+    items: list[int],
+    run_one: Callable[[int, int], CellRun],
+    again: Callable[[CellRun], bool],
+    workers: int,
+    stopping: threading.Event,
+) -> dict[int, CellRun]:
+    """Run `run_one(item, attempt)` for each item on `workers` threads, in order. An item whose
+    run tested nothing (`again`) goes to the back of the line for its next attempt, up to
+    MAX_ATTEMPTS: by then the burst that starved it has passed. The last run of each item."""
+    if not items:
+        return {}
+    todo: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
+    for item in items:
+        todo.put((item, 1))
+    final: dict[int, CellRun] = {}
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+    finished = threading.Event()
+
+    def work() -> None:
+        while not finished.is_set():
+            try:
+                item, attempt = todo.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            try:
+                run = run_one(item, attempt)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                with lock:
+                    failures.append(exc)
+                stopping.set()
+                finished.set()
+                return
+            if attempt < MAX_ATTEMPTS and again(run):
+                todo.put((item, attempt + 1))
+                continue
+            with lock:
+                final[item] = run
+                if len(final) == len(items):
+                    finished.set()
+
+    threads = [
+        threading.Thread(target=work, name=f"cell-{n}", daemon=True)
+        for n in range(min(workers, len(items)))
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        stopping.set()  # every running cell gives up at its next check
+        finished.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        raise
+    if failures:
+        raise failures[0]
+    return final
 
 
 def untested_mismatch(run: CellRun) -> bool:

@@ -105,6 +105,7 @@ def run(
     broker: BrokerChoice | None = None,
     run_dir: Path | None = None,
     should_stop: Callable[[], bool] | None = None,
+    screenshots: str = "all",
 ) -> Verdict:
     """Start a stack for the scenario, run the fix once, judge it, stop everything.
 
@@ -184,6 +185,7 @@ def run(
             began=began,
             browser=browser,
             broker_refused=memory.refused_any if memory else None,
+            screenshots=screenshots,
         )
         # A component that died during the run makes the verdict worthless, whatever the UI
         # showed (a Redis stopped mid-run errors the UI a moment before the lab notices).

@@ -87,7 +87,9 @@ class BackendReader:
         from sample_app.celery_app import create_celery
 
         self.celery = create_celery(config.celery)
-        self.celery.backend  # noqa: B018 - instantiating it does the slow imports now
+        # One backend for every cell thread (Celery keeps one per thread); building it now
+        # does the slow imports while the stack starts.
+        self.backend = self.celery.backend
         self._lock = threading.Lock()
 
     def state(self, task_id: str | None) -> str | None:
@@ -95,7 +97,7 @@ class BackendReader:
             return None
         try:
             with self._lock:
-                return self.celery.AsyncResult(task_id).state
+                return self.celery.AsyncResult(task_id, backend=self.backend).state
         except Exception as exc:  # noqa: BLE001 - evidence, not control flow
             return f"unreadable ({type(exc).__name__}: {exc})"
 

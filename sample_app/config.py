@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 FAST_SQLITE_TRANSPORT = "sample_app.broker_transport:FastSQLAlchemyTransport"
+REUSING_DATABASE_BACKEND = "sample_app.result_backend:ReusingDatabaseBackend"
 
 
 def sqlite_celery_config(data_dir: Path) -> dict[str, Any]:
@@ -20,7 +21,8 @@ def sqlite_celery_config(data_dir: Path) -> dict[str, Any]:
     return {
         "broker_url": f"sqlite:///{data_dir / 'broker.db'}",
         "broker_transport": FAST_SQLITE_TRANSPORT,
-        "result_backend": f"db+sqlite:///{data_dir / 'results.db'}",
+        # Celery's database backend, keeping its engine (sample_app/result_backend.py).
+        "result_backend": f"{REUSING_DATABASE_BACKEND}+sqlite:///{data_dir / 'results.db'}",
         "broker_connection_retry_on_startup": True,
         # The status endpoint reads results: they must be stored (Flask's own Celery
         # pattern sets task_ignore_result=True, which leaves every poll PENDING).

@@ -65,8 +65,9 @@ class ResultCollector:
     handed on (an e-mail, a file); here it is only read.
     """
 
-    def __init__(self, celery: Celery, every: float = 0.1) -> None:
+    def __init__(self, celery: Celery, backend: Any, every: float = 0.1) -> None:
         self.celery = celery
+        self.backend = backend
         self.every = every
         self._pending: list[str] = []
         self._lock = threading.Lock()
@@ -84,7 +85,7 @@ class ResultCollector:
                 pending, self._pending = self._pending, []
             still = []
             for task_id in pending:
-                result = self.celery.AsyncResult(task_id)
+                result = self.celery.AsyncResult(task_id, backend=self.backend)
                 try:
                     if result.ready():
                         result.result  # noqa: B018 - read once (handed on, in a real app)
@@ -132,11 +133,14 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
         known = ", ".join(book.status_paths)
         raise ValueError(f"status_url_style {config.status_url_style!r}: not one of {known}")
 
-    collector = ResultCollector(celery) if config.forget_after_read else None
+    # One result backend for every request: Celery keeps one per thread, and the server starts a
+    # thread per request, so each poll would build a backend (and its connection) anew.
+    results = celery.backend
+    collector = ResultCollector(celery, results) if config.forget_after_read else None
     app.extensions["result_collector"] = collector
 
     def read_status(task_id: str) -> dict[str, Any]:
-        result = celery.AsyncResult(task_id)
+        result = celery.AsyncResult(task_id, backend=results)
         try:
             state = result.state
         except Exception as exc:  # noqa: BLE001 - the backend's own error, shown to the UI
@@ -327,7 +331,7 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
         truth: dict[str, Any] = {"task_id": task_id, "checked_at": time.time()}
         code = 200
         try:
-            result = celery.AsyncResult(task_id)
+            result = celery.AsyncResult(task_id, backend=results)
             truth["state"] = result.state
             # Read only once final: then AsyncResult keeps the meta it read the state from.
             done = result.date_done if truth["state"] in book.final_states else None

@@ -71,18 +71,22 @@ def app(request: pytest.FixtureRequest):
     server.shutdown()
 
 
-def test_a_starved_worker_holds_the_stream_back_instead_of_catching_up_in_a_burst(
-    app, tmp_path: Path
-):
-    url, worker, waiting_at_send, sent_at = app
-    stream = load.TaskStream(
-        LoadSetup(tasks=20, per_second=1000, report_kb=1),
+def stream_to(url: str, worker: SlowWorker, tmp_path: Path, **setup: float) -> load.TaskStream:
+    return load.TaskStream(
+        LoadSetup(report_kb=1, **setup),
         url,
         "none",
         worker,  # type: ignore[arg-type]
         tmp_path / "load.jsonl",
         check_alive=lambda: None,
     )
+
+
+def test_a_starved_worker_holds_the_stream_back_instead_of_catching_up_in_a_burst(
+    app, tmp_path: Path
+):
+    url, worker, waiting_at_send, sent_at = app
+    stream = stream_to(url, worker, tmp_path, tasks=20, per_second=1000)
     stream.run()
     result = stream.finish()
     assert result.sent == result.accepted == 20 and result.finished == 20
@@ -93,14 +97,7 @@ def test_a_starved_worker_holds_the_stream_back_instead_of_catching_up_in_a_burs
 def test_a_late_task_is_not_made_up_for_by_a_burst(app, tmp_path: Path):
     url, worker, _, sent_at = app
     worker.every = 0.0
-    stream = load.TaskStream(
-        LoadSetup(tasks=6, per_second=20, report_kb=1),
-        url,
-        "none",
-        worker,  # type: ignore[arg-type]
-        tmp_path / "load.jsonl",
-        check_alive=lambda: None,
-    )
+    stream = stream_to(url, worker, tmp_path, tasks=6, per_second=20)
     time.sleep(0.3)  # the machine was busy before the stream began: 6 tasks were "due" at once
     stream.run()
     stream.finish()
