@@ -43,6 +43,8 @@ def run_matrix(runs_dir: str, *args: str, timeout: float = 1800) -> MatrixRun:
     if not done.stdout.strip():
         raise SystemExit(f"lab matrix printed no result (exit {done.returncode})")
     result = json.loads(done.stdout)
+    if "rounds" not in result:  # the lab's one-line error, as JSON
+        raise SystemExit(f"lab matrix failed (exit {done.returncode}): {result.get('error')}")
     cpu_total = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return MatrixRun(result, done.returncode, wall, cpu_total, cpu_by_kind(runs_dir, cpu_total))
 

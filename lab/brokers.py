@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from lab.errors import BadInput, ComponentError
+from lab.ports import free_port
 from lab.processes import Component, Supervisor, log_tail
 from sample_app.config import sqlite_celery_config
 
@@ -221,14 +222,6 @@ def redis_server_executable() -> str:
             "--broker-url redis://127.0.0.1:6379/0 to use a running one",
         )
     return found
-
-
-def free_port() -> int:
-    # redis-server cannot bind port 0 and report it, so the lab picks a free port and starts
-    # Redis on it at once; a port taken in between is retried (launch_redis).
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch_redis(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sys
 import threading
 import time
@@ -21,6 +20,7 @@ from lab import profiles
 from lab.brokers import BrokerRuntime, queue_name
 from lab.errors import ComponentError
 from lab.jsonl import JsonLinesTail
+from lab.ports import free_ports
 from lab.processes import Component, Supervisor, log_tail, read_ready_file
 from lab.scenarios import AppSetup, LoadSetup, ResultsSetup, Scenario, WorkerSetup
 from sample_app import result_fixes
@@ -413,18 +413,6 @@ def launch_proxy_host(
         }
 
     return ready
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct ports free on 127.0.0.1 right now (held open together, then released)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind((LOOPBACK, 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def external_proxy(url: str, mode: str) -> ProxyEndpoint:

@@ -8,7 +8,6 @@ table shows what the proxy does with each request until Ctrl-C stops everything.
 from __future__ import annotations
 
 import secrets
-import socket
 import threading
 import time
 from collections import deque
@@ -25,6 +24,7 @@ from lab.brokers import BrokerChoice, BrokerRuntime, start_broker
 from lab.errors import BadInput
 from lab.jsonl import JsonLinesTail
 from lab.load import TaskStream
+from lab.ports import free_port
 from lab.redis_memory import redis_cli_commands
 from lab.runner import new_run_dir, new_supervisor
 from lab.scenarios import Scenario
@@ -39,13 +39,6 @@ class Workshop:
     forward_proxy: str | None
     credentials: str | None
     run_dir: Path
-
-
-def free_port(host: str) -> int:
-    # A small race with other programs on this machine; the proxy fails clearly if it loses it.
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def up(

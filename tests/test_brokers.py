@@ -18,9 +18,11 @@ import psutil
 import pytest
 
 from lab import brokers, fixes, scenarios
-from lab.brokers import BrokerChoice, celery_config, check_reachable, free_port
+from lab.brokers import BrokerChoice, celery_config, check_reachable
 from lab.errors import EXIT_BAD_INPUT, EXIT_COMPONENT, EXIT_MATCHED, BadInput, ComponentError
+from lab.ports import free_port
 from lab.redis_memory import KeyGroup, MemorySummary, key_pattern, redis_cli_commands
+from sample_app.config import REUSING_DATABASE_BACKEND
 from tests.lab_helpers import LabProcess, wait_for
 
 RABBITMQ_URL = os.environ.get("LAB_RABBITMQ_URL", brokers.DEFAULT_RABBITMQ_URL)
@@ -97,7 +99,7 @@ def test_passwords_stay_out_of_messages():
 def test_each_broker_gets_its_result_backend_and_a_queue_of_its_own(tmp_path):
     sqlite = celery_config("sqlite", tmp_path, "lab.run.key")
     assert sqlite["broker_url"].startswith("sqlite:///")
-    assert sqlite["result_backend"].startswith("db+sqlite:///")
+    assert sqlite["result_backend"].startswith(f"{REUSING_DATABASE_BACKEND}+sqlite:///")
 
     redis = celery_config("redis", tmp_path, "lab.run.key", "redis://127.0.0.1:7000/0")
     assert redis["broker_url"] == redis["result_backend"] == "redis://127.0.0.1:7000/0"
@@ -106,7 +108,7 @@ def test_each_broker_gets_its_result_backend_and_a_queue_of_its_own(tmp_path):
     amqp = celery_config("rabbitmq", tmp_path, "lab.run.key", RABBITMQ_URL)
     assert amqp["broker_url"] == RABBITMQ_URL
     # rpc:// would send results to the task's sender only: the lab reads the backend itself.
-    assert amqp["result_backend"].startswith("db+sqlite:///")
+    assert amqp["result_backend"].startswith(f"{REUSING_DATABASE_BACKEND}+sqlite:///")
     for conf in (redis, amqp):
         assert conf["task_default_queue"] == "lab.run.key"
         assert list(conf["task_queues"]) == ["lab.run.key"]

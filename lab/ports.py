@@ -1,0 +1,58 @@
+"""Ports for servers that cannot listen on port 0 and report what they got (redis-server, a
+mitmdump with several listeners).
+
+The kernel hands out port-0 binds and every outgoing connection's local port from the same
+ephemeral range: a port found free there and released is soon taken again by one of the
+thousands of connections a matrix opens a second (seen: a Redis started mid-matrix failed
+three times in a row with "Address already in use"). Ports below that range are only ever taken
+by an explicit bind, so the lab picks there, checks each one, and the caller still retries a
+port lost to another program in between.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST = 20_000  # well above the well-known and most registered service ports
+FALLBACK_EPHEMERAL_START = 32_768  # Linux's default, when /proc does not say
+
+
+def ephemeral_start() -> int:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return FALLBACK_EPHEMERAL_START
+
+
+def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
+    """`count` distinct ports that could be bound on `host` just now, outside the ephemeral
+    range when it leaves room (else wherever the kernel finds one)."""
+    top = ephemeral_start()
+    chosen: list[int] = []
+    if top - LOWEST >= 1000:
+        candidates = random.sample(range(LOWEST, top), k=min(top - LOWEST, 50 * count))
+        chosen = [port for port in candidates if _bindable(host, port)][:count]
+    while len(chosen) < count:  # no room below the range: the kernel's choice, racy as it is
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if port not in chosen:
+            chosen.append(port)
+    return chosen
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    return free_ports(1, host)[0]
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
