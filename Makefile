@@ -42,7 +42,7 @@ list: $(STAMP) ## List the scenarios
 test: $(STAMP) ## Lint, then the whole test suite (unit, app, and the real stack): what CI runs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=20
 
 test-fast: $(STAMP) ## The edit loop, under a minute: lint and every test that starts no real process
 	$(BIN)/ruff check .

@@ -193,8 +193,9 @@ def start_stacks(
     proxies: dict[tuple[str, str], ProxyEndpoint] = {}
     if not proxy_url:
         # A forward proxy serves every app; a reverse proxy stands in front of one app. The
-        # profiles share one mitmdump per kind (forward now, reverse once the apps are up),
-        # each on a listener of its own; a profile with mitmproxy's own options runs alone.
+        # profiles share mitmdumps per kind (forward now, reverse once the apps are up), five
+        # profiles a process, each on a listener of its own; a profile with mitmproxy's own
+        # options runs alone.
         forward = sorted({name for name, _ in wanted if loaded[name].mode == "forward"})
         reverse = sorted((name, akey) for name, akey in wanted if loaded[name].mode == "reverse")
         forward_ready = _launch_proxies(
