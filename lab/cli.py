@@ -110,7 +110,7 @@ def client_option(f):
         default="python",
         show_default=True,
         help="Who polls: the lab's Python client, or the app's real page in Chromium "
-        "(needs Chromium: apt-get install -y chromium, or set LAB_CHROMIUM).",
+        "(needs Chromium: apt-get install -y chromium-headless-shell, or set LAB_CHROMIUM).",
     )(f)
 
 

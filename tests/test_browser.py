@@ -1,11 +1,13 @@
 """The browser client: the sample app's real page in Chromium (driven by Playwright), clicked and
 watched, judged exactly like the Python client.
 
-Needs Chromium (`apt-get install -y chromium`, or LAB_CHROMIUM) and Playwright
-(`pip install 'playwright>=1.45'`): without them these tests are skipped, except on CI
-(CI=true), where a missing browser is a failure. The whole browser matrix takes about 4 min on
-2 cores (a renderer process per cell): it runs on CI (and here with LAB_TEST_BROWSER_MATRIX=1);
-otherwise a representative subset is compared with the Python client.
+Needs Chromium (`apt-get install -y chromium-headless-shell` or `chromium`, or LAB_CHROMIUM)
+and Playwright (`pip install 'playwright>=1.45'`): without them these tests are skipped, except
+on CI (CI=true), where a missing browser is a failure. The whole browser matrix takes minutes
+on 2 cores (a renderer process per cell): it runs on CI (and here with
+LAB_TEST_BROWSER_MATRIX=1), once, and the tests about single browser cells read them from it;
+otherwise they run their own cells, and a representative subset is compared with the Python
+client.
 """
 
 from __future__ import annotations
