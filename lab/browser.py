@@ -64,6 +64,10 @@ PLAYWRIGHT_HINT = "pip install 'playwright>=1.45'"
 # Chromium. On 2 cores a browser cell took 43% less of Chromium's CPU in it than in the full
 # browser (bench/browser_vs_python.py), every cell with the same outcome.
 CHROMIUM_CANDIDATES = ("chromium-headless-shell", "chromium")
+# Debian's /usr/bin/chromium-headless-shell is a shell script that runs this binary as its
+# child, without exec: the lab runs the binary itself, so that the browser process is the one
+# Playwright started (and a signal to it reaches the browser, not a waiting shell).
+DEBIAN_HEADLESS_SHELL = "/usr/lib/chromium/chromium-headless-shell"
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 # Chromium keeps only the last --disable-features, so this one repeats Playwright's own list
 # (chromiumSwitches.ts in Playwright 1.65; unknown names are ignored) before adding the omnibox
@@ -102,6 +106,11 @@ OPENING_AT_ONCE = int(os.environ.get("LAB_BROWSER_OPENING", "4"))
 CALL_TIMEOUT = 15.0  # any one call into the browser's loop from another thread
 SETTLE_TIMEOUT = 1.0  # at a final ui state: how long to wait for the last answer's record
 VIEWPORT = {"width": 800, "height": 600}
+# The fix the page selected and its configuration, in one round trip.
+READ_PAGE_SETUP = (
+    "() => [document.querySelector('#fix').value,"
+    " document.querySelector('#page-config').textContent]"
+)
 FINAL_UI_STATES = ("completed", "errored", "leaked")
 EVENT_STREAM = "text/event-stream"
 
@@ -160,7 +169,11 @@ def chromium_executable() -> str:
     candidates = (
         [override]
         if override
-        else [*(shutil.which(name) for name in CHROMIUM_CANDIDATES), DEFAULT_CHROMIUM]
+        else [
+            DEBIAN_HEADLESS_SHELL,
+            *(shutil.which(name) for name in CHROMIUM_CANDIDATES),
+            DEFAULT_CHROMIUM,
+        ]
     )
     for candidate in candidates:
         if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
@@ -494,6 +507,8 @@ class BrowserClient:
         assert self.host.opening is not None
         async with self.host.opening:
             await self._open_page()
+        # What the page says about itself is read after the opening slot is given back.
+        await self._check_page()
 
     async def _run(self) -> None:
         try:
@@ -552,19 +567,25 @@ class BrowserClient:
         }
         for event, handler in handlers.items():
             cdp.on(event, _guarded(handler, self._log))
-        await cdp.send("Network.enable")
-        await page.expose_binding("__labUi", lambda _source, shown: self._on_ui(shown))
-        await page.add_init_script(WATCH_PAGE)
+        # Independent of one another: one round trip's wait for all three.
+        await asyncio.gather(
+            cdp.send("Network.enable"),
+            page.expose_binding("__labUi", lambda _source, shown: self._on_ui(shown)),
+            page.add_init_script(WATCH_PAGE),
+        )
         step("watch")
         self._log("open", url=self.page_url, proxy=self.proxy_url, browser=self.host.version)
         await page.goto(self.page_url, wait_until="load", timeout=start_timeout() * 1000)
         step("goto")
-        selected = await page.input_value("#fix")
+        self._log("opened", seconds=steps)
+
+    async def _check_page(self) -> None:
+        """The page selected our fix, and polls at the scenario's interval (else a note)."""
+        assert self._page is not None
+        selected, config_text = await self._page.evaluate(READ_PAGE_SETUP)
         if selected != self.strategy.name:
             raise RuntimeError(f"the page selected fix {selected!r}, not {self.strategy.name!r}")
-        config = json.loads(await page.text_content("#page-config") or "{}")
-        step("checked")
-        self._log("opened", seconds=steps)
+        config = json.loads(config_text or "{}")
         if config.get("pollIntervalMs") != round(self.poll_interval * 1000):
             self._log(
                 "note",
