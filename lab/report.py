@@ -570,7 +570,12 @@ def _evidence_files(run_dir: Path, shared: Iterable[Path]) -> list[dict[str, str
     files = [
         {"href": p.name, "name": p.name, "size": _size(p)}
         for p in sorted(run_dir.iterdir())
-        if p.is_file() and p.name != REPORT_FILE and not p.name.startswith(".")
+        if p.is_file()
+        and p.name != REPORT_FILE
+        and not p.name.startswith(".")
+        # SQLite's write-ahead log and its index: folded into the database and deleted when
+        # the last connection closes, so a link to them would soon point nowhere.
+        and not p.name.endswith(("-wal", "-shm"))
     ]
     for p in shared:
         rel = Path(os.path.relpath(p, run_dir)).as_posix()

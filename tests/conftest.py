@@ -1,6 +1,10 @@
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import pytest
 
-from tests.lab_helpers import processes_with_token
+from tests.lab_helpers import TOKEN_VAR, processes_with_token
 
 
 @pytest.fixture
@@ -31,3 +35,52 @@ def fast_tier_starts_no_stack(request: pytest.FixtureRequest, monkeypatch: pytes
 
     monkeypatch.setattr(Supervisor, "add", refuse)
     monkeypatch.setattr(BrowserHost, "launch", refuse)
+
+
+@dataclass
+class WholeMatrix:
+    result: object  # lab.matrix.MatrixResult
+    token: str  # every process of the matrix carried it
+
+
+@pytest.fixture(scope="session")
+def whole_matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WholeMatrix]:
+    """The whole Python matrix, run once for every test that reads it: every fix (the page's
+    poll fixes and the result backend fixes, redis-oom on Redis) against every scenario it
+    applies to. A matrix cell that ran on a stack of its own (redis-oom) is a whole `lab repro`
+    run, with all its evidence in its folder."""
+    from lab import fixes, matrix, scenarios
+
+    value = uuid.uuid4().hex
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(TOKEN_VAR, value)
+        result = matrix.run_matrix(
+            scenarios.load_all(),
+            fixes.names(),
+            tmp_path_factory.mktemp("matrix"),
+            progress=lambda _: None,
+        )
+    yield WholeMatrix(result, value)
+
+
+@dataclass
+class StoryRepro:
+    verdict: object  # lab.evidence.Verdict
+    token: str
+
+
+@pytest.fixture(scope="session")
+def story_repro(tmp_path_factory: pytest.TempPathFactory) -> StoryRepro:
+    """`lab repro proxy-cache --fix none`, in process, once for the tests that read it."""
+    from lab import runner, scenarios
+
+    value = uuid.uuid4().hex
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(TOKEN_VAR, value)
+        verdict = runner.run(
+            scenarios.load("proxy-cache"),
+            "none",
+            tmp_path_factory.mktemp("story"),
+            progress=lambda _: None,
+        )
+    return StoryRepro(verdict, value)

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from lab import matrix, report, runner, scenarios
+from lab import report, scenarios
 from lab.client import Poll
 from lab.evidence import Evidence, Verdict, judge
 from lab.matrix import MatrixResult
@@ -906,10 +906,9 @@ def test_pages_render_in_chromium(tmp_path, chromium):
 
 
 @pytest.mark.stack
-def test_repro_and_matrix_write_reports(tmp_path, chromium):
-    verdict = runner.run(
-        scenarios.load("proxy-cache"), "none", tmp_path / "repro", progress=lambda _: None
-    )
+@pytest.mark.timeout(900)  # the first test to read the whole matrix waits for it
+def test_repro_and_matrix_write_reports(story_repro, whole_matrix, chromium):
+    verdict = story_repro.verdict
     run_dir = Path(verdict.run_dir)
     page = read_page(run_dir / report.REPORT_FILE)
     assert len(page.with_class("poll")) == verdict.polls["total"]
@@ -919,9 +918,8 @@ def test_repro_and_matrix_write_reports(tmp_path, chromium):
     assert_self_contained(page, run_dir)
     assert chromium.render(run_dir / report.REPORT_FILE).polls == verdict.polls["total"]
 
-    loaded = [scenarios.load("proxy-cache"), scenarios.load("direct")]
-    result = matrix.run_matrix(loaded, ["none", "nonce"], tmp_path / "m", progress=lambda _: None)
-    assert chromium.render(result.run_dir / report.MATRIX_FILE).cells == len(result.last) == 4
+    result = whole_matrix.result
+    assert chromium.render(result.run_dir / report.MATRIX_FILE).cells == len(result.last)
     for cell in result.last.values():
         cell_page = read_page(Path(cell.run_dir) / report.REPORT_FILE)
         assert len(cell_page.with_class("poll")) == cell.polls["total"], cell.sentence
@@ -938,8 +936,10 @@ def redis_server() -> None:
 
 @pytest.mark.stack
 @pytest.mark.usefixtures("redis_server")
-def test_a_real_redis_oom_report_draws_its_memory_in_chromium(tmp_path, chromium):
-    verdict = runner.run(scenarios.load("redis-oom"), "none", tmp_path, progress=lambda _: None)
+@pytest.mark.timeout(900)  # the first test to read the whole matrix waits for it
+def test_a_real_redis_oom_report_draws_its_memory_in_chromium(whole_matrix, chromium):
+    # redis-oom ran on a stack of its own in the matrix: a whole `lab repro` run.
+    verdict = whole_matrix.result.last[("redis-oom", "none")]
     run_dir = Path(verdict.run_dir)
     assert verdict.broker == "redis" and verdict.redis and verdict.load, verdict.sentence
     samples = (run_dir / "redis-memory.jsonl").read_text("utf-8").splitlines()

@@ -553,14 +553,16 @@ def test_max_bytes_evicts_least_recently_used(lab: Lab):
     assert [url for _, url in lab.addon.entries] == [c]
 
 
-def test_memory_stays_bounded_over_100000_distinct_urls(lab: Lab):
+def test_memory_stays_bounded_over_10000_distinct_urls(lab: Lab):
+    # Twenty times what the byte limit lets in is enough to show it binds; bench/cache_memory.py
+    # measures 100,000 URLs.
     lab.tctx.configure(
         lab.addon, cache_heuristic_ttl=300, cache_max_entries=1000, cache_max_bytes=50_000
     )
     body = tutils.tresp(content=b"x" * 100)
     f = tflow.tflow(resp=False)
     largest = 0
-    for n in range(100_000):
+    for n in range(10_000):
         f.request.path = f"/status/{n}"
         f.response = None
         f.metadata.clear()

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from lab import brokers, fixes, matrix, runner, scenarios
+from lab import brokers, scenarios
 from lab.scenarios import Outcome
 from tests.lab_helpers import TOKEN_VAR, processes_with_token
 
@@ -41,37 +39,13 @@ def token(monkeypatch: pytest.MonkeyPatch) -> str:
     return value
 
 
-@dataclass
-class WholeMatrix:
-    result: matrix.MatrixResult
-    token: str
-
-
-@pytest.fixture(scope="module")
-def whole_matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WholeMatrix]:
-    """The whole Python matrix, run once for the tests below: every fix (the page's poll fixes
-    and the result backend fixes, redis-oom on Redis) against every scenario it applies to."""
-    value = uuid.uuid4().hex
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(TOKEN_VAR, value)
-        result = matrix.run_matrix(
-            scenarios.load_all(),
-            fixes.names(),
-            tmp_path_factory.mktemp("matrix"),
-            progress=lambda _: None,
-        )
-    yield WholeMatrix(result, value)
-
-
-def test_story_repro_outcome_and_evidence(tmp_path, token):
+def test_story_repro_outcome_and_evidence(story_repro):
     """`lab repro` of the story: one stack of its own, and its evidence in the run folder."""
-    scenario = scenarios.load("proxy-cache")
-    verdict = runner.run(scenario, "none", tmp_path, progress=lambda _: None)
-
+    verdict = story_repro.verdict
     assert verdict.observed == "hung", verdict.sentence
     assert verdict.matched
-    assert not processes_with_token(token), "a process of the run is still alive"
-    run_dir = next(tmp_path.iterdir())
+    assert not processes_with_token(story_repro.token), "a process of the run is still alive"
+    run_dir = Path(verdict.run_dir)
     assert json.loads((run_dir / "result.json").read_text())["observed"] == "hung"
     for evidence in (
         "worker.log",
