@@ -13,6 +13,7 @@ from lab import profiles
 from lab.processes import Supervisor
 from lab.stack import launch_proxy_host
 from proxies.listeners import ProfileListeners
+from tests.lab_helpers import LoopbackOrigin
 
 CACHING = {"options": {"cache_heuristic_ttl": 300}}
 NOT_CACHING = {"options": {"cache_enabled": False}}
@@ -94,45 +95,32 @@ def test_bad_listeners_are_refused_with_what_is_wrong(listeners: str, message: s
 @pytest.mark.stack
 def test_one_mitmdump_serves_several_profiles_on_their_own_ports(tmp_path: Path):
     """The lab's launcher against a real mitmdump: two profiles, two listeners, two logs."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from threading import Thread
+    counted = iter(range(1, 10))  # the origin counts its requests
+    with LoopbackOrigin(lambda _m, _p: (200, "text/plain", str(next(counted)).encode())) as app:
+        sup = Supervisor("test-listeners", tmp_path)
+        try:
+            check_listeners(sup, app.url)
+        finally:
+            sup.stop_all()
 
-    answers = iter(str(n).encode() for n in range(1, 10))  # the origin counts its requests
 
-    class Origin(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            body = next(answers)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    origin = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
-    Thread(target=origin.serve_forever, daemon=True).start()
-    sup = Supervisor("test-listeners", tmp_path)
-    try:
-        ready = launch_proxy_host(
-            sup,
-            "proxy-host",
-            [
-                ("caching", profiles.load("corporate-cache"), None),
-                ("plain", profiles.load("slow-network"), None),
-            ],
-        )
-        endpoints = ready()
-        url = f"http://127.0.0.1:{origin.server_port}/tasks/1/status"
-        seen = {}
-        for key in ("caching", "plain"):
-            with httpx.Client(proxy=endpoints[key].address, trust_env=False, timeout=10) as c:
-                seen[key] = [c.get(url).text, c.get(url).text]
-        assert seen == {"caching": ["1", "1"], "plain": ["2", "3"]}
-        assert len(sup.components) == 1
-        for key, expected in (("caching", ["STORE", "HIT"]), ("plain", ["BYPASS", "BYPASS"])):
-            lines = endpoints[key].events.read_text().splitlines()
-            assert [json.loads(line)["cache"] for line in lines] == expected
-    finally:
-        sup.stop_all()
-        origin.shutdown()
+def check_listeners(sup: Supervisor, origin: str) -> None:
+    ready = launch_proxy_host(
+        sup,
+        "proxy-host",
+        [
+            ("caching", profiles.load("corporate-cache"), None),
+            ("plain", profiles.load("slow-network"), None),
+        ],
+    )
+    endpoints = ready()
+    url = f"{origin}/tasks/1/status"
+    seen = {}
+    for key in ("caching", "plain"):
+        with httpx.Client(proxy=endpoints[key].address, trust_env=False, timeout=10) as c:
+            seen[key] = [c.get(url).text, c.get(url).text]
+    assert seen == {"caching": ["1", "1"], "plain": ["2", "3"]}
+    assert len(sup.components) == 1
+    for key, expected in (("caching", ["STORE", "HIT"]), ("plain", ["BYPASS", "BYPASS"])):
+        lines = endpoints[key].events.read_text().splitlines()
+        assert [json.loads(line)["cache"] for line in lines] == expected

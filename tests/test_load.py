@@ -6,13 +6,13 @@ import json
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from lab import load
 from lab.scenarios import LoadSetup
+from tests.lab_helpers import LoopbackOrigin
 
 
 class SlowWorker:
@@ -44,31 +44,19 @@ class SlowWorker:
 
 
 @pytest.fixture
-def app(request: pytest.FixtureRequest):
+def app():
     worker = SlowWorker(every=0.05)
     waiting_at_send: list[int] = []
     sent_at: list[float] = []
 
-    class Tasks(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            self.rfile.read(int(self.headers["Content-Length"]))
-            task_id = str(uuid.uuid4())
-            sent_at.append(time.monotonic())
-            waiting_at_send.append(worker.queue(task_id))
-            body = json.dumps({"task_id": task_id}).encode()
-            self.send_response(202)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def start_task(_method: str, _path: str) -> tuple[int, str, bytes]:
+        task_id = str(uuid.uuid4())
+        sent_at.append(time.monotonic())
+        waiting_at_send.append(worker.queue(task_id))
+        return 202, "application/json", json.dumps({"task_id": task_id}).encode()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Tasks)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", worker, waiting_at_send, sent_at
-    server.shutdown()
+    with LoopbackOrigin(start_task) as origin:
+        yield origin.url, worker, waiting_at_send, sent_at
 
 
 def stream_to(url: str, worker: SlowWorker, tmp_path: Path, **setup: float) -> load.TaskStream:
