@@ -61,8 +61,8 @@ INSTALL_HINT = "apt-get install -y chromium-headless-shell (or chromium, or set 
 PLAYWRIGHT_HINT = "pip install 'playwright>=1.45'"
 # Chromium's own headless shell first: the same Blink, V8, network stack and HTTP cache
 # without the desktop browser around them, and what Playwright itself runs for headless
-# Chromium. On 2 cores a browser cell took 43% less of Chromium's CPU in it than in the full
-# browser (bench/browser_vs_python.py), every cell with the same outcome.
+# Chromium. On 2 cores Chromium's processes used 43% less CPU a cell in it than in the full
+# browser (102 cells of the browser matrix, measured per process), every cell the same outcome.
 CHROMIUM_CANDIDATES = ("chromium-headless-shell", "chromium")
 # Debian's /usr/bin/chromium-headless-shell is a shell script that runs this binary as its
 # child, without exec: the lab runs the binary itself, so that the browser process is the one
