@@ -109,7 +109,8 @@ class MatrixResult:
         cells = rounds[-1]["cells"] if rounds else 0
         again = sum(r["run_again"] for r in rounds)
         rerun = (
-            f"; {again} cell runs were repeated because the machine was too slow to test them"
+            f"; {_count(again, 'cell run was', 'cell runs were')} repeated because the machine "
+            "was too slow to test them"
             if again
             else ""
         )
@@ -125,7 +126,7 @@ class MatrixResult:
                 text += f", {r['not_judged']} could not be judged (machine too slow)"
             parts.append(text)
         if several:
-            parts.append(f"{len(self.flips)} cells changed between rounds")
+            parts.append(f"{_count(len(self.flips), 'cell', 'cells')} changed between rounds")
         return "; ".join(parts) + rerun
 
     def to_json(self) -> dict:
@@ -146,6 +147,10 @@ class MatrixResult:
             ],
             "flips": {f"{s}/{f}": o for (s, f), o in self.flips.items()},
         }
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def needs_own_stack(scenario: Scenario) -> bool:

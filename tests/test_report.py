@@ -737,7 +737,7 @@ def test_a_mismatch_in_an_earlier_round_is_never_hidden_by_the_last(tmp_path):
     assert colour == "red"
     assert "all" not in text.lower().split()
     assert "Round 1: 1 of 5 cells did not match; round 2: 0 of 5 cells did not match" in text
-    assert "1 cells changed between rounds" in text
+    assert "1 cell changed between rounds" in text
     rounds = page.text_of("rounds")
     assert "1 5 1 0 0 2 5 0 0 0" in rounds  # round, cells, mismatches, not judged, run again
     assert "direct / nonce: hung → completed" in page.text_of("flips")
@@ -754,7 +754,7 @@ def test_a_flip_between_matching_outcomes_is_shown(tmp_path):
     assert result.flips == {("proxy-cache", "none"): ["hung", "completed"]}
     page = read_page(report.write_matrix_report(result))
     text, colour = summary_of(page)
-    assert colour == "red" and "did not match" in text and "1 cells changed" in text
+    assert colour == "red" and "did not match" in text and "1 cell changed" in text
     cell = page.html[page.html.index('data-cell="proxy-cache/none"') :]
     assert 'class="flag"' in cell[: cell.index("</td>")]
 

@@ -122,7 +122,7 @@ def test_headline_counts_every_round_and_is_all_matched_only_when_ok():
     assert flipped.flips == {NONE: ["completed", "hung"]}
     assert flipped.headline() == (
         "round 1: 1 of 2 cells did not match; round 2: 0 of 2 cells did not match; "
-        "1 cells changed between rounds"
+        "1 cell changed between rounds"
     )
 
 
