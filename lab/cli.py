@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lab import fixes, matrix, paths, profiles, runner, scenarios
+from lab import broker_comparison, fixes, matrix, paths, profiles, runner, scenarios
 from lab.brokers import BROKERS, BrokerChoice
 from lab.errors import (
     EXIT_INTERRUPTED,
@@ -363,7 +363,7 @@ def matrix_command(
             "screenshots": screenshots,
         }
         if len(brokers) > 1:
-            comparison = matrix.run_broker_comparison(
+            comparison = broker_comparison.run_broker_comparison(
                 brokers, runs_dir or paths.runs_dir(), _progress, broker_url=broker_url, **common
             )
         else:
@@ -387,7 +387,7 @@ def matrix_command(
     sys.exit(EXIT_MATCHED if result.ok else EXIT_MISMATCH)
 
 
-def _print_comparison(comparison: matrix.BrokerComparison) -> None:
+def _print_comparison(comparison: broker_comparison.BrokerComparison) -> None:
     for broker, result in comparison.results.items():
         out.print(f"[bold]--- {broker} ---[/]", markup=True)
         _print_matrix(result)

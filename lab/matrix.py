@@ -7,7 +7,6 @@ in a thread pool, each with its own client (and neighbours), judged like `lab re
 from __future__ import annotations
 
 import json
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +21,14 @@ from lab.errors import RunStopped
 from lab.evidence import EventIndex, Grouped, Verdict, untested_because
 from lab.runner import new_browser, new_run_dir, new_supervisor, verdict_for, write_json
 from lab.scenarios import Scenario
+from lab.schedule import (
+    CELL_STARTS_PER_SECOND,
+    MAX_ATTEMPTS,
+    StartPacer,
+    attempt_dir,
+    run_in_turn,
+    start_order,
+)
 from lab.stack import (
     AppStack,
     ProxyEndpoint,
@@ -39,10 +46,6 @@ DEFAULT_CONCURRENCY = 48
 # Cells with stacks of their own (a capped Redis that the cell fills) run this many at once,
 # beside the shared cells.
 OWN_STACK_CONCURRENCY = 8
-# Runs of one cell in one round while the machine is too slow for it to test anything (see
-# evidence.untested_because); after that its verdict says "not judged", never a wrong outcome.
-MAX_ATTEMPTS = 3
-CELL_STARTS_PER_SECOND = 25.0  # see StartPacer
 PROFILES_PER_PROXY_PROCESS = 5  # listeners of one mitmdump in a matrix (see _launch_proxies)
 ALIVE_CHECK_EVERY = 0.1  # seconds: how stale "every component is alive" may be in a cell
 
@@ -440,92 +443,8 @@ def run_matrix(
             runtime.cleanup()
 
 
-def attempt_dir(cell_dir: Path, attempt: int) -> Path:
-    return cell_dir if attempt == 1 else cell_dir / f"attempt-{attempt}"
-
-
 class CellsStopped(RunStopped):
     """Raised in the cells still running when the matrix is interrupted or fails."""
-
-
-def _expected_seconds(scenario: Scenario, fix: str) -> float:
-    if scenario.expected_for(fix).value == "completed":
-        return scenario.task_duration
-    return scenario.task_duration + scenario.hang_window
-
-
-def start_order(cells: list[tuple[Scenario, str]]) -> list[int]:
-    """Longest first (cells expected to hang wait out a whole hang window), and among equals
-    one scenario after another, so that the first dozens of cells do not all go through the
-    same proxy and app at the same moment."""
-    turn: dict[str, int] = {}
-    keys = {}
-    for i, (sc, fix) in enumerate(cells):
-        turn[sc.name] = turn.get(sc.name, -1) + 1
-        keys[i] = (-_expected_seconds(sc, fix), turn[sc.name], i)
-    return sorted(range(len(cells)), key=keys.__getitem__)
-
-
-def run_in_turn(
-    items: list[int],
-    run_one: Callable[[int, int], CellRun],
-    again: Callable[[CellRun], bool],
-    workers: int,
-    stopping: threading.Event,
-) -> dict[int, CellRun]:
-    """Run `run_one(item, attempt)` for each item on `workers` threads, in order. An item whose
-    run tested nothing (`again`) goes to the back of the line for its next attempt, up to
-    MAX_ATTEMPTS: by then the burst that starved it has passed. The last run of each item."""
-    if not items:
-        return {}
-    todo: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
-    for item in items:
-        todo.put((item, 1))
-    final: dict[int, CellRun] = {}
-    failures: list[BaseException] = []
-    lock = threading.Lock()
-    finished = threading.Event()
-
-    def work() -> None:
-        while not finished.is_set():
-            try:
-                item, attempt = todo.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            try:
-                run = run_one(item, attempt)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
-                with lock:
-                    failures.append(exc)
-                stopping.set()
-                finished.set()
-                return
-            if attempt < MAX_ATTEMPTS and again(run):
-                todo.put((item, attempt + 1))
-                continue
-            with lock:
-                final[item] = run
-                if len(final) == len(items):
-                    finished.set()
-
-    threads = [
-        threading.Thread(target=work, name=f"cell-{n}", daemon=True)
-        for n in range(min(workers, len(items)))
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        for thread in threads:
-            thread.join()
-    except BaseException:
-        stopping.set()  # every running cell gives up at its next check
-        finished.set()
-        for thread in threads:
-            thread.join(timeout=30)
-        raise
-    if failures:
-        raise failures[0]
-    return final
 
 
 def untested_mismatch(run: CellRun) -> bool:
@@ -535,25 +454,6 @@ def untested_mismatch(run: CellRun) -> bool:
         return False
     evidence = runner.gather_evidence(run, EventIndex(None, None))
     return untested_because(evidence, strategies.load().final_states, None) is not None
-
-
-class StartPacer:
-    """Cells start at most `per_second` a second: dozens starting in the same instant (each a
-    Start, a task, a first poll) starve one another, and a starved cell tests nothing."""
-
-    def __init__(self, per_second: float) -> None:
-        self.gap = 1 / per_second
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self, check_alive: Callable[[], None]) -> None:
-        with self._lock:
-            now = time.monotonic()
-            at = max(now, self._next)
-            self._next = at + self.gap
-        while (left := at - time.monotonic()) > 0:
-            check_alive()
-            time.sleep(min(left, 0.05))
 
 
 def _judge_all(
@@ -585,90 +485,6 @@ def survivors(result: MatrixResult) -> list[str]:
     """Fixes that completed behind every proxy profile that was run (and met at least one)."""
     behind_a_proxy = {fix for (_, fix), v in result.last.items() if v.proxy != "none"}
     return [fix for fix, lost in defeats(result).items() if not lost and fix in behind_a_proxy]
-
-
-@dataclass
-class BrokerComparison:
-    """The same matrix on several brokers: which cells had the same outcome on all of them."""
-
-    run_dir: Path
-    results: dict[str, MatrixResult]
-
-    @property
-    def common_cells(self) -> list[tuple[str, str]]:
-        """Cells run on every broker (a scenario bound to one broker is not compared)."""
-        keys = [set(r.last) for r in self.results.values()]
-        return sorted(set.intersection(*keys)) if keys else []
-
-    @property
-    def differences(self) -> dict[tuple[str, str], dict[str, str]]:
-        out = {}
-        for cell in self.common_cells:
-            seen = {broker: r.last[cell].observed for broker, r in self.results.items()}
-            if len(set(seen.values())) > 1:
-                out[cell] = seen
-        return out
-
-    @property
-    def cached_poll_cells(self) -> list[tuple[str, str]]:
-        """Common cells whose status went through a caching proxy: the story's bug."""
-        first = next(iter(self.results.values()))
-        return [cell for cell in self.common_cells if first.last[cell].polls["from_cache"] > 0]
-
-    @property
-    def ok(self) -> bool:
-        return not self.differences and all(r.ok for r in self.results.values())
-
-    def to_json(self) -> dict:
-        return {
-            "run_dir": str(self.run_dir),
-            "brokers": list(self.results),
-            "ok": self.ok,
-            "common_cells": len(self.common_cells),
-            "cached_poll_cells": len(self.cached_poll_cells),
-            "differences": {f"{s}/{f}": seen for (s, f), seen in self.differences.items()},
-            "matrices": {broker: r.to_json() for broker, r in self.results.items()},
-        }
-
-    def markdown(self) -> str:
-        brokers = ", ".join(self.results)
-        lines = [
-            f"# The same matrix on {brokers}",
-            "",
-            f"{len(self.common_cells)} cells ran on every broker; "
-            f"{len(self.common_cells) - len(self.differences)} had the same outcome on all. "
-            f"{len(self.cached_poll_cells)} of them had polls answered by a proxy's cache.",
-            "",
-        ]
-        if self.differences:
-            lines += ["| scenario | fix | " + " | ".join(self.results) + " |"]
-            lines += ["| --- | --- | " + " | ".join("---" for _ in self.results) + " |"]
-            for (s, f), seen in self.differences.items():
-                lines.append(f"| {s} | {f} | " + " | ".join(seen.values()) + " |")
-        else:
-            lines.append("Changing the broker changed no outcome: it cannot fix a cached poll.")
-        lines += ["", "Each broker's matrix: " + ", ".join(f"{b}/matrix.md" for b in self.results)]
-        return "\n".join(lines) + "\n"
-
-
-def run_broker_comparison(
-    brokers: list[str], runs_root: Path, progress: Progress, **matrix_args
-) -> BrokerComparison:
-    """One matrix per broker, one after the other (each has the machine to itself)."""
-    run_dir = new_run_dir(runs_root, "brokers")
-    comparison = BrokerComparison(run_dir, {})
-    for broker in brokers:
-        progress(f"--- the matrix on {broker} ---")
-        comparison.results[broker] = run_matrix(
-            runs_root=runs_root,
-            progress=progress,
-            broker=broker,
-            run_dir=run_dir / broker,
-            **matrix_args,
-        )
-    write_json(run_dir / "brokers.json", comparison.to_json())
-    (run_dir / "brokers.md").write_text(comparison.markdown(), "utf-8")
-    return comparison
 
 
 SYMBOL = {"completed": "completed", "hung": "HUNG", "errored": "ERRORED", "leaked": "LEAKED"}

@@ -18,6 +18,7 @@ from lab.evidence import EventIndex, Evidence, Verdict, judge
 from lab.processes import Supervisor
 from lab.redis_memory import RedisMemoryWatch
 from lab.scenarios import Scenario
+from lab.schedule import MAX_ATTEMPTS
 from lab.stack import (
     AppStack,
     ProxyEndpoint,
@@ -228,7 +229,7 @@ def run_until_tested(
     runs_root: Path,
     progress: Progress,
     *,
-    attempts: int = 3,
+    attempts: int = MAX_ATTEMPTS,
     run_dir: Path | None = None,
     **run_args,
 ) -> Verdict:
