@@ -439,7 +439,7 @@ def _print_matrix(result: matrix.MatrixResult) -> None:
         for v in round_verdicts.values():
             if v.inconclusive:
                 click.echo(f"{where}not judged after {v.attempts} runs: {v.untested}")
-            elif not v.matched:
+            elif v.wrong:
                 click.echo(f"{where}mismatch: {v.sentence}")
     for (s, f), outcomes in result.flips.items():
         click.echo(f"changed between rounds: {s} fix={f}: {' -> '.join(outcomes)}")

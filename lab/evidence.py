@@ -210,6 +210,11 @@ class Verdict:
         return not self.matched and self.untested is not None
 
     @property
+    def wrong(self) -> bool:
+        """A mismatch on a run that tested the scenario: a wrong outcome, not a slow machine."""
+        return not self.matched and self.untested is None
+
+    @property
     def retried(self) -> bool:
         return self.attempts > 1
 

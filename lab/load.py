@@ -88,6 +88,7 @@ class TaskStream:
         self.broker_refused = broker_refused
         self.result = StreamResult()
         self.full = False
+        self._seen_refusal = False
         self._began = time.monotonic()
         self._last_sent = float("-inf")
         self._lock = threading.Lock()
@@ -115,10 +116,13 @@ class TaskStream:
                     break
 
     def _refused(self) -> bool:
-        """The broker refused a write (the app said so, or Redis counted an OOM error)."""
-        if any(says_full(error) for error in self.result.errors):
-            return True
-        return self.broker_refused is not None and self.broker_refused()
+        """The broker refused a write (the app said so, or Redis counted an OOM error). Once
+        true it stays true, so Redis is not asked again."""
+        if not self._seen_refusal:
+            self._seen_refusal = any(says_full(error) for error in self.result.errors) or (
+                self.broker_refused is not None and self.broker_refused()
+            )
+        return self._seen_refusal
 
     def _wait_for_worker(self) -> None:
         """The pace follows what the machine achieves: no more than MAX_IN_FLIGHT of the

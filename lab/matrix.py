@@ -69,7 +69,7 @@ class MatrixResult:
     @property
     def mismatches(self) -> list[Verdict]:
         """Judged cells whose outcome was not the expected one, in every round."""
-        return [v for r in self.rounds for v in r.values() if not v.matched and not v.inconclusive]
+        return [v for r in self.rounds for v in r.values() if v.wrong]
 
     @property
     def unjudged(self) -> list[Verdict]:
@@ -98,7 +98,7 @@ class MatrixResult:
             {
                 "round": n,
                 "cells": len(r),
-                "mismatches": sum(1 for v in r.values() if not v.matched and not v.inconclusive),
+                "mismatches": sum(1 for v in r.values() if v.wrong),
                 "not_judged": sum(1 for v in r.values() if v.inconclusive),
                 "run_again": sum(1 for v in r.values() if v.retried),
             }
@@ -218,7 +218,6 @@ def start_stacks(
         proxies = forward_ready() | reverse_ready()
     else:
         apps = {key: wait() for key, wait in app_waits.items()}
-    if proxy_url:
         endpoint = external_proxy(proxy_url, proxy_mode)
         proxies = {(name, "*"): endpoint for name, _ in wanted}
     return apps, proxies
@@ -235,8 +234,9 @@ def _launch_proxies(
     waits: dict[ProxyKey, Callable[[], ProxyEndpoint]] = {}
     for pkey, profile, app_url in wanted:
         if (pkey, profile, app_url) not in shared:
-            label = profile.name if pkey[1] == "*" else f"{profile.name}-{pkey[1]}"
-            _, waits[pkey] = launch_proxy(sup, label, profile, app_url, single=False)
+            _, waits[pkey] = launch_proxy(
+                sup, _listener_label(pkey), profile, app_url, single=False
+            )
     labels = {_listener_label(pkey): pkey for pkey, _, _ in shared}
     # A few profiles a process: one mitmdump is one core at most, and the cells starting
     # together would all wait for it.

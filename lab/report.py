@@ -734,12 +734,7 @@ def render_matrix_report(result: MatrixResult, scenarios: Iterable[Scenario] = (
         summary = known[name].summary if name in known else ""
         rows.append({"name": name, "proxy": proxy or "?", "summary": summary, "cells": cells})
     beaten = defeats(result)
-    mismatches = [
-        (n, v)
-        for n, r in enumerate(result.rounds, 1)
-        for v in r.values()
-        if not v.matched and not v.inconclusive
-    ]
+    mismatches = [(n, v) for n, r in enumerate(result.rounds, 1) for v in r.values() if v.wrong]
     unjudged = [
         (n, v) for n, r in enumerate(result.rounds, 1) for v in r.values() if v.inconclusive
     ]
