@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,30 +95,34 @@ def wait_for_outcome(
 ) -> Outcome:
     """completed/errored/leaked as soon as the client stops; hung after the hang window."""
     task_will_not_finish = not scenario.worker.running or scenario.worker.task_never_finishes
-    give_up_after = scenario.task_duration + scenario.hang_window
-    if not task_will_not_finish:
-        give_up_after += TASK_START_GRACE
+    give_up_after = scenario.task_duration + scenario.hang_window + TASK_START_GRACE
     while True:
         check_alive()
         if client.done:
             return Outcome(client.ui_state)
         now = time.time()
+        # From when the UI should have shown the end: the finish, or for a task that will not
+        # finish, when it would have (its duration after Start).
         finished = app.task_events.finished_at(client.task_id)
-        # Hung only with proof: the hang window has passed since the finish, and the UI kept
-        # asking meanwhile (polls sent after the finish, each answered "running"). The proof
-        # is counted in polls, not seconds: a busy machine that polls less often waits longer
-        # for the same proof, so a fix that needs a few polls to recover (detect-stale) gets
-        # them. A client too starved to poll at all gets up to 3 windows.
-        waited = now - finished if finished is not None else 0.0
-        if finished is not None and (
+        due = finished
+        if due is None and task_will_not_finish and client.started_at:
+            due = client.started_at + scenario.task_duration
+        # Hung only with proof: the hang window has passed since then, and the UI kept asking
+        # meanwhile (polls sent after it, each answered "running"). The proof is counted in
+        # polls, not seconds: a busy machine that polls less often waits longer for the same
+        # proof, so a fix that needs a few polls to recover (detect-stale) gets them. A client
+        # whose polls get no answer (a proxy holding them, or a starved machine) gets up to
+        # 3 windows.
+        waited = now - due if due is not None else 0.0
+        if due is not None and (
             (
                 waited >= scenario.hang_window
-                and _answered_after(client, finished) >= hang_proof_polls(scenario)
+                and _answered_after(client, due, finished is not None) >= hang_proof_polls(scenario)
             )
             or waited >= 3 * scenario.hang_window
         ):
             return Outcome.hung
-        if finished is None and client.started_at and now - client.started_at > give_up_after:
+        if due is None and client.started_at and now - client.started_at > give_up_after:
             return Outcome.hung
         time.sleep(WAIT_STEP)
 
@@ -128,8 +133,13 @@ def hang_proof_polls(scenario: Scenario) -> int:
     return max(1, int(scenario.hang_window / scenario.poll_interval * 2 / 3))
 
 
-def _answered_after(client: PollingClient, finished: float) -> int:
-    return sum(1 for poll in list(client.polls) if poll.sent_at > finished and poll.state)
+def _answered_after(client: Client, due: float, finished: bool) -> int:
+    """Polls sent after `due` and answered with a state. An event stream says a state once
+    and keeps it: for a task that will not finish, the one message that came is the proof."""
+    polls = list(client.polls)
+    if not finished and client.strategy.transport == "sse":
+        return sys.maxsize if any(poll.state for poll in polls) else 0
+    return sum(1 for poll in polls if poll.sent_at > due and poll.state)
 
 
 def run_cell(

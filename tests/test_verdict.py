@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import time
+from types import SimpleNamespace
 from pathlib import Path
 
 from lab import scenarios
-from lab.cell import hang_proof_polls
+from lab.cell import hang_proof_polls, wait_for_outcome
 from lab.client import Poll
 from lab.evidence import Evidence, judge, untested_because
 from lab.matrix import NOT_JUDGED, MatrixResult
@@ -78,6 +80,71 @@ def test_hang_proof_is_counted_in_polls():
     assert hang_proof_polls(scenario) == 8
     slow = scenario.model_copy(update={"poll_interval": 5.0})
     assert hang_proof_polls(slow) == 1
+
+
+class StarvedClient:
+    """A UI whose one poll is still on its way back (the machine is too busy to answer it)."""
+
+    done = False
+    task_id = TASK
+
+    def __init__(self, answered_every: float | None, transport: str = "poll") -> None:
+        self.started_at = time.time()
+        self.strategy = SimpleNamespace(transport=transport)
+        self.answered_every = answered_every
+
+    @property
+    def polls(self) -> list[Poll]:
+        if self.answered_every is None:
+            return []
+        sent = self.started_at
+        found = []
+        while sent < time.time():
+            found.append(Poll(len(found) + 1, sent, sent, "http://app", 200, "PENDING"))
+            sent += self.answered_every
+        return found
+
+
+def never_finishing(window: float):
+    scenario = scenarios.load("task-never-finishes")
+    return scenario.model_copy(update={"hang_window": window, "poll_interval": window / 4})
+
+
+NO_FINISH = SimpleNamespace(task_events=SimpleNamespace(finished_at=lambda _task: None))
+
+
+def test_a_never_finishing_task_is_hung_only_once_the_ui_kept_asking():
+    scenario = never_finishing(0.4)
+    began = time.time()
+    outcome = wait_for_outcome(
+        StarvedClient(answered_every=0.05), scenario, NO_FINISH, lambda: None
+    )
+    assert outcome is Outcome.hung
+    assert time.time() - began >= scenario.task_duration + scenario.hang_window
+
+
+def test_a_starved_ui_with_no_answer_gets_three_windows_before_it_is_called_hung():
+    # The CI failure: "hung, as expected" with no poll answered, 4 s after Start.
+    scenario = never_finishing(0.4)
+    began = time.time()
+    outcome = wait_for_outcome(
+        StarvedClient(answered_every=None), scenario, NO_FINISH, lambda: None
+    )
+    assert outcome is Outcome.hung
+    assert time.time() - began >= scenario.task_duration + 3 * scenario.hang_window
+
+
+def test_an_event_streams_one_message_proves_a_never_finishing_task_hung():
+    scenario = never_finishing(0.4)
+    client = StarvedClient(answered_every=100.0, transport="sse")  # one message, at the start
+    began = time.time()
+    assert wait_for_outcome(client, scenario, NO_FINISH, lambda: None) is Outcome.hung
+    waited = time.time() - began
+    assert scenario.task_duration + scenario.hang_window <= waited
+    silent = StarvedClient(answered_every=None, transport="sse")
+    began = time.time()
+    assert wait_for_outcome(silent, scenario, NO_FINISH, lambda: None) is Outcome.hung
+    assert time.time() - began >= scenario.task_duration + 3 * scenario.hang_window
 
 
 def matrix_of(*rounds: dict[tuple[str, str], tuple[str, str, str | None]]) -> MatrixResult:
