@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.processes import CPU_FILE
+from lab.stacks.processes import CPU_FILE
 
 
 @dataclass

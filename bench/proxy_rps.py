@@ -22,8 +22,8 @@ from pathlib import Path
 
 import httpx
 
-from lab import profiles
-from lab.stack import mitmdump_executable
+from lab.data import profiles
+from lab.stacks.stack import mitmdump_executable
 
 SLOW_BY_DESIGN = {"slow-network", "flaky-network", "idle-timeout"}
 

@@ -20,16 +20,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lab import broker_comparison, fixes, matrix, paths, profiles, runner, scenarios
-from lab.brokers import BROKERS, BrokerChoice
-from lab.errors import (
+from lab.data import fixes, paths, profiles, scenarios
+from lab.data.errors import (
     EXIT_INTERRUPTED,
     EXIT_MATCHED,
     EXIT_MISMATCH,
     BadInput,
     ComponentError,
 )
-from lab.evidence import Verdict
+from lab.judging.evidence import Verdict
+from lab.runs import broker_comparison, matrix
+from lab.runs import repro as repro_run
+from lab.stacks.brokers import BROKERS, BrokerChoice
 
 STARTED = time.monotonic()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -106,7 +108,7 @@ def runs_dir_option(f):
 def client_option(f):
     return click.option(
         "--client",
-        type=click.Choice(runner.CLIENTS),
+        type=click.Choice(repro_run.CLIENTS),
         default="python",
         show_default=True,
         help="Who polls: the lab's Python client, or the app's real page in Chromium "
@@ -196,7 +198,7 @@ def repro(
     with _guarded(as_json, "interrupted: every process of the run was stopped"):
         loaded, chosen_broker = _load_for_run(scenario, fix, broker, broker_url, proxy_url)
         _check_client(loaded, client)
-        verdict = runner.run_until_tested(
+        verdict = repro_run.run_until_tested(
             loaded,
             fix,
             runs_dir or paths.runs_dir(),
@@ -470,7 +472,7 @@ def up_command(
     broker_url: str | None,
 ) -> None:
     """Workshop mode: start SCENARIO's stack and keep it running until Ctrl-C."""
-    from lab import workshop
+    from lab.runs import workshop
 
     with _guarded(False, "stopped: every process was stopped", exit_on_stop=0):
         loaded, chosen_broker = _load_for_run(scenario, fix, broker, broker_url)

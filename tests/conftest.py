@@ -30,8 +30,8 @@ def fast_tier_starts_no_stack(request: pytest.FixtureRequest, monkeypatch: pytes
             f"{request.node.nodeid} starts a real process: mark it @pytest.mark.stack"
         )
 
-    from lab.browser import BrowserHost
-    from lab.processes import Supervisor
+    from lab.clients.browser import BrowserHost
+    from lab.stacks.processes import Supervisor
 
     monkeypatch.setattr(Supervisor, "add", refuse)
     monkeypatch.setattr(BrowserHost, "launch", refuse)
@@ -39,7 +39,7 @@ def fast_tier_starts_no_stack(request: pytest.FixtureRequest, monkeypatch: pytes
 
 @dataclass
 class WholeMatrix:
-    result: object  # lab.matrix.MatrixResult
+    result: object  # lab.runs.matrix.MatrixResult
     token: str  # every process of the matrix carried it
 
 
@@ -49,7 +49,8 @@ def whole_matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WholeMatr
     poll fixes and the result backend fixes, redis-oom on Redis) against every scenario it
     applies to. A matrix cell that ran on a stack of its own (redis-oom) is a whole `lab repro`
     run, with all its evidence in its folder."""
-    from lab import fixes, matrix, scenarios
+    from lab.data import fixes, scenarios
+    from lab.runs import matrix
 
     value = uuid.uuid4().hex
     with pytest.MonkeyPatch.context() as patch:
@@ -65,19 +66,20 @@ def whole_matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WholeMatr
 
 @dataclass
 class StoryRepro:
-    verdict: object  # lab.evidence.Verdict
+    verdict: object  # lab.judging.evidence.Verdict
     token: str
 
 
 @pytest.fixture(scope="session")
 def story_repro(tmp_path_factory: pytest.TempPathFactory) -> StoryRepro:
     """`lab repro proxy-cache --fix none`, in process, once for the tests that read it."""
-    from lab import runner, scenarios
+    from lab.data import scenarios
+    from lab.runs import repro
 
     value = uuid.uuid4().hex
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(TOKEN_VAR, value)
-        verdict = runner.run(
+        verdict = repro.run(
             scenarios.load("proxy-cache"),
             "none",
             tmp_path_factory.mktemp("story"),

@@ -17,11 +17,12 @@ import time
 import psutil
 import pytest
 
-from lab import brokers, fixes, scenarios
-from lab.brokers import BrokerChoice, celery_config, check_reachable
-from lab.errors import EXIT_BAD_INPUT, EXIT_COMPONENT, EXIT_MATCHED, BadInput, ComponentError
-from lab.ports import free_port
-from lab.redis_memory import KeyGroup, MemorySummary, key_pattern, redis_cli_commands
+from lab.data import fixes, scenarios
+from lab.data.errors import EXIT_BAD_INPUT, EXIT_COMPONENT, EXIT_MATCHED, BadInput, ComponentError
+from lab.stacks import brokers
+from lab.stacks.brokers import BrokerChoice, celery_config, check_reachable
+from lab.stacks.ports import free_port
+from lab.stacks.redis_memory import KeyGroup, MemorySummary, key_pattern, redis_cli_commands
 from sample_app.config import REUSING_DATABASE_BACKEND
 from tests.lab_helpers import LabProcess, wait_for
 

@@ -24,15 +24,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lab import browser, matrix, runner, scenarios
-from lab.errors import (
+from lab.clients import browser
+from lab.data import scenarios
+from lab.data.errors import (
     EXIT_BAD_INPUT,
     EXIT_COMPONENT,
     EXIT_INTERRUPTED,
     EXIT_MATCHED,
     ComponentError,
 )
-from lab.processes import COMPONENT_MARKER, RUN_MARKER
+from lab.runs import matrix, repro
+from lab.stacks.processes import COMPONENT_MARKER, RUN_MARKER
 from sample_app import strategies
 from tests.lab_helpers import TOKEN_VAR, LabProcess, component, processes_with_token, wait_for
 
@@ -131,7 +133,7 @@ def one_cell(whole: BrowserMatrix | None, tmp_path: Path, scenario: str, fix: st
     """The cell's verdict from the whole browser matrix, or from a run of its own."""
     if whole is not None:
         return whole.cell(scenario, fix)
-    verdict = runner.run(scenarios.load(scenario), fix, tmp_path, lambda _: None, client="browser")
+    verdict = repro.run(scenarios.load(scenario), fix, tmp_path, lambda _: None, client="browser")
     return verdict.to_json()
 
 
@@ -284,7 +286,7 @@ def test_browser_only_scenarios_hang_on_the_browsers_own_cache(
 
 @pytest.mark.usefixtures("needs_a_browser")
 def test_the_debug_panel_shows_the_proxys_age_and_the_real_finish(tmp_path, token):
-    verdict = runner.run(
+    verdict = repro.run(
         scenarios.load("proxy-cache"), "none", tmp_path, lambda _: None, client="browser"
     )
     assert verdict.observed == "hung", verdict.sentence

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from lab import scenarios
+from lab.data import scenarios
 
 MISSING_PROXY = """\
 name = "no-proxy"

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from werkzeug.serving import make_server
 
-from lab.client import PollingClient
+from lab.clients.polling import PollingClient
 from sample_app import strategies
 from sample_app.config import AppConfig, sqlite_celery_config
 from sample_app.debug import is_debug_path

@@ -1,6 +1,6 @@
 """Evidence files are read while other processes append to them."""
 
-from lab.jsonl import JsonLinesTail, read_jsonl
+from lab.data.jsonl import JsonLinesTail, read_jsonl
 
 
 def test_a_tail_reads_each_complete_line_once(tmp_path):

@@ -9,9 +9,9 @@ import pytest
 from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow
 
-from lab import profiles
-from lab.processes import Supervisor
-from lab.stack import launch_proxy_host
+from lab.data import profiles
+from lab.stacks.processes import Supervisor
+from lab.stacks.stack import launch_proxy_host
 from proxies.listeners import ProfileListeners
 from tests.lab_helpers import LoopbackOrigin
 

@@ -2,7 +2,7 @@
 
 import socket
 
-from lab import ports
+from lab.stacks import ports
 
 
 def test_free_ports_are_distinct_bindable_and_below_the_ephemeral_range():

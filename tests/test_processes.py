@@ -10,7 +10,7 @@ import stat
 import psutil
 import pytest
 
-from lab.errors import EXIT_COMPONENT, EXIT_INTERRUPTED, EXIT_MATCHED
+from lab.data.errors import EXIT_COMPONENT, EXIT_INTERRUPTED, EXIT_MATCHED
 from tests.lab_helpers import LabProcess, component, processes_with_token, wait_for
 
 pytestmark = pytest.mark.stack

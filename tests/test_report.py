@@ -29,12 +29,13 @@ from typing import Any
 
 import pytest
 
-from lab import report, scenarios
-from lab.client import Poll
-from lab.evidence import Evidence, Verdict, judge
-from lab.matrix import MatrixResult
-from lab.redis_memory import redis_cli_commands
-from lab.scenarios import Outcome
+from lab.clients.polling import Poll
+from lab.data import scenarios
+from lab.data.scenarios import Outcome
+from lab.judging.evidence import Evidence, Verdict, judge
+from lab.reports import report
+from lab.runs.matrix import MatrixResult
+from lab.stacks.redis_memory import redis_cli_commands
 from sample_app import strategies
 
 T0 = 1_800_000_000.0  # the client's start, epoch seconds

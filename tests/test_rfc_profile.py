@@ -1,5 +1,5 @@
 """The `rfc` profile, rule by rule against RFC 9111, with the addons built from the profile file
-itself: proxies/profiles/rfc.toml loaded by lab.profiles, its options and misbehaviours set on
+itself: proxies/profiles/rfc.toml loaded by lab.data.profiles, its options and misbehaviours set on
 the lab's own addon chain (lab_addons.make_addons), as mitmdump gets them."""
 
 import json
@@ -9,7 +9,7 @@ import pytest
 from mitmproxy.test import taddons
 from werkzeug.http import http_date
 
-from lab import profiles
+from lab.data import profiles
 from proxies import lab_addons
 from proxies.misbehaving import Misbehaving
 from proxies.shared_cache import SharedCache

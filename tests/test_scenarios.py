@@ -4,8 +4,9 @@ import re
 
 import pytest
 
-from lab import fixes, profiles, scenarios, stack
-from lab.errors import BadInput
+from lab.data import fixes, profiles, scenarios
+from lab.data.errors import BadInput
+from lab.stacks import stack
 from sample_app import strategies
 
 GOOD_SCENARIO = """\

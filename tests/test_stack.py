@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import brokers, scenarios
-from lab.scenarios import Outcome
+from lab.data import scenarios
+from lab.data.scenarios import Outcome
+from lab.stacks import brokers
 from tests.lab_helpers import TOKEN_VAR, processes_with_token
 
 pytestmark = pytest.mark.stack

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from lab.client import Poll, StaleWatch
+from lab.clients.polling import Poll, StaleWatch
 from sample_app import strategies
 from sample_app.strategies import StrategyError
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
-from lab import scenarios
-from lab.cell import hang_proof_polls, wait_for_outcome
-from lab.client import Poll
-from lab.evidence import Evidence, judge, untested_because
-from lab.matrix import NOT_JUDGED, MatrixResult
-from lab.scenarios import Outcome
+from lab.clients.polling import Poll
+from lab.data import scenarios
+from lab.data.scenarios import Outcome
+from lab.judging.evidence import Evidence, judge, untested_because
+from lab.runs.cell import hang_proof_polls, wait_for_outcome
+from lab.runs.matrix import NOT_JUDGED, MatrixResult
 from sample_app import strategies
 
 T0 = 1_800_000_000.0

@@ -14,14 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lab import profiles, report, runner
-from lab.brokers import BrokerChoice, BrokerRuntime, redis_server_installed, start_broker
-from lab.cell import CellRun, client_kind, run_cell, task_duration
-from lab.errors import RunStopped
-from lab.evidence import EventIndex, Grouped, Verdict, untested_because
-from lab.runner import new_browser, new_run_dir, new_supervisor, verdict_for, write_json
-from lab.scenarios import Scenario
-from lab.schedule import (
+from lab.data import profiles
+from lab.reports import report
+from lab.runs import repro
+from lab.stacks.brokers import BrokerChoice, BrokerRuntime, redis_server_installed, start_broker
+from lab.runs.cell import CellRun, client_kind, run_cell, task_duration
+from lab.data.errors import RunStopped
+from lab.judging.evidence import EventIndex, Grouped, Verdict, untested_because
+from lab.runs.repro import new_browser, new_run_dir, new_supervisor, verdict_for, write_json
+from lab.data.scenarios import Scenario
+from lab.runs.schedule import (
     CELL_STARTS_PER_SECOND,
     MAX_ATTEMPTS,
     StartPacer,
@@ -29,7 +31,7 @@ from lab.schedule import (
     run_in_turn,
     start_order,
 )
-from lab.stack import (
+from lab.stacks.stack import (
     AppStack,
     ProxyEndpoint,
     external_proxy,
@@ -356,7 +358,7 @@ def run_matrix(
 
         def own_stack(cell: tuple[Scenario, str], round_no: int) -> Verdict:
             sc, fix = cell
-            return runner.run_until_tested(
+            return repro.run_until_tested(
                 sc,
                 fix,
                 run_dir,
@@ -452,7 +454,7 @@ def untested_mismatch(run: CellRun) -> bool:
     this run miss its expectation without testing anything? (evidence.untested_because)"""
     if run.observed is run.scenario.expected_for(run.fix, client_kind(run.client)):
         return False
-    evidence = runner.gather_evidence(run, EventIndex(None, None))
+    evidence = repro.gather_evidence(run, EventIndex(None, None))
     return untested_because(evidence, strategies.load().final_states, None) is not None
 
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from lab import fixes
-from lab.client import PollingClient
-from lab.load import StreamResult, TaskStream
-from lab.scenarios import Outcome, Scenario
-from lab.stack import AppStack, ProxyEndpoint
+from lab.data import fixes
+from lab.clients.polling import PollingClient
+from lab.clients.load import StreamResult, TaskStream
+from lab.data.scenarios import Outcome, Scenario
+from lab.stacks.stack import AppStack, ProxyEndpoint
 from sample_app import strategies
 
 # How long past duration + hang window a task that will finish may take (queued, or slowed by
@@ -26,7 +26,7 @@ START_ANSWER_TIMEOUT = 15.0  # for the UI's Start to be answered while other use
 SCREENSHOT = "screenshot.png"  # the browser client's view at the verdict, in the cell's folder
 
 if TYPE_CHECKING:
-    from lab.browser import BrowserClient, BrowserHost
+    from lab.clients.browser import BrowserClient, BrowserHost
 
     Client: TypeAlias = PollingClient | BrowserClient
 
@@ -79,7 +79,7 @@ def make_client(
         "status_url_style": scenario.app.status_url_style,
     }
     if browser is not None:
-        from lab.browser import BrowserClient
+        from lab.clients.browser import BrowserClient
 
         return BrowserClient(host=browser, **common)
     return PollingClient(**common)

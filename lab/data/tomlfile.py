@@ -8,8 +8,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from lab.errors import BadInput
-from lab.paths import relative
+from lab.data.errors import BadInput
+from lab.data.paths import relative
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -5,7 +5,7 @@ asyncio event loop in a thread of its own where every page of the run lives: Pla
 not thread-safe, so the runner's threads only ever hand coroutines to that loop and read the
 clients' plain attributes.
 
-`BrowserClient` is one user, with the read API the runner uses from `lab.client.PollingClient`
+`BrowserClient` is one user, with the read API the runner uses from `PollingClient`
 (`start`, `stop`, `done`, `ui_state`, `task_id`, `started_at`, `finished_at`, `error`, `polls`,
 `warnings`, `last_state`) plus `open` (set-up, before the cell starts anyone's task: at most
 OPENING_AT_ONCE pages open at a time), `screenshot` and `check_alive`: a fresh browser context
@@ -47,9 +47,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
-from lab.client import Poll
-from lab.errors import ComponentError
-from lab.processes import COMPONENT_MARKER, RUN_MARKER, log_tail, start_timeout
+from lab.clients.polling import Poll
+from lab.data.errors import ComponentError
+from lab.stacks.processes import COMPONENT_MARKER, RUN_MARKER, log_tail, start_timeout
 from sample_app.debug import is_debug_path
 from sample_app.strategies import Strategy, StrategyBook
 
@@ -354,7 +354,7 @@ class BrowserHost:
 
 @dataclass
 class BrowserPoll(Poll):
-    """A lab.client.Poll, plus how the browser's own HTTP cache took part."""
+    """A lab.clients.polling.Poll, plus how the browser's own HTTP cache took part."""
 
     browser_cache_kind: str | None = None  # "fresh": no request sent; "revalidated": a 304
 

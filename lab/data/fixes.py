@@ -3,7 +3,7 @@ fixes (sample_app/result_fixes.py), under one set of names for --fix and the sce
 
 from __future__ import annotations
 
-from lab.errors import BadInput
+from lab.data.errors import BadInput
 from sample_app import result_fixes, strategies
 
 

@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lab.errors import BadInput
-from lab.paths import profiles_dir, relative
-from lab.tomlfile import load_model
+from lab.data.errors import BadInput
+from lab.data.paths import profiles_dir, relative
+from lab.data.tomlfile import load_model
 
 OptionValue = bool | int | float | str | list[str]
 

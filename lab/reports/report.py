@@ -31,15 +31,15 @@ from urllib.parse import urlsplit
 
 import jinja2
 
-from lab.client import Poll
-from lab.evidence import HOPS, Evidence, Verdict, is_status_request, task_id_in
-from lab.jsonl import read_jsonl
-from lab.report_redis import human_bytes, load_section, redis_section, signed_bytes
-from lab.scenarios import Scenario
+from lab.clients.polling import Poll
+from lab.data.jsonl import read_jsonl
+from lab.data.scenarios import Scenario
+from lab.judging.evidence import HOPS, Evidence, Verdict, is_status_request, task_id_in
+from lab.reports.redis import human_bytes, load_section, redis_section, signed_bytes
 from sample_app import strategies
 
 if TYPE_CHECKING:
-    from lab.matrix import MatrixResult
+    from lab.runs.matrix import MatrixResult
 
 REPORT_FILE = "report.html"
 MATRIX_FILE = "matrix.html"
@@ -521,7 +521,7 @@ def _verdict_at(
         return data.task_finished_at - t0 + hang_window
     if scenario is None:
         return None
-    from lab.cell import TASK_START_GRACE
+    from lab.runs.cell import TASK_START_GRACE
 
     give_up = scenario.task_duration + hang_window
     if scenario.worker.running and not scenario.worker.task_never_finishes:
@@ -530,8 +530,8 @@ def _verdict_at(
 
 
 def _load_scenario(name: str) -> Scenario | None:
-    from lab import scenarios
-    from lab.errors import BadInput
+    from lab.data import scenarios
+    from lab.data.errors import BadInput
 
     try:
         return scenarios.load(name)
@@ -696,7 +696,7 @@ def _data_uri(path: Path) -> str:
 
 # -- the matrix page --------------------------------------------------------------------------
 def render_matrix_report(result: MatrixResult, scenarios: Iterable[Scenario] = ()) -> str:
-    from lab.matrix import defeats, survivors
+    from lab.runs.matrix import defeats, survivors
 
     last = result.last
     root = Path(result.run_dir)

@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.client import Poll, PollingClient
-from lab.jsonl import read_jsonl
-from lab.scenarios import Outcome, Scenario
-from lab.stack import TaskEvents
+from lab.clients.polling import Poll, PollingClient
+from lab.data.jsonl import read_jsonl
+from lab.data.scenarios import Outcome, Scenario
+from lab.stacks.stack import TaskEvents
 from sample_app.debug import DEBUG_ENDPOINT, is_debug_path
 
 HOPS = ("worker", "result backend", "origin", "proxy", "client")

@@ -10,16 +10,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lab import fixes, profiles, report
-from lab.brokers import BrokerChoice, BrokerRuntime, start_broker
-from lab.cell import CellRun, client_kind, run_cell, task_duration
-from lab.errors import ComponentError, RunStopped
-from lab.evidence import EventIndex, Evidence, Verdict, judge
-from lab.processes import Supervisor
-from lab.redis_memory import RedisMemoryWatch
-from lab.scenarios import Scenario
-from lab.schedule import MAX_ATTEMPTS
-from lab.stack import (
+from lab.data import fixes
+from lab.data import profiles
+from lab.reports import report
+from lab.stacks.brokers import BrokerChoice, BrokerRuntime, start_broker
+from lab.runs.cell import CellRun, client_kind, run_cell, task_duration
+from lab.data.errors import ComponentError, RunStopped
+from lab.judging.evidence import EventIndex, Evidence, Verdict, judge
+from lab.stacks.processes import Supervisor
+from lab.stacks.redis_memory import RedisMemoryWatch
+from lab.data.scenarios import Scenario
+from lab.runs.schedule import MAX_ATTEMPTS
+from lab.stacks.stack import (
     AppStack,
     ProxyEndpoint,
     external_proxy,
@@ -30,7 +32,7 @@ from lab.stack import (
 from sample_app import strategies
 
 if TYPE_CHECKING:
-    from lab.browser import BrowserHost
+    from lab.clients.browser import BrowserHost
 
 Progress = Callable[[str], None]
 CLIENTS = ("python", "browser")
@@ -60,7 +62,7 @@ def new_browser(sup: Supervisor, client: str) -> BrowserHost | None:
         raise ValueError(f"client {client!r}: not one of {', '.join(CLIENTS)}")
     if client != "browser":
         return None
-    from lab.browser import BrowserHost
+    from lab.clients.browser import BrowserHost
 
     return BrowserHost(sup.run_id, sup.run_dir / "browser.log")
 

@@ -8,11 +8,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from lab import fixes, profiles
-from lab.brokers import BROKERS
-from lab.errors import BadInput
-from lab.paths import relative, scenarios_dir
-from lab.tomlfile import load_model
+from lab.data import fixes, profiles
+from lab.data.errors import BadInput
+from lab.data.paths import relative, scenarios_dir
+from lab.data.tomlfile import load_model
+from lab.stacks.brokers import BROKERS
 
 NO_PROXY = "none"
 OTHER_FIXES = "others"

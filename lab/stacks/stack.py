@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import profiles
-from lab.brokers import BrokerRuntime, queue_name
-from lab.errors import ComponentError
-from lab.jsonl import JsonLinesTail
-from lab.ports import free_ports
-from lab.processes import Component, Supervisor, log_tail, read_ready_file
-from lab.scenarios import AppSetup, LoadSetup, ResultsSetup, Scenario, WorkerSetup
+from lab.data import profiles
+from lab.data.errors import ComponentError
+from lab.data.jsonl import JsonLinesTail
+from lab.data.scenarios import AppSetup, LoadSetup, ResultsSetup, Scenario, WorkerSetup
+from lab.stacks.brokers import BrokerRuntime, queue_name
+from lab.stacks.ports import free_ports
+from lab.stacks.processes import Component, Supervisor, log_tail, read_ready_file
 from sample_app import result_fixes
 from sample_app.config import AppConfig
 

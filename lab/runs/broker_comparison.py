@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.matrix import MatrixResult, Progress, run_matrix
-from lab.runner import new_run_dir, write_json
+from lab.runs.matrix import MatrixResult, Progress, run_matrix
+from lab.runs.repro import new_run_dir, write_json
 
 
 @dataclass

@@ -19,16 +19,17 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from lab import fixes, profiles
-from lab.brokers import BrokerChoice, BrokerRuntime, start_broker
-from lab.errors import BadInput
-from lab.jsonl import JsonLinesTail
-from lab.load import TaskStream
-from lab.ports import free_port
-from lab.redis_memory import redis_cli_commands
-from lab.runner import new_run_dir, new_supervisor
-from lab.scenarios import Scenario
-from lab.stack import LOOPBACK, launch_app_stack, launch_proxy, stack_key
+from lab.data import fixes
+from lab.data import profiles
+from lab.stacks.brokers import BrokerChoice, BrokerRuntime, start_broker
+from lab.data.errors import BadInput
+from lab.data.jsonl import JsonLinesTail
+from lab.clients.load import TaskStream
+from lab.stacks.ports import free_port
+from lab.stacks.redis_memory import redis_cli_commands
+from lab.runs.repro import new_run_dir, new_supervisor
+from lab.data.scenarios import Scenario
+from lab.stacks.stack import LOOPBACK, launch_app_stack, launch_proxy, stack_key
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 
-from lab.client import http_client, http_error
-from lab.scenarios import LoadSetup
-from lab.stack import TaskEvents
+from lab.clients.polling import http_client, http_error
+from lab.data.scenarios import LoadSetup
+from lab.stacks.stack import TaskEvents
 
 REQUEST_TIMEOUT = 10.0
 # After the last task was sent, the lab waits for the worker to finish the stream's tasks as

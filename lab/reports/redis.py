@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from lab.evidence import Verdict
-from lab.jsonl import read_jsonl
-from lab.redis_memory import redis_cli_commands
+from lab.data.jsonl import read_jsonl
+from lab.judging.evidence import Verdict
+from lab.stacks.redis_memory import redis_cli_commands
 
 MEMORY_FILE = "redis-memory.jsonl"
 LOAD_FILE = "load.jsonl"

@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from lab.errors import BadInput, ComponentError
-from lab.ports import free_port
-from lab.processes import Component, Supervisor, log_tail
+from lab.data.errors import BadInput, ComponentError
+from lab.stacks.ports import free_port
+from lab.stacks.processes import Component, Supervisor, log_tail
 from sample_app.config import sqlite_celery_config
 
 if TYPE_CHECKING:
-    from lab.scenarios import RedisSetup  # lab.scenarios imports this module
+    from lab.data.scenarios import RedisSetup  # lab.data.scenarios imports this module
 
 BROKERS = ("sqlite", "redis", "rabbitmq")
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.errors import ComponentError
+from lab.data.errors import ComponentError
 
 RUN_MARKER = "PROXY_CACHE_LAB_RUN"  # every child carries it: tests find leftovers by it
 COMPONENT_MARKER = "PROXY_CACHE_LAB_COMPONENT"
