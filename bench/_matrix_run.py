@@ -69,4 +69,3 @@ def machine_speed() -> float:
     for n in range(10_000_000):
         total += n
     return time.process_time() - began
-
