@@ -248,6 +248,12 @@ def assert_self_contained(page: Page, folder: Path) -> None:
             assert (folder / href).exists(), f"{href} does not resolve from {folder}"
 
 
+def assert_links(page: Page, present: list[str], absent: str) -> None:
+    links = {a["href"] for a in page.having("href")}
+    assert set(present) <= links, sorted(set(present) - links)
+    assert absent not in links
+
+
 def tiny_png() -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
@@ -423,15 +429,8 @@ def test_page_is_self_contained_with_the_screenshot_inline(tmp_path):
     assert len(images) == 1
     assert base64.b64decode(images[0]["src"].split(",", 1)[1]) == png
     # The evidence list links each file in the folder, relatively.
-    links = {a["href"] for a in page.having("href")}
-    assert {
-        "client.jsonl",
-        "proxy-events.jsonl",
-        "origin-events.jsonl",
-        "task-events.jsonl",
-        look.SCREENSHOT_FILE,
-    } <= links
-    assert look.REPORT_FILE not in links
+    evidence = ["client.jsonl", "proxy-events.jsonl", "origin-events.jsonl", "task-events.jsonl"]
+    assert_links(page, evidence + [look.SCREENSHOT_FILE], absent=look.REPORT_FILE)
 
 
 def test_warnings_are_shown(tmp_path):
@@ -786,15 +785,9 @@ def test_matrix_cell_report_links_the_shared_evidence(tmp_path):
     assert len(page.with_class("poll")) == len(hung_story().polls)
     assert Counter(m["data-source"] for m in page.with_class("poll")) == {"origin": 1, "cache": 16}
     assert len(page.with_class("hang-window")) == 1
-    links = {a["href"] for a in page.having("href")}
-    assert {
-        "../../origin-events-path.jsonl",
-        "../../proxy-events-rfc.jsonl",
-        "../../task-events-path.jsonl",
-        "../../app-path.log",
-        "../../proxy-rfc.log",
-    } <= links
-    assert "../../proxy-other.log" not in links
+    shared = ["origin-events-path.jsonl", "proxy-events-rfc.jsonl", "task-events-path.jsonl"]
+    logs = ["app-path.log", "proxy-rfc.log"]  # of the components that wrote them; no other
+    assert_links(page, [f"../../{name}" for name in shared + logs], absent="../../proxy-other.log")
     assert_self_contained(page, cell)
 
 

@@ -60,7 +60,7 @@ class Evidence:
     worker_running: bool = True
     warnings: list[str] = field(default_factory=list)
     foreign_task_id: str | None = None
-    decided_at: float | None = None  # when the lab saw the UI's outcome
+    decided_at: float | None = None  # when the verdict fell (epoch seconds)
 
     @classmethod
     def gather(
@@ -248,13 +248,16 @@ def judge(
         fix=fix,
         client=client,
         proxy=scenario.proxy,
+        lesson=scenario.lesson,
+        hang_window=scenario.hang_window,
+        # What happened, in one sentence and in figures.
+        sentence=f"{head} - {detail}; {tail}",
         expected=expected.value,
         observed=observed.value,
         matched=matched,
         seconds=round(seconds, 3),
         polls=polls,
         stopped_at=stopped_at,
-        sentence=f"{head} - {detail}; {tail}",
         task={
             "id": evidence.task_id,
             "started_at": _round(evidence.rel(evidence.task_started_at)),
@@ -264,14 +267,12 @@ def judge(
         backend_state=evidence.backend_state,
         first_stale_answer=_first_stale(evidence, final_states),
         warnings=evidence.warnings,
-        lesson=scenario.lesson,
         first_poll_at=_round(evidence.rel(evidence.polls[0].sent_at)) if evidence.polls else None,
         untested=untested_because(evidence, final_states, result_lifetime),
         attempts=attempts,
         broker=broker,
         client_started_at=evidence.client_started_at,
         verdict_at=_round(evidence.rel(evidence.decided_at)),
-        hang_window=scenario.hang_window,
         proxy_visible=evidence.uses_proxy and evidence.proxy_visible,
     )
 
