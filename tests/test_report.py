@@ -791,6 +791,27 @@ def test_matrix_cell_report_links_the_shared_evidence(tmp_path):
     assert_self_contained(page, cell)
 
 
+def test_a_matrix_cell_on_a_stack_of_its_own_is_drawn_from_its_own_evidence(tmp_path):
+    """A cell that ran a whole `lab repro` (redis-oom) keeps its evidence in its folder, not in
+    the matrix's shared files: its page still shows where each poll went and the finish."""
+    result = matrix_on_disk(tmp_path)
+    cell = tmp_path / "round-1" / "direct--none"
+    for stale in cell.iterdir():
+        stale.unlink()
+    run = completed_story(str(uuid.uuid4()))
+    run.uses_proxy = False
+    run.write(cell)
+    verdict = verdict_for(run, "direct", "none", Outcome.completed)
+    verdict.run_dir = str(cell)
+    result.last[("direct", "none")] = verdict
+    publish.publish_matrix(result)
+
+    page = read_page(cell / look.REPORT_FILE)
+    assert Counter(m["data-source"] for m in page.with_class("poll")) == {"origin": 6}
+    assert len(page.with_class("finish-line")) == 1
+    assert_links(page, ["origin-events.jsonl", "task-events.jsonl"], absent="../../app-path.log")
+
+
 # -- in a real browser -------------------------------------------------------------------------
 @dataclass
 class Rendered:
