@@ -31,8 +31,8 @@ class OutcomeLook:
     terminal: str  # the CLI's colour (rich)
 
 
-# Colours from the Okabe-Ito palette's neighbourhood: readable with the common colour-vision
-# deficiencies, and never the only sign (the text says the outcome too).
+# Every place that shows an outcome (the pages, matrix.md, the CLI's table) spells and colours
+# it from here; the colour is never the only sign (the text says the outcome too).
 OUTCOMES: dict[str, OutcomeLook] = {
     "completed": OutcomeLook("ok", "completed", "#CDEBC5", "#14532D", "green"),
     "hung": OutcomeLook("HUNG", "HUNG", "#FFD58A", "#7A3E00", "yellow"),
@@ -49,7 +49,8 @@ def look_of(outcome: str) -> OutcomeLook:
     )
 
 
-# What answered a poll: (label, colour, meaning). Errors are also drawn as a different shape.
+# What answered a poll: (label, colour, meaning). Colours from the Okabe-Ito palette (readable
+# with the common colour-vision deficiencies); errors are also drawn as a different shape.
 SOURCES: dict[str, tuple[str, str, str]] = {
     "origin": ("origin (fresh)", "#009E73", "the app itself answered this poll"),
     "cache": (
