@@ -326,6 +326,18 @@ def test_completed_run_has_a_finish_line_and_no_hang_window(tmp_path):
     assert page.with_class("stopped") == []
 
 
+def test_a_cell_run_again_says_why_its_run_before_tested_nothing(tmp_path):
+    run = completed_story()
+    verdict = verdict_for(run, "proxy-cache", "nonce", Outcome.completed)
+    verdict.attempts, verdict.retried_because = 2, "the first poll was sent at 1.40 s, after"
+    page = read_page(run_page.write_run_report(run.write(tmp_path), verdict))
+
+    assert (
+        "This cell was run 2 times: the run before this one tested nothing "
+        "(the first poll was sent at 1.40 s, after)." in html.unescape(page.html)
+    )
+
+
 def test_a_task_that_never_finished_has_no_finish_line(tmp_path):
     run = Run([], [], [], started=None, finished=None, uses_proxy=False)
     for seq in range(1, 9):

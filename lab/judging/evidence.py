@@ -172,6 +172,8 @@ class Verdict:
     # as a wrong outcome. `attempts`: how many runs of the cell this verdict took.
     untested: str | None = None
     attempts: int = 1
+    # Why the run before this one tested nothing, when this is a second (or third) run.
+    retried_because: str | None = None
     broker: str = "sqlite"
     # The scenario's [load] stream (StreamResult.to_json) and, on Redis, what happened to its
     # memory (MemorySummary.to_json); None when the run had none.

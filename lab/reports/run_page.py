@@ -136,9 +136,10 @@ def render_run_report(
     if not data.polls and verdict.polls.get("total"):
         warnings.append("client.jsonl holds no polls: the timeline has nothing to draw.")
     if verdict.retried:
+        why = verdict.retried_because or "the machine was too slow for it"
         warnings.append(
-            "This cell was run a second time: its first poll came after the task "
-            "had finished (a busy machine), so the cache was never tested."
+            f"This cell was run {verdict.attempts} times: the run before this one tested "
+            f"nothing ({why})."
         )
     return (
         templates()

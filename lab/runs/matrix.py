@@ -376,6 +376,13 @@ def run_matrix(
         readers = StackEventReaders()  # the shared evidence files, each read as it grows
         for round_no in range(1, repeat + 1):
             round_began = time.monotonic()
+            untested_before: dict[tuple[str, str], str] = {}  # why a cell is run again
+
+            def run_again(verdict: Verdict) -> bool:
+                """A mismatch on a run that tested nothing (the machine was too slow)."""
+                if verdict.inconclusive and verdict.untested is not None:
+                    untested_before[(verdict.scenario, verdict.fix)] = verdict.untested
+                return verdict.inconclusive
 
             def one(i: int, attempt: int, round_no: int = round_no) -> Verdict:
                 sc, fix = shared[i]
@@ -401,13 +408,14 @@ def run_matrix(
                 # Judged once, when the cell ends: its verdict decides whether it runs again.
                 verdict = verdict_for(run, readers)
                 verdict.run_dir = str(cell_dir)
+                verdict.retried_because = untested_before.get((sc.name, fix))
                 return verdict
 
             with ThreadPoolExecutor(max_workers=OWN_STACK_CONCURRENCY) as own_pool:
                 own_futures = [own_pool.submit(own_stack, cell, round_no) for cell in own]
                 try:
                     done = run_in_turn(
-                        start_order(shared), one, _untested, concurrency, stopping
+                        start_order(shared), one, run_again, concurrency, stopping
                     )
                     own_verdicts = [future.result() for future in own_futures]
                 except BaseException:
@@ -446,11 +454,6 @@ def run_matrix(
 
 class CellsStopped(RunStopped):
     """Raised in the cells still running when the matrix is interrupted or fails."""
-
-
-def _untested(verdict: Verdict) -> bool:
-    """A mismatch on a run that tested nothing (the machine was too slow): run it again."""
-    return verdict.inconclusive
 
 
 def defeats(result: MatrixResult) -> dict[str, list[str]]:

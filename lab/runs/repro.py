@@ -247,8 +247,9 @@ def run_until_tested(
         if verdict is not None and first_dir is not None:
             here = first_dir / f"attempt-{attempt}"
             progress(f"run {attempt - 1} tested nothing ({verdict.untested}); running it again")
+        before = verdict.untested if verdict is not None else None
         verdict = run(scenario, fix, runs_root, progress, run_dir=here, **run_args)
-        verdict.attempts = attempt
+        verdict.attempts, verdict.retried_because = attempt, before
         first_dir = first_dir or Path(verdict.run_dir)
         if not verdict.inconclusive:
             break
