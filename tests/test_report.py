@@ -34,6 +34,7 @@ from lab.data import scenarios
 from lab.data.scenarios import Outcome
 from lab.judging.evidence import Evidence, Verdict, judge
 from lab.reports import look, publish, run_page, timeline
+from lab.runs.broker_comparison import BrokerComparison
 from lab.runs.matrix import MatrixResult
 from lab.stacks.redis_memory import redis_cli_commands
 from sample_app import strategies
@@ -822,6 +823,16 @@ def test_a_matrix_cell_on_a_stack_of_its_own_is_drawn_from_its_own_evidence(tmp_
     assert Counter(m["data-source"] for m in page.with_class("poll")) == {"origin": 6}
     assert len(page.with_class("finish-line")) == 1
     assert_links(page, ["origin-events.jsonl", "task-events.jsonl"], absent="../../app-path.log")
+
+
+def test_a_broker_comparison_publishes_each_brokers_matrix(tmp_path):
+    results = {broker: matrix_on_disk(tmp_path / broker) for broker in ("sqlite", "redis")}
+    publish.publish_comparison(BrokerComparison(tmp_path, results))
+    for broker, result in results.items():
+        assert (tmp_path / broker / look.MATRIX_FILE).is_file(), broker
+        assert (tmp_path / broker / look.MATRIX_MARKDOWN).is_file(), broker
+        for verdict in result.last.values():
+            assert (Path(verdict.run_dir) / look.REPORT_FILE).is_file(), verdict.run_dir
 
 
 # -- in a real browser -------------------------------------------------------------------------
