@@ -159,3 +159,15 @@ def test_runs_never_import_reports():
             else:
                 continue
             assert not any(n.startswith("lab.reports") for n in names), (path, names)
+
+
+def test_an_unreadable_earlier_verdict_costs_its_page_only(tmp_path, capsys):
+    scenario = scenarios.load("proxy-cache")
+    (tmp_path / "result.json").write_text('{"scenario": "proxy-cache", "error": "x"}', "utf-8")
+    again = judge(scenario, "none", Outcome.hung, evidence(T0 + 4.5), seconds=5, final_states=FINAL)
+    again.run_dir, again.attempts = str(tmp_path / "attempt-2"), 2
+    (tmp_path / "attempt-2").mkdir()
+
+    assert publish.publish_run(again, scenario) == tmp_path / "attempt-2" / look.REPORT_FILE
+    assert not (tmp_path / look.REPORT_FILE).exists()
+    assert f"report: no report.html in {tmp_path}" in capsys.readouterr().err

@@ -9,12 +9,14 @@ all its cells).
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 from lab.data.events import TASK_FILES, EventLog
 from lab.data.scenarios import Scenario
 from lab.judging.evidence import Verdict
+from lab.reports.look import REPORT_FILE
 from lab.reports.matrix_page import write_markdown, write_matrix_report
 from lab.reports.run_page import write_run_report
 from lab.runs.broker_comparison import BrokerComparison
@@ -39,9 +41,10 @@ def _earlier_attempts(verdict: Verdict) -> list[Verdict]:
     found = []
     for attempt in range(1, verdict.attempts):
         path = attempt_dir(first, attempt) / "result.json"
-        data = json.loads(path.read_text("utf-8")) if path.is_file() else {}
-        if "observed" in data:  # not a run that failed to start
-            found.append(Verdict.from_json(data))
+        try:
+            found.append(Verdict.from_json(json.loads(path.read_text("utf-8"))))
+        except (OSError, ValueError, TypeError) as exc:  # a page is a view: never fail the run
+            print(f"report: no {REPORT_FILE} in {path.parent}: {exc}", file=sys.stderr)
     return found
 
 
