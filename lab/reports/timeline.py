@@ -126,30 +126,60 @@ class PollMark:
     error: bool
 
 
+LANE_Y = {"client": 78.0, "proxy": 168.0, "origin": 258.0, "worker": 348.0}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Where things go on the SVG: seconds after the client's start -> x, a lane -> y."""
+
+    t_max: float  # the right edge, in seconds
+    width: int = 1120
+    left: int = 180
+    right: int = 40
+    axis_y: float = 400.0
+
+    @property
+    def lanes(self) -> dict[str, float]:
+        return LANE_Y
+
+    @property
+    def height(self) -> int:
+        return int(self.axis_y + 48)
+
+    @property
+    def start_x(self) -> float:
+        return self.x(0.0)
+
+    @property
+    def ticks(self) -> list[tuple[float, str]]:
+        return [(self.x(t), f"{t:g} s") for t in _ticks(self.t_max)]
+
+    def x(self, t: float) -> float:
+        span = self.width - self.left - self.right
+        return round(self.left + span * max(0.0, min(t, self.t_max)) / self.t_max, 1)
+
+
+@dataclass
+class TaskMarks:
+    """The worker's task and the verdict, drawn across the lanes."""
+
+    bar: tuple[float, float, str] | None = None  # x from, x to, label
+    finish: tuple[float, str, str] | None = None  # x, label, text-anchor
+    hang: tuple[float, float, str] | None = None  # x from, x to, label
+    verdict_line: tuple[float, str, str] | None = None  # x, label, text-anchor
+
+
 @dataclass
 class Timeline:
-    width: int
-    height: int
-    left: int
-    right: int
-    lanes: dict[str, float]
+    scale: Scale
+    polls: list[PollMark]
+    stray_proxy: list[Mark]  # records of the task that no poll got
+    stray_origin: list[Mark]
+    task: TaskMarks
     lane_notes: dict[str, str]
     stopped_lane: str | None
-    ticks: list[tuple[float, str]]
-    polls: list[PollMark]
-    stray_proxy: list[Mark]
-    stray_origin: list[Mark]
-    start_x: float
-    task_bar: tuple[float, float, str] | None  # x from, x to, label
-    finish: tuple[float, str, str] | None  # x, label, text-anchor
-    hang: tuple[float, float, str] | None
-    verdict_line: tuple[float, str, str] | None  # x, label, text-anchor
-    axis_y: float
-    t_max: float
     notes: list[str]
-
-
-LANE_Y = {"client": 78.0, "proxy": 168.0, "origin": 258.0, "worker": 348.0}
 
 
 def build_timeline(
@@ -160,32 +190,38 @@ def build_timeline(
 ) -> Timeline:
     """The swim lanes of one run: each poll through the hops, the task, and the verdict where
     and when it fell."""
-    verdict_at = verdict.verdict_at
-    width, left, right = 1120, 180, 40
-    axis_y = 400.0
     t0 = data.client_started_at or 0.0
-
-    def rel(t: float | None) -> float | None:
-        return None if t is None else t - t0
-
-    finished = rel(data.task_finished_at)
-    started = rel(data.task_started_at)
+    finished = None if data.task_finished_at is None else data.task_finished_at - t0
     ends = [p.poll.received_at - t0 for p in joined]
-    ends += [t for t in (finished, verdict_at) if t is not None]
+    ends += [t for t in (finished, verdict.verdict_at) if t is not None]
     if finished is not None and verdict.observed == "hung":
         ends.append(finished + hang_window)
-    t_max = max([1.0, *ends]) * 1.04
-    span = width - left - right
+    scale = Scale(t_max=max([1.0, *ends]) * 1.04)
+    marks = _poll_marks(verdict, joined, t0, scale)
+    used = {id(e) for hop in joined for e in (hop.proxy, hop.origin) if e is not None}
+    lane_notes, notes = _notes(verdict, data)
+    stopped = verdict.stopped_at
+    return Timeline(
+        scale,
+        marks,
+        [Mark(scale.x(e["time"] - t0), LANE_Y["proxy"]) for e in data.proxy if id(e) not in used],
+        [Mark(scale.x(e["time"] - t0), LANE_Y["origin"]) for e in data.origin if id(e) not in used],
+        _task_marks(verdict, data, scale, hang_window),
+        lane_notes,
+        stopped if stopped in LANES else ("worker" if stopped == "result backend" else None),
+        notes,
+    )
 
-    def x(t: float) -> float:
-        return round(left + span * max(0.0, min(t, t_max)) / t_max, 1)
 
+def _poll_marks(
+    verdict: Verdict, joined: list[PollHops], t0: float, scale: Scale
+) -> list[PollMark]:
+    """Each poll from the client lane through the hops it reached."""
+    x = scale.x
     stale_seq = (verdict.first_stale_answer or {}).get("seq")
     final_states = strategies.load().final_states
     marks: list[PollMark] = []
     previous_state: str | None = None
-    used_proxy = {id(p.proxy) for p in joined if p.proxy is not None}
-    used_origin = {id(p.origin) for p in joined if p.origin is not None}
     for hop in joined:
         poll = hop.poll
         sent, got = poll.sent_at - t0, poll.received_at - t0
@@ -203,7 +239,6 @@ def build_timeline(
         if len(points) == 1 and verdict.proxy != "none":
             # Answered on the way by a proxy the lab cannot see: down to the proxy lane only.
             points.append(Mark(x((sent + got) / 2), LANE_Y["proxy"]))
-        path = " ".join(f"{m.x},{m.y}" for m in points)
         label = poll.state if poll.state and poll.state != previous_state else None
         previous_state = poll.state or previous_state
         marks.append(
@@ -215,7 +250,7 @@ def build_timeline(
                 flight_end=x(got),
                 proxy=proxy_mark,
                 origin=origin_mark,
-                path=path,
+                path=" ".join(f"{m.x},{m.y}" for m in points),
                 title=_poll_title(poll, hop, sent, got),
                 state=poll.state,
                 label=label,
@@ -225,13 +260,11 @@ def build_timeline(
                 error=hop.source == "error",
             )
         )
-    stray_proxy = [
-        Mark(x(e["time"] - t0), LANE_Y["proxy"]) for e in data.proxy if id(e) not in used_proxy
-    ]
-    stray_origin = [
-        Mark(x(e["time"] - t0), LANE_Y["origin"]) for e in data.origin if id(e) not in used_origin
-    ]
+    return marks
 
+
+def _notes(verdict: Verdict, data: RunData) -> tuple[dict[str, str], list[str]]:
+    """A note beside each lane, and notes under the timeline, on what it cannot show."""
     notes: list[str] = []
     lane_notes = {lane: "" for lane in LANES}
     if verdict.proxy == "none":
@@ -244,58 +277,41 @@ def build_timeline(
         )
     else:
         lane_notes["proxy"] = verdict.proxy
-    task_bar = finish = hang = verdict_line = None
-    final_state = verdict.task.get("final_state") or "finished"
+    if data.task_started_at is None and data.task_finished_at is None:
+        lane_notes["worker"] = "never started the task"
+    if data.task_finished_at is None and verdict.observed == "hung":
+        notes.append("The worker never finished the task: there is no finish line to wait from.")
+    if verdict.stopped_at == "result backend":
+        lane_notes["worker"] = "result not stored"
+    return lane_notes, notes
+
+
+def _task_marks(verdict: Verdict, data: RunData, scale: Scale, hang_window: float) -> TaskMarks:
+    x, t_max = scale.x, scale.t_max
+    t0 = data.client_started_at or 0.0
+    started = None if data.task_started_at is None else data.task_started_at - t0
+    finished = None if data.task_finished_at is None else data.task_finished_at - t0
+    marks = TaskMarks()
     if started is not None:
         end = finished if finished is not None else t_max
         text = "task running" if finished is not None else "task running, never finished"
-        task_bar = (x(started), x(end), text)
-    elif finished is None:
-        lane_notes["worker"] = "never started the task"
+        marks.bar = (x(started), x(end), text)
     if finished is not None:
         at = verdict.task.get("finished_at")
         at = finished if at is None else at  # as the verdict rounds it
-        label = f"task {final_state} at {at:.2f} s (worker)"
-        finish = (x(finished), label, "end" if finished > 0.6 * t_max else "start")
+        label = f"task {verdict.task.get('final_state') or 'finished'} at {at:.2f} s (worker)"
+        marks.finish = (x(finished), label, "end" if finished > 0.6 * t_max else "start")
         if verdict.observed == "hung":
             shown = next((p.state for p in reversed(data.polls) if p.state), None) or "nothing"
-            hang = (
+            marks.hang = (
                 x(finished),
                 x(finished + hang_window),
                 f"hang window {hang_window:g} s: the UI still showed {shown}",
             )
-    elif verdict.observed == "hung":
-        notes.append("The worker never finished the task: there is no finish line to wait from.")
-    if verdict_at is not None:
-        label = f"verdict: {verdict.observed} at {verdict_at:.2f} s"
-        verdict_line = (x(verdict_at), label, "end" if verdict_at > 0.35 * t_max else "start")
-    stopped = verdict.stopped_at
-    stopped_lane = (
-        stopped if stopped in LANES else ("worker" if stopped == "result backend" else None)
-    )
-    if stopped == "result backend":
-        lane_notes["worker"] = "result not stored"
-    return Timeline(
-        width=width,
-        height=int(axis_y + 48),
-        left=left,
-        right=right,
-        lanes=LANE_Y,
-        lane_notes=lane_notes,
-        stopped_lane=stopped_lane,
-        ticks=[(x(t), f"{t:g} s") for t in _ticks(t_max)],
-        polls=marks,
-        stray_proxy=stray_proxy,
-        stray_origin=stray_origin,
-        start_x=x(0.0),
-        task_bar=task_bar,
-        finish=finish,
-        hang=hang,
-        verdict_line=verdict_line,
-        axis_y=axis_y,
-        t_max=t_max,
-        notes=notes,
-    )
+    if (at := verdict.verdict_at) is not None:
+        label = f"verdict: {verdict.observed} at {at:.2f} s"
+        marks.verdict_line = (x(at), label, "end" if at > 0.35 * t_max else "start")
+    return marks
 
 
 def _ticks(t_max: float) -> list[float]:
