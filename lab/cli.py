@@ -29,6 +29,8 @@ from lab.data.errors import (
     ComponentError,
 )
 from lab.judging.evidence import Verdict
+from lab.reports import publish
+from lab.reports.look import look_of
 from lab.runs import broker_comparison, matrix
 from lab.runs import repro as repro_run
 from lab.stacks.brokers import BROKERS, BrokerChoice
@@ -208,6 +210,7 @@ def repro(
             client=client,
             broker=chosen_broker,
         )
+        publish.publish_run(verdict, loaded)
 
     if as_json:
         click.echo(json.dumps(verdict.to_json()))
@@ -368,6 +371,7 @@ def matrix_command(
             comparison = broker_comparison.run_broker_comparison(
                 brokers, runs_dir or paths.runs_dir(), _progress, broker_url=broker_url, **common
             )
+            publish.publish_comparison(comparison, loaded)
         else:
             result = matrix.run_matrix(
                 runs_root=runs_dir or paths.runs_dir(),
@@ -376,6 +380,7 @@ def matrix_command(
                 broker_url=broker_url,
                 **common,
             )
+            publish.publish_matrix(result, loaded)
     if len(brokers) > 1:
         if as_json:
             click.echo(json.dumps(comparison.to_json()))
@@ -410,8 +415,6 @@ def _print_comparison(comparison: broker_comparison.BrokerComparison) -> None:
 
 
 def _print_matrix(result: matrix.MatrixResult) -> None:
-    short = {"completed": "ok", "hung": "HUNG", "errored": "ERR", "leaked": "LEAK"}
-    colour = {"completed": "green", "hung": "yellow", "errored": "red", "leaked": "magenta"}
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("scenario [proxy]", no_wrap=True)
     for fix in result.fixes:
@@ -425,12 +428,13 @@ def _print_matrix(result: matrix.MatrixResult) -> None:
             if v is None:
                 row.append("[dim]-[/]")
                 continue
-            text = short.get(v.observed, v.observed)
+            look = look_of(v.observed)
+            text = look.short
             if v.inconclusive:
                 text = f"[bold reverse]{text}?[/]"  # not judged: the machine was too slow
             elif not v.matched:
-                text = f"[bold reverse]{text}!={short.get(v.expected, v.expected)}[/]"
-            row.append(f"[{colour.get(v.observed, 'white')}]{text}[/]")
+                text = f"[bold reverse]{text}!={look_of(v.expected).short}[/]"
+            row.append(f"[{look.terminal}]{text}[/]")
         table.add_row(*row)
     needed = 2 + max(len(n) for n in result.scenarios) + 20 + sum(len(f) + 2 for f in result.fixes)
     wide = Console(highlight=False, width=max(out.width, needed))

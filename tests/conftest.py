@@ -50,17 +50,17 @@ def whole_matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WholeMatr
     applies to. A matrix cell that ran on a stack of its own (redis-oom) is a whole `lab repro`
     run, with all its evidence in its folder."""
     from lab.data import fixes, scenarios
+    from lab.reports import publish
     from lab.runs import matrix
 
     value = uuid.uuid4().hex
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(TOKEN_VAR, value)
+        loaded = scenarios.load_all()
         result = matrix.run_matrix(
-            scenarios.load_all(),
-            fixes.names(),
-            tmp_path_factory.mktemp("matrix"),
-            progress=lambda _: None,
+            loaded, fixes.names(), tmp_path_factory.mktemp("matrix"), progress=lambda _: None
         )
+    publish.publish_matrix(result, loaded)  # as `lab matrix` does once the run returns
     yield WholeMatrix(result, value)
 
 
@@ -74,15 +74,15 @@ class StoryRepro:
 def story_repro(tmp_path_factory: pytest.TempPathFactory) -> StoryRepro:
     """`lab repro proxy-cache --fix none`, in process, once for the tests that read it."""
     from lab.data import scenarios
+    from lab.reports import publish
     from lab.runs import repro
 
     value = uuid.uuid4().hex
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(TOKEN_VAR, value)
+        scenario = scenarios.load("proxy-cache")
         verdict = repro.run(
-            scenarios.load("proxy-cache"),
-            "none",
-            tmp_path_factory.mktemp("story"),
-            progress=lambda _: None,
+            scenario, "none", tmp_path_factory.mktemp("story"), progress=lambda _: None
         )
+    publish.publish_run(verdict, scenario)  # as `lab repro` does once the run returns
     return StoryRepro(verdict, value)

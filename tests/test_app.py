@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 from werkzeug.http import parse_date
 
-from lab.judging.evidence import is_status_request
+from lab.data.events import is_status_request
 from sample_app import strategies
 from sample_app.config import AppConfig, sqlite_celery_config
 from sample_app.web import create_app

@@ -16,8 +16,9 @@ from tests.lab_helpers import LoopbackOrigin
 
 
 class SlowWorker:
-    """Stands in for TaskEvents: the worker finishes one queued task each time it is looked at
-    after `every` seconds have passed, however many are waiting (a starved worker)."""
+    """Stands in for the worker's record (an EventLog): the worker finishes one queued task each
+    time it is looked at after `every` seconds have passed, however many are waiting (a starved
+    worker)."""
 
     def __init__(self, every: float) -> None:
         self.every = every

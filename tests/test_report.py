@@ -33,7 +33,8 @@ from lab.clients.polling import Poll
 from lab.data import scenarios
 from lab.data.scenarios import Outcome
 from lab.judging.evidence import Evidence, Verdict, judge
-from lab.reports import report
+from lab.reports import look, publish, run_page, timeline
+from lab.runs.broker_comparison import BrokerComparison
 from lab.runs.matrix import MatrixResult
 from lab.stacks.redis_memory import redis_cli_commands
 from sample_app import strategies
@@ -70,6 +71,8 @@ class Run:
 
     def evidence(self, backend_state: str = "SUCCESS") -> Evidence:
         return Evidence(
+            # The lab saw the outcome with the last answer.
+            decided_at=self.polls[-1].received_at if self.polls else None,
             task_id=self.task,
             client_started_at=T0,
             task_started_at=None if self.started is None else T0 + self.started,
@@ -246,6 +249,12 @@ def assert_self_contained(page: Page, folder: Path) -> None:
             assert (folder / href).exists(), f"{href} does not resolve from {folder}"
 
 
+def assert_links(page: Page, present: list[str], absent: str) -> None:
+    links = {a["href"] for a in page.having("href")}
+    assert set(present) <= links, sorted(set(present) - links)
+    assert absent not in links
+
+
 def tiny_png() -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
@@ -262,7 +271,7 @@ def tiny_png() -> bytes:
 def test_one_client_mark_per_poll_joined_to_the_hops_it_reached(tmp_path):
     run = hung_story()
     verdict = verdict_for(run, "proxy-cache", "none", Outcome.hung)
-    path = report.write_run_report(run.write(tmp_path), verdict)
+    path = run_page.write_run_report(run.write(tmp_path), verdict)
 
     page = read_page(path)
     marks = page.with_class("poll")
@@ -276,20 +285,20 @@ def test_one_client_mark_per_poll_joined_to_the_hops_it_reached(tmp_path):
 def test_marks_are_coloured_by_what_answered(tmp_path):
     run = hung_story()
     verdict = verdict_for(run, "proxy-cache", "none", Outcome.hung)
-    page = read_page(report.write_run_report(run.write(tmp_path), verdict))
+    page = read_page(run_page.write_run_report(run.write(tmp_path), verdict))
 
     marks = page.with_class("poll")
     assert Counter(m["data-source"] for m in marks) == {"origin": 1, "cache": 16}
     assert Counter(m["data-source"] for m in marks)["cache"] == verdict.polls["from_cache"]
     for mark in marks:
-        assert mark["fill"] == report.SOURCES[mark["data-source"]][1]
-    assert report.SOURCES["origin"][1] != report.SOURCES["cache"][1]
+        assert mark["fill"] == look.SOURCES[mark["data-source"]][1]
+    assert look.SOURCES["origin"][1] != look.SOURCES["cache"][1]
 
 
 def test_hung_run_shows_the_finish_the_hang_window_and_where_the_status_stopped(tmp_path):
     run = hung_story()
     verdict = verdict_for(run, "proxy-cache", "none", Outcome.hung)
-    page = read_page(report.write_run_report(run.write(tmp_path), verdict))
+    page = read_page(run_page.write_run_report(run.write(tmp_path), verdict))
 
     assert verdict.sentence in page.html
     assert len(page.with_class("finish-line")) == 1
@@ -309,13 +318,25 @@ def test_hung_run_shows_the_finish_the_hang_window_and_where_the_status_stopped(
 def test_completed_run_has_a_finish_line_and_no_hang_window(tmp_path):
     run = completed_story()
     verdict = verdict_for(run, "proxy-cache", "nonce", Outcome.completed)
-    page = read_page(report.write_run_report(run.write(tmp_path), verdict))
+    page = read_page(run_page.write_run_report(run.write(tmp_path), verdict))
 
     assert len(page.with_class("poll")) == 6
     assert {m["data-source"] for m in page.with_class("poll")} == {"origin"}
     assert len(page.with_class("finish-line")) == 1
     assert page.with_class("hang-window") == [] and page.with_class("first-stale") == []
     assert page.with_class("stopped") == []
+
+
+def test_a_cell_run_again_says_why_its_run_before_tested_nothing(tmp_path):
+    run = completed_story()
+    verdict = verdict_for(run, "proxy-cache", "nonce", Outcome.completed)
+    verdict.attempts, verdict.retried_because = 2, "the first poll was sent at 1.40 s, after"
+    page = read_page(run_page.write_run_report(run.write(tmp_path), verdict))
+
+    assert (
+        "This cell was run 2 times: the run before this one tested nothing "
+        "(the first poll was sent at 1.40 s, after)." in html.unescape(page.html)
+    )
 
 
 def test_a_task_that_never_finished_has_no_finish_line(tmp_path):
@@ -325,7 +346,7 @@ def test_a_task_that_never_finished_has_no_finish_line(tmp_path):
         run.polls.append(_poll(seq, sent, 0.02, "PENDING", sent + 0.01, server_seq=seq))
         run.origin.append(_origin(sent + 0.01, "PENDING", seq))
     verdict = verdict_for(run, "no-worker", "none", Outcome.hung)
-    page = read_page(report.write_run_report(run.write(tmp_path), verdict))
+    page = read_page(run_page.write_run_report(run.write(tmp_path), verdict))
 
     assert len(page.with_class("poll")) == 8
     assert page.with_class("finish-line") == [] and page.with_class("hang-window") == []
@@ -351,15 +372,15 @@ def test_a_task_that_never_finished_has_no_finish_line(tmp_path):
 def test_what_answered_a_poll(poll, proxy, origin, source):
     fields = {"status": 200} | poll
     subject = Poll(1, T0, T0 + 0.1, "/x", fields.pop("status"), "PENDING", **fields)
-    assert report.classify(subject, proxy, origin) == source
+    assert timeline.classify(subject, proxy, origin) == source
 
 
 def test_report_from_an_evidence_object_draws_what_the_files_draw(tmp_path):
     run = hung_story()
     verdict = verdict_for(run, "proxy-cache", "none", Outcome.hung)
-    from_files = read_page(report.write_run_report(run.write(tmp_path / "a"), verdict))
+    from_files = read_page(run_page.write_run_report(run.write(tmp_path / "a"), verdict))
     (tmp_path / "b").mkdir()
-    html = report.render_run_report(tmp_path / "b", verdict, evidence=run.evidence())
+    html = run_page.render_run_report(tmp_path / "b", verdict, evidence=run.evidence())
     from_evidence = Page(html)
 
     def marks(page: Page) -> list[tuple[str, str, str]]:
@@ -400,7 +421,7 @@ def test_event_stream_answers_join_the_origin_by_seq(tmp_path):
         {"time": T0 + 1.4, "method": "GET", "url": url, "cache": "BYPASS", "status": 200}
     )
     verdict = verdict_for(run, "proxy-cache", "sse", Outcome.completed)
-    page = read_page(report.write_run_report(run.write(tmp_path), verdict))
+    page = read_page(run_page.write_run_report(run.write(tmp_path), verdict))
 
     assert len(page.with_class("poll")) == 3
     assert {m["data-source"] for m in page.with_class("poll")} == {"origin"}
@@ -413,37 +434,30 @@ def test_page_is_self_contained_with_the_screenshot_inline(tmp_path):
     verdict = verdict_for(run, "proxy-cache", "none", Outcome.hung)
     folder = run.write(tmp_path)
     png = tiny_png()
-    (folder / report.SCREENSHOT_FILE).write_bytes(png)
-    page = read_page(report.write_run_report(folder, verdict))
+    (folder / look.SCREENSHOT_FILE).write_bytes(png)
+    page = read_page(run_page.write_run_report(folder, verdict))
 
     assert_self_contained(page, folder)
     images = page.tags("img")
     assert len(images) == 1
     assert base64.b64decode(images[0]["src"].split(",", 1)[1]) == png
     # The evidence list links each file in the folder, relatively.
-    links = {a["href"] for a in page.having("href")}
-    assert {
-        "client.jsonl",
-        "proxy-events.jsonl",
-        "origin-events.jsonl",
-        "task-events.jsonl",
-        report.SCREENSHOT_FILE,
-    } <= links
-    assert report.REPORT_FILE not in links
+    evidence = ["client.jsonl", "proxy-events.jsonl", "origin-events.jsonl", "task-events.jsonl"]
+    assert_links(page, evidence + [look.SCREENSHOT_FILE], absent=look.REPORT_FILE)
 
 
 def test_warnings_are_shown(tmp_path):
     run = completed_story()
     verdict = verdict_for(run, "proxy-cache", "detect-stale", Outcome.completed)
     verdict.warnings = ["stale answers detected: switched to a path nonce"]
-    page = read_page(report.write_run_report(run.write(tmp_path), verdict))
+    page = read_page(run_page.write_run_report(run.write(tmp_path), verdict))
     assert page.having("id", "warnings")
     assert "stale answers detected: switched to a path nonce" in page.html
 
 
 def test_a_report_that_cannot_be_drawn_does_not_fail_the_run(tmp_path, capsys):
     verdict = verdict_for(hung_story(), "proxy-cache", "none", Outcome.hung)
-    assert report.write_run_report(tmp_path / "gone", verdict) is None
+    assert run_page.write_run_report(tmp_path / "gone", verdict) is None
     assert "report: no report.html" in capsys.readouterr().err
 
 
@@ -540,7 +554,7 @@ def _points(attrs: dict[str, str]) -> list[tuple[float, float]]:
 
 def test_redis_run_shows_memory_over_time_the_cap_and_each_refused_request(tmp_path):
     verdict = redis_run(tmp_path, samples=40, refused=(31, 33, 35))
-    page = read_page(report.write_run_report(tmp_path, verdict))
+    page = read_page(run_page.write_run_report(tmp_path, verdict))
 
     assert page.having("id", "redis") and page.having("id", "redis-memory")
     used = page.with_class("used-memory")
@@ -575,7 +589,7 @@ def _svg_texts(html: str) -> list[str]:
 
 def test_redis_key_patterns_before_and_after_largest_first(tmp_path):
     verdict = redis_run(tmp_path)
-    page = read_page(report.write_run_report(tmp_path, verdict))
+    page = read_page(run_page.write_run_report(tmp_path, verdict))
 
     rows = [r["data-pattern"] for r in page.with_class("key-row")]
     assert rows == [
@@ -590,7 +604,7 @@ def test_redis_key_patterns_before_and_after_largest_first(tmp_path):
 
 def test_redis_cli_commands_and_the_load_stream_are_shown(tmp_path):
     verdict = redis_run(tmp_path)
-    page = read_page(report.write_run_report(tmp_path, verdict))
+    page = read_page(run_page.write_run_report(tmp_path, verdict))
 
     block = page.html.split('id="redis-commands">', 1)[1].split("</pre>", 1)[0]
     assert html.unescape(block).splitlines() == redis_cli_commands(REDIS_URL)
@@ -605,7 +619,7 @@ def test_redis_cli_commands_and_the_load_stream_are_shown(tmp_path):
 def test_a_flat_run_says_so(tmp_path):
     verdict = redis_run(tmp_path, refused=())
     verdict.redis = redis_summary(refused_writes=0, key_bytes_growth=296, flat=True)
-    page = read_page(report.write_run_report(tmp_path, verdict))
+    page = read_page(run_page.write_run_report(tmp_path, verdict))
 
     assert "Memory stayed flat: Redis refused no write" in page.html
     assert page.with_class("refusal") == []
@@ -614,7 +628,7 @@ def test_a_flat_run_says_so(tmp_path):
 def test_a_run_without_redis_has_no_redis_section(tmp_path):
     run = hung_story()
     verdict = verdict_for(run, "proxy-cache", "none", Outcome.hung)
-    page = read_page(report.write_run_report(run.write(tmp_path), verdict))
+    page = read_page(run_page.write_run_report(run.write(tmp_path), verdict))
 
     assert "broker <strong>sqlite</strong>" in page.html
     for id_ in ("redis", "redis-memory", "redis-commands", "load"):
@@ -626,7 +640,7 @@ def test_missing_or_garbled_redis_evidence_is_a_note_not_a_failure(tmp_path):
     verdict = redis_run(tmp_path)
     (tmp_path / "redis-memory.jsonl").write_text('not json\n{"time": "soon"}\n')
     verdict.redis = redis_summary(keys_after=[{"pattern": "x"}])  # no count, no bytes
-    page = read_page(report.write_run_report(tmp_path, verdict))
+    page = read_page(run_page.write_run_report(tmp_path, verdict))
 
     assert page.having("id", "redis") and page.having("id", "redis-memory") == []
     assert "redis-memory.jsonl is missing or holds no samples: no chart." in page.html
@@ -635,7 +649,7 @@ def test_missing_or_garbled_redis_evidence_is_a_note_not_a_failure(tmp_path):
 
     (tmp_path / "redis-memory.jsonl").unlink()
     verdict.redis = "garbled"  # type: ignore[assignment]
-    page = read_page(report.write_run_report(tmp_path, verdict))
+    page = read_page(run_page.write_run_report(tmp_path, verdict))
     assert "Redis figures are unreadable" in page.html
     assert page.with_class("poll")  # the rest of the page is still drawn
 
@@ -681,9 +695,9 @@ def matrix_on_disk(root: Path) -> MatrixResult:
 
 def test_matrix_page_has_one_linked_cell_per_run_cell(tmp_path):
     result = matrix_on_disk(tmp_path)
-    path = report.write_matrix_report(result, [scenarios.load(n) for n in result.scenarios])
+    path = publish.publish_matrix(result, [scenarios.load(n) for n in result.scenarios])
 
-    assert path == tmp_path / report.MATRIX_FILE
+    assert path == tmp_path / look.MATRIX_FILE
     page = read_page(path)
     cells = page.having("data-cell")
     assert sorted(c["data-cell"] for c in cells) == sorted(f"{s}/{f}" for s, f in result.last)
@@ -691,7 +705,7 @@ def test_matrix_page_has_one_linked_cell_per_run_cell(tmp_path):
     mismatched = [c["data-cell"] for c in cells if "mismatch" in c["class"].split()]
     assert mismatched == ["direct/nonce"]
     # Each cell links to its own report, relatively, and that report was written.
-    links = [a["href"] for a in page.tags("a") if a["href"].endswith(report.REPORT_FILE)]
+    links = [a["href"] for a in page.tags("a") if a["href"].endswith(look.REPORT_FILE)]
     assert sorted(links) == sorted(f"round-1/{s}--{f}/report.html" for s, f in result.last)
     assert_self_contained(page, tmp_path)
     assert "corporate-cache" in page.html  # the row's proxy profile
@@ -723,7 +737,7 @@ def test_all_matched_is_said_only_when_every_round_matched(tmp_path):
     direct_nonce.observed, direct_nonce.matched = "completed", True
     with_a_second_round(result, {})
     assert result.ok
-    text, colour = summary_of(read_page(report.write_matrix_report(result)))
+    text, colour = summary_of(read_page(publish.publish_matrix(result)))
     assert colour == "green"
     assert text.startswith("All 5 cells matched their expected outcome in every one of 2 rounds")
 
@@ -733,7 +747,7 @@ def test_a_mismatch_in_an_earlier_round_is_never_hidden_by_the_last(tmp_path):
     with_a_second_round(result, {("direct", "nonce"): "completed"})  # round 2: it matched
     assert not result.ok
     assert result.flips == {("direct", "nonce"): ["hung", "completed"]}
-    page = read_page(report.write_matrix_report(result))
+    page = read_page(publish.publish_matrix(result))
     text, colour = summary_of(page)
     assert colour == "red"
     assert "all" not in text.lower().split()
@@ -753,7 +767,7 @@ def test_a_flip_between_matching_outcomes_is_shown(tmp_path):
     direct_nonce.observed, direct_nonce.matched = "completed", True
     with_a_second_round(result, {("proxy-cache", "none"): "completed"})
     assert result.flips == {("proxy-cache", "none"): ["hung", "completed"]}
-    page = read_page(report.write_matrix_report(result))
+    page = read_page(publish.publish_matrix(result))
     text, colour = summary_of(page)
     assert colour == "red" and "did not match" in text and "1 cell changed" in text
     cell = page.html[page.html.index('data-cell="proxy-cache/none"') :]
@@ -766,7 +780,7 @@ def test_a_cell_the_machine_was_too_slow_for_is_not_judged_and_not_green(tmp_pat
     direct_nonce.untested = "the first poll was sent after the task had finished"
     direct_nonce.attempts = 3
     assert direct_nonce.inconclusive and not result.mismatches and not result.ok
-    page = read_page(report.write_matrix_report(result))
+    page = read_page(publish.publish_matrix(result))
     text, colour = summary_of(page)
     assert colour == "red"
     assert "0 of 5 cells did not match, 1 could not be judged (machine too slow)" in text
@@ -777,23 +791,48 @@ def test_a_cell_the_machine_was_too_slow_for_is_not_judged_and_not_green(tmp_pat
 
 def test_matrix_cell_report_links_the_shared_evidence(tmp_path):
     result = matrix_on_disk(tmp_path)
-    report.write_matrix_report(result)
+    publish.publish_matrix(result)
     cell = tmp_path / "round-1" / "proxy-cache--none"
-    page = read_page(cell / report.REPORT_FILE)
+    page = read_page(cell / look.REPORT_FILE)
 
     assert len(page.with_class("poll")) == len(hung_story().polls)
     assert Counter(m["data-source"] for m in page.with_class("poll")) == {"origin": 1, "cache": 16}
     assert len(page.with_class("hang-window")) == 1
-    links = {a["href"] for a in page.having("href")}
-    assert {
-        "../../origin-events-path.jsonl",
-        "../../proxy-events-rfc.jsonl",
-        "../../task-events-path.jsonl",
-        "../../app-path.log",
-        "../../proxy-rfc.log",
-    } <= links
-    assert "../../proxy-other.log" not in links
+    shared = ["origin-events-path.jsonl", "proxy-events-rfc.jsonl", "task-events-path.jsonl"]
+    logs = ["app-path.log", "proxy-rfc.log"]  # of the components that wrote them; no other
+    assert_links(page, [f"../../{name}" for name in shared + logs], absent="../../proxy-other.log")
     assert_self_contained(page, cell)
+
+
+def test_a_matrix_cell_on_a_stack_of_its_own_is_drawn_from_its_own_evidence(tmp_path):
+    """A cell that ran a whole `lab repro` (redis-oom) keeps its evidence in its folder, not in
+    the matrix's shared files: its page still shows where each poll went and the finish."""
+    result = matrix_on_disk(tmp_path)
+    cell = tmp_path / "round-1" / "direct--none"
+    for stale in cell.iterdir():
+        stale.unlink()
+    run = completed_story(str(uuid.uuid4()))
+    run.uses_proxy = False
+    run.write(cell)
+    verdict = verdict_for(run, "direct", "none", Outcome.completed)
+    verdict.run_dir = str(cell)
+    result.last[("direct", "none")] = verdict
+    publish.publish_matrix(result)
+
+    page = read_page(cell / look.REPORT_FILE)
+    assert Counter(m["data-source"] for m in page.with_class("poll")) == {"origin": 6}
+    assert len(page.with_class("finish-line")) == 1
+    assert_links(page, ["origin-events.jsonl", "task-events.jsonl"], absent="../../app-path.log")
+
+
+def test_a_broker_comparison_publishes_each_brokers_matrix(tmp_path):
+    results = {broker: matrix_on_disk(tmp_path / broker) for broker in ("sqlite", "redis")}
+    publish.publish_comparison(BrokerComparison(tmp_path, results))
+    for broker, result in results.items():
+        assert (tmp_path / broker / look.MATRIX_FILE).is_file(), broker
+        assert (tmp_path / broker / look.MATRIX_MARKDOWN).is_file(), broker
+        for verdict in result.last.values():
+            assert (Path(verdict.run_dir) / look.REPORT_FILE).is_file(), verdict.run_dir
 
 
 # -- in a real browser -------------------------------------------------------------------------
@@ -894,14 +933,14 @@ def _no_network(rendered: Rendered) -> None:
 @pytest.mark.parametrize("chromium", ["playwright", "cli"], indirect=True)
 def test_pages_render_in_chromium(tmp_path, chromium):
     result = matrix_on_disk(tmp_path)
-    report.write_matrix_report(result)
-    (tmp_path / "round-1" / "proxy-cache--none" / report.SCREENSHOT_FILE).write_bytes(tiny_png())
+    publish.publish_matrix(result)
+    (tmp_path / "round-1" / "proxy-cache--none" / look.SCREENSHOT_FILE).write_bytes(tiny_png())
 
-    rendered = chromium.render(tmp_path / report.MATRIX_FILE)
+    rendered = chromium.render(tmp_path / look.MATRIX_FILE)
     assert rendered.cells == len(result.last)
     _no_network(rendered)
     for (name, fix), verdict in result.last.items():
-        rendered = chromium.render(tmp_path / "round-1" / f"{name}--{fix}" / report.REPORT_FILE)
+        rendered = chromium.render(tmp_path / "round-1" / f"{name}--{fix}" / look.REPORT_FILE)
         assert rendered.polls == verdict.polls["total"], (name, fix)
         _no_network(rendered)
 
@@ -911,18 +950,18 @@ def test_pages_render_in_chromium(tmp_path, chromium):
 def test_repro_and_matrix_write_reports(story_repro, whole_matrix, chromium):
     verdict = story_repro.verdict
     run_dir = Path(verdict.run_dir)
-    page = read_page(run_dir / report.REPORT_FILE)
+    page = read_page(run_dir / look.REPORT_FILE)
     assert len(page.with_class("poll")) == verdict.polls["total"]
     sources = Counter(m["data-source"] for m in page.with_class("poll"))
     assert sources["cache"] == verdict.polls["from_cache"] >= 1
     assert len(page.with_class("hang-window")) == 1
     assert_self_contained(page, run_dir)
-    assert chromium.render(run_dir / report.REPORT_FILE).polls == verdict.polls["total"]
+    assert chromium.render(run_dir / look.REPORT_FILE).polls == verdict.polls["total"]
 
     result = whole_matrix.result
-    assert chromium.render(result.run_dir / report.MATRIX_FILE).cells == len(result.last)
+    assert chromium.render(result.run_dir / look.MATRIX_FILE).cells == len(result.last)
     for cell in result.last.values():
-        cell_page = read_page(Path(cell.run_dir) / report.REPORT_FILE)
+        cell_page = read_page(Path(cell.run_dir) / look.REPORT_FILE)
         assert len(cell_page.with_class("poll")) == cell.polls["total"], cell.sentence
         assert_self_contained(cell_page, Path(cell.run_dir))
 
@@ -945,15 +984,15 @@ def test_a_real_redis_oom_report_draws_its_memory_in_chromium(whole_matrix, chro
     assert verdict.broker == "redis" and verdict.redis and verdict.load, verdict.sentence
     samples = (run_dir / "redis-memory.jsonl").read_text("utf-8").splitlines()
     refused = [e for e in map(json.loads, (run_dir / "load.jsonl").open()) if e["error"]]
-    page = read_page(run_dir / report.REPORT_FILE)
+    page = read_page(run_dir / look.REPORT_FILE)
     assert page.with_class("used-memory")[0]["data-samples"] == str(len(samples))
     assert len(page.with_class("cap-line")) == 1
     assert len(page.with_class("refusal")) == len(refused) == verdict.load["refused"] >= 1
     assert page.having("id", "redis-commands") and page.with_class("key-row")
     assert_self_contained(page, run_dir)
 
-    rendered = chromium.render(run_dir / report.REPORT_FILE)
+    rendered = chromium.render(run_dir / look.REPORT_FILE)
     _no_network(rendered)
-    boxes = chromium.boxes(run_dir / report.REPORT_FILE, "#redis-memory .used-memory")
+    boxes = chromium.boxes(run_dir / look.REPORT_FILE, "#redis-memory .used-memory")
     if boxes is not None:  # Playwright: the line is really drawn, wide and tall
         assert len(boxes) == 1 and boxes[0]["width"] > 300 and boxes[0]["height"] > 50, boxes

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 
 from lab.clients.polling import http_client, http_error
+from lab.data.events import EventLog
 from lab.data.scenarios import LoadSetup
-from lab.stacks.stack import TaskEvents
 
 REQUEST_TIMEOUT = 10.0
 # After the last task was sent, the lab waits for the worker to finish the stream's tasks as
@@ -75,7 +75,7 @@ class TaskStream:
         load: LoadSetup,
         app_url: str,
         fix: str,
-        task_events: TaskEvents,
+        task_events: EventLog,
         log_path: Path,
         check_alive: Callable[[], None],
         broker_refused: Callable[[], bool] | None = None,

@@ -2,73 +2,42 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import asdict, dataclass, field
+import threading
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from lab.clients.polling import Poll, PollingClient
-from lab.data.jsonl import read_jsonl
+from lab.data.events import EventLog, Grouped
 from lab.data.scenarios import Outcome, Scenario
-from lab.stacks.stack import TaskEvents
-from sample_app.debug import DEBUG_ENDPOINT, is_debug_path
 
 HOPS = ("worker", "result backend", "origin", "proxy", "client")
 
 
-TASK_ID_IN_URL = re.compile(r"/tasks/([0-9a-fA-F-]{8,})|[?&]task_id=([0-9a-fA-F-]{8,})")
+class StackEventReaders:
+    """One reader per origin or proxy events file of the running stacks, shared by every cell
+    judged against it: each judgement reads only what was appended since the last one (a
+    matrix's cells share their stacks' files, and the machine's CPU is scarce)."""
 
+    def __init__(self) -> None:
+        self._logs: dict[Path, EventLog] = {}
+        self._lock = threading.Lock()
 
-def task_id_in(event: dict[str, Any]) -> str | None:
-    if event.get("task_id"):
-        return str(event["task_id"])
-    match = TASK_ID_IN_URL.search(event.get("url") or event.get("path") or "")
-    return (match.group(1) or match.group(2)) if match else None
+    def origin(self, path: Path | None) -> Grouped:
+        return self._read(path, "origin").origin
 
+    def proxy(self, path: Path | None) -> Grouped:
+        return self._read(path, "proxy").proxy
 
-def is_status_request(event: dict[str, Any]) -> bool:
-    """An answer about a task's status: a poll, or one event on an SSE stream.
-
-    Not the POST that starts the task, not the request opening an SSE stream (its events,
-    logged one by one by the origin, are the answers), and not the page's debug panel asking
-    the origin for the truth (POST /debug/tasks/<id>: no poll, and no cache answers it).
-    """
-    if event.get("endpoint") in ("task_events", DEBUG_ENDPOINT):
-        return False
-    path = event.get("path") or (event.get("url") or "").split("://", 1)[-1].split("?")[0]
-    if is_debug_path(path):
-        return False
-    return not path.rstrip("/").endswith("/tasks")
-
-
-Grouped = dict[str, list[dict[str, Any]]]
-
-
-class EventIndex:
-    """Origin and proxy events of a run, read once and grouped by task id. `cache`: files
-    already grouped (a matrix judges many cells against the same files)."""
-
-    def __init__(
-        self,
-        origin_events: Path | None,
-        proxy_events: Path | None,
-        cache: dict[Path, Grouped] | None = None,
-    ) -> None:
-        self._cache = cache if cache is not None else {}
-        self.origin = self._group(origin_events)
-        self.proxy = self._group(proxy_events)
-
-    def _group(self, path: Path | None) -> Grouped:
+    def _read(self, path: Path | None, kind: str) -> EventLog:
         if path is None:
-            return {}
-        if path not in self._cache:
-            grouped: Grouped = {}
-            for event in read_jsonl(path):
-                task_id = task_id_in(event)
-                if task_id and is_status_request(event):
-                    grouped.setdefault(task_id, []).append(event)
-            self._cache[path] = grouped
-        return self._cache[path]
+            return EventLog()
+        with self._lock:
+            log = self._logs.get(path)
+            if log is None:
+                log = self._logs[path] = EventLog(**{kind: [path]})
+        log.refresh()
+        return log
 
 
 @dataclass
@@ -91,19 +60,22 @@ class Evidence:
     worker_running: bool = True
     warnings: list[str] = field(default_factory=list)
     foreign_task_id: str | None = None
+    decided_at: float | None = None  # when the verdict fell (epoch seconds)
 
     @classmethod
     def gather(
         cls,
         *,
-        task_events: TaskEvents,
-        index: EventIndex,
+        task_events: EventLog,
+        origin: Grouped,
+        proxy: Grouped,
         task_id: str | None,
         client: PollingClient,
         backend_state: str | None,
         uses_proxy: bool,
         proxy_visible: bool,
         worker_running: bool,
+        decided_at: float | None,
     ) -> Evidence:
         task_events.refresh(0)
         key = task_id or ""
@@ -118,8 +90,9 @@ class Evidence:
             task_finished_at=task_events.finished.get(key),
             task_final_state=task_events.final_state.get(key),
             backend_state=backend_state,
-            origin_status_requests=index.origin.get(key, []),
-            proxy_status_requests=index.proxy.get(key, []),
+            # Copies: the shared lists may grow later (a poll still in flight at the verdict).
+            origin_status_requests=list(origin.get(key, [])),
+            proxy_status_requests=list(proxy.get(key, [])),
             polls=polls,
             client_error=client.error,
             ui_state=client.ui_state,
@@ -128,6 +101,7 @@ class Evidence:
             worker_running=worker_running,
             warnings=list(getattr(client, "warnings", [])),
             foreign_task_id=foreign,
+            decided_at=decided_at,
         )
 
     # -- counts
@@ -198,11 +172,21 @@ class Verdict:
     # as a wrong outcome. `attempts`: how many runs of the cell this verdict took.
     untested: str | None = None
     attempts: int = 1
+    # Why the run before this one tested nothing, when this is a second (or third) run.
+    retried_because: str | None = None
     broker: str = "sqlite"
     # The scenario's [load] stream (StreamResult.to_json) and, on Redis, what happened to its
     # memory (MemorySummary.to_json); None when the run had none.
     load: dict[str, Any] | None = None
     redis: dict[str, Any] | None = None
+    # What the report draws as judged, so it re-derives nothing: the client's start (epoch
+    # seconds; every other time here counts from it), when the verdict fell (seconds after
+    # that start), the scenario's hang window, and whether the proxy kept a record the lab
+    # could read (False without a proxy).
+    client_started_at: float | None = None
+    verdict_at: float | None = None
+    hang_window: float | None = None
+    proxy_visible: bool = False
 
     @property
     def inconclusive(self) -> bool:
@@ -220,6 +204,12 @@ class Verdict:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Verdict:
+        """A verdict as result.json holds it (fields it does not know are left out)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
 
 
 def judge(
@@ -260,13 +250,16 @@ def judge(
         fix=fix,
         client=client,
         proxy=scenario.proxy,
+        lesson=scenario.lesson,
+        hang_window=scenario.hang_window,
+        # What happened, in one sentence and in figures.
+        sentence=f"{head} - {detail}; {tail}",
         expected=expected.value,
         observed=observed.value,
         matched=matched,
         seconds=round(seconds, 3),
         polls=polls,
         stopped_at=stopped_at,
-        sentence=f"{head} - {detail}; {tail}",
         task={
             "id": evidence.task_id,
             "started_at": _round(evidence.rel(evidence.task_started_at)),
@@ -276,11 +269,13 @@ def judge(
         backend_state=evidence.backend_state,
         first_stale_answer=_first_stale(evidence, final_states),
         warnings=evidence.warnings,
-        lesson=scenario.lesson,
         first_poll_at=_round(evidence.rel(evidence.polls[0].sent_at)) if evidence.polls else None,
         untested=untested_because(evidence, final_states, result_lifetime),
         attempts=attempts,
         broker=broker,
+        client_started_at=evidence.client_started_at,
+        verdict_at=_round(evidence.rel(evidence.decided_at)),
+        proxy_visible=evidence.uses_proxy and evidence.proxy_visible,
     )
 
 

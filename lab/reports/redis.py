@@ -2,10 +2,10 @@
 load stream, and the redis-cli commands that show the same figures (issue #5).
 
 Drawn from the run folder's redis-memory.jsonl (one INFO memory sample every ~0.1 s, from
-lab/redis_memory.py) and load.jsonl (one line per task of the [load] stream, lab/load.py), and
-from the verdict's `redis` (MemorySummary.to_json) and `load` (StreamResult.to_json). Like the
-rest of the report, a missing or garbled file or figure becomes a note on the page, never an
-error: the section is a view, the verdict is the result.
+lab/stacks/redis_memory.py) and load.jsonl (one line per task of the [load] stream, from
+lab/clients/load.py), and from the verdict's `redis` (MemorySummary.to_json) and `load`
+(StreamResult.to_json). Like the rest of the report, a missing or garbled file or figure
+becomes a note on the page, never an error: the section is a view, the verdict is the result.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ class CellRun:
     stream: StreamResult | None = None  # the scenario's [load], sent before the client started
     backend_state: str | None = None  # what the result backend held at the verdict
     attempt: int = 1  # the matrix's runs of this cell in this round, this one included
+    decided_at: float | None = None  # epoch seconds: when the verdict fell
 
 
 def task_duration(scenario: Scenario) -> float:
@@ -216,6 +217,9 @@ def run_cell(
                 time.sleep(0.005)
             stream_result, stream = stream.finish(), None
         observed = wait_for_outcome(client, scenario, app, watch)
+        # When the verdict fell: when the UI showed its end (its answer came back), or for a
+        # hung UI when the lab stopped waiting for one.
+        decided_at = (client.finished_at if observed is not Outcome.hung else None) or time.time()
         seconds = time.monotonic() - began
         backend_state = app.backend.state(client.task_id)  # read at the verdict, by this cell
         if browser is not None and (
@@ -239,4 +243,5 @@ def run_cell(
         neighbours,
         stream_result,
         backend_state,
+        decided_at=decided_at,
     )

@@ -15,12 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lab.data import profiles
-from lab.reports import report
 from lab.runs import repro
 from lab.stacks.brokers import BrokerChoice, BrokerRuntime, redis_server_installed, start_broker
 from lab.runs.cell import CellRun, client_kind, run_cell, task_duration
 from lab.data.errors import RunStopped
-from lab.judging.evidence import EventIndex, Grouped, Verdict, untested_because
+from lab.judging.evidence import StackEventReaders, Verdict
 from lab.runs.repro import new_browser, new_run_dir, new_supervisor, verdict_for, write_json
 from lab.data.scenarios import Scenario
 from lab.runs.schedule import (
@@ -49,6 +48,7 @@ DEFAULT_CONCURRENCY = 48
 # beside the shared cells.
 OWN_STACK_CONCURRENCY = 8
 PROFILES_PER_PROXY_PROCESS = 5  # listeners of one mitmdump in a matrix (see _launch_proxies)
+MATRIX_JSON = "matrix.json"  # the result, for machines; the pages are lab.reports' work
 ALIVE_CHECK_EVERY = 0.1  # seconds: how stale "every component is alive" may be in a cell
 
 
@@ -373,23 +373,31 @@ def run_matrix(
 
         result.startup_seconds = time.monotonic() - began
         starts = StartPacer(CELL_STARTS_PER_SECOND)
+        readers = StackEventReaders()  # the shared evidence files, each read as it grows
         for round_no in range(1, repeat + 1):
             round_began = time.monotonic()
-            runs: list[CellRun] = []
+            untested_before: dict[tuple[str, str], str] = {}  # why a cell is run again
 
-            def one(i: int, attempt: int, round_no: int = round_no) -> CellRun:
+            def run_again(verdict: Verdict) -> bool:
+                """A mismatch on a run that tested nothing (the machine was too slow)."""
+                if verdict.inconclusive and verdict.untested is not None:
+                    untested_before[(verdict.scenario, verdict.fix)] = verdict.untested
+                return verdict.inconclusive
+
+            def one(i: int, attempt: int, round_no: int = round_no) -> Verdict:
                 sc, fix = shared[i]
                 akey = cell_key(sc, fix, runtimes, broker)
                 proxy = None
                 if sc.uses_proxy:
                     proxy = proxies.get((sc.proxy, "*")) or proxies[(sc.proxy, akey)]
                 starts.wait(check_alive)
+                cell_dir = attempt_dir(run_dir / f"round-{round_no}" / f"{sc.name}--{fix}", attempt)
                 run = run_cell(
                     sc,
                     fix,
                     apps[akey],
                     proxy,
-                    attempt_dir(run_dir / f"round-{round_no}" / f"{sc.name}--{fix}", attempt),
+                    cell_dir,
                     check_alive,
                     # Each run its own cache namespace on the shared proxy (see CellPrefix).
                     path_prefix=f"/_lab/r{round_no}a{attempt}-{sc.name}--{fix}",
@@ -397,23 +405,24 @@ def run_matrix(
                     screenshots=screenshots,
                 )
                 run.attempt = attempt
-                return run
+                # Judged once, when the cell ends: its verdict decides whether it runs again.
+                verdict = verdict_for(run, readers)
+                verdict.run_dir = str(cell_dir)
+                verdict.retried_because = untested_before.get((sc.name, fix))
+                return verdict
 
             with ThreadPoolExecutor(max_workers=OWN_STACK_CONCURRENCY) as own_pool:
                 own_futures = [own_pool.submit(own_stack, cell, round_no) for cell in own]
                 try:
                     done = run_in_turn(
-                        start_order(shared), one, untested_mismatch, concurrency, stopping
+                        start_order(shared), one, run_again, concurrency, stopping
                     )
                     own_verdicts = [future.result() for future in own_futures]
                 except BaseException:
                     stopping.set()
                     raise
-            runs = [done[i] for i in range(len(shared))]
-            verdicts = _judge_all(runs, apps, proxies)
-            for (sc, fix), verdict in zip(shared, verdicts, strict=True):
-                cell_dir = run_dir / f"round-{round_no}" / f"{sc.name}--{fix}"
-                verdict.run_dir = str(attempt_dir(cell_dir, verdict.attempts))
+            verdicts = [done[i] for i in range(len(shared))]
+            for verdict in verdicts:
                 write_json(Path(verdict.run_dir) / "result.json", verdict.to_json())
             by_cell = {(sc.name, fix): v for (sc, fix), v in zip(shared, verdicts, strict=True)}
             by_cell.update(
@@ -431,9 +440,7 @@ def run_matrix(
                 "were run again"
             )
         result.seconds = time.monotonic() - began
-        write_json(run_dir / "matrix.json", result.to_json())
-        (run_dir / "matrix.md").write_text(markdown(result), "utf-8")
-        report.write_matrix_report(result, scenarios)  # matrix.html and each cell's report.html
+        write_json(run_dir / MATRIX_JSON, result.to_json())
         return result
     finally:
         if browser is not None:
@@ -447,30 +454,6 @@ def run_matrix(
 
 class CellsStopped(RunStopped):
     """Raised in the cells still running when the matrix is interrupted or fails."""
-
-
-def untested_mismatch(run: CellRun) -> bool:
-    """Judged from the client and the worker's record alone, in the cell's own thread: did
-    this run miss its expectation without testing anything? (evidence.untested_because)"""
-    if run.observed is run.scenario.expected_for(run.fix, client_kind(run.client)):
-        return False
-    evidence = repro.gather_evidence(run, EventIndex(None, None))
-    return untested_because(evidence, strategies.load().final_states, None) is not None
-
-
-def _judge_all(
-    runs: list[CellRun],
-    apps: dict[str, AppStack],
-    proxies: dict[tuple[str, str], ProxyEndpoint],
-) -> list[Verdict]:
-    files: dict[Path, Grouped] = {}  # each evidence file is read once for all the cells
-    return [
-        verdict_for(
-            run,
-            EventIndex(run.app.origin_events, run.proxy.events if run.proxy else None, files),
-        )
-        for run in runs
-    ]
 
 
 def defeats(result: MatrixResult) -> dict[str, list[str]]:
@@ -487,42 +470,6 @@ def survivors(result: MatrixResult) -> list[str]:
     """Fixes that completed behind every proxy profile that was run (and met at least one)."""
     behind_a_proxy = {fix for (_, fix), v in result.last.items() if v.proxy != "none"}
     return [fix for fix, lost in defeats(result).items() if not lost and fix in behind_a_proxy]
-
-
-SYMBOL = {"completed": "completed", "hung": "HUNG", "errored": "ERRORED", "leaked": "LEAKED"}
-
-
-def cell_text(verdict: Verdict | None) -> str:
-    if verdict is None:
-        return "n/a"
-    text = SYMBOL.get(verdict.observed, verdict.observed)
-    return text if verdict.matched else f"{text} (!= {verdict.expected})"
-
-
-def markdown(result: MatrixResult) -> str:
-    last = result.last
-    lines = [
-        f"# Matrix ({len(last)} cells, {result.seconds:.1f} s)",
-        "",
-        f"**{result.headline().capitalize()}.**",
-        "",
-        "Rows are scenarios (their proxy profile in brackets), columns are fixes. "
-        "A cell reads `observed`; a mismatch reads `observed (!= expected)`.",
-        "",
-        "| scenario | " + " | ".join(result.fixes) + " |",
-        "| --- | " + " | ".join("---" for _ in result.fixes) + " |",
-    ]
-    for name in result.scenarios:
-        proxy = next((v.proxy for (s, _), v in last.items() if s == name), "")
-        cells = [cell_text(last.get((name, fix))) for fix in result.fixes]
-        lines.append(f"| {name} [{proxy}] | " + " | ".join(cells) + " |")
-    lines += ["", "## Which proxies defeat which fix", ""]
-    for fix, lost in defeats(result).items():
-        lines.append(f"- `{fix}`: " + (", ".join(lost) if lost else "survives every proxy profile"))
-    if result.flips:
-        lines += ["", "## Cells that changed between rounds", ""]
-        lines += [f"- {s} / {f}: {' -> '.join(o)}" for (s, f), o in result.flips.items()]
-    return "\n".join(lines) + "\n"
 
 
 def to_json_text(result: MatrixResult) -> str:

@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING
 
 from lab.data import fixes
 from lab.data import profiles
-from lab.reports import report
 from lab.stacks.brokers import BrokerChoice, BrokerRuntime, start_broker
 from lab.runs.cell import CellRun, client_kind, run_cell, task_duration
 from lab.data.errors import ComponentError, RunStopped
-from lab.judging.evidence import EventIndex, Evidence, Verdict, judge
+from lab.judging.evidence import Evidence, StackEventReaders, Verdict, judge
 from lab.stacks.processes import Supervisor
 from lab.stacks.redis_memory import RedisMemoryWatch
 from lab.data.scenarios import Scenario
@@ -67,21 +66,25 @@ def new_browser(sup: Supervisor, client: str) -> BrowserHost | None:
     return BrowserHost(sup.run_id, sup.run_dir / "browser.log")
 
 
-def gather_evidence(cell: CellRun, index: EventIndex) -> Evidence:
+def gather_evidence(cell: CellRun, readers: StackEventReaders) -> Evidence:
+    """What every hop saw of the cell's task, as far as written now."""
     return Evidence.gather(
         task_events=cell.app.task_events,
-        index=index,
+        origin=readers.origin(cell.app.origin_events),
+        proxy=readers.proxy(cell.proxy.events if cell.proxy else None),
         task_id=cell.client.task_id,
         client=cell.client,
         backend_state=cell.backend_state,
         uses_proxy=cell.proxy is not None,
         proxy_visible=cell.proxy is not None and cell.proxy.events is not None,
         worker_running=cell.scenario.worker.running,
+        decided_at=cell.decided_at,
     )
 
 
-def verdict_for(cell: CellRun, index: EventIndex) -> Verdict:
-    evidence = gather_evidence(cell, index)
+def verdict_for(cell: CellRun, readers: StackEventReaders) -> Verdict:
+    """The cell's one judgement, made when it ends."""
+    evidence = gather_evidence(cell, readers)
     return judge(
         cell.scenario,
         cell.fix,
@@ -193,8 +196,7 @@ def run(
         # A component that died during the run makes the verdict worthless, whatever the UI
         # showed (a Redis stopped mid-run errors the UI a moment before the lab notices).
         check_alive()
-        index = EventIndex(app.origin_events, proxy.events if proxy else None)
-        verdict = verdict_for(cell, index)
+        verdict = verdict_for(cell, StackEventReaders())
         verdict.run_dir = str(run_dir)
         if exit_note := app.worker_exit():
             verdict.warnings.append(exit_note)
@@ -205,7 +207,6 @@ def run(
             memory = None
             verdict.redis = summary.to_json() if summary else None
         write_json(run_dir / "result.json", verdict.to_json())
-        report.write_run_report(run_dir, verdict, scenario=scenario)
         return verdict
     except ComponentError as exc:
         write_json(
@@ -246,8 +247,9 @@ def run_until_tested(
         if verdict is not None and first_dir is not None:
             here = first_dir / f"attempt-{attempt}"
             progress(f"run {attempt - 1} tested nothing ({verdict.untested}); running it again")
+        before = verdict.untested if verdict is not None else None
         verdict = run(scenario, fix, runs_root, progress, run_dir=here, **run_args)
-        verdict.attempts = attempt
+        verdict.attempts, verdict.retried_because = attempt, before
         first_dir = first_dir or Path(verdict.run_dir)
         if not verdict.inconclusive:
             break

@@ -9,8 +9,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from lab.runs.cell import CellRun
 from lab.data.scenarios import Scenario
 
 # Runs of one cell in one round while the machine is too slow for it to test anything (see
@@ -41,13 +41,16 @@ def start_order(cells: list[tuple[Scenario, str]]) -> list[int]:
     return sorted(range(len(cells)), key=keys.__getitem__)
 
 
+T = TypeVar("T")  # what one run of an item gives (a matrix cell's verdict)
+
+
 def run_in_turn(
     items: list[int],
-    run_one: Callable[[int, int], CellRun],
-    again: Callable[[CellRun], bool],
+    run_one: Callable[[int, int], T],
+    again: Callable[[T], bool],
     workers: int,
     stopping: threading.Event,
-) -> dict[int, CellRun]:
+) -> dict[int, T]:
     """Run `run_one(item, attempt)` for each item on `workers` threads, in order. An item whose
     run tested nothing (`again`) goes to the back of the line for its next attempt, up to
     MAX_ATTEMPTS: by then the burst that starved it has passed. The last run of each item."""
@@ -56,7 +59,7 @@ def run_in_turn(
     todo: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
     for item in items:
         todo.put((item, 1))
-    final: dict[int, CellRun] = {}
+    final: dict[int, T] = {}
     failures: list[BaseException] = []
     lock = threading.Lock()
     finished = threading.Event()

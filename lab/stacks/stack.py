@@ -11,14 +11,13 @@ import os
 import shutil
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.data import profiles
 from lab.data.errors import ComponentError
-from lab.data.jsonl import JsonLinesTail
+from lab.data.events import EventLog
 from lab.data.scenarios import AppSetup, LoadSetup, ResultsSetup, Scenario, WorkerSetup
 from lab.stacks.brokers import BrokerRuntime, queue_name
 from lab.stacks.ports import free_ports
@@ -36,45 +35,6 @@ def mitmdump_executable() -> str:
     if beside_python.exists():
         return str(beside_python)
     return shutil.which("mitmdump") or "mitmdump"
-
-
-class TaskEvents:
-    """The worker's own record (task-events.jsonl), tailed incrementally; safe across threads."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._tail = JsonLinesTail(path)
-        self._lock = threading.Lock()
-        self._last_read = 0.0
-        self.worker_ready = False
-        self.started: dict[str, float] = {}
-        self.finished: dict[str, float] = {}
-        self.final_state: dict[str, str | None] = {}
-
-    def refresh(self, min_interval: float = 0.01) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if now - self._last_read < min_interval:
-                return
-            self._last_read = now
-            for event in self._tail.read_new():
-                self._take(event)
-
-    def _take(self, event: dict) -> None:
-        kind, task_id = event.get("event"), event.get("task_id")
-        if kind == "worker_ready":
-            self.worker_ready = True
-        elif kind == "task_started":
-            self.started.setdefault(task_id, event["time"])
-        elif kind == "task_finished":
-            self.finished.setdefault(task_id, event["time"])
-            self.final_state[task_id] = event.get("state")
-
-    def finished_at(self, task_id: str | None) -> float | None:
-        if task_id is None:
-            return None
-        self.refresh()
-        return self.finished.get(task_id)
 
 
 class BackendReader:
@@ -115,7 +75,7 @@ class AppStack:
     url: str
     config: AppConfig
     backend: BackendReader
-    task_events: TaskEvents
+    task_events: EventLog  # the worker's own record (task-events.jsonl), read as it grows
     origin_events: Path
     worker_proc: Component | None = None
     broker: str = "sqlite"
@@ -250,7 +210,7 @@ def launch_app_stack(
     app_proc = sup.add(
         f"app{suffix}", [python, "-m", "sample_app.serve", "--config", str(config_path)]
     )
-    events = TaskEvents(Path(config.task_events))
+    events = EventLog(tasks=[Path(config.task_events)])
 
     def ready() -> AppStack:
         backend = BackendReader(config)  # meanwhile the children start
