@@ -9,10 +9,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from lab.data import fixes, profiles
+from lab.data.broker_kinds import BROKERS
 from lab.data.errors import BadInput
 from lab.data.paths import relative, scenarios_dir
 from lab.data.tomlfile import load_model
-from lab.stacks.brokers import BROKERS
 
 NO_PROXY = "none"
 OTHER_FIXES = "others"

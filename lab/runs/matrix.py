@@ -15,14 +15,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lab.data import profiles
+from lab.data.errors import RunStopped
+from lab.data.scenarios import Scenario
+from lab.judging.evidence import EventIndex, Grouped, Verdict, untested_because
 from lab.reports import report
 from lab.runs import repro
-from lab.stacks.brokers import BrokerChoice, BrokerRuntime, redis_server_installed, start_broker
 from lab.runs.cell import CellRun, client_kind, run_cell, task_duration
-from lab.data.errors import RunStopped
-from lab.judging.evidence import EventIndex, Grouped, Verdict, untested_because
-from lab.runs.repro import new_browser, new_run_dir, new_supervisor, verdict_for, write_json
-from lab.data.scenarios import Scenario
+from lab.runs.lifecycle import RunResources, new_run_dir
+from lab.runs.repro import verdict_for, write_json
 from lab.runs.schedule import (
     CELL_STARTS_PER_SECOND,
     MAX_ATTEMPTS,
@@ -31,15 +31,9 @@ from lab.runs.schedule import (
     run_in_turn,
     start_order,
 )
-from lab.stacks.stack import (
-    AppStack,
-    ProxyEndpoint,
-    external_proxy,
-    launch_app_stack,
-    launch_proxy,
-    launch_proxy_host,
-    stack_key,
-)
+from lab.stacks.brokers import BrokerChoice, BrokerRuntime, redis_server_installed
+from lab.stacks.proxy_hosts import ProxyKey, launch_proxy_group
+from lab.stacks.stack import AppStack, ProxyEndpoint, external_proxy, stack_key
 from sample_app import strategies
 
 Progress = Callable[[str], None]
@@ -48,7 +42,6 @@ DEFAULT_CONCURRENCY = 48
 # Cells with stacks of their own (a capped Redis that the cell fills) run this many at once,
 # beside the shared cells.
 OWN_STACK_CONCURRENCY = 8
-PROFILES_PER_PROXY_PROCESS = 5  # listeners of one mitmdump in a matrix (see _launch_proxies)
 ALIVE_CHECK_EVERY = 0.1  # seconds: how stale "every component is alive" may be in a cell
 
 
@@ -170,37 +163,30 @@ def cell_key(sc: Scenario, fix: str, brokers: dict[str, BrokerRuntime], forced: 
 
 
 def start_stacks(
-    sup,
+    resources: RunResources,
     cells: list[tuple[Scenario, str]],
     concurrency: int,
     proxy_url: str | None,
     proxy_mode: str,
     brokers: dict[str, BrokerRuntime],
     forced: str | None = None,
-) -> tuple[dict[str, AppStack], dict[tuple[str, str], ProxyEndpoint]]:
+) -> tuple[dict[str, AppStack], dict[ProxyKey, ProxyEndpoint]]:
     """All processes start at once; forward proxies don't wait for the apps."""
     app_waits: dict[str, Callable[[], AppStack]] = {}
     for sc, fix in cells:
         key = cell_key(sc, fix, brokers, forced)
         if key not in app_waits:
-            _, ready = launch_app_stack(
-                sup,
-                key,
-                sc.app,
-                sc.worker,
-                poll_interval=sc.poll_interval,
+            app_waits[key] = resources.app_stack(
+                sc,
+                fix,
+                brokers[forced or sc.default_broker],
                 task_duration=task_duration(sc),
+                key=key,
                 concurrency=concurrency,
-                single=False,
-                broker=brokers[forced or sc.default_broker],
-                results=sc.results,
-                fix=fix,
-                load=sc.load,
             )
-            app_waits[key] = ready
     wanted = {(sc.proxy, cell_key(sc, fix, brokers, forced)) for sc, fix in cells if sc.uses_proxy}
     loaded = {name: profiles.load(name) for name, _ in wanted}
-    proxies: dict[tuple[str, str], ProxyEndpoint] = {}
+    proxies: dict[ProxyKey, ProxyEndpoint] = {}
     if not proxy_url:
         # A forward proxy serves every app; a reverse proxy stands in front of one app. The
         # profiles share mitmdumps per kind (forward now, reverse once the apps are up), five
@@ -208,12 +194,12 @@ def start_stacks(
         # options runs alone.
         forward = sorted({name for name, _ in wanted if loaded[name].mode == "forward"})
         reverse = sorted((name, akey) for name, akey in wanted if loaded[name].mode == "reverse")
-        forward_ready = _launch_proxies(
-            sup, "proxy-forward", [((name, "*"), loaded[name], None) for name in forward]
+        forward_ready = launch_proxy_group(
+            resources.sup, "proxy-forward", [((name, "*"), loaded[name], None) for name in forward]
         )
         apps = {key: wait() for key, wait in app_waits.items()}
-        reverse_ready = _launch_proxies(
-            sup,
+        reverse_ready = launch_proxy_group(
+            resources.sup,
             "proxy-reverse",
             [((name, akey), loaded[name], apps[akey].url) for name, akey in reverse],
         )
@@ -223,51 +209,6 @@ def start_stacks(
         endpoint = external_proxy(proxy_url, proxy_mode)
         proxies = {(name, "*"): endpoint for name, _ in wanted}
     return apps, proxies
-
-
-ProxyKey = tuple[str, str]  # (profile, "*" for a forward proxy or the app stack it fronts)
-
-
-def _launch_proxies(
-    sup, name: str, wanted: list[tuple[ProxyKey, profiles.Profile, str | None]]
-) -> Callable[[], dict[ProxyKey, ProxyEndpoint]]:
-    """One mitmdump for the profiles that can share one, one each for the others."""
-    shared = [item for item in wanted if profiles.can_share_a_process(item[1])]
-    waits: dict[ProxyKey, Callable[[], ProxyEndpoint]] = {}
-    for pkey, profile, app_url in wanted:
-        if (pkey, profile, app_url) not in shared:
-            _, waits[pkey] = launch_proxy(
-                sup, _listener_label(pkey), profile, app_url, single=False
-            )
-    labels = {_listener_label(pkey): pkey for pkey, _, _ in shared}
-    # A few profiles a process: one mitmdump is one core at most, and the cells starting
-    # together would all wait for it.
-    groups = [
-        shared[start : start + PROFILES_PER_PROXY_PROCESS]
-        for start in range(0, len(shared), PROFILES_PER_PROXY_PROCESS)
-    ]
-    hosts = [
-        launch_proxy_host(
-            sup,
-            f"{name}-{n}",
-            [(_listener_label(pkey), profile, url) for pkey, profile, url in group],
-        )
-        for n, group in enumerate(groups, 1)
-    ]
-
-    def ready() -> dict[ProxyKey, ProxyEndpoint]:
-        endpoints = {
-            labels[label]: endpoint for host in hosts for label, endpoint in host().items()
-        }
-        return endpoints | {pkey: wait() for pkey, wait in waits.items()}
-
-    return ready
-
-
-def _listener_label(pkey: ProxyKey) -> str:
-    """Names the listener's files (proxy-events-<label>.jsonl), as launch_proxy's key did."""
-    name, akey = pkey
-    return name if akey == "*" else f"{name}-{akey}"
 
 
 def run_matrix(
@@ -307,25 +248,22 @@ def run_matrix(
         run_dir = new_run_dir(runs_root, "matrix")
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-    sup = new_supervisor(run_dir)
     cells = [(sc, fix) for sc in scenarios for fix in fixes if sc.applies(fix)]
     own = [cell for cell in cells if needs_own_stack(cell[0])]
     shared = [cell for cell in cells if not needs_own_stack(cell[0])]
     result = MatrixResult(
         run_dir, [sc.name for sc in scenarios], fixes, client=client, broker=broker
     )
-    apps: dict[str, AppStack] = {}
-    runtimes: dict[str, BrokerRuntime] = {}
-    browser = None
-    try:
-        browser = new_browser(sup, client)
-        browser_ready = browser.launch() if browser else None
+    with RunResources(run_dir) as resources:
+        sup = resources.sup
+        browser, browser_ready = resources.browser(client)
+        runtimes: dict[str, BrokerRuntime] = {}
         for kind in sorted({broker or sc.default_broker for sc, _ in shared}):
-            runtimes[kind] = start_broker(sup, BrokerChoice(kind, broker_url if broker else None))
+            runtimes[kind] = resources.broker(BrokerChoice(kind, broker_url if broker else None))
             progress(f"broker: {runtimes[kind].label}")
         progress(f"starting the stacks for {len(scenarios)} scenarios")
         apps, proxies = start_stacks(
-            sup, shared, concurrency, proxy_url, proxy_mode, runtimes, broker
+            resources, shared, concurrency, proxy_url, proxy_mode, runtimes, broker
         )
         if browser_ready:
             browser_ready()
@@ -435,14 +373,6 @@ def run_matrix(
         (run_dir / "matrix.md").write_text(markdown(result), "utf-8")
         report.write_matrix_report(result, scenarios)  # matrix.html and each cell's report.html
         return result
-    finally:
-        if browser is not None:
-            browser.close()
-        for app in apps.values():
-            app.backend.close()
-        sup.stop_all()
-        for runtime in runtimes.values():
-            runtime.cleanup()
 
 
 class CellsStopped(RunStopped):

@@ -155,7 +155,10 @@ class RedisMemoryWatch:
                 return
 
     def stop(self) -> MemorySummary | None:
-        """Stop sampling; the summary, or None when Redis cannot be read any more."""
+        """Stop sampling; the summary, or None when Redis cannot be read any more (or it was
+        stopped before: the run's clean-up stops it again on every way out)."""
+        if self._stop.is_set():
+            return None
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)

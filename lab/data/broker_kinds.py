@@ -1,0 +1,3 @@
+"""The brokers a scenario can name (lab/stacks/brokers.py reaches or starts them)."""
+
+BROKERS = ("sqlite", "redis", "rabbitmq")
