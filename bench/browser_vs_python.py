@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 
-from lab.runs.lifecycle import CLIENTS
+from lab.data.kinds import CLIENTS
 
 GOAL = 3.0
 FIXES = ("none", "nonce")

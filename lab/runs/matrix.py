@@ -9,19 +9,17 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lab.data import profiles
 from lab.data.errors import RunStopped
 from lab.data.scenarios import Scenario
 from lab.judging.evidence import EventIndex, Grouped, Verdict, untested_because
 from lab.reports import report
 from lab.runs import repro
-from lab.runs.cell import CellRun, client_kind, run_cell, task_duration
-from lab.runs.lifecycle import RunResources, new_run_dir
+from lab.runs.cell import CellRun, client_kind, run_cell
+from lab.runs.lifecycle import Progress, RunResources, new_run_dir
 from lab.runs.repro import verdict_for, write_json
 from lab.runs.schedule import (
     CELL_STARTS_PER_SECOND,
@@ -31,12 +29,11 @@ from lab.runs.schedule import (
     run_in_turn,
     start_order,
 )
+from lab.runs.shared_stacks import cell_key, needs_own_stack, start_stacks
 from lab.stacks.brokers import BrokerChoice, BrokerRuntime, redis_server_installed
-from lab.stacks.proxy_hosts import ProxyKey, launch_proxy_group
-from lab.stacks.stack import AppStack, ProxyEndpoint, external_proxy, stack_key
+from lab.stacks.stack import AppStack, ProxyEndpoint
 from sample_app import strategies
 
-Progress = Callable[[str], None]
 NOT_JUDGED = "not judged"  # a cell's outcome in a round where the machine was too slow for it
 DEFAULT_CONCURRENCY = 48
 # Cells with stacks of their own (a capped Redis that the cell fills) run this many at once,
@@ -151,66 +148,6 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def needs_own_stack(scenario: Scenario) -> bool:
-    """A cell that fills its broker (a [load] stream, a capped Redis) cannot share one."""
-    return bool(scenario.load.tasks) or scenario.redis.maxmemory != "0"
-
-
-def cell_key(sc: Scenario, fix: str, brokers: dict[str, BrokerRuntime], forced: str | None) -> str:
-    """Which shared app stack serves the cell: its broker and its set-up."""
-    kind = forced or sc.default_broker
-    return f"{kind}-{stack_key(sc, fix)}" if len(brokers) > 1 else stack_key(sc, fix)
-
-
-def start_stacks(
-    resources: RunResources,
-    cells: list[tuple[Scenario, str]],
-    concurrency: int,
-    proxy_url: str | None,
-    proxy_mode: str,
-    brokers: dict[str, BrokerRuntime],
-    forced: str | None = None,
-) -> tuple[dict[str, AppStack], dict[ProxyKey, ProxyEndpoint]]:
-    """All processes start at once; forward proxies don't wait for the apps."""
-    app_waits: dict[str, Callable[[], AppStack]] = {}
-    for sc, fix in cells:
-        key = cell_key(sc, fix, brokers, forced)
-        if key not in app_waits:
-            app_waits[key] = resources.app_stack(
-                sc,
-                fix,
-                brokers[forced or sc.default_broker],
-                task_duration=task_duration(sc),
-                key=key,
-                concurrency=concurrency,
-            )
-    wanted = {(sc.proxy, cell_key(sc, fix, brokers, forced)) for sc, fix in cells if sc.uses_proxy}
-    loaded = {name: profiles.load(name) for name, _ in wanted}
-    proxies: dict[ProxyKey, ProxyEndpoint] = {}
-    if not proxy_url:
-        # A forward proxy serves every app; a reverse proxy stands in front of one app. The
-        # profiles share mitmdumps per kind (forward now, reverse once the apps are up), five
-        # profiles a process, each on a listener of its own; a profile with mitmproxy's own
-        # options runs alone.
-        forward = sorted({name for name, _ in wanted if loaded[name].mode == "forward"})
-        reverse = sorted((name, akey) for name, akey in wanted if loaded[name].mode == "reverse")
-        forward_ready = launch_proxy_group(
-            resources.sup, "proxy-forward", [((name, "*"), loaded[name], None) for name in forward]
-        )
-        apps = {key: wait() for key, wait in app_waits.items()}
-        reverse_ready = launch_proxy_group(
-            resources.sup,
-            "proxy-reverse",
-            [((name, akey), loaded[name], apps[akey].url) for name, akey in reverse],
-        )
-        proxies = forward_ready() | reverse_ready()
-    else:
-        apps = {key: wait() for key, wait in app_waits.items()}
-        endpoint = external_proxy(proxy_url, proxy_mode)
-        proxies = {(name, "*"): endpoint for name, _ in wanted}
-    return apps, proxies
-
-
 def run_matrix(
     scenarios: list[Scenario],
     fixes: list[str],
@@ -255,7 +192,6 @@ def run_matrix(
         run_dir, [sc.name for sc in scenarios], fixes, client=client, broker=broker
     )
     with RunResources(run_dir) as resources:
-        sup = resources.sup
         browser, browser_ready = resources.browser(client)
         runtimes: dict[str, BrokerRuntime] = {}
         for kind in sorted({broker or sc.default_broker for sc, _ in shared}):
@@ -287,9 +223,7 @@ def run_matrix(
             with alive_lock:
                 if time.monotonic() - checked_at[0] < ALIVE_CHECK_EVERY:
                     return
-                sup.check_all_alive("during the matrix")
-                for runtime in runtimes.values():
-                    runtime.check()
+                resources.check_alive("during the matrix")
                 if browser is not None:
                     browser.check_alive("during the matrix")
                 checked_at[0] = time.monotonic()  # only after a check that passed

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.data import fixes, profiles
 from lab.data.errors import ComponentError, RunStopped
@@ -13,14 +14,15 @@ from lab.data.scenarios import Scenario
 from lab.judging.evidence import EventIndex, Evidence, Verdict, judge
 from lab.reports import report
 from lab.runs.cell import CellRun, client_kind, run_cell, task_duration
-from lab.runs.lifecycle import CLIENTS as CLIENTS  # the CLI's --client choices
-from lab.runs.lifecycle import RunResources, new_run_dir
+from lab.data.kinds import CLIENTS as CLIENTS  # the CLI's --client choices
+from lab.runs.lifecycle import Progress, RunResources, new_run_dir
 from lab.runs.schedule import MAX_ATTEMPTS
-from lab.stacks.brokers import BrokerChoice
-from lab.stacks.stack import ProxyEndpoint, external_proxy, launch_proxy
+from lab.stacks.brokers import BrokerChoice, BrokerRuntime
+from lab.stacks.stack import AppStack, ProxyEndpoint, external_proxy, launch_proxy
 from sample_app import strategies
 
-Progress = Callable[[str], None]
+if TYPE_CHECKING:
+    from lab.clients.browser import BrowserHost
 
 
 def gather_evidence(cell: CellRun, index: EventIndex) -> Evidence:
@@ -80,19 +82,50 @@ def run(
         run_dir.mkdir(parents=True, exist_ok=True)
     try:
         with RunResources(run_dir) as resources:
-            return _run_on(
-                resources,
+            app, proxy, browser, broker_rt = _start(
+                resources, scenario, fix, broker, client, progress, proxy_url, proxy_mode
+            )
+
+            def check_alive() -> None:
+                if should_stop is not None and should_stop():
+                    raise RunStopped
+                resources.check_alive("during the run")
+
+            memory = resources.memory_watch(broker_rt)
+            progress(f"all up after {time.monotonic() - began:.1f} s; starting a task (fix={fix})")
+            if scenario.load.tasks:
+                progress(
+                    f"first a stream of {scenario.load.tasks} tasks from other users "
+                    f"({scenario.load.per_second:g}/s, {scenario.load.report_kb} KiB results)"
+                )
+            cell = run_cell(
                 scenario,
                 fix,
-                progress,
-                began,
-                broker=broker,
-                proxy_url=proxy_url,
-                proxy_mode=proxy_mode,
-                client=client,
-                should_stop=should_stop,
+                app,
+                proxy,
+                run_dir,
+                check_alive,
+                began=began,
+                browser=browser,
+                broker_refused=memory.refused_any if memory else None,
                 screenshots=screenshots,
             )
+            # A component that died during the run makes the verdict worthless, whatever the UI
+            # showed (a Redis stopped mid-run errors the UI a moment before the lab notices).
+            check_alive()
+            index = EventIndex(app.origin_events, proxy.events if proxy else None)
+            verdict = verdict_for(cell, index)
+            verdict.run_dir = str(run_dir)
+            if exit_note := app.worker_exit():
+                verdict.warnings.append(exit_note)
+            if cell.stream is not None:
+                verdict.load = cell.stream.to_json()
+            if memory is not None:
+                summary = memory.stop()
+                verdict.redis = summary.to_json() if summary else None
+            write_json(run_dir / "result.json", verdict.to_json())
+            report.write_run_report(run_dir, verdict, scenario=scenario)
+            return verdict
     except ComponentError as exc:
         write_json(
             run_dir / "result.json", {"scenario": scenario.name, "fix": fix, "error": str(exc)}
@@ -101,21 +134,18 @@ def run(
         raise
 
 
-def _run_on(
+def _start(
     resources: RunResources,
     scenario: Scenario,
     fix: str,
-    progress: Progress,
-    began: float,
-    *,
     broker: BrokerChoice,
+    client: str,
+    progress: Progress,
     proxy_url: str | None,
     proxy_mode: str,
-    client: str,
-    should_stop: Callable[[], bool] | None,
-    screenshots: str,
-) -> Verdict:
-    sup, run_dir = resources.sup, resources.run_dir
+) -> tuple[AppStack, ProxyEndpoint | None, BrowserHost | None, BrokerRuntime]:
+    """The run's browser, broker, app stack and proxy, started through `resources`."""
+    sup = resources.sup
     browser, browser_ready = resources.browser(client)
     profile = profiles.load(scenario.proxy) if scenario.uses_proxy and not proxy_url else None
     broker_rt = resources.broker(broker, scenario)
@@ -137,48 +167,7 @@ def _run_on(
     if browser_ready:
         browser_ready()
         progress(f"browser up: Chromium {browser.version if browser else ''}")
-
-    def check_alive() -> None:
-        if should_stop is not None and should_stop():
-            raise RunStopped
-        sup.check_all_alive("during the run")
-        broker_rt.check()
-
-    memory = resources.memory_watch(broker_rt)
-    progress(f"all up after {time.monotonic() - began:.1f} s; starting a task (fix={fix})")
-    if scenario.load.tasks:
-        progress(
-            f"first a stream of {scenario.load.tasks} tasks from other users "
-            f"({scenario.load.per_second:g}/s, {scenario.load.report_kb} KiB results)"
-        )
-    cell = run_cell(
-        scenario,
-        fix,
-        app,
-        proxy,
-        run_dir,
-        check_alive,
-        began=began,
-        browser=browser,
-        broker_refused=memory.refused_any if memory else None,
-        screenshots=screenshots,
-    )
-    # A component that died during the run makes the verdict worthless, whatever the UI
-    # showed (a Redis stopped mid-run errors the UI a moment before the lab notices).
-    check_alive()
-    index = EventIndex(app.origin_events, proxy.events if proxy else None)
-    verdict = verdict_for(cell, index)
-    verdict.run_dir = str(run_dir)
-    if exit_note := app.worker_exit():
-        verdict.warnings.append(exit_note)
-    if cell.stream is not None:
-        verdict.load = cell.stream.to_json()
-    if memory is not None:
-        summary = memory.stop()
-        verdict.redis = summary.to_json() if summary else None
-    write_json(run_dir / "result.json", verdict.to_json())
-    report.write_run_report(run_dir, verdict, scenario=scenario)
-    return verdict
+    return app, proxy, browser, broker_rt
 
 
 def run_until_tested(

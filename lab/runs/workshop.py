@@ -24,7 +24,7 @@ from lab.data.errors import BadInput
 from lab.data.jsonl import JsonLinesTail
 from lab.data.scenarios import Scenario
 from lab.runs.cell import task_stream
-from lab.runs.lifecycle import RunResources, new_run_dir
+from lab.runs.lifecycle import Progress, RunResources, new_run_dir
 from lab.stacks.brokers import BrokerChoice
 from lab.stacks.ports import LOOPBACK, free_port
 from lab.stacks.redis_memory import redis_cli_commands
@@ -45,7 +45,7 @@ def up(
     scenario: Scenario,
     fix: str,
     runs_root: Path,
-    progress: Callable[[str], None],
+    progress: Progress,
     *,
     host: str = LOOPBACK,
     console: Console,
@@ -98,10 +98,6 @@ def up(
                 shop.forward_proxy = f"{host}:{forward_port}"
         _announce(shop, scenario, fix, console)
 
-        def check_alive() -> None:
-            sup.check_all_alive("while up")
-            broker_rt.check()
-
         if broker_rt.kind == "redis" and broker_rt.url:
             console.print(
                 "Look inside the broker: " + "; ".join(redis_cli_commands(broker_rt.url)[:2]),
@@ -116,7 +112,7 @@ def up(
                 f"({scenario.load.per_second:g}/s) in the background"
             )
 
-        _watch(events, console, until, check_alive)
+        _watch(events, console, until, lambda: resources.check_alive("while up"))
 
 
 def _announce(shop: Workshop, scenario: Scenario, fix: str, console: Console) -> None:

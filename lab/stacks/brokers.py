@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from lab.data.broker_kinds import BROKERS
 from lab.data.errors import BadInput, ComponentError
+from lab.data.kinds import BROKERS
 from lab.data.scenarios import RedisSetup
 from lab.stacks.ports import LOOPBACK, free_port, start_retrying_taken_ports
 from lab.stacks.processes import Component, Supervisor
