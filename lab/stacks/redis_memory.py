@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.stacks.brokers import default_port, host_port
+
 SAMPLE_EVERY = 0.1  # seconds
 # Parts of a key that differ per task or per worker: a task id, a hostname, a number.
 _VARYING = [
@@ -199,10 +201,8 @@ def _oom_errors(client: Any) -> int:
 
 def redis_cli_commands(url: str) -> list[str]:
     """What a user would type to see the same figures."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    target = f"-h {parts.hostname or '127.0.0.1'} -p {parts.port or 6379}"
+    host, port = host_port(url, default_port("redis"))
+    target = f"-h {host} -p {port}"
     return [
         f"redis-cli {target} INFO memory",
         f"redis-cli {target} CONFIG GET maxmemory*",
