@@ -157,10 +157,10 @@ def _start(
     app_ready = resources.app_stack(scenario, fix, broker_rt, task_duration=task_duration(scenario))
     proxy_ready = None
     if profile and profile.mode == "forward":
-        _, proxy_ready = launch_proxy(sup, profile.name, profile, None, single=True)
+        proxy_ready = launch_proxy(sup, profile.name, profile, None, single=True)
     app = app_ready()
     if profile and profile.mode == "reverse":
-        _, proxy_ready = launch_proxy(sup, profile.name, profile, app.url, single=True)
+        proxy_ready = launch_proxy(sup, profile.name, profile, app.url, single=True)
     proxy: ProxyEndpoint | None = proxy_ready() if proxy_ready else None
     if proxy_url:
         proxy = external_proxy(proxy_url, proxy_mode)

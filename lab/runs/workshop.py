@@ -81,7 +81,7 @@ def up(
                 # Never an open proxy on a classroom network.
                 shop.credentials = f"lab:{secrets.token_urlsafe(9)}"
                 extra = ["--set", f"proxyauth={shop.credentials}"]
-            _, proxy_ready = launch_proxy(
+            proxy_ready = launch_proxy(
                 sup,
                 profile.name,
                 profile,

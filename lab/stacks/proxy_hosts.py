@@ -94,9 +94,7 @@ def launch_proxy_group(
     waits: dict[ProxyKey, Callable[[], ProxyEndpoint]] = {}
     for pkey, profile, app_url in wanted:
         if (pkey, profile, app_url) not in shared:
-            _, waits[pkey] = launch_proxy(
-                sup, _listener_label(pkey), profile, app_url, single=False
-            )
+            waits[pkey] = launch_proxy(sup, _listener_label(pkey), profile, app_url, single=False)
     labels = {_listener_label(pkey): pkey for pkey, _, _ in shared}
     # A few profiles a process: one mitmdump is one core at most, and the cells starting
     # together would all wait for it.

@@ -186,7 +186,7 @@ def launch_app_stack(
     results: ResultsSetup | None = None,
     fix: str | None = None,
     load: LoadSetup | None = None,
-) -> tuple[dict[str, Component | None], Callable[[], AppStack]]:
+) -> Callable[[], AppStack]:
     """Start the processes; return a function that waits for them and gives the AppStack.
 
     `broker`: where messages and results go (default: SQLite files in the run folder);
@@ -267,7 +267,7 @@ def launch_app_stack(
             broker=broker.kind,
         )
 
-    return {"worker": worker_proc, "app": app_proc}, ready
+    return ready
 
 
 def launch_proxy(
@@ -280,7 +280,7 @@ def launch_proxy(
     listen_host: str = LOOPBACK,
     modes: list[str] | None = None,
     extra_args: list[str] | None = None,
-):
+) -> Callable[[], ProxyEndpoint]:
     """Start mitmdump with the profile; return a function that waits and gives the endpoint.
 
     A reverse-mode profile needs the app's URL; a forward proxy can start before the app.
@@ -323,7 +323,7 @@ def launch_proxy(
         port = (read_ready_file(ready_file) or {})["port"]
         return ProxyEndpoint(key, profile.name, profile.mode, f"http://{LOOPBACK}:{port}", events)
 
-    return proc, ready
+    return ready
 
 
 def external_proxy(url: str, mode: str) -> ProxyEndpoint:
