@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 from lab.data import fixes, profiles
 from lab.data.errors import ComponentError, RunStopped
+from lab.data.kinds import CLIENTS as CLIENTS  # the CLI's --client choices
 from lab.data.scenarios import Scenario
 from lab.judging.evidence import EventIndex, Evidence, Verdict, judge
 from lab.reports import report
 from lab.runs.cell import CellRun, client_kind, run_cell, task_duration
-from lab.data.kinds import CLIENTS as CLIENTS  # the CLI's --client choices
 from lab.runs.lifecycle import Progress, RunResources, new_run_dir
 from lab.runs.schedule import MAX_ATTEMPTS
 from lab.stacks.brokers import BrokerChoice, BrokerRuntime

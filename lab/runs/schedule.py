@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lab.runs.cell import CellRun
 from lab.data.scenarios import Scenario
+from lab.runs.cell import CellRun
 
 # Runs of one cell in one round while the machine is too slow for it to test anything (see
 # evidence.untested_because); after that its verdict says "not judged", never a wrong outcome.
