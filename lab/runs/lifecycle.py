@@ -74,7 +74,7 @@ class RunResources:
     ) -> bool:
         return self._cleanups.__exit__(exc_type, exc, traceback)
 
-    def browser(self, client: str) -> tuple[BrowserHost | None, Callable[[], object] | None]:
+    def browser(self, client: str) -> tuple[BrowserHost | None, Callable[[], BrowserHost] | None]:
         """For client "browser": a Chromium starting in the background (its log in the run
         folder) and the function that waits for it; (None, None) for the Python client.
         ComponentError at once when Chromium or Playwright is missing."""
