@@ -15,9 +15,10 @@ import subprocess
 import sys
 import tempfile
 
+from lab.data.kinds import CLIENTS
+
 GOAL = 3.0
 FIXES = ("none", "nonce")
-CLIENTS = ("python", "browser")
 
 
 def one_run(fix: str, client: str, runs_dir: str) -> float:

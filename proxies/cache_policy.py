@@ -156,11 +156,6 @@ def vary_values(fields: tuple[str, ...], request_headers: Headers) -> tuple[str 
     return tuple(request_headers.get(field) for field in fields)
 
 
-def has_explicit_freshness(response_headers: Headers) -> bool:
-    cc = response_cache_control(response_headers)
-    return cc.s_maxage is not None or cc.max_age is not None or "Expires" in response_headers
-
-
 def has_validator(response_headers: Headers) -> bool:
     return "ETag" in response_headers or "Last-Modified" in response_headers
 

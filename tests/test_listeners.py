@@ -11,7 +11,7 @@ from mitmproxy.test import taddons, tflow
 
 from lab.data import profiles
 from lab.stacks.processes import Supervisor
-from lab.stacks.stack import launch_proxy_host
+from lab.stacks.proxy_hosts import launch_proxy_host
 from proxies.listeners import ProfileListeners
 from tests.lab_helpers import LoopbackOrigin
 

@@ -7,22 +7,18 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
 from lab.data.errors import BadInput
 from lab.data.paths import profiles_dir, relative
-from lab.data.tomlfile import load_model
+from lab.data.tomlfile import NamedFile, Paragraph, load_model
 
 OptionValue = bool | int | float | str | list[str]
 
 
-class Profile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
-    summary: Annotated[str, Field(min_length=1, max_length=120)]
+class Profile(NamedFile):
     # What real deployment the profile stands for, and the real configuration it imitates.
-    real_world: Annotated[str, Field(min_length=1)]
+    real_world: Annotated[Paragraph, Field(min_length=1)]
     # forward: clients are configured to use the proxy; reverse: the proxy stands in front of
     # the app (a CDN or a load balancer with a cache).
     # The exact real configuration imitated (a Squid refresh_pattern line, nginx directives...).
@@ -32,11 +28,6 @@ class Profile(BaseModel):
     # Each {name = "...", params...}: see proxies/misbehaviours/; applied in this order.
     # Their parameters are checked by each misbehaviour's own Params model.
     misbehaviours: list[dict[str, Any]] = []
-
-    @field_validator("real_world")
-    @classmethod
-    def fold_paragraph(cls, value: str) -> str:
-        return " ".join(value.split())
 
 
 def names() -> list[str]:

@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from lab.data import fixes, profiles
 from lab.data.errors import BadInput
+from lab.data.kinds import BROKERS, CLIENTS, BrokerKind, ClientKind
 from lab.data.paths import relative, scenarios_dir
-from lab.data.tomlfile import load_model
-from lab.stacks.brokers import BROKERS
+from lab.data.tomlfile import NamedFile, Paragraph, load_model
 
 NO_PROXY = "none"
 OTHER_FIXES = "others"
@@ -108,13 +108,9 @@ class LoadSetup(BaseModel):
     page_document_kb: Annotated[int, Field(ge=0, le=4096)] = 0
 
 
-class Scenario(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
-    summary: Annotated[str, Field(min_length=1, max_length=120)]
-    situation: Annotated[str, Field(min_length=1)]
-    lesson: str = ""
+class Scenario(NamedFile):
+    situation: Annotated[Paragraph, Field(min_length=1)]
+    lesson: Paragraph = ""
     proxy: str
     task_duration: Annotated[float, Field(ge=0, le=600)] = 1.0
     poll_interval: Annotated[float, Field(gt=0, le=60)] = 0.25
@@ -125,14 +121,12 @@ class Scenario(BaseModel):
     neighbours: Annotated[int, Field(ge=0, le=5)] = 0
     results: ResultsSetup = ResultsSetup()
     # Which brokers the scenario runs on (--broker); the first is the default.
-    brokers: Annotated[list[Literal["sqlite", "redis", "rabbitmq"]], Field(min_length=1)] = list(
-        BROKERS
-    )
+    brokers: Annotated[list[BrokerKind], Field(min_length=1)] = list(BROKERS)
     redis: RedisSetup = RedisSetup()
     load: LoadSetup = LoadSetup()
     # Which clients reproduce it: a scenario about the browser's own HTTP cache is "browser"
     # only, since the Python client has no HTTP cache of its own to be fooled by.
-    clients: list[Literal["python", "browser"]] = ["python", "browser"]
+    clients: list[ClientKind] = list(CLIENTS)
     # Why a client is left out, or why its outcome may differ (shown by lab list / the matrix).
     client_notes: str = ""
     # The UI's verdict for each fix; `others` covers the poll fixes not named; result backend
@@ -140,7 +134,7 @@ class Scenario(BaseModel):
     expected: dict[str, Expectation]
     # Where one client's outcome differs (say why in client_notes), e.g.
     # [expected_by_client.browser] last-modified = "hung": the browser's own cache.
-    expected_by_client: dict[Literal["python", "browser"], dict[str, Expectation]] = {}
+    expected_by_client: dict[ClientKind, dict[str, Expectation]] = {}
 
     @field_validator("summary")
     @classmethod
@@ -148,12 +142,6 @@ class Scenario(BaseModel):
         if "\n" in value.strip():
             raise ValueError("must be one line")
         return value.strip()
-
-    @field_validator("situation", "lesson")
-    @classmethod
-    def fold_paragraph(cls, value: str) -> str:
-        # TOML multi-line strings keep the file's line breaks; the text is one paragraph.
-        return " ".join(value.split())
 
     @field_validator("proxy")
     @classmethod

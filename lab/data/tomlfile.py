@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from lab.data.errors import BadInput
 from lab.data.paths import relative
 
 M = TypeVar("M", bound=BaseModel)
+
+# TOML multi-line strings keep the file's line breaks; the text is one paragraph.
+Paragraph = Annotated[str, AfterValidator(lambda value: " ".join(value.split()))]
+
+
+class NamedFile(BaseModel):
+    """How a scenario or proxy profile file starts: its name (the file's stem) and a summary."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    summary: Annotated[str, Field(min_length=1, max_length=120)]
 
 
 def load_model(path: Path, model: type[M]) -> M:

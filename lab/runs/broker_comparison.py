@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.runs.lifecycle import new_run_dir
 from lab.runs.matrix import MatrixResult, Progress, run_matrix
-from lab.runs.repro import new_run_dir, write_json
+from lab.runs.repro import write_json
 
 
 @dataclass

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from lab.data import fixes
-from lab.clients.polling import PollingClient
 from lab.clients.load import StreamResult, TaskStream
+from lab.clients.polling import PollingClient
+from lab.data import fixes
 from lab.data.scenarios import Outcome, Scenario
 from lab.stacks.stack import AppStack, ProxyEndpoint
 from sample_app import strategies
@@ -53,6 +53,26 @@ def task_duration(scenario: Scenario) -> float:
     if scenario.worker.task_never_finishes:
         return NEVER_FINISHING_DURATION
     return scenario.task_duration
+
+
+def task_stream(
+    scenario: Scenario,
+    app: AppStack,
+    fix: str,
+    path: Path,
+    check_alive: Callable[[], None],
+    broker_refused: Callable[[], bool] | None = None,
+) -> TaskStream:
+    """The scenario's other users ([load]) on the app, their tasks recorded in `path`."""
+    return TaskStream(
+        scenario.load,
+        app.url,
+        fixes.poll_strategy(fix),
+        app.task_events,
+        path,
+        check_alive,
+        broker_refused,
+    )
 
 
 def make_client(
@@ -190,14 +210,8 @@ def run_cell(
         if scenario.load.tasks:
             # Other users' tasks first: what they leave in the broker and result backend is
             # what the UI's own task meets.
-            stream = TaskStream(
-                scenario.load,
-                app.url,
-                fixes.poll_strategy(fix),
-                app.task_events,
-                logs_dir / "load.jsonl",
-                check_alive,
-                broker_refused,
+            stream = task_stream(
+                scenario, app, fix, logs_dir / "load.jsonl", check_alive, broker_refused
             )
             stream.run()
             stream.keep_full()

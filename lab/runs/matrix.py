@@ -9,19 +9,17 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lab.data import profiles
-from lab.runs import repro
-from lab.stacks.brokers import BrokerChoice, BrokerRuntime, redis_server_installed, start_broker
-from lab.runs.cell import CellRun, client_kind, run_cell, task_duration
 from lab.data.errors import RunStopped
-from lab.judging.evidence import StackEventReaders, Verdict
-from lab.runs.repro import new_browser, new_run_dir, new_supervisor, verdict_for, write_json
 from lab.data.scenarios import Scenario
+from lab.judging.evidence import StackEventReaders, Verdict
+from lab.runs import repro
+from lab.runs.cell import run_cell
+from lab.runs.lifecycle import Progress, RunResources, new_run_dir
+from lab.runs.repro import verdict_for, write_json
 from lab.runs.schedule import (
     CELL_STARTS_PER_SECOND,
     MAX_ATTEMPTS,
@@ -30,24 +28,14 @@ from lab.runs.schedule import (
     run_in_turn,
     start_order,
 )
-from lab.stacks.stack import (
-    AppStack,
-    ProxyEndpoint,
-    external_proxy,
-    launch_app_stack,
-    launch_proxy,
-    launch_proxy_host,
-    stack_key,
-)
-from sample_app import strategies
+from lab.runs.shared_stacks import cell_key, needs_own_stack, start_stacks
+from lab.stacks.brokers import BrokerChoice, BrokerRuntime, redis_server_installed
 
-Progress = Callable[[str], None]
 NOT_JUDGED = "not judged"  # a cell's outcome in a round where the machine was too slow for it
 DEFAULT_CONCURRENCY = 48
 # Cells with stacks of their own (a capped Redis that the cell fills) run this many at once,
 # beside the shared cells.
 OWN_STACK_CONCURRENCY = 8
-PROFILES_PER_PROXY_PROCESS = 5  # listeners of one mitmdump in a matrix (see _launch_proxies)
 MATRIX_JSON = "matrix.json"  # the result, for machines; the pages are lab.reports' work
 ALIVE_CHECK_EVERY = 0.1  # seconds: how stale "every component is alive" may be in a cell
 
@@ -158,118 +146,6 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def needs_own_stack(scenario: Scenario) -> bool:
-    """A cell that fills its broker (a [load] stream, a capped Redis) cannot share one."""
-    return bool(scenario.load.tasks) or scenario.redis.maxmemory != "0"
-
-
-def cell_key(sc: Scenario, fix: str, brokers: dict[str, BrokerRuntime], forced: str | None) -> str:
-    """Which shared app stack serves the cell: its broker and its set-up."""
-    kind = forced or sc.default_broker
-    return f"{kind}-{stack_key(sc, fix)}" if len(brokers) > 1 else stack_key(sc, fix)
-
-
-def start_stacks(
-    sup,
-    cells: list[tuple[Scenario, str]],
-    concurrency: int,
-    proxy_url: str | None,
-    proxy_mode: str,
-    brokers: dict[str, BrokerRuntime],
-    forced: str | None = None,
-) -> tuple[dict[str, AppStack], dict[tuple[str, str], ProxyEndpoint]]:
-    """All processes start at once; forward proxies don't wait for the apps."""
-    app_waits: dict[str, Callable[[], AppStack]] = {}
-    for sc, fix in cells:
-        key = cell_key(sc, fix, brokers, forced)
-        if key not in app_waits:
-            _, ready = launch_app_stack(
-                sup,
-                key,
-                sc.app,
-                sc.worker,
-                poll_interval=sc.poll_interval,
-                task_duration=task_duration(sc),
-                concurrency=concurrency,
-                single=False,
-                broker=brokers[forced or sc.default_broker],
-                results=sc.results,
-                fix=fix,
-                load=sc.load,
-            )
-            app_waits[key] = ready
-    wanted = {(sc.proxy, cell_key(sc, fix, brokers, forced)) for sc, fix in cells if sc.uses_proxy}
-    loaded = {name: profiles.load(name) for name, _ in wanted}
-    proxies: dict[tuple[str, str], ProxyEndpoint] = {}
-    if not proxy_url:
-        # A forward proxy serves every app; a reverse proxy stands in front of one app. The
-        # profiles share mitmdumps per kind (forward now, reverse once the apps are up), five
-        # profiles a process, each on a listener of its own; a profile with mitmproxy's own
-        # options runs alone.
-        forward = sorted({name for name, _ in wanted if loaded[name].mode == "forward"})
-        reverse = sorted((name, akey) for name, akey in wanted if loaded[name].mode == "reverse")
-        forward_ready = _launch_proxies(
-            sup, "proxy-forward", [((name, "*"), loaded[name], None) for name in forward]
-        )
-        apps = {key: wait() for key, wait in app_waits.items()}
-        reverse_ready = _launch_proxies(
-            sup,
-            "proxy-reverse",
-            [((name, akey), loaded[name], apps[akey].url) for name, akey in reverse],
-        )
-        proxies = forward_ready() | reverse_ready()
-    else:
-        apps = {key: wait() for key, wait in app_waits.items()}
-        endpoint = external_proxy(proxy_url, proxy_mode)
-        proxies = {(name, "*"): endpoint for name, _ in wanted}
-    return apps, proxies
-
-
-ProxyKey = tuple[str, str]  # (profile, "*" for a forward proxy or the app stack it fronts)
-
-
-def _launch_proxies(
-    sup, name: str, wanted: list[tuple[ProxyKey, profiles.Profile, str | None]]
-) -> Callable[[], dict[ProxyKey, ProxyEndpoint]]:
-    """One mitmdump for the profiles that can share one, one each for the others."""
-    shared = [item for item in wanted if profiles.can_share_a_process(item[1])]
-    waits: dict[ProxyKey, Callable[[], ProxyEndpoint]] = {}
-    for pkey, profile, app_url in wanted:
-        if (pkey, profile, app_url) not in shared:
-            _, waits[pkey] = launch_proxy(
-                sup, _listener_label(pkey), profile, app_url, single=False
-            )
-    labels = {_listener_label(pkey): pkey for pkey, _, _ in shared}
-    # A few profiles a process: one mitmdump is one core at most, and the cells starting
-    # together would all wait for it.
-    groups = [
-        shared[start : start + PROFILES_PER_PROXY_PROCESS]
-        for start in range(0, len(shared), PROFILES_PER_PROXY_PROCESS)
-    ]
-    hosts = [
-        launch_proxy_host(
-            sup,
-            f"{name}-{n}",
-            [(_listener_label(pkey), profile, url) for pkey, profile, url in group],
-        )
-        for n, group in enumerate(groups, 1)
-    ]
-
-    def ready() -> dict[ProxyKey, ProxyEndpoint]:
-        endpoints = {
-            labels[label]: endpoint for host in hosts for label, endpoint in host().items()
-        }
-        return endpoints | {pkey: wait() for pkey, wait in waits.items()}
-
-    return ready
-
-
-def _listener_label(pkey: ProxyKey) -> str:
-    """Names the listener's files (proxy-events-<label>.jsonl), as launch_proxy's key did."""
-    name, akey = pkey
-    return name if akey == "*" else f"{name}-{akey}"
-
-
 def run_matrix(
     scenarios: list[Scenario],
     fixes: list[str],
@@ -307,25 +183,21 @@ def run_matrix(
         run_dir = new_run_dir(runs_root, "matrix")
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-    sup = new_supervisor(run_dir)
     cells = [(sc, fix) for sc in scenarios for fix in fixes if sc.applies(fix)]
     own = [cell for cell in cells if needs_own_stack(cell[0])]
     shared = [cell for cell in cells if not needs_own_stack(cell[0])]
     result = MatrixResult(
         run_dir, [sc.name for sc in scenarios], fixes, client=client, broker=broker
     )
-    apps: dict[str, AppStack] = {}
-    runtimes: dict[str, BrokerRuntime] = {}
-    browser = None
-    try:
-        browser = new_browser(sup, client)
-        browser_ready = browser.launch() if browser else None
+    with RunResources(run_dir) as resources:
+        browser, browser_ready = resources.browser(client)
+        runtimes: dict[str, BrokerRuntime] = {}
         for kind in sorted({broker or sc.default_broker for sc, _ in shared}):
-            runtimes[kind] = start_broker(sup, BrokerChoice(kind, broker_url if broker else None))
+            runtimes[kind] = resources.broker(BrokerChoice(kind, broker_url if broker else None))
             progress(f"broker: {runtimes[kind].label}")
         progress(f"starting the stacks for {len(scenarios)} scenarios")
         apps, proxies = start_stacks(
-            sup, shared, concurrency, proxy_url, proxy_mode, runtimes, broker
+            resources, shared, concurrency, proxy_url, proxy_mode, runtimes, broker
         )
         if browser_ready:
             browser_ready()
@@ -349,9 +221,7 @@ def run_matrix(
             with alive_lock:
                 if time.monotonic() - checked_at[0] < ALIVE_CHECK_EVERY:
                     return
-                sup.check_all_alive("during the matrix")
-                for runtime in runtimes.values():
-                    runtime.check()
+                resources.check_alive("during the matrix")
                 if browser is not None:
                     browser.check_alive("during the matrix")
                 checked_at[0] = time.monotonic()  # only after a check that passed
@@ -378,13 +248,15 @@ def run_matrix(
             round_began = time.monotonic()
             untested_before: dict[tuple[str, str], str] = {}  # why a cell is run again
 
-            def run_again(verdict: Verdict) -> bool:
+            def run_again(verdict: Verdict, untested_before=untested_before) -> bool:
                 """A mismatch on a run that tested nothing (the machine was too slow)."""
                 if verdict.inconclusive and verdict.untested is not None:
                     untested_before[(verdict.scenario, verdict.fix)] = verdict.untested
                 return verdict.inconclusive
 
-            def one(i: int, attempt: int, round_no: int = round_no) -> Verdict:
+            def one(
+                i: int, attempt: int, round_no: int = round_no, untested_before=untested_before
+            ) -> Verdict:
                 sc, fix = shared[i]
                 akey = cell_key(sc, fix, runtimes, broker)
                 proxy = None
@@ -414,9 +286,7 @@ def run_matrix(
             with ThreadPoolExecutor(max_workers=OWN_STACK_CONCURRENCY) as own_pool:
                 own_futures = [own_pool.submit(own_stack, cell, round_no) for cell in own]
                 try:
-                    done = run_in_turn(
-                        start_order(shared), one, run_again, concurrency, stopping
-                    )
+                    done = run_in_turn(start_order(shared), one, run_again, concurrency, stopping)
                     own_verdicts = [future.result() for future in own_futures]
                 except BaseException:
                     stopping.set()
@@ -442,14 +312,6 @@ def run_matrix(
         result.seconds = time.monotonic() - began
         write_json(run_dir / MATRIX_JSON, result.to_json())
         return result
-    finally:
-        if browser is not None:
-            browser.close()
-        for app in apps.values():
-            app.backend.close()
-        sup.stop_all()
-        for runtime in runtimes.values():
-            runtime.cleanup()
 
 
 class CellsStopped(RunStopped):

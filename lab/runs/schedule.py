@@ -72,13 +72,16 @@ def run_in_turn(
                 continue
             try:
                 run = run_one(item, attempt)
+                # Inside the try: a thread that died here would lose its item, and the
+                # others would wait for it for ever.
+                run_again = attempt < MAX_ATTEMPTS and again(run)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller below
                 with lock:
                     failures.append(exc)
                 stopping.set()
                 finished.set()
                 return
-            if attempt < MAX_ATTEMPTS and again(run):
+            if run_again:
                 todo.put((item, attempt + 1))
                 continue
             with lock:

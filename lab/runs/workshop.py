@@ -19,17 +19,16 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from lab.data import fixes
-from lab.data import profiles
-from lab.stacks.brokers import BrokerChoice, BrokerRuntime, start_broker
+from lab.data import fixes, profiles
 from lab.data.errors import BadInput
 from lab.data.jsonl import JsonLinesTail
-from lab.clients.load import TaskStream
-from lab.stacks.ports import free_port
-from lab.stacks.redis_memory import redis_cli_commands
-from lab.runs.repro import new_run_dir, new_supervisor
 from lab.data.scenarios import Scenario
-from lab.stacks.stack import LOOPBACK, launch_app_stack, launch_proxy, stack_key
+from lab.runs.cell import task_stream
+from lab.runs.lifecycle import Progress, RunResources, new_run_dir
+from lab.stacks.brokers import BrokerChoice
+from lab.stacks.ports import LOOPBACK, free_port
+from lab.stacks.redis_memory import redis_cli_commands
+from lab.stacks.stack import launch_proxy
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -46,7 +45,7 @@ def up(
     scenario: Scenario,
     fix: str,
     runs_root: Path,
-    progress: Callable[[str], None],
+    progress: Progress,
     *,
     host: str = LOOPBACK,
     console: Console,
@@ -61,26 +60,11 @@ def up(
             "only proxied scenarios can be shared on a network"
         )
     run_dir = new_run_dir(runs_root, f"up-{scenario.name}-{fix}")
-    sup = new_supervisor(run_dir)
-    app = None
-    broker_rt: BrokerRuntime | None = None
-    try:
-        broker = broker or BrokerChoice(scenario.default_broker)
-        broker_rt = start_broker(sup, broker, scenario.redis)
+    with RunResources(run_dir) as resources:
+        sup = resources.sup
+        broker_rt = resources.broker(broker or BrokerChoice(scenario.default_broker), scenario)
         progress(f"broker: {broker_rt.label}")
-        _, app_ready = launch_app_stack(
-            sup,
-            stack_key(scenario, fix),
-            scenario.app,
-            scenario.worker,
-            poll_interval=scenario.poll_interval,
-            task_duration=scenario.task_duration,
-            broker=broker_rt,
-            results=scenario.results,
-            fix=fix,
-            load=scenario.load,
-        )
-        app = app_ready()
+        app = resources.app_stack(scenario, fix, broker_rt, task_duration=scenario.task_duration)()
         page_fix = fixes.poll_strategy(fix)  # a result backend fix: the page polls as "none"
         shop = Workshop(f"{app.url}/?fix={page_fix}", None, None, run_dir)
         events = None
@@ -97,7 +81,7 @@ def up(
                 # Never an open proxy on a classroom network.
                 shop.credentials = f"lab:{secrets.token_urlsafe(9)}"
                 extra = ["--set", f"proxyauth={shop.credentials}"]
-            _, proxy_ready = launch_proxy(
+            proxy_ready = launch_proxy(
                 sup,
                 profile.name,
                 profile,
@@ -113,11 +97,6 @@ def up(
             if forward_port:
                 shop.forward_proxy = f"{host}:{forward_port}"
         _announce(shop, scenario, fix, console)
-        watched_broker = broker_rt
-
-        def check_alive() -> None:
-            sup.check_all_alive("while up")
-            watched_broker.check()
 
         if broker_rt.kind == "redis" and broker_rt.url:
             console.print(
@@ -126,27 +105,14 @@ def up(
             )
         if scenario.load.tasks:
             # The other users' stream, once, in the background: then Start meets what it left.
-            stream = TaskStream(
-                scenario.load,
-                app.url,
-                fixes.poll_strategy(fix),
-                app.task_events,
-                run_dir / "load.jsonl",
-                lambda: None,
-            )
+            stream = task_stream(scenario, app, fix, run_dir / "load.jsonl", lambda: None)
             threading.Thread(target=stream.run, name="load", daemon=True).start()
             progress(
                 f"sending {scenario.load.tasks} tasks from other users "
                 f"({scenario.load.per_second:g}/s) in the background"
             )
 
-        _watch(events, console, until, check_alive)
-    finally:
-        if app is not None:
-            app.backend.close()
-        sup.stop_all()
-        if broker_rt is not None:
-            broker_rt.cleanup()
+        _watch(events, console, until, lambda: resources.check_alive("while up"))
 
 
 def _announce(shop: Workshop, scenario: Scenario, fix: str, console: Console) -> None:

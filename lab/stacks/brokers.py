@@ -23,18 +23,16 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from lab.data.errors import BadInput, ComponentError
-from lab.stacks.ports import free_port
-from lab.stacks.processes import Component, Supervisor, log_tail
+from lab.data.kinds import BROKERS
+from lab.data.scenarios import RedisSetup
+from lab.stacks.ports import LOOPBACK, free_port, start_retrying_taken_ports
+from lab.stacks.processes import Component, Supervisor
 from sample_app.config import sqlite_celery_config
 
-if TYPE_CHECKING:
-    from lab.data.scenarios import RedisSetup  # lab.data.scenarios imports this module
-
-BROKERS = ("sqlite", "redis", "rabbitmq")
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 REACH_TIMEOUT = 3.0  # seconds: a broker that does not answer by then is unreachable
 WATCH_EVERY = 0.5  # seconds between reachability checks of an external broker during a run
@@ -134,7 +132,7 @@ def queue_name(run_id: str, stack_key: str) -> str:
 
 def host_port(url: str, default_port: int) -> tuple[str, int]:
     parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or default_port
+    return parts.hostname or LOOPBACK, parts.port or default_port
 
 
 def default_port(kind: str) -> int:
@@ -225,40 +223,26 @@ def redis_server_executable() -> str:
 
 
 def launch_redis(
-    sup: Supervisor, name: str, settings: RedisSetup | None = None, attempts: int = 3
+    sup: Supervisor, name: str, settings: RedisSetup | None = None
 ) -> tuple[Component, str]:
     """Start redis-server on 127.0.0.1 with a scenario's [redis] settings (default: no cap);
     return it and its URL once it answers."""
     import redis
 
     executable = redis_server_executable()
-    for attempt in range(1, attempts + 1):
-        port = free_port()
-        proc = sup.add(
-            name,
-            [
-                executable,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--maxmemory",
-                settings.maxmemory if settings else "0",
-                "--maxmemory-policy",
-                settings.maxmemory_policy if settings else "noeviction",
-                "--dir",
-                str(sup.run_dir),
-                "--protected-mode",
-                "yes",
-            ],
-        )
-        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.2)
 
-        def answers(client: redis.Redis = client) -> bool:
+    def start() -> tuple[Component, int]:
+        port = free_port()
+        argv = [executable, "--bind", LOOPBACK, "--port", str(port), "--save", ""]
+        argv += ["--appendonly", "no", "--dir", str(sup.run_dir), "--protected-mode", "yes"]
+        argv += ["--maxmemory", settings.maxmemory if settings else "0"]
+        argv += ["--maxmemory-policy", settings.maxmemory_policy if settings else "noeviction"]
+        return sup.add(name, argv), port
+
+    def wait(proc: Component, port: int) -> None:
+        client = redis.Redis(host=LOOPBACK, port=port, socket_connect_timeout=0.2)
+
+        def answers() -> bool:
             try:
                 return bool(client.ping())
             except redis.RedisError:
@@ -266,15 +250,11 @@ def launch_redis(
 
         try:
             sup.wait_until(proc, answers, "it to answer PING")
-        except ComponentError:
-            if attempt < attempts and "Address already in use" in log_tail(proc.log_path):
-                sup.components.remove(proc)
-                continue
-            raise
         finally:
             client.close()
-        return proc, f"redis://127.0.0.1:{port}/0"
-    raise AssertionError("unreachable")
+
+    proc, port = start_retrying_taken_ports(sup, start(), start, wait)
+    return proc, f"redis://{LOOPBACK}:{port}/0"
 
 
 # --- one run's broker -----------------------------------------------------------------------

@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+from lab.data.errors import ComponentError
+from lab.stacks.processes import Component, Supervisor, log_tail
 
 LOOPBACK = "127.0.0.1"
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST = 20_000  # well above the well-known and most registered service ports
 FALLBACK_EPHEMERAL_START = 32_768  # Linux's default, when /proc does not say
+T = TypeVar("T")  # what a launch picked: a port, or a port per listener
 
 
 def ephemeral_start() -> int:
@@ -56,3 +62,27 @@ def _bindable(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def start_retrying_taken_ports(
+    sup: Supervisor,
+    started: tuple[Component, T],
+    start: Callable[[], tuple[Component, T]],
+    wait: Callable[[Component, T], None],
+    attempts: int = 3,
+) -> tuple[Component, T]:
+    """Wait for a server `start` launched on ports picked with free_ports (`started` is its
+    first launch); one that exited because another program took a port in between is launched
+    again, on new ports, up to `attempts` launches. Returns the launch that came up."""
+    for attempt in range(1, attempts + 1):
+        proc, ports = started
+        try:
+            wait(proc, ports)
+            return started
+        except ComponentError:
+            taken = "address already in use" in log_tail(proc.log_path).lower()
+            if attempt == attempts or proc.alive() or not taken:
+                raise
+            sup.components.remove(proc)
+            started = start()
+    raise AssertionError("unreachable")

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.stacks.brokers import default_port, host_port
+
 SAMPLE_EVERY = 0.1  # seconds
 # Parts of a key that differ per task or per worker: a task id, a hostname, a number.
 _VARYING = [
@@ -155,7 +157,10 @@ class RedisMemoryWatch:
                 return
 
     def stop(self) -> MemorySummary | None:
-        """Stop sampling; the summary, or None when Redis cannot be read any more."""
+        """Stop sampling; the summary, or None when Redis cannot be read any more (or it was
+        stopped before: the run's clean-up stops it again on every way out)."""
+        if self._stop.is_set():
+            return None
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
@@ -196,10 +201,8 @@ def _oom_errors(client: Any) -> int:
 
 def redis_cli_commands(url: str) -> list[str]:
     """What a user would type to see the same figures."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    target = f"-h {parts.hostname or '127.0.0.1'} -p {parts.port or 6379}"
+    host, port = host_port(url, default_port("redis"))
+    target = f"-h {host} -p {port}"
     return [
         f"redis-cli {target} INFO memory",
         f"redis-cli {target} CONFIG GET maxmemory*",

@@ -6,26 +6,22 @@ proxy per profile among many concurrent clients.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from lab.data import profiles
-from lab.data.errors import ComponentError
 from lab.data.events import EventLog
 from lab.data.scenarios import AppSetup, LoadSetup, ResultsSetup, Scenario, WorkerSetup
 from lab.stacks.brokers import BrokerRuntime, queue_name
-from lab.stacks.ports import free_ports
+from lab.stacks.ports import LOOPBACK
 from lab.stacks.processes import Component, Supervisor, log_tail, read_ready_file
 from sample_app import result_fixes
 from sample_app.config import AppConfig
-
-LOOPBACK = "127.0.0.1"
 
 
 def mitmdump_executable() -> str:
@@ -107,13 +103,6 @@ class ProxyEndpoint:
         return app_url, self.address
 
 
-@dataclass
-class Stacks:
-    sup: Supervisor
-    apps: dict[str, AppStack] = field(default_factory=dict)
-    proxies: dict[str, ProxyEndpoint] = field(default_factory=dict)
-
-
 def app_key(setup: AppSetup, worker: WorkerSetup) -> str:
     parts = [setup.status_url_style]
     if setup.ignore_result:
@@ -157,7 +146,7 @@ def launch_app_stack(
     results: ResultsSetup | None = None,
     fix: str | None = None,
     load: LoadSetup | None = None,
-) -> tuple[dict, callable]:
+) -> Callable[[], AppStack]:
     """Start the processes; return a function that waits for them and gives the AppStack.
 
     `broker`: where messages and results go (default: SQLite files in the run folder);
@@ -238,7 +227,7 @@ def launch_app_stack(
             broker=broker.kind,
         )
 
-    return {"worker": worker_proc, "app": app_proc}, ready
+    return ready
 
 
 def launch_proxy(
@@ -251,7 +240,7 @@ def launch_proxy(
     listen_host: str = LOOPBACK,
     modes: list[str] | None = None,
     extra_args: list[str] | None = None,
-):
+) -> Callable[[], ProxyEndpoint]:
     """Start mitmdump with the profile; return a function that waits and gives the endpoint.
 
     A reverse-mode profile needs the app's URL; a forward proxy can start before the app.
@@ -293,84 +282,6 @@ def launch_proxy(
         sup.wait_until(proc, lambda: read_ready_file(ready_file) is not None, "its ready file")
         port = (read_ready_file(ready_file) or {})["port"]
         return ProxyEndpoint(key, profile.name, profile.mode, f"http://{LOOPBACK}:{port}", events)
-
-    return proc, ready
-
-
-def launch_proxy_host(
-    sup: Supervisor,
-    name: str,
-    listeners: list[tuple[str, profiles.Profile, str | None]],
-    attempts: int = 3,
-) -> Callable[[], dict[str, ProxyEndpoint]]:
-    """Start one mitmdump for several profiles, one listener each (proxies/lab_listeners.py):
-    `listeners` are (key, profile, app URL for a reverse profile or None). Return a function
-    that waits and gives each key's endpoint. One process instead of one per profile: each
-    mitmdump costs about a second of CPU to start, and a matrix has seventeen.
-
-    mitmproxy cannot report the port it chose for several listeners, so the lab picks free
-    ports; one taken in between is tried again with new ports (as for the lab's Redis).
-    """
-    run_dir = sup.run_dir
-    ready_file = run_dir / f"{name}.ready.json"
-    events = {key: run_dir / f"proxy-events-{key}.jsonl" for key, _, _ in listeners}
-    import proxies.lab_listeners as listeners_script
-
-    def start() -> tuple[Component, dict[str, int]]:
-        ports = dict(zip((key for key, _, _ in listeners), free_ports(len(listeners)), strict=True))
-        modes: list[str] = []
-        specs: dict[str, dict] = {}
-        for key, profile, app_url in listeners:
-            port = ports[key]
-            if profile.mode == "reverse":
-                assert app_url is not None
-                modes += ["--mode", f"reverse:{app_url}@{port}"]
-            else:
-                modes += ["--mode", f"regular@{port}"]
-            specs[str(port)] = profiles.listener_spec(profile) | {"events": str(events[key])}
-        # keep_host_header: as launch_proxy for reverse profiles; a forward proxy keeps the
-        # client's Host in any case (the request's absolute URL names it).
-        proc = sup.add(
-            name,
-            [
-                mitmdump_executable(),
-                "--listen-host",
-                LOOPBACK,
-                "-s",
-                listeners_script.__file__,
-                "--set",
-                "keep_host_header=true",
-                "--set",
-                f"listeners={json.dumps(specs)}",
-                "--set",
-                f"listeners_ready={ready_file}",
-                *modes,
-            ],
-        )
-        return proc, ports
-
-    proc, ports = start()
-
-    def ready() -> dict[str, ProxyEndpoint]:
-        nonlocal proc, ports
-        for attempt in range(1, attempts + 1):
-            try:
-                sup.wait_until(
-                    proc, lambda: read_ready_file(ready_file) is not None, "its ready file"
-                )
-                break
-            except ComponentError:
-                taken = "address already in use" in log_tail(proc.log_path).lower()
-                if attempt == attempts or proc.alive() or not taken:
-                    raise
-                sup.components.remove(proc)
-                proc, ports = start()
-        return {
-            key: ProxyEndpoint(
-                key, profile.name, profile.mode, f"http://{LOOPBACK}:{ports[key]}", events[key]
-            )
-            for key, profile, _ in listeners
-        }
 
     return ready
 

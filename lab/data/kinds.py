@@ -1,0 +1,9 @@
+"""The brokers and clients a scenario can name (lab/stacks/brokers.py reaches or starts the
+brokers; lab/clients/ holds the clients)."""
+
+from typing import Literal, get_args
+
+BrokerKind = Literal["sqlite", "redis", "rabbitmq"]
+BROKERS: tuple[str, ...] = get_args(BrokerKind)
+ClientKind = Literal["python", "browser"]
+CLIENTS: tuple[str, ...] = get_args(ClientKind)

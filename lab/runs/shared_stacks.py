@@ -1,0 +1,78 @@
+"""The matrix's shared stacks: which cells share an app stack and a proxy, and starting them.
+
+One app stack (worker pool + app server) per broker and app/worker set-up, one proxy listener
+per profile (per app stack it fronts, for a reverse proxy); cells that fill their broker get a
+stack of their own instead (`lab repro`'s, one each).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lab.data import profiles
+from lab.data.scenarios import Scenario
+from lab.runs.cell import task_duration
+from lab.runs.lifecycle import RunResources
+from lab.stacks.brokers import BrokerRuntime
+from lab.stacks.proxy_hosts import ProxyKey, launch_proxy_group
+from lab.stacks.stack import AppStack, ProxyEndpoint, external_proxy, stack_key
+
+
+def needs_own_stack(scenario: Scenario) -> bool:
+    """A cell that fills its broker (a [load] stream, a capped Redis) cannot share one."""
+    return bool(scenario.load.tasks) or scenario.redis.maxmemory != "0"
+
+
+def cell_key(sc: Scenario, fix: str, brokers: dict[str, BrokerRuntime], forced: str | None) -> str:
+    """Which shared app stack serves the cell: its broker and its set-up."""
+    kind = forced or sc.default_broker
+    return f"{kind}-{stack_key(sc, fix)}" if len(brokers) > 1 else stack_key(sc, fix)
+
+
+def start_stacks(
+    resources: RunResources,
+    cells: list[tuple[Scenario, str]],
+    concurrency: int,
+    proxy_url: str | None,
+    proxy_mode: str,
+    brokers: dict[str, BrokerRuntime],
+    forced: str | None = None,
+) -> tuple[dict[str, AppStack], dict[ProxyKey, ProxyEndpoint]]:
+    """All processes start at once; forward proxies don't wait for the apps."""
+    app_waits: dict[str, Callable[[], AppStack]] = {}
+    for sc, fix in cells:
+        key = cell_key(sc, fix, brokers, forced)
+        if key not in app_waits:
+            app_waits[key] = resources.app_stack(
+                sc,
+                fix,
+                brokers[forced or sc.default_broker],
+                task_duration=task_duration(sc),
+                key=key,
+                concurrency=concurrency,
+            )
+    wanted = {(sc.proxy, cell_key(sc, fix, brokers, forced)) for sc, fix in cells if sc.uses_proxy}
+    loaded = {name: profiles.load(name) for name, _ in wanted}
+    proxies: dict[ProxyKey, ProxyEndpoint] = {}
+    if not proxy_url:
+        # A forward proxy serves every app; a reverse proxy stands in front of one app. The
+        # profiles share mitmdumps per kind (forward now, reverse once the apps are up), five
+        # profiles a process, each on a listener of its own; a profile with mitmproxy's own
+        # options runs alone.
+        forward = sorted({name for name, _ in wanted if loaded[name].mode == "forward"})
+        reverse = sorted((name, akey) for name, akey in wanted if loaded[name].mode == "reverse")
+        forward_ready = launch_proxy_group(
+            resources.sup, "proxy-forward", [((name, "*"), loaded[name], None) for name in forward]
+        )
+        apps = {key: wait() for key, wait in app_waits.items()}
+        reverse_ready = launch_proxy_group(
+            resources.sup,
+            "proxy-reverse",
+            [((name, akey), loaded[name], apps[akey].url) for name, akey in reverse],
+        )
+        proxies = forward_ready() | reverse_ready()
+    else:
+        apps = {key: wait() for key, wait in app_waits.items()}
+        endpoint = external_proxy(proxy_url, proxy_mode)
+        proxies = {(name, "*"): endpoint for name, _ in wanted}
+    return apps, proxies
