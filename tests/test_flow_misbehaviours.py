@@ -78,7 +78,9 @@ def sse_flow(**headers: str) -> http.HTTPFlow:
         ({"name": "latency"}, "ms"),
         ({"name": "latency", "ms": -1}, "ms"),
         ({"name": "latency", "ms": 10, "url_pattern": "("}, "url_pattern"),
-        ({"name": "flaky-upstream"}, "url_pattern"),
+        ({"name": "latency", "ms": 10, "methods": "GET"}, "methods"),
+        ({"name": "latency", "ms": 10, "probability": 1.5}, "probability"),
+        ({"name": "ignore-vary", "probability": -0.1}, "probability"),
         ({"name": "flaky-upstream", "url_pattern": "x", "every": 0}, "every"),
         ({"name": "flaky-upstream", "url_pattern": "x", "status": 404}, "status"),
         ({"name": "flaky-upstream", "url_pattern": "x", "key_pattern": "[a"}, "key_pattern"),
@@ -366,6 +368,31 @@ def test_latency_only_for_matching_urls():
     slept, ms = latency_delays({"ms": 100, "url_pattern": "/status"}, urls)
     assert slept == [0.1]
     assert ms == [100, None, None]
+
+
+def test_scope_methods_apply_to_every_misbehaviour():
+    with misbehaving({"name": "flaky-upstream", "every": 1, "methods": ["post"]}) as addon:
+        posted = get(STATUS_URL.format(task=1))
+        posted.request.method = "POST"
+        assert outcome(run_request(addon, posted)) == "502"
+        assert outcome(run_request(addon, get(STATUS_URL.format(task=1)))) == "pass"
+
+
+def test_scope_probability_is_seeded_and_drawn_once_per_request():
+    urls = [STATUS_URL.format(task=n) for n in range(200)]
+    spec = {"ms": 100, "probability": 0.25, "probability_seed": 3}
+    _, first = latency_delays(spec, urls)  # which requests waited
+    _, again = latency_delays(spec, urls)
+    _, other = latency_delays({**spec, "probability_seed": 4}, urls)
+    assert first == again
+    assert first != other
+    assert 25 <= sum(ms is not None for ms in first) <= 75  # about a quarter of 200
+    with misbehaving({"name": "flaky-upstream", "every": 1, "probability": 0.5}) as addon:
+        (flaky_upstream,) = addon.active
+        requests = [get(url).request for url in urls[:20]]
+        drawn = [flaky_upstream.applies_to(request) for request in requests]
+        assert [flaky_upstream.applies_to(request) for request in requests] == drawn
+        assert True in drawn and False in drawn
 
 
 def test_latency_really_waits_on_the_event_loop():

@@ -51,8 +51,7 @@ class CloseIdleConnections(Misbehaviour):
     Params = CloseIdleParams
     params: CloseIdleParams
 
-    def __init__(self, params: BaseModel | None = None) -> None:
-        super().__init__(params)
+    def prepare(self) -> None:
         # Injectable so tests can move time without sleeping.
         self.clock: Callable[[], float] = time.monotonic
         # client connection id -> (the connection, end of its last exchange or request start)
