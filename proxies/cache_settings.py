@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mitmproxy import exceptions
-from mitmproxy.addonmanager import Loader
+
+if TYPE_CHECKING:
+    from mitmproxy.addonmanager import Loader
 
 MiB = 1024 * 1024
 OPTION_NAMES = (

@@ -64,3 +64,6 @@ class Misbehaving:
     def error(self, flow: http.HTTPFlow) -> None:
         for misbehaviour in self.in_scope(flow):
             misbehaviour.error(flow)
+
+
+addons = [Misbehaving()]

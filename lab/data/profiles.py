@@ -1,42 +1,26 @@
-"""Proxy profiles: one TOML file each in proxies/profiles/, setting the addons' options."""
+"""Proxy profiles as the lab finds and checks them. The profile format and its translation to
+the addons' settings are proxies/profile.py's; this adds what only the lab needs: the folder
+(LAB_PROFILES_DIR), one load per process, and errors as BadInput with the lab's wording."""
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lab.data.errors import BadInput
 from lab.data.paths import profiles_dir, relative
 from lab.data.tomlfile import load_model
+from proxies.profile import Profile, can_share_a_process, listener_spec, mitmdump_args
 
-OptionValue = bool | int | float | str | list[str]
-
-
-class Profile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
-    summary: Annotated[str, Field(min_length=1, max_length=120)]
-    # What real deployment the profile stands for, and the real configuration it imitates.
-    real_world: Annotated[str, Field(min_length=1)]
-    # forward: clients are configured to use the proxy; reverse: the proxy stands in front of
-    # the app (a CDN or a load balancer with a cache).
-    # The exact real configuration imitated (a Squid refresh_pattern line, nginx directives...).
-    real_config: str = ""
-    mode: Literal["forward", "reverse"] = "forward"
-    options: dict[str, OptionValue] = {}
-    # Each {name = "...", params...}: see proxies/misbehaviours/; applied in this order.
-    # Their parameters are checked by each misbehaviour's own Params model.
-    misbehaviours: list[dict[str, Any]] = []
-
-    @field_validator("real_world")
-    @classmethod
-    def fold_paragraph(cls, value: str) -> str:
-        return " ".join(value.split())
+__all__ = [
+    "Profile",
+    "can_share_a_process",
+    "check_options",
+    "listener_spec",
+    "load",
+    "mitmdump_args",
+    "names",
+]
 
 
 def names() -> list[str]:
@@ -89,25 +73,3 @@ def check_options(profile: Profile, path: Path) -> None:
                 tctx.options.update(**{name: value})
             except (exceptions.OptionsError, TypeError, ValueError) as exc:
                 raise BadInput(f"{relative(path)}: field 'options.{name}': {exc}") from None
-
-
-def mitmdump_args(profile: Profile) -> list[str]:
-    args: list[str] = ["--set", f"misbehaviours={json.dumps(profile.misbehaviours)}"]
-    for name, value in profile.options.items():
-        for item in value if isinstance(value, list) else [value]:
-            text = str(item).lower() if isinstance(item, bool) else str(item)
-            args += ["--set", f"{name}={text}"]
-    return args
-
-
-def listener_spec(profile: Profile) -> dict[str, Any]:
-    """The profile as one listener of a shared mitmdump (proxies/listeners.py)."""
-    return {"options": dict(profile.options), "misbehaviours": profile.misbehaviours}
-
-
-def can_share_a_process(profile: Profile) -> bool:
-    """Only the cache's options can differ between listeners of one mitmdump; a profile that
-    sets mitmproxy's own options needs a process of its own."""
-    from proxies.shared_cache import OPTION_NAMES
-
-    return set(profile.options) <= set(OPTION_NAMES)
