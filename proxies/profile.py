@@ -24,6 +24,7 @@ from proxies.misbehaviours import MisbehaviourError, build
 
 if TYPE_CHECKING:
     from mitmproxy.addonmanager import Loader
+    from mitmproxy.optmanager import OptManager
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 OptionValue = bool | int | float | str | list[str]
@@ -73,7 +74,7 @@ def profile_path(name_or_path: str, directory: Path = PROFILES_DIR) -> Path:
 
 
 def read(path: Path) -> Profile:
-    """The profile in `path`, its misbehaviours checked too."""
+    """The profile in `path`; `set_options` checks its misbehaviours and options."""
     try:
         profile = Profile.model_validate(tomllib.loads(path.read_text("utf-8")))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -84,11 +85,29 @@ def read(path: Path) -> Profile:
         raise ProfileError(f"{path}: field '{field}': {first['msg']}") from None
     if profile.name != path.stem:
         raise ProfileError(f"{path}: field 'name': must match the file name {path.stem!r}")
+    return profile
+
+
+def set_options(options: OptManager, profile: Profile, where: str) -> None:
+    """Set the profile's misbehaviours and options on mitmproxy's `options`, one at a time,
+    so that the addons check each and an error names its field; `where` names the file."""
     try:
         build(profile.misbehaviours)
     except MisbehaviourError as exc:
-        raise ProfileError(f"{path}: {exc}") from None
-    return profile
+        raise ProfileError(f"{where}: {exc}") from None
+    for name, value in mitmproxy_options(profile).items():
+        field = f"'options.{name}'" if name in profile.options else f"'{name}'"
+        if name not in options:
+            raise ProfileError(f"{where}: field {field}: unknown proxy option")
+        declared = options._options[name].typespec
+        if isinstance(value, bool) and declared is not bool:
+            raise ProfileError(
+                f"{where}: field {field}: expected {declared.__name__}, got a boolean"
+            )
+        try:
+            options.update(**{name: value})
+        except (exceptions.OptionsError, TypeError, ValueError) as exc:
+            raise ProfileError(f"{where}: field {field}: {exc}") from None
 
 
 def mitmproxy_options(profile: Profile) -> dict[str, Any]:
@@ -135,10 +154,11 @@ class UseProfile:
         if "profile" not in updated or not ctx.options.profile:
             return
         try:
-            profile = read(profile_path(ctx.options.profile))
+            path = profile_path(ctx.options.profile)
+            profile = read(path)
+            set_options(ctx.options, profile, str(path))
         except ProfileError as exc:
             raise exceptions.OptionsError(f"profile: {exc}") from None
-        ctx.options.update(**mitmproxy_options(profile))
         if profile.mode == "reverse":
             # As the lab starts a reverse proxy: the app sees the Host the client asked for.
             ctx.options.update(keep_host_header=True)

@@ -184,9 +184,10 @@ def running_mitmdump(
     timeout: float = 30,
 ) -> Iterator[Mitmdump]:
     """mitmdump on 127.0.0.1 with these scripts (paths from the project's root) and `--set`
-    options, from the project's root as a user starts it. `modes` are `--mode` specs for the
-    chosen port (`reverse:http://...`), one listener; none: a regular proxy. Ready once it
-    accepts connections on its port; always stopped, and its exit awaited."""
+    options, from the project's root as a user starts it. `modes` are `--mode` specs
+    (`reverse:http://...`); none: a regular proxy. `{port}` in a mode or an option stands for
+    the port it listens on. Ready once it accepts connections there; always stopped, and its
+    exit awaited."""
     port = free_loopback_port()
     log_path = work_dir / f"mitmdump-{port}.log"
     cmd = [
@@ -195,12 +196,12 @@ def running_mitmdump(
         "--set", f"confdir={work_dir / 'mitmproxy-confdir'}",
     ]  # fmt: skip
     for mode in modes:
-        cmd += ["--mode", mode]
+        cmd += ["--mode", mode.replace("{port}", str(port))]
     for script in scripts:
         cmd += ["-s", script]
     for name, value in (options or {}).items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
-        cmd += ["--set", f"{name}={text}"]
+        cmd += ["--set", f"{name}={text.replace('{port}', str(port))}"]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
     running = Mitmdump(port, proc, log_path)

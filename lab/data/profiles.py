@@ -10,7 +10,14 @@ from pathlib import Path
 from lab.data.errors import BadInput
 from lab.data.paths import profiles_dir, relative
 from lab.data.tomlfile import load_model
-from proxies.profile import Profile, can_share_a_process, listener_spec, mitmdump_args
+from proxies.profile import (
+    Profile,
+    ProfileError,
+    can_share_a_process,
+    listener_spec,
+    mitmdump_args,
+    set_options,
+)
 
 __all__ = [
     "Profile",
@@ -45,31 +52,15 @@ def _load(directory: Path, name: str) -> Profile:
 
 
 def check_options(profile: Profile, path: Path) -> None:
-    """Check option names, types and values with the addons themselves, before anything starts.
-
-    A profile may set our addons' options and mitmproxy's own (modify_headers, for one).
-    """
-    from mitmproxy import exceptions
+    """Check the misbehaviours and the option names, types and values with the addons
+    themselves, before anything starts. A profile may set our addons' options and mitmproxy's
+    own (modify_headers, for one)."""
     from mitmproxy.test import taddons
 
     from proxies import lab_addons
-    from proxies.misbehaviours import MisbehaviourError, build
 
-    try:
-        build(profile.misbehaviours)
-    except MisbehaviourError as exc:
-        raise BadInput(f"{relative(path)}: {exc}") from None
     with taddons.context(*lab_addons.make_addons()) as tctx:
-        for name, value in profile.options.items():
-            if name not in tctx.options:
-                raise BadInput(f"{relative(path)}: field 'options.{name}': unknown proxy option")
-            declared = tctx.options._options[name].typespec
-            if isinstance(value, bool) and declared is not bool:
-                raise BadInput(
-                    f"{relative(path)}: field 'options.{name}': expected {declared.__name__}, "
-                    f"got a boolean"
-                )
-            try:
-                tctx.options.update(**{name: value})
-            except (exceptions.OptionsError, TypeError, ValueError) as exc:
-                raise BadInput(f"{relative(path)}: field 'options.{name}': {exc}") from None
+        try:
+            set_options(tctx.options, profile, relative(path))
+        except ProfileError as exc:
+            raise BadInput(str(exc)) from None
