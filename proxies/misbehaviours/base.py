@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Annotated, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar, get_args, get_origin
 from weakref import WeakKeyDictionary
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -34,8 +34,14 @@ if TYPE_CHECKING:
 CacheKey = tuple[str, ...]
 
 
-class NoParams(BaseModel):
+class Parameters(BaseModel):
+    """The base of every misbehaviour's parameters: unknown fields are refused."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(Parameters):
+    pass
 
 
 class Scope(BaseModel):
@@ -63,14 +69,27 @@ class Scope(BaseModel):
         return frozenset(cls.model_fields)
 
 
-class Misbehaviour:
+P = TypeVar("P", bound=BaseModel)
+
+
+class Misbehaviour(Generic[P]):
+    """`class Latency(Misbehaviour[LatencyParams])`: the type argument is the model of its
+    parameters (`Params`, checked when a profile is loaded); without one, it takes none."""
+
     name: ClassVar[str]
     summary: ClassVar[str]
     imitates: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams
+    params: P
 
-    def __init__(self, params: BaseModel | None = None, scope: Scope | None = None) -> None:
-        self.params = params if params is not None else self.Params()
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            if get_origin(base) is Misbehaviour:
+                (cls.Params,) = get_args(base)
+
+    def __init__(self, params: P | None = None, scope: Scope | None = None) -> None:
+        self.params = params if params is not None else self.Params()  # type: ignore[assignment]
         self.scope = scope if scope is not None else Scope()
         self._url = re.compile(self.scope.url_pattern) if self.scope.url_pattern else None
         self._random = random.Random(self.scope.probability_seed)

@@ -6,10 +6,10 @@ import re
 from typing import TYPE_CHECKING, Annotated
 
 from mitmproxy import http
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from proxies.misbehaviours._common import Regex, path_without_query
-from proxies.misbehaviours.base import Misbehaviour
+from proxies.misbehaviours.base import Misbehaviour, Parameters
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -23,9 +23,7 @@ ERROR_PAGE = (
 )
 
 
-class FlakyUpstreamParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class FlakyUpstreamParams(Parameters):
     # Fail the every-th, 2*every-th... matching request of each key (1: all of them).
     every: Annotated[int, Field(ge=1)] = 3
     # The proxy's answer when it fails one: 502 Bad Gateway, 504 Gateway Timeout, or any 5xx.
@@ -37,7 +35,7 @@ class FlakyUpstreamParams(BaseModel):
     key_pattern: Regex = ""
 
 
-class FlakyUpstream(Misbehaviour):
+class FlakyUpstream(Misbehaviour[FlakyUpstreamParams]):
     """Deterministically, not at random: the requests in scope (its `url_pattern`, say) are
     counted per key and every `every`-th one is answered by the proxy itself with an HTTP error
     page (`status`), or, with `reset`, killed so the client sees the connection closed without
@@ -54,8 +52,6 @@ class FlakyUpstream(Misbehaviour):
         "Toxiproxy's idea (`reset_peer`, `timeout` toxics) at the HTTP level, made periodic "
         "instead of random so every run is the same."
     )
-    Params = FlakyUpstreamParams
-    params: FlakyUpstreamParams
 
     def prepare(self) -> None:
         self.key_pattern = re.compile(self.params.key_pattern) if self.params.key_pattern else None

@@ -7,17 +7,15 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from proxies.misbehaviours.base import Misbehaviour
+from proxies.misbehaviours.base import Misbehaviour, Parameters
 
 if TYPE_CHECKING:
     from mitmproxy import http
 
 
-class LatencyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class LatencyParams(Parameters):
     ms: Annotated[int, Field(ge=0, le=60_000)]
     # Each delay is ms + a uniform draw in [-jitter_ms, +jitter_ms] (never below 0).
     jitter_ms: Annotated[int, Field(ge=0, le=60_000)] = 0
@@ -25,7 +23,7 @@ class LatencyParams(BaseModel):
     seed: int = 0
 
 
-class Latency(Misbehaviour):
+class Latency(Misbehaviour[LatencyParams]):
     """Every request in scope waits `ms` ± `jitter_ms` milliseconds before it goes on (to the
     origin or the cache). Nothing fails; everything is just later. The jitter comes from a
     `random.Random(seed)` on the instance, so a run is repeatable.
@@ -39,8 +37,6 @@ class Latency(Misbehaviour):
         "Toxiproxy's `latency` toxic (latency, jitter) and Linux `tc qdisc ... netem delay "
         "300ms 100ms`."
     )
-    Params = LatencyParams
-    params: LatencyParams
 
     def prepare(self) -> None:
         self.random = random.Random(self.params.seed)

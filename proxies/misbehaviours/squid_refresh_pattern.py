@@ -6,12 +6,12 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field
 from werkzeug.http import parse_date
 
 from proxies import cache_policy
 from proxies.misbehaviours._cache_rules import hide_directives
-from proxies.misbehaviours.base import Misbehaviour
+from proxies.misbehaviours.base import Misbehaviour, Parameters
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -73,9 +73,7 @@ def _check_line(text: str) -> str:
     return text
 
 
-class SquidRefreshPatternParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class SquidRefreshPatternParams(Parameters):
     # The refresh_pattern lines in squid.conf's order, each as squid.conf writes it (the
     # `refresh_pattern` word may be left out): `-i (/cgi-bin/|\?) 0 0% 0`.
     lines: Annotated[list[Annotated[str, AfterValidator(_check_line)]], Field(min_length=1)]
@@ -148,7 +146,7 @@ def _expires(
     return expires
 
 
-class SquidRefreshPattern(Misbehaviour):
+class SquidRefreshPattern(Misbehaviour[SquidRefreshPatternParams]):
     """squid.conf's `refresh_pattern [-i] regex min percent max [options]` lines, in their
     order: the first line whose regex matches a URL decides its freshness with Squid's own
     algorithm (src/refresh.cc refreshStaleness/refreshCheck, Squid 6). A URL no line matches
@@ -201,8 +199,6 @@ class SquidRefreshPattern(Misbehaviour):
         "src/refresh.cc, src/http.cc of Squid 6, built with the default "
         "--enable-http-violations)."
     )
-    Params = SquidRefreshPatternParams
-    params: SquidRefreshPatternParams
 
     def prepare(self) -> None:
         self.lines = [RefreshLine.parse(text) for text in self.params.lines]

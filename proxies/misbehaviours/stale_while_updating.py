@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
-
 from proxies.misbehaviours._cache_rules import Seconds
-from proxies.misbehaviours.base import Misbehaviour
+from proxies.misbehaviours.base import Misbehaviour, Parameters
 
 if TYPE_CHECKING:
     from mitmproxy import http
 
 
-class StaleWhileUpdatingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class StaleWhileUpdatingParams(Parameters):
     max_stale: Seconds  # how long past its lifetime a copy may be served while it is refreshed
 
 
-class StaleWhileUpdating(Misbehaviour):
+class StaleWhileUpdating(Misbehaviour[StaleWhileUpdatingParams]):
     """A stale entry (up to `max_stale` seconds past its lifetime) is served at once and
     refreshed behind the client's back, the first stale hit starting one background request
     (the cache's refresh goes through the proxy like any request); until it is back, every
@@ -35,8 +31,6 @@ class StaleWhileUpdating(Misbehaviour):
         "Varnish grace (`default_grace` 10 s: a stale object is delivered while a background "
         "fetch refreshes it); CDNs that serve stale while revalidating by default."
     )
-    Params = StaleWhileUpdatingParams
-    params: StaleWhileUpdatingParams
 
     def serve_stale(
         self, request: http.Request, stale_for: float, upstream_failed: bool, decision: bool
