@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from mitmproxy import http
 
 from proxies import cache_policy
+from proxies.cache_settings import Settings
 from proxies.misbehaviours.base import CacheKey
 
 
@@ -43,6 +44,25 @@ class CacheEntry:
     def matches(self, request: http.Request) -> bool:
         return cache_policy.vary_values(self.vary_fields, request.headers) == self.vary_values
 
+    def is_current_for(self, request: http.Request) -> bool:
+        """The client validates a copy of its own that matches ours (RFC 9111 4.3.2)."""
+        if request.method.upper() not in cache_policy.CACHEABLE_METHODS:
+            return False
+        if "If-None-Match" in request.headers:
+            etag = self.response.headers.get("ETag")
+            return cache_policy.weak_match(etag, request.headers["If-None-Match"])
+        return cache_policy.not_modified_since(
+            self.response.headers, request.headers.get("If-Modified-Since")
+        )
+
+    def freshened_by(self, not_modified: http.Response) -> http.Response:
+        """A copy of the stored response with the 304's fields (RFC 9111 4.3.4)."""
+        response = snapshot(self.response)
+        for name in {name.lower() for name in not_modified.headers}:
+            if name not in cache_policy.NOT_UPDATED_BY_304:
+                response.headers.set_all(name, not_modified.headers.get_all(name))
+        return response
+
 
 class EntryStore:
     """The stored answers by cache key, least recently used first, and their bodies' size."""
@@ -50,6 +70,13 @@ class EntryStore:
     def __init__(self) -> None:
         self.entries: OrderedDict[CacheKey, CacheEntry] = OrderedDict()
         self.stored_bytes = 0
+        self.max_entries = Settings.max_entries
+        self.max_bytes = Settings.max_bytes
+
+    def limit(self, max_entries: int, max_bytes: int) -> None:
+        """New limits, applied at once: the least recently used entries go first."""
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self.evict()
 
     def get(self, key: CacheKey) -> CacheEntry | None:
         return self.entries.get(key)
@@ -57,13 +84,13 @@ class EntryStore:
     def touch(self, key: CacheKey) -> None:
         self.entries.move_to_end(key)
 
-    def put(self, key: CacheKey, entry: CacheEntry, max_entries: int, max_bytes: int) -> None:
+    def put(self, key: CacheKey, entry: CacheEntry) -> None:
         old = self.entries.pop(key, None)
         if old is not None:
             self.stored_bytes -= old.size
         self.entries[key] = entry
         self.stored_bytes += entry.size
-        self.evict(max_entries, max_bytes)
+        self.evict()
 
     def drop(self, key: CacheKey, entry: CacheEntry) -> None:
         """Forget `entry`, unless another answer has replaced it under `key` since."""
@@ -75,8 +102,10 @@ class EntryStore:
         self.entries.clear()
         self.stored_bytes = 0
 
-    def evict(self, max_entries: int, max_bytes: int) -> None:
-        while self.entries and (len(self.entries) > max_entries or self.stored_bytes > max_bytes):
+    def evict(self) -> None:
+        while self.entries and (
+            len(self.entries) > self.max_entries or self.stored_bytes > self.max_bytes
+        ):
             _, evicted = self.entries.popitem(last=False)
             self.stored_bytes -= evicted.size
 

@@ -76,10 +76,6 @@ class SharedCache:
     def entries(self) -> OrderedDict[CacheKey, CacheEntry]:
         return self.store.entries
 
-    @property
-    def stored_bytes(self) -> int:
-        return self.store.stored_bytes
-
     def load(self, loader: Loader) -> None:
         add_options(loader)
 
@@ -96,7 +92,7 @@ class SharedCache:
             # Re-enabling later must not resurrect responses from before.
             self.store.clear()
         self.settings = settings
-        self.store.evict(settings.max_entries, settings.max_bytes)
+        self.store.limit(settings.max_entries, settings.max_bytes)
 
     def key(self, request: http.Request) -> CacheKey:
         return self.rules.key(request)
@@ -175,29 +171,23 @@ class SharedCache:
     ) -> None:
         age = int(entry.current_age(now))
         response = snapshot(entry.response)
-        if self._client_copy_is_current(flow.request, entry):
+        if entry.is_current_for(flow.request):
             response.status_code, response.reason = 304, "Not Modified"
             response.raw_content = b""
         response.timestamp_start = response.timestamp_end = now
-        response.headers["Age"] = str(age)
-        self._decorate(response, "STALE" if stale else "HIT")
-        flow.response = response
-        flow.metadata["cache"] = "HIT"
-        flow.metadata["cache_age"] = age
+        self._answer(flow, response, age, "HIT", "STALE" if stale else "HIT")
         if stale:
             flow.metadata["cache_stale"] = True
 
-    @staticmethod
-    def _client_copy_is_current(request: http.Request, entry: CacheEntry) -> bool:
-        """The client validates a copy of its own that matches ours (RFC 9111 4.3.2)."""
-        if request.method.upper() not in cache_policy.CACHEABLE_METHODS:
-            return False
-        if "If-None-Match" in request.headers:
-            etag = entry.response.headers.get("ETag")
-            return cache_policy.weak_match(etag, request.headers["If-None-Match"])
-        return cache_policy.not_modified_since(
-            entry.response.headers, request.headers.get("If-Modified-Since")
-        )
+    def _answer(
+        self, flow: http.HTTPFlow, response: http.Response, age: int, outcome: str, shown: str
+    ) -> None:
+        """Answer the flow from the cache: `outcome` for the log, `shown` in X-Cache."""
+        response.headers["Age"] = str(age)
+        self._decorate(response, shown)
+        flow.response = response
+        flow.metadata["cache"] = outcome
+        flow.metadata["cache_age"] = age
 
     def _not_modified(
         self, flow: http.HTTPFlow, key: CacheKey, entry: CacheEntry, now: float
@@ -225,11 +215,7 @@ class SharedCache:
             not_modified.timestamp_start,
             not_modified.timestamp_end,
         )
-        response.headers["Age"] = str(age)
-        self._decorate(response, "REVALIDATED")
-        flow.response = response
-        flow.metadata["cache"] = "REVALIDATED"
-        flow.metadata["cache_age"] = age
+        self._answer(flow, response, age, "REVALIDATED", "REVALIDATED")
 
     def _freshen(
         self,
@@ -242,54 +228,36 @@ class SharedCache:
         """RFC 9111 4.3.4: the stored response with the 304's fields, and its age, reset to the
         304's own. The entry is replaced by the refreshed one, or dropped if the new fields
         forbid keeping it (this answer may still use it)."""
-        response = snapshot(entry.response)
-        for name in {name.lower() for name in not_modified.headers}:
-            if name not in cache_policy.NOT_UPDATED_BY_304:
-                response.headers.set_all(name, not_modified.headers.get_all(name))
-        refreshed = self._entry(request, response, now, initial_headers=not_modified.headers)
+        response = entry.freshened_by(not_modified)
+        refreshed = self.rules.entry(
+            request, response, now, self.settings, initial_headers=not_modified.headers
+        )
         if refreshed is None:
             self.store.drop(key, entry)
             return response, int(cache_policy.initial_age(not_modified.headers, now))
         if self.store.get(key) is entry:
-            self._put(key, refreshed)
+            self.store.put(key, refreshed)
         return response, int(refreshed.current_age(now))
 
     def _store(self, flow: http.HTTPFlow, key: CacheKey, now: float) -> bool:
         request, response = flow.request, flow.response
         if response is None or response.raw_content is None:  # streamed bodies aren't kept
             return False
-        entry = self._entry(request, snapshot(response), now, initial_headers=response.headers)
+        stored = snapshot(response)
+        entry = self.rules.entry(
+            request, stored, now, self.settings, initial_headers=response.headers
+        )
         if entry is None or entry.size > self.settings.max_bytes:
             return False
-        self._put(key, entry)
+        self.store.put(key, entry)
         return True
-
-    def _entry(
-        self,
-        request: http.Request,
-        response: http.Response,
-        now: float,
-        *,
-        initial_headers: http.Headers,
-    ) -> CacheEntry | None:
-        return self.rules.entry(
-            request, response, now, self.settings, initial_headers=initial_headers
-        )
-
-    def _put(self, key: CacheKey, entry: CacheEntry) -> None:
-        self.store.put(key, entry, self.settings.max_entries, self.settings.max_bytes)
 
     def _refresh(self, flow: http.HTTPFlow, entry: CacheEntry, now: float) -> None:
         """Revalidate a stale entry behind the client's back (stale-while-revalidate)."""
         if entry.updating_since is not None and now - entry.updating_since < REFRESH_TIMEOUT:
             return  # one refresh at a time (nginx: "updating")
         entry.updating_since = now
-        refresh = flow.copy()
-        refresh.response = None
-        for name in ("If-None-Match", "If-Modified-Since"):
-            refresh.request.headers.pop(name, None)
-        refresh.metadata = {"cache_refresh": True}
-        self.refresh_in_background(refresh)
+        self.refresh_in_background(_refresh_of(flow))
 
     def _invalidate(self, flow: http.HTTPFlow) -> None:
         """RFC 9111 4.4: a non-error answer to an unsafe method invalidates the stored
@@ -311,6 +279,16 @@ class SharedCache:
         via = response.headers.get("Via")
         response.headers["Via"] = f"{via}, {VIA}" if via else VIA
         response.headers["X-Cache"] = X_CACHE.get(outcome, "MISS")
+
+
+def _refresh_of(flow: http.HTTPFlow) -> http.HTTPFlow:
+    """The cache's own request for what `flow` asked, without the client's validators."""
+    refresh = flow.copy()
+    refresh.response = None
+    for name in ("If-None-Match", "If-Modified-Since"):
+        refresh.request.headers.pop(name, None)
+    refresh.metadata = {"cache_refresh": True}
+    return refresh
 
 
 def _replay(flow: http.HTTPFlow) -> None:
