@@ -531,3 +531,18 @@ def test_squid_url_no_line_matches_keeps_rfc_rules(lab: Lab):
     headers = {"Last-Modified": http_date(START - 1000)}
     lab.fetch(f"{URL}/lm", response_headers=headers)
     assert lab.addon.entries[("GET", f"{URL}/lm")].lifetime == pytest.approx(100)  # RFC's 10%
+
+
+def test_squid_lines_read_as_squid_conf_writes_them():
+    (misbehaviour,) = build([refresh_patterns(r"refresh_pattern -i \.PNG$ 1 20% 2 ignore-reload")])
+    (line,) = misbehaviour.lines
+    assert line.pattern.search("http://app.test/logo.png")  # -i: case-insensitive
+    assert (line.min_s, line.fraction, line.max_s) == (60.0, 0.2, 120.0)
+    assert line.options == {"ignore-reload"}
+    (case_sensitive,) = build([refresh_patterns(r"\.PNG$ 1 20 2")])[0].lines  # % may be left out
+    assert not case_sensitive.pattern.search("http://app.test/logo.png")
+
+
+def test_a_bad_squid_line_is_named_with_its_place():
+    with pytest.raises(MisbehaviourError, match=r"field 'lines\.1'.*'\. 0 20%'"):
+        build_one(refresh_patterns(". 0 20% 4320", ". 0 20%"))

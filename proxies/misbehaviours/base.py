@@ -84,7 +84,7 @@ class Misbehaviour(Generic[P]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for base in getattr(cls, "__orig_bases__", ()):
+        for base in cls.__dict__.get("__orig_bases__", ()):
             if get_origin(base) is Misbehaviour:
                 (cls.Params,) = get_args(base)
 
