@@ -39,7 +39,7 @@ def main() -> int:
             if n in CHECKPOINTS:
                 gc.collect()
                 held = tracemalloc.get_traced_memory()[0] - baseline
-                figures.append((n, held, len(cache.entries), cache.stored_bytes))
+                figures.append((n, held, len(cache.entries), cache.store.stored_bytes))
         tracemalloc.stop()
     for n, held, entries, stored in figures:
         print(

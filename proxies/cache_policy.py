@@ -16,7 +16,13 @@ from datetime import datetime
 from functools import lru_cache
 
 from werkzeug.datastructures import RequestCacheControl, ResponseCacheControl
-from werkzeug.http import parse_cache_control_header, parse_date, parse_list_header
+from werkzeug.http import (
+    parse_cache_control_header,
+    parse_date,
+    parse_etags,
+    parse_list_header,
+    unquote_etag,
+)
 
 Headers = Mapping[str, str]
 
@@ -207,27 +213,6 @@ def explicit_lifetime(response_headers: Headers, now: float) -> float | None:
     return max(0.0, expires - (date if date is not None else now))
 
 
-def heuristic_lifetime(
-    status: int,
-    response_headers: Headers,
-    now: float,
-    *,
-    heuristic_ttl: float = 0,
-    lm_fraction: float = 0.1,
-) -> float:
-    """RFC 9111 4.2.2; a positive ``heuristic_ttl`` overrides the Last-Modified rule."""
-    public = bool(response_cache_control(response_headers).public)
-    if status not in HEURISTICALLY_CACHEABLE and not public:
-        return 0.0
-    if heuristic_ttl > 0:
-        return float(heuristic_ttl)
-    last_modified = _timestamp(response_headers.get("Last-Modified"))
-    if lm_fraction <= 0 or last_modified is None:
-        return 0.0
-    date = _timestamp(response_headers.get("Date"))
-    return max(0.0, lm_fraction * ((date if date is not None else now) - last_modified))
-
-
 def freshness_lifetime(
     status: int,
     response_headers: Headers,
@@ -239,16 +224,24 @@ def freshness_lifetime(
     """Seconds the response stays fresh; 0 means stale on arrival.
 
     ``no-cache`` (5.2.2.4) gives 0 whatever max-age says: the response may be stored, but
-    never used without a successful revalidation.
+    never used without a successful revalidation. Without explicit freshness, the heuristic of
+    4.2.2: a positive ``heuristic_ttl``, else ``lm_fraction`` of the Last-Modified age.
     """
     if requires_validation(response_headers):
         return 0.0
     explicit = explicit_lifetime(response_headers, now)
     if explicit is not None:
         return explicit
-    return heuristic_lifetime(
-        status, response_headers, now, heuristic_ttl=heuristic_ttl, lm_fraction=lm_fraction
-    )
+    public = bool(response_cache_control(response_headers).public)
+    if status not in HEURISTICALLY_CACHEABLE and not public:
+        return 0.0
+    if heuristic_ttl > 0:
+        return float(heuristic_ttl)
+    last_modified = _timestamp(response_headers.get("Last-Modified"))
+    if lm_fraction <= 0 or last_modified is None:
+        return 0.0
+    date = _timestamp(response_headers.get("Date"))
+    return max(0.0, lm_fraction * ((date if date is not None else now) - last_modified))
 
 
 def requires_validation(response_headers: Headers) -> bool:
@@ -281,20 +274,13 @@ def stale_if_error(response_headers: Headers) -> float | None:
     return _seconds(response_cache_control(response_headers).stale_if_error)
 
 
-def opaque_tag(etag: str) -> str:
-    """The entity tag without its weakness indicator, for weak comparison (RFC 9110 8.8.3.2)."""
-    etag = etag.strip()
-    return etag[2:] if etag[:2] in ("W/", "w/") else etag
-
-
 def weak_match(etag: str | None, candidates: str | None) -> bool:
-    """Does ``etag`` match any entity tag of an If-None-Match value (weak comparison)?"""
+    """Does ``etag`` match any entity tag of an If-None-Match value, or ``*`` (weak comparison,
+    RFC 9110 8.8.3.2)? werkzeug splits the list, so a quoted tag may hold a comma."""
     if not etag or not candidates:
         return False
-    if candidates.strip() == "*":
-        return True
-    wanted = opaque_tag(etag)
-    return any(opaque_tag(tag) == wanted for tag in candidates.split(","))
+    tag, _weak = unquote_etag(etag)
+    return tag is not None and parse_etags(candidates).contains_weak(tag)
 
 
 def conditional_headers(response_headers: Headers) -> dict[str, str]:

@@ -12,10 +12,11 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
+from proxies.cache_settings import Settings, options_a_listener_cannot_set
 from proxies.misbehaving import Misbehaving
 from proxies.misbehaviours import MisbehaviourError, build
 from proxies.observer import Observer, write_ready_file
-from proxies.shared_cache import OPTION_NAMES, Settings, SharedCache
+from proxies.shared_cache import SharedCache
 from proxies.stream_passthrough import StreamPassThrough
 
 PORT_KEY = "listener_port"  # flow.metadata: the listener a flow (and its replays) came in on
@@ -33,7 +34,7 @@ class Chain:
             settings = Settings.from_options(options)
         except (MisbehaviourError, exceptions.OptionsError) as exc:
             raise exceptions.OptionsError(f"{where}: {exc}") from None
-        unknown = set(options) - set(OPTION_NAMES)
+        unknown = options_a_listener_cannot_set(options)
         if unknown:
             raise exceptions.OptionsError(
                 f"{where}: options {sorted(unknown)} cannot differ per listener"
@@ -154,3 +155,6 @@ class ProfileListeners:
 
     async def error(self, flow: http.HTTPFlow) -> None:
         await self._dispatch("error", flow)
+
+
+addons = [ProfileListeners()]

@@ -41,8 +41,12 @@ class Misbehaving:
         except MisbehaviourError as exc:
             raise exceptions.OptionsError(str(exc)) from None
 
+    def in_scope(self, flow: http.HTTPFlow) -> list[Misbehaviour]:
+        """The misbehaviours whose scope takes this flow's request, in profile order."""
+        return [m for m in self.active if m.applies_to(flow.request)]
+
     async def request(self, flow: http.HTTPFlow) -> None:
-        for misbehaviour in self.active:
+        for misbehaviour in self.in_scope(flow):
             result = misbehaviour.request(flow)
             if inspect.isawaitable(result):
                 await result
@@ -50,13 +54,16 @@ class Misbehaving:
                 return  # answered or killed: later misbehaviours do not see it
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        for misbehaviour in self.active:
+        for misbehaviour in self.in_scope(flow):
             misbehaviour.responseheaders(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
-        for misbehaviour in self.active:
+        for misbehaviour in self.in_scope(flow):
             misbehaviour.response(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        for misbehaviour in self.active:
+        for misbehaviour in self.in_scope(flow):
             misbehaviour.error(flow)
+
+
+addons = [Misbehaving()]

@@ -114,3 +114,6 @@ class Observer:
         if self._events is not None:
             self._events.close()
             self._events = None
+
+
+addons = [Observer()]

@@ -18,3 +18,6 @@ class StreamPassThrough:
         content_type = flow.response.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() == "text/event-stream":
             flow.response.stream = True
+
+
+addons = [StreamPassThrough()]

@@ -1,10 +1,12 @@
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from tests.lab_helpers import TOKEN_VAR, processes_with_token
+from tests.lab_helpers import TOKEN_VAR, Mitmdump, processes_with_token, running_mitmdump
 
 
 @pytest.fixture
@@ -16,6 +18,23 @@ def no_leftovers():
         assert not left, f"processes left behind: {[p.cmdline() for p in left]}"
 
     return check
+
+
+@pytest.fixture
+def mitmdump(tmp_path: Path) -> Iterator[Callable[..., Mitmdump]]:
+    """Starts real mitmdumps for a test: `mitmdump(scripts, options, modes=...)` gives a ready
+    one (see running_mitmdump); every one is stopped when the test ends, pass or fail."""
+    with ExitStack() as started:
+
+        def start(
+            scripts: Sequence[str],
+            options: Mapping[str, object] | None = None,
+            *,
+            modes: Sequence[str] = (),
+        ) -> Mitmdump:
+            return started.enter_context(running_mitmdump(tmp_path, scripts, options, modes=modes))
+
+        yield start
 
 
 @pytest.fixture(autouse=True)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -136,3 +139,85 @@ class LoopbackOrigin:
     def __exit__(self, *_exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Mitmdump:
+    """A running mitmdump: where it listens, and its process and log."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def running_mitmdump(
+    work_dir: Path,
+    scripts: Sequence[str],
+    options: Mapping[str, object] | None = None,
+    *,
+    modes: Sequence[str] = (),
+    timeout: float = 30,
+) -> Iterator[Mitmdump]:
+    """mitmdump on 127.0.0.1 with these scripts (paths from the project's root) and `--set`
+    options, from the project's root as a user starts it. `modes` are `--mode` specs
+    (`reverse:http://...`); none: a regular proxy. `{port}` in a mode or an option stands for
+    the port it listens on. Ready once it accepts connections there; always stopped, and its
+    exit awaited."""
+    port = free_loopback_port()
+    log_path = work_dir / f"mitmdump-{port}.log"
+    cmd = [
+        str(Path(sys.executable).parent / "mitmdump"),
+        "--listen-host", "127.0.0.1", "--listen-port", str(port),
+        "--set", f"confdir={work_dir / 'mitmproxy-confdir'}",
+    ]  # fmt: skip
+    for mode in modes:
+        cmd += ["--mode", mode.replace("{port}", str(port))]
+    for script in scripts:
+        cmd += ["-s", script]
+    for name, value in (options or {}).items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        cmd += ["--set", f"{name}={text.replace('{port}', str(port))}"]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    running = Mitmdump(port, proc, log_path)
+    try:
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"mitmdump exited {proc.returncode}: {running.log()}")
+            return accepts_connections(port)
+
+        wait_for(up, timeout, f"mitmdump to listen on 127.0.0.1:{port}")
+        yield running
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

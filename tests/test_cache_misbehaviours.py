@@ -65,10 +65,11 @@ def test_each_is_registered_and_documented(name: str):
         {"name": "ignore-vary", "anything": True},
         {"name": "negative-cache", "ttl": 60, "statuses": [700]},
         {"name": "stale-on-error", "max_stale": 0},
-        {"name": "squid-refresh-pattern", "regex": "(", "min_minutes": 0, "percent": 20,
-         "max_minutes": 1},
-        {"name": "squid-refresh-pattern", "regex": ".", "min_minutes": 0, "percent": 20,
-         "max_minutes": 1, "options": ["ignore-everything"]},
+        {"name": "squid-refresh-pattern", "lines": ["( 0 20% 1"]},
+        {"name": "squid-refresh-pattern", "lines": [". 0 20% 1 ignore-everything"]},
+        {"name": "squid-refresh-pattern", "lines": [". 0 20%"]},
+        {"name": "squid-refresh-pattern", "lines": [". 0 -20% 1"]},
+        {"name": "squid-refresh-pattern", "lines": []},
     ],
 )  # fmt: skip
 def test_bad_parameters_are_refused(spec: dict[str, Any]):
@@ -480,22 +481,18 @@ def test_squid_reply_pragma_counts_only_without_cache_control():
     assert squid({"Pragma": "no-cache", "Cache-Control": "no-store"}, min_s=300) == 300
 
 
-STOCK = [
-    {"name": "squid-refresh-pattern", "regex": "^ftp:", "min_minutes": 1440, "percent": 20,
-     "max_minutes": 10080},
-    {"name": "squid-refresh-pattern", "regex": "(?i)(/cgi-bin/|\\?)", "min_minutes": 0,
-     "percent": 0, "max_minutes": 0},
-]  # fmt: skip
-OVERRIDE = {
-    "name": "squid-refresh-pattern", "regex": ".", "min_minutes": 5, "percent": 20,
-    "max_minutes": 4320,
-    "options": ["override-expire", "override-lastmod", "ignore-reload", "ignore-no-store",
-                "ignore-private"],
-}  # fmt: skip
+STOCK = ["refresh_pattern ^ftp: 1440 20% 10080", r"-i (/cgi-bin/|\?) 0 0% 0"]
+OVERRIDE = (
+    ". 5 20% 4320 override-expire override-lastmod ignore-reload ignore-no-store ignore-private"
+)
+
+
+def refresh_patterns(*lines: str) -> dict[str, Any]:
+    return {"name": "squid-refresh-pattern", "lines": list(lines)}
 
 
 def test_squid_first_matching_line_wins(lab: Lab):
-    use(lab, *STOCK, OVERRIDE)
+    use(lab, refresh_patterns(*STOCK, OVERRIDE))
     lab.fetch(f"{URL}?nonce=a")  # the cgi-bin/? line: no freshness at all
     assert not lab.addon.entries
     lab.fetch(URL)  # the catch-all line: min 5 minutes
@@ -503,7 +500,7 @@ def test_squid_first_matching_line_wins(lab: Lab):
 
 
 def test_squid_override_caches_the_classic_do_not_cache_set(lab: Lab):
-    use(lab, *STOCK, OVERRIDE)
+    use(lab, refresh_patterns(*STOCK, OVERRIDE))
     headers = {"Cache-Control": "no-store", "Pragma": "no-cache", "Expires": "0"}
     assert outcome(lab.fetch(response_headers=headers)) == "STORE"
     lab.advance(299)
@@ -513,7 +510,7 @@ def test_squid_override_caches_the_classic_do_not_cache_set(lab: Lab):
 
 
 def test_squid_ignore_private_still_revalidates_every_hit(lab: Lab):
-    use(lab, *STOCK, OVERRIDE)
+    use(lab, refresh_patterns(*STOCK, OVERRIDE))
     headers = {"Cache-Control": "private", "ETag": '"mine"'}
     assert outcome(lab.fetch(response_headers=headers)) == "STORE"
     assert outcome(lab.fetch(response_headers=headers)) == "REVALIDATED"
@@ -521,7 +518,7 @@ def test_squid_ignore_private_still_revalidates_every_hit(lab: Lab):
 
 
 def test_squid_without_options_honours_no_store_private_and_reload(lab: Lab):
-    use(lab, {**OVERRIDE, "options": []})
+    use(lab, refresh_patterns(". 5 20% 4320"))
     assert outcome(lab.fetch(response_headers={"Cache-Control": "no-store"})) == "MISS"
     assert outcome(lab.fetch(f"{URL}/p", response_headers={"Cache-Control": "private"})) == "MISS"
     lab.fetch(f"{URL}/r")
@@ -529,8 +526,23 @@ def test_squid_without_options_honours_no_store_private_and_reload(lab: Lab):
 
 
 def test_squid_url_no_line_matches_keeps_rfc_rules(lab: Lab):
-    use(lab, {**OVERRIDE, "regex": "^https://elsewhere/"})
+    use(lab, refresh_patterns("^https://elsewhere/ 5 20% 4320 ignore-no-store"))
     assert outcome(lab.fetch()) == "MISS"
     headers = {"Last-Modified": http_date(START - 1000)}
     lab.fetch(f"{URL}/lm", response_headers=headers)
     assert lab.addon.entries[("GET", f"{URL}/lm")].lifetime == pytest.approx(100)  # RFC's 10%
+
+
+def test_squid_lines_read_as_squid_conf_writes_them():
+    (misbehaviour,) = build([refresh_patterns(r"refresh_pattern -i \.PNG$ 1 20% 2 ignore-reload")])
+    (line,) = misbehaviour.lines
+    assert line.pattern.search("http://app.test/logo.png")  # -i: case-insensitive
+    assert (line.min_s, line.fraction, line.max_s) == (60.0, 0.2, 120.0)
+    assert line.options == {"ignore-reload"}
+    (case_sensitive,) = build([refresh_patterns(r"\.PNG$ 1 20 2")])[0].lines  # % may be left out
+    assert not case_sensitive.pattern.search("http://app.test/logo.png")
+
+
+def test_a_bad_squid_line_is_named_with_its_place():
+    with pytest.raises(MisbehaviourError, match=r"field 'lines\.1'.*'\. 0 20%'"):
+        build_one(refresh_patterns(". 0 20% 4320", ". 0 20%"))

@@ -215,6 +215,13 @@ def test_weak_comparison():
     assert not cp.weak_match(None, '"a"')
 
 
+def test_weak_match_reads_quoted_tags_that_hold_commas():
+    assert cp.weak_match('"a,b"', 'W/"x", "a,b"')
+    assert cp.weak_match('W/"v1, rev 2"', '"v1, rev 2"')
+    assert not cp.weak_match('"a"', '"a,b"')  # one tag "a,b", not "a" and "b"
+    assert not cp.weak_match('"b"', '"a,b", "c"')
+
+
 def test_not_modified_since():
     headers = Headers(last_modified=http_date(NOW - 10))
     assert cp.not_modified_since(headers, http_date(NOW))

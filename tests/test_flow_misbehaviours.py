@@ -6,14 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,8 +26,8 @@ from proxies.misbehaviours.close_idle_connections import CloseIdleConnections
 from proxies.misbehaviours.hold_first_event import holding_stream
 from proxies.misbehaviours.latency import Latency
 from proxies.stream_passthrough import StreamPassThrough
+from tests.lab_helpers import Mitmdump
 
-ROOT = Path(__file__).resolve().parent.parent
 STATUS_URL = "http://app.test/tasks/{task}/status"
 STATUS_PATTERN = "/tasks/[^/]+/status|/status"
 
@@ -78,7 +75,9 @@ def sse_flow(**headers: str) -> http.HTTPFlow:
         ({"name": "latency"}, "ms"),
         ({"name": "latency", "ms": -1}, "ms"),
         ({"name": "latency", "ms": 10, "url_pattern": "("}, "url_pattern"),
-        ({"name": "flaky-upstream"}, "url_pattern"),
+        ({"name": "latency", "ms": 10, "methods": "GET"}, "methods"),
+        ({"name": "latency", "ms": 10, "probability": 1.5}, "probability"),
+        ({"name": "ignore-vary", "probability": -0.1}, "probability"),
         ({"name": "flaky-upstream", "url_pattern": "x", "every": 0}, "every"),
         ({"name": "flaky-upstream", "url_pattern": "x", "status": 404}, "status"),
         ({"name": "flaky-upstream", "url_pattern": "x", "key_pattern": "[a"}, "key_pattern"),
@@ -368,6 +367,31 @@ def test_latency_only_for_matching_urls():
     assert ms == [100, None, None]
 
 
+def test_scope_methods_apply_to_every_misbehaviour():
+    with misbehaving({"name": "flaky-upstream", "every": 1, "methods": ["post"]}) as addon:
+        posted = get(STATUS_URL.format(task=1))
+        posted.request.method = "POST"
+        assert outcome(run_request(addon, posted)) == "502"
+        assert outcome(run_request(addon, get(STATUS_URL.format(task=1)))) == "pass"
+
+
+def test_scope_probability_is_seeded_and_drawn_once_per_request():
+    urls = [STATUS_URL.format(task=n) for n in range(200)]
+    spec = {"ms": 100, "probability": 0.25, "probability_seed": 3}
+    _, first = latency_delays(spec, urls)  # which requests waited
+    _, again = latency_delays(spec, urls)
+    _, other = latency_delays({**spec, "probability_seed": 4}, urls)
+    assert first == again
+    assert first != other
+    assert 25 <= sum(ms is not None for ms in first) <= 75  # about a quarter of 200
+    with misbehaving({"name": "flaky-upstream", "every": 1, "probability": 0.5}) as addon:
+        (flaky_upstream,) = addon.active
+        requests = [get(url).request for url in urls[:20]]
+        drawn = [flaky_upstream.applies_to(request) for request in requests]
+        assert [flaky_upstream.applies_to(request) for request in requests] == drawn
+        assert True in drawn and False in drawn
+
+
 def test_latency_really_waits_on_the_event_loop():
     with misbehaving({"name": "latency", "ms": 20}) as addon:
 
@@ -485,7 +509,7 @@ def test_strip_response_headers_sets_others(set_value: Any):
 @pytest.mark.parametrize(("strip", "cache_outcome"), [(True, "MISS"), (False, "STORE")])
 def test_stripped_headers_are_unseen_by_the_proxys_own_cache(strip: bool, cache_outcome: str):
     """The lab's order, misbehaviours before the cache: with max-age stripped, nothing stored."""
-    passthrough, addon, cache, _observer = lab_addons.make_addons()
+    _profile, passthrough, addon, cache, _observer = lab_addons.make_addons()
     spec = {"name": "strip-response-headers", "names": ["Cache-Control"]}
     with taddons.context(passthrough, addon, cache) as tctx:
         tctx.configure(addon, misbehaviours=json.dumps([spec] if strip else []))
@@ -578,38 +602,10 @@ def origin() -> Iterator[Origin]:
         thread.join(timeout=5)
 
 
-@contextmanager
-def mitmdump(tmp_path: Path, misbehaviours: list[dict[str, Any]]) -> Iterator[str]:
-    """The lab's proxy, as the runner starts it; yields its URL; always stopped."""
-    ready = tmp_path / "proxy.ready.json"
-    log_path = tmp_path / "mitmdump.log"
-    cmd = [
-        str(Path(sys.executable).parent / "mitmdump"), "-q",
-        "--listen-host", "127.0.0.1", "--listen-port", "0",
-        "-s", str(ROOT / "proxies" / "lab_addons.py"),
-        "--set", f"confdir={tmp_path / 'confdir'}",
-        "--set", "cache_enabled=false",
-        "--set", f"misbehaviours={json.dumps(misbehaviours)}",
-        "--set", f"observer_ready={ready}",
-    ]  # fmt: skip
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while not ready.exists():
-                if proc.poll() is not None:
-                    raise AssertionError(f"mitmdump exited: {log_path.read_text()}")
-                if time.monotonic() > deadline:
-                    raise AssertionError("timed out waiting for mitmdump's ready file")
-                time.sleep(0.05)  # poll interval, not a wait for readiness
-            yield f"http://127.0.0.1:{json.loads(ready.read_text())['port']}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def lab_proxy(mitmdump: Callable[..., Mitmdump], misbehaviours: list[dict[str, Any]]) -> str:
+    """The lab's proxy with these misbehaviours and no cache; its URL."""
+    options = {"cache_enabled": False, "misbehaviours": json.dumps(misbehaviours)}
+    return mitmdump(["proxies/lab_addons.py"], options).url
 
 
 def read_event_stream(proxy: str, url: str, timeline: SseTimeline) -> bytes:
@@ -631,10 +627,12 @@ def read_event_stream(proxy: str, url: str, timeline: SseTimeline) -> bytes:
 
 @pytest.mark.stack
 @pytest.mark.parametrize("misbehaviour", ["none", "buffer-streams", "hold-first-event"])
-def test_real_mitmdump_event_stream_timing(tmp_path: Path, origin: Origin, misbehaviour: str):
+def test_real_mitmdump_event_stream_timing(
+    mitmdump: Callable[..., Mitmdump], origin: Origin, misbehaviour: str
+):
     specs = [] if misbehaviour == "none" else [{"name": misbehaviour}]
-    with mitmdump(tmp_path, specs) as proxy:
-        body = read_event_stream(proxy, f"{origin.url}/events", origin.timeline)
+    proxy = lab_proxy(mitmdump, specs)
+    body = read_event_stream(proxy, f"{origin.url}/events", origin.timeline)
     assert body == b"data: 1\n\ndata: 2\n\n"
     sent, first = origin.timeline.sent, origin.timeline.first_event_at
     assert first is not None
@@ -675,15 +673,18 @@ def http_get(sock: socket.socket, path: str, host: str) -> bytes:
     ids=["plain", "idle-60s", "idle-1us"],
 )
 def test_real_mitmdump_keeps_alive_then_closes_idle_connections(
-    tmp_path: Path, origin: Origin, specs: list[dict[str, Any]], second_answered: bool
+    mitmdump: Callable[..., Mitmdump],
+    origin: Origin,
+    specs: list[dict[str, Any]],
+    second_answered: bool,
 ):
-    with mitmdump(tmp_path, specs) as proxy:
-        address = ("127.0.0.1", int(proxy.rsplit(":", 1)[1]))
-        with socket.create_connection(address, timeout=10) as kept_alive:
-            first = http_get(kept_alive, "/tasks/1/status", origin.url)
-            assert first.startswith(b"HTTP/1.1 200")
-            assert (b"Connection: close" not in first) is bool(specs)
-            second = http_get(kept_alive, "/tasks/1/status", origin.url)
-            assert second.startswith(b"HTTP/1.1 200") if second_answered else second == b""
-        with socket.create_connection(address, timeout=10) as fresh:  # a retry: always answered
-            assert http_get(fresh, "/tasks/1/status", origin.url).startswith(b"HTTP/1.1 200")
+    proxy = lab_proxy(mitmdump, specs)
+    address = ("127.0.0.1", int(proxy.rsplit(":", 1)[1]))
+    with socket.create_connection(address, timeout=10) as kept_alive:
+        first = http_get(kept_alive, "/tasks/1/status", origin.url)
+        assert first.startswith(b"HTTP/1.1 200")
+        assert (b"Connection: close" not in first) is bool(specs)
+        second = http_get(kept_alive, "/tasks/1/status", origin.url)
+        assert second.startswith(b"HTTP/1.1 200") if second_answered else second == b""
+    with socket.create_connection(address, timeout=10) as fresh:  # a retry: always answered
+        assert http_get(fresh, "/tasks/1/status", origin.url).startswith(b"HTTP/1.1 200")

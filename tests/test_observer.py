@@ -1,9 +1,6 @@
 import json
 import os
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,8 +12,7 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from proxies.observer import Observer, write_ready_file
 from proxies.shared_cache import SharedCache
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.lab_helpers import Mitmdump, wait_for
 
 
 class FakeProxyServer:
@@ -141,56 +137,22 @@ def origin() -> Iterator[tuple[str, list[str]]]:
         server.server_close()
 
 
-def wait_for(condition: Callable[[], Any], deadline_s: float, what: str) -> Any:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.05)  # poll interval, not a wait for readiness
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.stack
-def test_mitmdump_serves_second_poll_from_cache(tmp_path: Path, origin: tuple[str, list[str]]):
+def test_mitmdump_serves_second_poll_from_cache(
+    tmp_path: Path, origin: tuple[str, list[str]], mitmdump: Callable[..., Mitmdump]
+):
     origin_url, hits = origin
     ready, events = tmp_path / "ready.json", tmp_path / "events.jsonl"
-    log = (tmp_path / "mitmdump.log").open("w")
-    mitmdump = Path(sys.executable).parent / "mitmdump"
-    cmd = [
-        str(mitmdump), "-q", "--listen-host", "127.0.0.1", "--listen-port", "0",
-        "-s", str(ROOT / "proxies" / "lab_addons.py"),
-        "--set", f"confdir={tmp_path / 'confdir'}",
-        "--set", f"observer_ready={ready}",
-        "--set", f"observer_events={events}",
-        "--set", "cache_heuristic_ttl=300",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-
-        def is_ready() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"mitmdump exited: {(tmp_path / 'mitmdump.log').read_text()}")
-            return ready.exists()
-
-        wait_for(is_ready, 30, "the ready file")
-        info = json.loads(ready.read_text())
-        assert info["host"] == "127.0.0.1"
-        assert info["pid"] == proc.pid
-        proxy = f"http://127.0.0.1:{info['port']}"
-        with httpx.Client(proxy=proxy, trust_env=False, timeout=10) as client:
-            first = client.get(f"{origin_url}/api/tasks/1")
-            second = client.get(f"{origin_url}/api/tasks/1")
-        assert first.status_code == second.status_code == 200
-        assert second.json() == {"state": "PENDING"}
-        lines = wait_for(lambda: read_lines(events)[1:] and read_lines(events), 10, "events")
-        assert [line["cache"] for line in lines] == ["STORE", "HIT"]
-        assert lines[1]["url"] == f"{origin_url}/api/tasks/1"
-        assert hits == ["/api/tasks/1"]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    options = {"observer_ready": ready, "observer_events": events, "cache_heuristic_ttl": 300}
+    proxy = mitmdump(["proxies/lab_addons.py"], options)
+    info = wait_for(lambda: ready.exists() and json.loads(ready.read_text()), 10, "the ready file")
+    assert info == {"host": "127.0.0.1", "port": proxy.port, "pid": proxy.proc.pid}
+    with httpx.Client(proxy=proxy.url, trust_env=False, timeout=10) as client:
+        first = client.get(f"{origin_url}/api/tasks/1")
+        second = client.get(f"{origin_url}/api/tasks/1")
+    assert first.status_code == second.status_code == 200
+    assert second.json() == {"state": "PENDING"}
+    lines = wait_for(lambda: read_lines(events)[1:] and read_lines(events), 10, "events")
+    assert [line["cache"] for line in lines] == ["STORE", "HIT"]
+    assert lines[1]["url"] == f"{origin_url}/api/tasks/1"
+    assert hits == ["/api/tasks/1"]

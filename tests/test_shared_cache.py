@@ -547,7 +547,7 @@ def test_max_bytes_evicts_least_recently_used(lab: Lab):
     assert outcome(lab.fetch(a)) == "HIT"
     lab.fetch(c, content=b"cccc")  # 12 bytes > 10: b, the least recently used, goes
     assert [url for _, url in lab.addon.entries] == [a, c]
-    assert lab.addon.stored_bytes == 8
+    assert lab.addon.store.stored_bytes == 8
     assert outcome(lab.fetch(f"{URL}?big", content=b"x" * 11)) == "MISS"  # never fits
     lab.tctx.configure(lab.addon, cache_max_bytes=5)
     assert [url for _, url in lab.addon.entries] == [c]
@@ -570,14 +570,14 @@ def test_memory_stays_bounded_over_10000_distinct_urls(lab: Lab):
         f.response = body
         lab.addon.response(f)
         largest = max(largest, len(lab.addon.entries))
-        assert lab.addon.stored_bytes <= 50_000
+        assert lab.addon.store.stored_bytes <= 50_000
     assert outcome(f) == "STORE"
     assert len(lab.addon.entries) == 500  # the byte limit binds first: 500 bodies of 100 bytes
     assert largest == 500
-    assert lab.addon.stored_bytes == sum(e.size for e in lab.addon.entries.values()) == 50_000
+    assert lab.addon.store.stored_bytes == sum(e.size for e in lab.addon.entries.values()) == 50_000
     lab.tctx.configure(lab.addon, cache_max_entries=10)
     assert len(lab.addon.entries) == 10
-    assert lab.addon.stored_bytes == 1000
+    assert lab.addon.store.stored_bytes == 1000
 
 
 # -- the misbehaviour chain -----------------------------------------------------------------

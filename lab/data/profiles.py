@@ -1,33 +1,33 @@
-"""Proxy profiles: one TOML file each in proxies/profiles/, setting the addons' options."""
+"""Proxy profiles as the lab finds and checks them. The profile format and its translation to
+the addons' settings are proxies/profile.py's; this adds what only the lab needs: the folder
+(LAB_PROFILES_DIR), one load per process, and errors as BadInput with the lab's wording."""
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import Field
 
 from lab.data.errors import BadInput
 from lab.data.paths import profiles_dir, relative
-from lab.data.tomlfile import NamedFile, Paragraph, load_model
+from lab.data.tomlfile import load_model
+from proxies.profile import (
+    Profile,
+    ProfileError,
+    can_share_a_process,
+    listener_spec,
+    mitmdump_args,
+    set_options,
+)
 
-OptionValue = bool | int | float | str | list[str]
-
-
-class Profile(NamedFile):
-    # What real deployment the profile stands for, and the real configuration it imitates.
-    real_world: Annotated[Paragraph, Field(min_length=1)]
-    # forward: clients are configured to use the proxy; reverse: the proxy stands in front of
-    # the app (a CDN or a load balancer with a cache).
-    # The exact real configuration imitated (a Squid refresh_pattern line, nginx directives...).
-    real_config: str = ""
-    mode: Literal["forward", "reverse"] = "forward"
-    options: dict[str, OptionValue] = {}
-    # Each {name = "...", params...}: see proxies/misbehaviours/; applied in this order.
-    # Their parameters are checked by each misbehaviour's own Params model.
-    misbehaviours: list[dict[str, Any]] = []
+__all__ = [
+    "Profile",
+    "can_share_a_process",
+    "check_options",
+    "listener_spec",
+    "load",
+    "mitmdump_args",
+    "names",
+]
 
 
 def names() -> list[str]:
@@ -52,53 +52,15 @@ def _load(directory: Path, name: str) -> Profile:
 
 
 def check_options(profile: Profile, path: Path) -> None:
-    """Check option names, types and values with the addons themselves, before anything starts.
-
-    A profile may set our addons' options and mitmproxy's own (modify_headers, for one).
-    """
-    from mitmproxy import exceptions
+    """Check the misbehaviours and the option names, types and values with the addons
+    themselves, before anything starts. A profile may set our addons' options and mitmproxy's
+    own (modify_headers, for one)."""
     from mitmproxy.test import taddons
 
     from proxies import lab_addons
-    from proxies.misbehaviours import MisbehaviourError, build
 
-    try:
-        build(profile.misbehaviours)
-    except MisbehaviourError as exc:
-        raise BadInput(f"{relative(path)}: {exc}") from None
     with taddons.context(*lab_addons.make_addons()) as tctx:
-        for name, value in profile.options.items():
-            if name not in tctx.options:
-                raise BadInput(f"{relative(path)}: field 'options.{name}': unknown proxy option")
-            declared = tctx.options._options[name].typespec
-            if isinstance(value, bool) and declared is not bool:
-                raise BadInput(
-                    f"{relative(path)}: field 'options.{name}': expected {declared.__name__}, "
-                    f"got a boolean"
-                )
-            try:
-                tctx.options.update(**{name: value})
-            except (exceptions.OptionsError, TypeError, ValueError) as exc:
-                raise BadInput(f"{relative(path)}: field 'options.{name}': {exc}") from None
-
-
-def mitmdump_args(profile: Profile) -> list[str]:
-    args: list[str] = ["--set", f"misbehaviours={json.dumps(profile.misbehaviours)}"]
-    for name, value in profile.options.items():
-        for item in value if isinstance(value, list) else [value]:
-            text = str(item).lower() if isinstance(item, bool) else str(item)
-            args += ["--set", f"{name}={text}"]
-    return args
-
-
-def listener_spec(profile: Profile) -> dict[str, Any]:
-    """The profile as one listener of a shared mitmdump (proxies/listeners.py)."""
-    return {"options": dict(profile.options), "misbehaviours": profile.misbehaviours}
-
-
-def can_share_a_process(profile: Profile) -> bool:
-    """Only the cache's options can differ between listeners of one mitmdump; a profile that
-    sets mitmproxy's own options needs a process of its own."""
-    from proxies.shared_cache import OPTION_NAMES
-
-    return set(profile.options) <= set(OPTION_NAMES)
+        try:
+            set_options(tctx.options, profile, relative(path))
+        except ProfileError as exc:
+            raise BadInput(str(exc)) from None

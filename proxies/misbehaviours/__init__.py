@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from proxies.misbehaviours.base import Misbehaviour
+from proxies.misbehaviours.base import Misbehaviour, Scope
 
 
 class MisbehaviourError(ValueError):
@@ -23,7 +23,7 @@ class MisbehaviourError(ValueError):
 def registry() -> dict[str, type[Misbehaviour]]:
     found: dict[str, type[Misbehaviour]] = {}
     for info in pkgutil.iter_modules(__path__):
-        if info.name == "base":
+        if info.name == "base" or info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         for _, cls in inspect.getmembers(module, inspect.isclass):
@@ -43,9 +43,10 @@ def build_one(spec: Mapping[str, Any], where: str = "misbehaviour") -> Misbehavi
         raise MisbehaviourError(
             f"{where}: unknown misbehaviour {name!r} (known: {', '.join(registry())})"
         )
-    params = {k: v for k, v in spec.items() if k != "name"}
+    scope = {k: v for k, v in spec.items() if k in Scope.fields()}
+    params = {k: v for k, v in spec.items() if k != "name" and k not in Scope.fields()}
     try:
-        return cls(cls.Params.model_validate(params))
+        return cls(cls.Params.model_validate(params), Scope.model_validate(scope))
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "(params)"
@@ -58,4 +59,4 @@ def build(specs: Sequence[Mapping[str, Any]]) -> list[Misbehaviour]:
     return [build_one(spec, f"misbehaviours[{i}]") for i, spec in enumerate(specs)]
 
 
-__all__ = ["Misbehaviour", "MisbehaviourError", "build", "build_one", "registry"]
+__all__ = ["Misbehaviour", "MisbehaviourError", "Scope", "build", "build_one", "registry"]

@@ -1,14 +1,16 @@
-"""Helpers shared by the cache misbehaviours (no misbehaviour is defined here)."""
+"""Helpers and bases shared by the cache misbehaviours (none is registered from here: the
+registry skips modules whose name starts with `_`)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 from pydantic import Field
 from werkzeug.http import parse_date
 
 from proxies import cache_policy
+from proxies.misbehaviours.base import Misbehaviour, Parameters
 
 if TYPE_CHECKING:
     from mitmproxy import http
@@ -52,3 +54,33 @@ def ttl_unless_explicit(
     if "Expires" in headers and expires_counts:
         return lifetime
     return float(ttl)
+
+
+class HiddenDirectives(Misbehaviour):
+    """The cache does not see the `hidden` directives of a response's Cache-Control; the rest
+    of the field still counts."""
+
+    hidden: ClassVar[tuple[str, ...]]
+
+    def visible_headers(
+        self, request: http.Request, response: http.Response, headers: http.Headers
+    ) -> http.Headers:
+        return hide_directives(headers, self.hidden)
+
+
+class MaxStaleParams(Parameters):
+    max_stale: Seconds  # how long past its lifetime a copy may still be served
+
+
+class ServesStale(Misbehaviour[MaxStaleParams]):
+    """A stale entry, up to `max_stale` seconds past its lifetime, is served: when the origin
+    failed (`when_upstream_failed`), or else while it is refreshed."""
+
+    when_upstream_failed: ClassVar[bool]
+
+    def serve_stale(
+        self, request: http.Request, stale_for: float, upstream_failed: bool, decision: bool
+    ) -> bool:
+        if upstream_failed is self.when_upstream_failed and stale_for <= self.params.max_stale:
+            return True
+        return decision

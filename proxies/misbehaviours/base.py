@@ -8,14 +8,25 @@ name, a docstring-like `summary`, the real product and setting it `imitates`, an
   the decision of the misbehaviour before it in the profile) and returns its own;
 - flow hooks (`request`, `responseheaders`, `response`, `error`), called by the Misbehaving addon
   with mitmproxy's flow, in profile order; `request` may be a coroutine (to add latency).
+
+Which requests a misbehaviour touches is its `Scope`, the same few fields for every
+misbehaviour (Toxiproxy's toxicity, with a URL and method filter in place of its direction):
+`url_pattern`, `methods`, `probability` and `probability_seed`. The addons that call the hooks
+(Misbehaving, SharedCache) skip a misbehaviour for a request outside its scope, so no
+misbehaviour filters requests itself.
 """
 
 from __future__ import annotations
 
+import random
+import re
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar, get_args, get_origin
+from weakref import WeakKeyDictionary
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from proxies.misbehaviours._common import Regex
 
 if TYPE_CHECKING:
     from mitmproxy import http
@@ -23,18 +34,84 @@ if TYPE_CHECKING:
 CacheKey = tuple[str, ...]
 
 
-class NoParams(BaseModel):
+class Parameters(BaseModel):
+    """The base of every misbehaviour's parameters: unknown fields are refused."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Misbehaviour:
+class NoParams(Parameters):
+    pass
+
+
+class Scope(BaseModel):
+    """The requests a misbehaviour applies to; a profile gives these fields beside the
+    misbehaviour's own parameters. The defaults: every request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Only requests whose whole URL matches this regex (re.search); empty: every URL.
+    url_pattern: Regex = ""
+    # Only requests with one of these methods; empty: every method.
+    methods: list[str] = []
+    # The share of the requests in scope that it applies to, drawn once per request from a
+    # random.Random(probability_seed), so a run with the same requests repeats itself.
+    probability: Annotated[float, Field(ge=0, le=1)] = 1.0
+    probability_seed: int = 0
+
+    @field_validator("methods")
+    @classmethod
+    def upper_case(cls, methods: list[str]) -> list[str]:
+        return [method.upper() for method in methods]
+
+    @classmethod
+    def fields(cls) -> frozenset[str]:
+        return frozenset(cls.model_fields)
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+class Misbehaviour(Generic[P]):
+    """`class Latency(Misbehaviour[LatencyParams])`: the type argument is the model of its
+    parameters (`Params`, checked when a profile is loaded); without one, it takes none."""
+
     name: ClassVar[str]
     summary: ClassVar[str]
     imitates: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams
+    params: P
 
-    def __init__(self, params: BaseModel | None = None) -> None:
-        self.params = params if params is not None else self.Params()
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in cls.__dict__.get("__orig_bases__", ()):
+            if get_origin(base) is Misbehaviour:
+                (cls.Params,) = get_args(base)
+
+    def __init__(self, params: P | None = None, scope: Scope | None = None) -> None:
+        self.params = params if params is not None else self.Params()  # type: ignore[assignment]
+        self.scope = scope if scope is not None else Scope()
+        self._url = re.compile(self.scope.url_pattern) if self.scope.url_pattern else None
+        self._random = random.Random(self.scope.probability_seed)
+        # One draw per request, so every hook of one request agrees.
+        self._drawn: WeakKeyDictionary[http.Request, bool] = WeakKeyDictionary()
+        self.prepare()
+
+    def prepare(self) -> None:
+        """Set up what the parameters call for (compiled patterns, counters); `params` is set."""
+
+    def applies_to(self, request: http.Request) -> bool:
+        """Is the request in this misbehaviour's scope? The callers of the hooks ask."""
+        if self._url is not None and not self._url.search(request.url):
+            return False
+        if self.scope.methods and request.method.upper() not in self.scope.methods:
+            return False
+        if self.scope.probability >= 1:
+            return True
+        drawn = self._drawn.get(request)
+        if drawn is None:
+            drawn = self._drawn[request] = self._random.random() < self.scope.probability
+        return drawn
 
     # -- cache-policy hooks (SharedCache) ---------------------------------------------------
     def cacheable_method(self, request: http.Request, decision: bool) -> bool:

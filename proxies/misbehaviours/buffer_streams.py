@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from proxies.misbehaviours._common import media_type
-from proxies.misbehaviours.base import Misbehaviour
+from proxies.misbehaviours.base import Misbehaviour, Parameters
 
 if TYPE_CHECKING:
     from mitmproxy import http
 
 
-class BufferStreamsParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class BufferStreamsParams(Parameters):
     # Media types (without parameters) whose responses are held back until complete.
     content_types: Annotated[list[str], Field(min_length=1)] = ["text/event-stream"]
     # Also buffer every chunked response, whatever its type (a scanner buffers everything).
@@ -25,7 +23,7 @@ class BufferStreamsParams(BaseModel):
     honour_x_accel_buffering: bool = False
 
 
-class BufferStreams(Misbehaviour):
+class BufferStreams(Misbehaviour[BufferStreamsParams]):
     """The client receives nothing of a matching response (not even its headers) until the
     upstream has sent all of it. An event stream that stays open is never delivered at all.
 
@@ -44,8 +42,6 @@ class BufferStreams(Misbehaviour):
         "ProxySG; nginx's default `proxy_buffering on;` for an SSE response that does not carry "
         "`X-Accel-Buffering: no` (with honour_x_accel_buffering = true)."
     )
-    Params = BufferStreamsParams
-    params: BufferStreamsParams
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response

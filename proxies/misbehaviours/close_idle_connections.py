@@ -7,22 +7,20 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 from mitmproxy import flow as mflow
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from proxies.misbehaviours.base import Misbehaviour
+from proxies.misbehaviours.base import Misbehaviour, Parameters
 
 if TYPE_CHECKING:
     from mitmproxy import connection, http
 
 
-class CloseIdleParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class CloseIdleParams(Parameters):
     # A kept-alive client connection idle longer than this is closed by the proxy.
     idle_seconds: Annotated[float, Field(gt=0)]
 
 
-class CloseIdleConnections(Misbehaviour):
+class CloseIdleConnections(Misbehaviour[CloseIdleParams]):
     """A request that arrives on a kept-alive client connection after it has been idle (no
     request in flight) for longer than `idle_seconds` is killed: the client sees the connection
     closed without an answer, as when its request crosses the proxy's FIN on the wire.
@@ -48,11 +46,8 @@ class CloseIdleConnections(Misbehaviour):
         "`client_idle_pconn_timeout` (default 2 min), nginx `keepalive_timeout` (default 75 s), "
         "the AWS ALB idle timeout (default 60 s), corporate proxies with short idle timers."
     )
-    Params = CloseIdleParams
-    params: CloseIdleParams
 
-    def __init__(self, params: BaseModel | None = None) -> None:
-        super().__init__(params)
+    def prepare(self) -> None:
         # Injectable so tests can move time without sleeping.
         self.clock: Callable[[], float] = time.monotonic
         # client connection id -> (the connection, end of its last exchange or request start)

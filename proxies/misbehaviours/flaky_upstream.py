@@ -6,10 +6,10 @@ import re
 from typing import TYPE_CHECKING, Annotated
 
 from mitmproxy import http
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from proxies.misbehaviours._common import Regex, path_without_query
-from proxies.misbehaviours.base import Misbehaviour
+from proxies.misbehaviours.base import Misbehaviour, Parameters
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -23,27 +23,24 @@ ERROR_PAGE = (
 )
 
 
-class FlakyUpstreamParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class FlakyUpstreamParams(Parameters):
     # Fail the every-th, 2*every-th... matching request of each key (1: all of them).
     every: Annotated[int, Field(ge=1)] = 3
     # The proxy's answer when it fails one: 502 Bad Gateway, 504 Gateway Timeout, or any 5xx.
     status: Annotated[int, Field(ge=500, le=599)] = 502
     # True: no answer at all, the connection is closed (a reset) instead of an error page.
     reset: bool = False
-    # Only requests whose URL matches this regex (re.search) are counted and failed.
-    url_pattern: Regex
     # The count's key: the match of this regex in the URL path (without the query), so every
     # task's polls are counted apart whatever nonce they carry; empty or no match: the path.
     key_pattern: Regex = ""
 
 
-class FlakyUpstream(Misbehaviour):
-    """Deterministically, not at random: matching requests are counted per key and every
-    `every`-th one is answered by the proxy itself with an HTTP error page (`status`), or, with
-    `reset`, killed so the client sees the connection closed without an answer. It never
-    reaches the origin. The other requests pass untouched, so a client that retries gets through.
+class FlakyUpstream(Misbehaviour[FlakyUpstreamParams]):
+    """Deterministically, not at random: the requests in scope (its `url_pattern`, say) are
+    counted per key and every `every`-th one is answered by the proxy itself with an HTTP error
+    page (`status`), or, with `reset`, killed so the client sees the connection closed without
+    an answer. It never reaches the origin. The other requests pass untouched, so a client that
+    retries gets through.
     """
 
     name = "flaky-upstream"
@@ -55,12 +52,8 @@ class FlakyUpstream(Misbehaviour):
         "Toxiproxy's idea (`reset_peer`, `timeout` toxics) at the HTTP level, made periodic "
         "instead of random so every run is the same."
     )
-    Params = FlakyUpstreamParams
-    params: FlakyUpstreamParams
 
-    def __init__(self, params: BaseModel | None = None) -> None:
-        super().__init__(params)
-        self.url_pattern = re.compile(self.params.url_pattern)
+    def prepare(self) -> None:
         self.key_pattern = re.compile(self.params.key_pattern) if self.params.key_pattern else None
         self.counts: dict[str, int] = {}
 
@@ -70,8 +63,6 @@ class FlakyUpstream(Misbehaviour):
         return match.group(0) if match else path
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        if not self.url_pattern.search(flow.request.url):
-            return None
         key = self.key(flow.request)
         count = self.counts[key] = self.counts.get(key, 0) + 1
         if count % self.params.every:

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
-
 from proxies.misbehaviours._cache_rules import Seconds, Status
-from proxies.misbehaviours.base import Misbehaviour
+from proxies.misbehaviours.base import Misbehaviour, Parameters
 
 if TYPE_CHECKING:
     from mitmproxy import http
 
 
-class ForceTtlParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ForceTtlParams(Parameters):
     ttl: Seconds  # the lifetime every listed response gets
     statuses: list[Status] = [200]
 
 
-class ForceTtl(Misbehaviour):
+class ForceTtl(Misbehaviour[ForceTtlParams]):
     """The cache does not read Cache-Control or Expires from the origin at all: not max-age,
     s-maxage, no-cache, no-store, private or must-revalidate. A response with a listed status
     is stored and fresh for exactly `ttl`; any other status has no freshness (nginx caches
@@ -42,8 +38,6 @@ class ForceTtl(Misbehaviour):
         "src/http/ngx_http_upstream.c); Google Cloud CDN `cacheMode: FORCE_CACHE_ALL` with its "
         "default TTL; Akamai's Caching behavior set to 'Cache' with a max-age."
     )
-    Params = ForceTtlParams
-    params: ForceTtlParams
 
     def visible_headers(
         self, request: http.Request, response: http.Response, headers: http.Headers

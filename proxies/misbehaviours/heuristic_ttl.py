@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
-
 from proxies import cache_policy
 from proxies.misbehaviours._cache_rules import Seconds, Status, ttl_unless_explicit
-from proxies.misbehaviours.base import Misbehaviour
+from proxies.misbehaviours.base import Misbehaviour, Parameters
 
 if TYPE_CHECKING:
     from mitmproxy import http
 
 
-class HeuristicTtlParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class HeuristicTtlParams(Parameters):
     ttl: Seconds
     # The statuses it applies to; None: RFC 9110's heuristically cacheable ones (200, 203, 204,
     # 206, 300, 301, 308, 404, 405, 410, 414, 501).
@@ -26,7 +22,7 @@ class HeuristicTtlParams(BaseModel):
     ignore_invalid_expires: bool = False
 
 
-class HeuristicTtl(Misbehaviour):
+class HeuristicTtl(Misbehaviour[HeuristicTtlParams]):
     """A response without explicit freshness (no max-age, s-maxage or Expires) and without
     no-cache is fresh for `ttl`, Last-Modified or not. RFC 9111 4.2.2 allows heuristic
     freshness but asks for a fraction of the Last-Modified age (10%) and a Warning; a flat TTL
@@ -44,8 +40,6 @@ class HeuristicTtl(Misbehaviour):
         "X-Accel-Expires, Expires or Cache-Control max-age); Cloudflare's default edge TTL "
         "(200: 120 min); Squid `refresh_pattern . N ...` with min N > 0."
     )
-    Params = HeuristicTtlParams
-    params: HeuristicTtlParams
 
     def freshness_lifetime(
         self, request: http.Request, response: http.Response, lifetime: float, now: float

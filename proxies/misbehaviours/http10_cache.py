@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from werkzeug.http import parse_date
 
 from proxies import cache_policy
-from proxies.misbehaviours.base import Misbehaviour
+from proxies.misbehaviours.base import Misbehaviour, Parameters
 
 if TYPE_CHECKING:
     from mitmproxy import http
@@ -17,14 +17,12 @@ if TYPE_CHECKING:
 HTTP10_CACHEABLE = frozenset({200, 203, 300, 301, 410})
 
 
-class Http10CacheParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Http10CacheParams(Parameters):
     # Freshness of a stored answer without a (valid, future) Expires.
     default_ttl: Annotated[int, Field(ge=0)]
 
 
-class Http10Cache(Misbehaviour):
+class Http10Cache(Misbehaviour[Http10CacheParams]):
     """A cache written before HTTP/1.1: Cache-Control does not exist for it, in requests or
     responses, and neither do Vary or ETag. Its whole policy:
 
@@ -56,8 +54,6 @@ class Http10Cache(Misbehaviour):
         "RFC 2616 section 14.9: 'HTTP/1.0 caches might not implement Cache-Control and might "
         "only implement Pragma: no-cache'."
     )
-    Params = Http10CacheParams
-    params: Http10CacheParams
 
     def accepts_stored(self, request: http.Request, decision: bool) -> bool:
         return not cache_policy.pragma_no_cache(request.headers)

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from proxies.misbehaviours._cache_rules import hide_directives
-from proxies.misbehaviours.base import Misbehaviour
-
-if TYPE_CHECKING:
-    from mitmproxy import http
+from proxies.misbehaviours._cache_rules import HiddenDirectives
 
 
-class IgnoreNoStore(Misbehaviour):
+class IgnoreNoStore(HiddenDirectives):
     """The cache does not see `no-store` in a response's Cache-Control (RFC 9111 5.2.2.5: a
     cache MUST NOT store it). The rest of the field still counts: `no-store, max-age=0` is
     stale at once, `no-store` alone has no explicit freshness, so it is kept only as long as a
@@ -27,8 +21,4 @@ class IgnoreNoStore(Misbehaviour):
         "`hasNoStore() && !REFRESH_OVERRIDE(ignore_no_store)`); Sun Java System Web Proxy "
         "Server `ignore-no-store`; CDN rules that cache 'everything'."
     )
-
-    def visible_headers(
-        self, request: http.Request, response: http.Response, headers: http.Headers
-    ) -> http.Headers:
-        return hide_directives(headers, ["no-store"])
+    hidden = ("no-store",)

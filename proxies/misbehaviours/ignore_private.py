@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from proxies.misbehaviours._cache_rules import hide_directives
-from proxies.misbehaviours.base import Misbehaviour
-
-if TYPE_CHECKING:
-    from mitmproxy import http
+from proxies.misbehaviours._cache_rules import HiddenDirectives
 
 
-class IgnorePrivate(Misbehaviour):
+class IgnorePrivate(HiddenDirectives):
     """The cache does not see `private` in a response's Cache-Control (RFC 9111 5.2.2.7: a
     shared cache MUST NOT store it), so one user's answer can be served to another. The other
     directives still count; freshness comes from max-age or a heuristic.
@@ -31,8 +25,4 @@ class IgnorePrivate(Misbehaviour):
         "Google Cloud CDN FORCE_CACHE_ALL ('ignoring any private, no-store or no-cache "
         "directives'); Sun Java System Web Proxy Server `ignore-private`."
     )
-
-    def visible_headers(
-        self, request: http.Request, response: http.Response, headers: http.Headers
-    ) -> http.Headers:
-        return hide_directives(headers, ["private"])
+    hidden = ("private",)

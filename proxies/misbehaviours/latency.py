@@ -4,33 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from proxies.misbehaviours._common import Regex
-from proxies.misbehaviours.base import Misbehaviour
+from proxies.misbehaviours.base import Misbehaviour, Parameters
 
 if TYPE_CHECKING:
     from mitmproxy import http
 
 
-class LatencyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class LatencyParams(Parameters):
     ms: Annotated[int, Field(ge=0, le=60_000)]
     # Each delay is ms + a uniform draw in [-jitter_ms, +jitter_ms] (never below 0).
     jitter_ms: Annotated[int, Field(ge=0, le=60_000)] = 0
     # Seeds the jitter: the same seed gives the same delays in the same order.
     seed: int = 0
-    # Only requests whose URL matches this regex (re.search) are delayed; empty: all.
-    url_pattern: Regex = ""
 
 
-class Latency(Misbehaviour):
-    """Every matching request waits `ms` ± `jitter_ms` milliseconds before it goes on (to the
+class Latency(Misbehaviour[LatencyParams]):
+    """Every request in scope waits `ms` ± `jitter_ms` milliseconds before it goes on (to the
     origin or the cache). Nothing fails; everything is just later. The jitter comes from a
     `random.Random(seed)` on the instance, so a run is repeatable.
     """
@@ -43,13 +37,9 @@ class Latency(Misbehaviour):
         "Toxiproxy's `latency` toxic (latency, jitter) and Linux `tc qdisc ... netem delay "
         "300ms 100ms`."
     )
-    Params = LatencyParams
-    params: LatencyParams
 
-    def __init__(self, params: BaseModel | None = None) -> None:
-        super().__init__(params)
+    def prepare(self) -> None:
         self.random = random.Random(self.params.seed)
-        self.pattern = re.compile(self.params.url_pattern) if self.params.url_pattern else None
         # Injectable so tests need not wait.
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
@@ -60,8 +50,6 @@ class Latency(Misbehaviour):
         return max(0.0, self.params.ms + offset) / 1000
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        if self.pattern is not None and not self.pattern.search(flow.request.url):
-            return None
         delay = self.next_delay()
         flow.metadata["latency_ms"] = round(delay * 1000)
         return self.sleep(delay)

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
-
 from proxies.misbehaviours._cache_rules import Seconds, Status, ttl_unless_explicit
-from proxies.misbehaviours.base import Misbehaviour
+from proxies.misbehaviours.base import Misbehaviour, Parameters
 
 if TYPE_CHECKING:
     from mitmproxy import http
 
 
-class NegativeCacheParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class NegativeCacheParams(Parameters):
     ttl: Seconds
     statuses: list[Status] = [404, 500, 502, 503, 504]
 
 
-class NegativeCache(Misbehaviour):
+class NegativeCache(Misbehaviour[NegativeCacheParams]):
     """An error answer with a listed status and no freshness of its own is stored for `ttl`:
     one failed poll (a 502 while the app restarts, a 404 before the task is registered) is
     replayed to every poll for that long, although the origin has recovered. RFC 9111 allows
@@ -36,8 +32,6 @@ class NegativeCache(Misbehaviour):
         "Found) are able to be negatively-cached for a short time'; default 0); CDN 'cache "
         "by status code' rules."
     )
-    Params = NegativeCacheParams
-    params: NegativeCacheParams
 
     def freshness_lifetime(
         self, request: http.Request, response: http.Response, lifetime: float, now: float

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Literal
-from weakref import WeakKeyDictionary
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field
 from werkzeug.http import parse_date
 
 from proxies import cache_policy
 from proxies.misbehaviours._cache_rules import hide_directives
-from proxies.misbehaviours._common import Regex
-from proxies.misbehaviours.base import Misbehaviour
+from proxies.misbehaviours.base import Misbehaviour, Parameters
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -27,22 +26,57 @@ SquidOption = Literal[
     "ignore-no-store",
     "ignore-private",
 ]
-
-# Squid uses the first refresh_pattern line that matches a URL. Every line is one misbehaviour
-# in the profile, and the hooks of all of them run for every request, in profile order: the
-# first line whose regex matches a request claims it, the others leave that request alone.
-_claims: WeakKeyDictionary[http.Request, SquidRefreshPattern] = WeakKeyDictionary()
+SQUID_OPTIONS: frozenset[str] = frozenset(get_args(SquidOption))
+LINE_SYNTAX = "[refresh_pattern] [-i] regex min percent[%] max [options]"
 
 
-class SquidRefreshPatternParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+@dataclass(frozen=True)
+class RefreshLine:
+    """One `refresh_pattern` line of squid.conf, parsed."""
 
-    # Matched (re.search) against the whole URL; squid.conf's `-i` is `(?i)` here.
-    regex: Regex
-    min_minutes: Annotated[int, Field(ge=0)]
-    percent: Annotated[int, Field(ge=0)]
-    max_minutes: Annotated[int, Field(ge=0)]
-    options: list[SquidOption] = []
+    pattern: re.Pattern[str]
+    min_s: float
+    fraction: float
+    max_s: float
+    options: frozenset[str]
+
+    @classmethod
+    def parse(cls, text: str) -> RefreshLine:
+        """Read a line as squid.conf does: words apart by blanks, `-i` for a case-insensitive
+        regex (matched with re.search against the whole URL), min and max in minutes."""
+        words = text.split()
+        if words[:1] == ["refresh_pattern"]:
+            words = words[1:]
+        flags = 0
+        if words[:1] == ["-i"]:
+            flags, words = re.IGNORECASE, words[1:]
+        if len(words) < 4:
+            raise ValueError(f"{text!r}: expected {LINE_SYNTAX!r}")
+        regex, min_minutes, percent, max_minutes, *options = words
+        try:
+            pattern = re.compile(regex, flags)
+        except re.error as exc:
+            raise ValueError(f"{text!r}: not a valid regular expression: {exc}") from None
+        numbers = (min_minutes, percent.removesuffix("%"), max_minutes)
+        if not all(number.isdigit() for number in numbers):
+            raise ValueError(f"{text!r}: min, percent and max must be whole numbers >= 0")
+        unknown = sorted(set(options) - SQUID_OPTIONS)
+        if unknown:
+            known = ", ".join(sorted(SQUID_OPTIONS))
+            raise ValueError(f"{text!r}: unknown option {unknown[0]!r} (known: {known})")
+        minimum, share, maximum = (int(number) for number in numbers)
+        return cls(pattern, minimum * 60.0, share / 100, maximum * 60.0, frozenset(options))
+
+
+def _check_line(text: str) -> str:
+    RefreshLine.parse(text)
+    return text
+
+
+class SquidRefreshPatternParams(Parameters):
+    # The refresh_pattern lines in squid.conf's order, each as squid.conf writes it (the
+    # `refresh_pattern` word may be left out): `-i (/cgi-bin/|\?) 0 0% 0`.
+    lines: Annotated[list[Annotated[str, AfterValidator(_check_line)]], Field(min_length=1)]
 
 
 def squid_lifetime(
@@ -112,12 +146,12 @@ def _expires(
     return expires
 
 
-class SquidRefreshPattern(Misbehaviour):
-    """One `refresh_pattern [-i] regex min percent max [options]` line of squid.conf, applied
-    with Squid's own algorithm (src/refresh.cc refreshStaleness/refreshCheck, Squid 6) to the
-    URLs it matches first. Several lines are several misbehaviours, in squid.conf order; a URL
-    no line matches keeps the cache's RFC rules (Squid would use its built-in `. 0 20% 4320`,
-    so list a `.` line last, as squid.conf.default does).
+class SquidRefreshPattern(Misbehaviour[SquidRefreshPatternParams]):
+    """squid.conf's `refresh_pattern [-i] regex min percent max [options]` lines, in their
+    order: the first line whose regex matches a URL decides its freshness with Squid's own
+    algorithm (src/refresh.cc refreshStaleness/refreshCheck, Squid 6). A URL no line matches
+    keeps the cache's RFC rules (Squid would use its built-in `. 0 20% 4320`, so list a `.`
+    line last, as squid.conf.default does).
 
     Freshness, in Squid's order:
     1. An explicit expiry (s-maxage, max-age, else Expires) decides alone: min, percent and max
@@ -158,54 +192,48 @@ class SquidRefreshPattern(Misbehaviour):
     """
 
     name = "squid-refresh-pattern"
-    summary = "One squid.conf refresh_pattern line, with Squid's freshness algorithm and options."
+    summary = "squid.conf refresh_pattern lines, with Squid's freshness algorithm and options."
     imitates = (
         "Squid `refresh_pattern [-i] regex min percent max [override-expire override-lastmod "
         "reload-into-ims ignore-reload ignore-no-store ignore-private]` (squid.conf; "
         "src/refresh.cc, src/http.cc of Squid 6, built with the default "
         "--enable-http-violations)."
     )
-    Params = SquidRefreshPatternParams
-    params: SquidRefreshPatternParams
 
-    def __init__(self, params: BaseModel | None = None) -> None:
-        super().__init__(params)
-        self.pattern = re.compile(self.params.regex)
+    def prepare(self) -> None:
+        self.lines = [RefreshLine.parse(text) for text in self.params.lines]
 
-    def applies(self, request: http.Request) -> bool:
-        """Is this the first line (of the profile's) that matches the request's URL?"""
-        owner = _claims.get(request)
-        if owner is None and self.pattern.search(request.url):
-            _claims[request] = owner = self
-        return owner is self
-
-    def _has(self, option: SquidOption) -> bool:
-        return option in self.params.options
+    def line_for(self, request: http.Request) -> RefreshLine | None:
+        """The first line whose regex matches the request's URL, as Squid picks it."""
+        return next((line for line in self.lines if line.pattern.search(request.url)), None)
 
     def accepts_stored(self, request: http.Request, decision: bool) -> bool:
-        if self.applies(request) and self._has("ignore-reload"):
+        line = self.line_for(request)
+        if line is not None and "ignore-reload" in line.options:
             return True
         return decision
 
     def visible_headers(
         self, request: http.Request, response: http.Response, headers: http.Headers
     ) -> http.Headers:
-        if not self.applies(request):
+        line = self.line_for(request)
+        if line is None:
             return headers
-        hidden = [d for d in ("no-store", "private") if self._has(f"ignore-{d}")]  # type: ignore[arg-type]
+        hidden = [d for d in ("no-store", "private") if f"ignore-{d}" in line.options]
         return hide_directives(headers, hidden) if hidden else headers
 
     def freshness_lifetime(
         self, request: http.Request, response: http.Response, lifetime: float, now: float
     ) -> float:
-        if not self.applies(request):
+        line = self.line_for(request)
+        if line is None:
             return lifetime
         return squid_lifetime(
             response.headers,
             now,
-            min_s=self.params.min_minutes * 60.0,
-            fraction=self.params.percent / 100,
-            max_s=self.params.max_minutes * 60.0,
-            override_expire=self._has("override-expire"),
-            override_lastmod=self._has("override-lastmod"),
+            min_s=line.min_s,
+            fraction=line.fraction,
+            max_s=line.max_s,
+            override_expire="override-expire" in line.options,
+            override_lastmod="override-lastmod" in line.options,
         )

@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from pydantic import BaseModel, ConfigDict
-
-from proxies.misbehaviours._cache_rules import Seconds
-from proxies.misbehaviours.base import Misbehaviour
-
-if TYPE_CHECKING:
-    from mitmproxy import http
+from proxies.misbehaviours._cache_rules import ServesStale
 
 
-class StaleOnErrorParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_stale: Seconds  # how long past its lifetime a copy may still stand in for an error
-
-
-class StaleOnError(Misbehaviour):
+class StaleOnError(ServesStale):
     """When the origin answers 500, 502, 503 or 504 for a stale entry, the stale entry is
     served instead (for up to `max_stale` seconds past its lifetime), whatever the response
     said: no stale-if-error needed, must-revalidate and proxy-revalidate ignored (RFC 9111
@@ -37,12 +23,4 @@ class StaleOnError(Misbehaviour):
         "(nginx does not parse must-revalidate at all: src/http/ngx_http_upstream.c); Squid "
         "`max_stale` (default 1 week) for objects whose revalidation fails; Varnish grace."
     )
-    Params = StaleOnErrorParams
-    params: StaleOnErrorParams
-
-    def serve_stale(
-        self, request: http.Request, stale_for: float, upstream_failed: bool, decision: bool
-    ) -> bool:
-        if upstream_failed and stale_for <= self.params.max_stale:
-            return True
-        return decision
+    when_upstream_failed = True

@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from pydantic import BaseModel, ConfigDict
-
-from proxies.misbehaviours._cache_rules import Seconds
-from proxies.misbehaviours.base import Misbehaviour
-
-if TYPE_CHECKING:
-    from mitmproxy import http
+from proxies.misbehaviours._cache_rules import ServesStale
 
 
-class StaleWhileUpdatingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_stale: Seconds  # how long past its lifetime a copy may be served while it is refreshed
-
-
-class StaleWhileUpdating(Misbehaviour):
+class StaleWhileUpdating(ServesStale):
     """A stale entry (up to `max_stale` seconds past its lifetime) is served at once and
     refreshed behind the client's back, the first stale hit starting one background request
     (the cache's refresh goes through the proxy like any request); until it is back, every
@@ -35,12 +21,4 @@ class StaleWhileUpdating(Misbehaviour):
         "Varnish grace (`default_grace` 10 s: a stale object is delivered while a background "
         "fetch refreshes it); CDNs that serve stale while revalidating by default."
     )
-    Params = StaleWhileUpdatingParams
-    params: StaleWhileUpdatingParams
-
-    def serve_stale(
-        self, request: http.Request, stale_for: float, upstream_failed: bool, decision: bool
-    ) -> bool:
-        if not upstream_failed and stale_for <= self.params.max_stale:
-            return True
-        return decision
+    when_upstream_failed = False

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from proxies.misbehaviours.base import Misbehaviour
+from proxies.misbehaviours.base import Misbehaviour, Parameters
 
 if TYPE_CHECKING:
     from mitmproxy import http
 
 
-class StripResponseHeadersParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class StripResponseHeadersParams(Parameters):
     # Response header names to remove (case-insensitive).
     names: Annotated[list[str], Field(min_length=1)]
     # Headers to set (replacing any value). A profile's misbehaviour values cannot be tables,
@@ -35,7 +33,7 @@ class StripResponseHeadersParams(BaseModel):
         return pairs
 
 
-class StripResponseHeaders(Misbehaviour):
+class StripResponseHeaders(Misbehaviour[StripResponseHeadersParams]):
     """Every response (from the origin, from the cache, or made by the proxy) loses the named
     headers and gets the `set` ones, before its headers go to the client.
 
@@ -56,8 +54,6 @@ class StripResponseHeaders(Misbehaviour):
         "Cache-Control`, WAF and CDN response-header rules (Cloudflare Transform Rules, "
         "F5 iRules), old HTTP/1.0 proxies that forward only the headers they know."
     )
-    Params = StripResponseHeadersParams
-    params: StripResponseHeadersParams
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
