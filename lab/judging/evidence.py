@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.clients.polling import Poll, PollingClient
+from lab.clients.base import Client
+from lab.clients.polling import Poll
 from lab.data.jsonl import read_jsonl
 from lab.data.scenarios import Outcome, Scenario
 from lab.stacks.stack import TaskEvents
@@ -99,7 +100,7 @@ class Evidence:
         task_events: TaskEvents,
         index: EventIndex,
         task_id: str | None,
-        client: PollingClient,
+        client: Client,
         backend_state: str | None,
         uses_proxy: bool,
         proxy_visible: bool,
@@ -126,7 +127,7 @@ class Evidence:
             uses_proxy=uses_proxy,
             proxy_visible=proxy_visible,
             worker_running=worker_running,
-            warnings=list(getattr(client, "warnings", [])),
+            warnings=list(client.warnings),
             foreign_task_id=foreign,
         )
 

@@ -18,7 +18,7 @@ from lab.data import profiles
 from lab.reports import report
 from lab.runs import repro
 from lab.stacks.brokers import BrokerChoice, BrokerRuntime, redis_server_installed, start_broker
-from lab.runs.cell import CellRun, client_kind, run_cell, task_duration
+from lab.runs.cell import CellRun, run_cell, task_duration
 from lab.data.errors import RunStopped
 from lab.judging.evidence import EventIndex, Grouped, Verdict, untested_because
 from lab.runs.repro import new_browser, new_run_dir, new_supervisor, verdict_for, write_json
@@ -452,7 +452,7 @@ class CellsStopped(RunStopped):
 def untested_mismatch(run: CellRun) -> bool:
     """Judged from the client and the worker's record alone, in the cell's own thread: did
     this run miss its expectation without testing anything? (evidence.untested_because)"""
-    if run.observed is run.scenario.expected_for(run.fix, client_kind(run.client)):
+    if run.observed is run.scenario.expected_for(run.fix, run.client.kind):
         return False
     evidence = repro.gather_evidence(run, EventIndex(None, None))
     return untested_because(evidence, strategies.load().final_states, None) is not None

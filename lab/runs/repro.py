@@ -14,7 +14,7 @@ from lab.data import fixes
 from lab.data import profiles
 from lab.reports import report
 from lab.stacks.brokers import BrokerChoice, BrokerRuntime, start_broker
-from lab.runs.cell import CellRun, client_kind, run_cell, task_duration
+from lab.runs.cell import CellRun, run_cell, task_duration
 from lab.data.errors import ComponentError, RunStopped
 from lab.judging.evidence import EventIndex, Evidence, Verdict, judge
 from lab.stacks.processes import Supervisor
@@ -89,7 +89,7 @@ def verdict_for(cell: CellRun, index: EventIndex) -> Verdict:
         evidence,
         seconds=cell.seconds,
         final_states=strategies.load().final_states,
-        client=client_kind(cell.client),
+        client=cell.client.kind,
         broker=cell.app.broker,
         result_lifetime=fixes.result_lifetime(cell.fix, cell.scenario.results.expires_s),
         attempts=cell.attempt,
