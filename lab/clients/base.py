@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -51,30 +51,23 @@ class Client(Protocol):
     def screenshot(self, path: Path) -> bool: ...
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class ClientBase:
     """The settings both clients are made with, what the UI shows, and the client's log
     (client.jsonl): one JSON line per event, the same events from both clients."""
 
     kind: ClassVar[str]
+    base_url: str
+    proxy_url: str | None  # None: straight to the app
+    book: StrategyBook
+    strategy: Strategy
+    poll_interval: float
+    task_duration: float
+    log_path: Path
+    status_url_style: str = "path"
 
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        book: StrategyBook,
-        strategy: Strategy,
-        poll_interval: float,
-        task_duration: float,
-        log_path: Path,
-        status_url_style: str = "path",
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.book = book
-        self.strategy = strategy
-        self.poll_interval = poll_interval
-        self.task_duration = task_duration
-        self.log_path = log_path
-        self.status_url_style = status_url_style
+    def __post_init__(self) -> None:
+        self.base_url = self.base_url.rstrip("/")
         self.ui_state = "idle"
         self.task_id: str | None = None
         self.started_at: float | None = None

@@ -23,14 +23,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from lab.clients.base import ClientBase
 from lab.clients.poll import Poll, new_poll, read_answer
-from sample_app.strategies import DetectStale, Strategy, StrategyBook, is_retryable
+from sample_app.strategies import DetectStale, is_retryable
 
 REQUEST_TIMEOUT = 10.0
 EVENT_STREAM = "text/event-stream"
@@ -96,31 +95,14 @@ class PollingClient(ClientBase):
 
     kind = "python"
 
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        proxy_url: str | None,
-        book: StrategyBook,
-        strategy: Strategy,
-        poll_interval: float,
-        task_duration: float,
-        log_path: Path,
-        status_url_style: str = "path",
-    ) -> None:
-        if status_url_style not in book.status_paths:
-            known = ", ".join(book.status_paths)
-            raise ValueError(f"status_url_style {status_url_style!r}: not one of {known}")
-        super().__init__(
-            base_url=base_url,
-            book=book,
-            strategy=strategy,
-            poll_interval=poll_interval,
-            task_duration=task_duration,
-            log_path=log_path,
-            status_url_style=status_url_style,
+    def __post_init__(self) -> None:
+        if self.status_url_style not in self.book.status_paths:
+            known = ", ".join(self.book.status_paths)
+            raise ValueError(f"status_url_style {self.status_url_style!r}: not one of {known}")
+        super().__post_init__()
+        self._http = http_client(
+            proxy=self.proxy_url, timeout=REQUEST_TIMEOUT, follow_redirects=False
         )
-        self._http = http_client(proxy=proxy_url, timeout=REQUEST_TIMEOUT, follow_redirects=False)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="polling-client", daemon=True)
         # Every connection the client opened (httpcore's trace hook reports them): stop() shuts
@@ -128,7 +110,7 @@ class PollingClient(ClientBase):
         self._streams: list[Any] = []
         self._extensions = {"trace": self._trace}
         self._kept: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
-        self.nonce_kind: str | None = strategy.poll.nonce  # detect_stale may switch it
+        self.nonce_kind: str | None = self.strategy.poll.nonce  # detect_stale may switch it
 
     # -- the runner's side
     def start(self) -> None:

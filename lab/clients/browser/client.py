@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote
@@ -29,51 +30,30 @@ from lab.clients.browser.page import BrowserPage
 from lab.clients.browser.recorder import NetworkRecorder
 from lab.data.errors import ComponentError
 from lab.stacks.processes import log_tail, start_timeout
-from sample_app.strategies import Strategy, StrategyBook
 
 SETTLE_TIMEOUT = 1.0  # at a final ui state: how long to wait for the last answer's record
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class BrowserClient(ClientBase):
     """The sample app's page in Chromium, clicked and watched; the runner reads `ui_state`,
     `polls` and `task_id` from its own thread while the page runs on the host's loop."""
 
     kind = "browser"
+    host: BrowserHost
 
-    def __init__(
-        self,
-        *,
-        host: BrowserHost,
-        base_url: str,
-        proxy_url: str | None,
-        book: StrategyBook,
-        strategy: Strategy,
-        poll_interval: float,
-        task_duration: float,
-        log_path: Path,
-        status_url_style: str = "path",
-    ) -> None:
-        super().__init__(
-            base_url=base_url,
-            book=book,
-            strategy=strategy,
-            poll_interval=poll_interval,
-            task_duration=task_duration,
-            log_path=log_path,
-            status_url_style=status_url_style,
-        )
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.log_label = {"client": self.kind}
-        self.host = host
-        self.proxy_url = proxy_url
-        self.page_url = f"{self.base_url}/?fix={quote(strategy.name)}"
+        self.page_url = f"{self.base_url}/?fix={quote(self.strategy.name)}"
         self.status_text: str = ""
         self.crashed: str | None = None
         self.setup_failed: str | None = None
         self.network = NetworkRecorder(self, self._fetch_body)
         self.page = BrowserPage(
-            host,
+            host=self.host,
             url=self.page_url,
-            proxy_url=proxy_url,
+            proxy_url=self.proxy_url,
             log=self.log,
             on_ui=self._on_ui,
             on_crash=self._on_crash,

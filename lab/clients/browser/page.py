@@ -10,6 +10,7 @@ import functools
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,35 +33,24 @@ def page_script(name: str) -> str:
     return resources.files(__package__).joinpath(name).read_text("utf-8").strip()
 
 
+@dataclass(eq=False)
 class BrowserPage:
     """A fresh browser context (its own HTTP cache, on, and its own connections; the proxy for
     a forward profile, with loopback sent through it too) and the sample app's page in it. What
     the page shows goes to `on_ui`, its network events to `on_network`, and what happened to
     `log`; every method but `body` runs on the host's loop."""
 
-    def __init__(
-        self,
-        host: BrowserHost,
-        *,
-        url: str,
-        proxy_url: str | None,
-        log: Callable[..., None],
-        on_ui: Callable[[dict[str, Any]], None],
-        on_crash: Callable[[], None],
-        on_network: Callable[[str, dict[str, Any]], None],
-        network_events: list[str],
-    ) -> None:
-        self.host = host
-        self.url = url
-        self.proxy_url = proxy_url
-        self._log = log
-        self._on_ui = on_ui
-        self._on_crash = on_crash
-        self._on_network = on_network
-        self._network_events = network_events
-        self._context: BrowserContext | None = None
-        self._page: Page | None = None
-        self._cdp: CDPSession | None = None
+    host: BrowserHost
+    url: str
+    proxy_url: str | None
+    log: Callable[..., None]
+    on_ui: Callable[[dict[str, Any]], None]
+    on_crash: Callable[[], None]
+    on_network: Callable[[str, dict[str, Any]], None]
+    network_events: list[str]
+    _context: BrowserContext | None = field(default=None, init=False)
+    _page: Page | None = field(default=None, init=False)
+    _cdp: CDPSession | None = field(default=None, init=False)
 
     @property
     def opened(self) -> bool:
@@ -92,7 +82,7 @@ class BrowserPage:
             raise RuntimeError("no page was opened")
         await self._page.screenshot(path=str(path), timeout=CALL_TIMEOUT * 1000)
         with contextlib.suppress(Exception):  # evidence beside the picture, not a failure
-            self._log("panel", **await self._page.evaluate(page_script("read_panel.js")))
+            self.log("panel", **await self._page.evaluate(page_script("read_panel.js")))
 
     async def body(self, request_id: str) -> str | None:
         """A finished request's body, or None (evicted, or the page is gone)."""
@@ -127,21 +117,21 @@ class BrowserPage:
         page = await self._context.new_page()
         self._page = page
         step("page")
-        page.on("crash", lambda _: self._on_crash())
-        page.on("console", lambda msg: self._log("console", type=msg.type, text=msg.text))
-        page.on("pageerror", lambda exc: self._log("pageerror", error=str(exc)))
+        page.on("crash", lambda _: self.on_crash())
+        page.on("console", lambda msg: self.log("console", type=msg.type, text=msg.text))
+        page.on("pageerror", lambda exc: self.log("pageerror", error=str(exc)))
         cdp = await self._context.new_cdp_session(page)
         self._cdp = cdp
-        for event in self._network_events:
-            cdp.on(event, functools.partial(self._on_network, event))
+        for event in self.network_events:
+            cdp.on(event, functools.partial(self.on_network, event))
         # Independent of one another: one round trip's wait for all three.
         await asyncio.gather(
             cdp.send("Network.enable"),
-            page.expose_binding("__labUi", lambda _source, shown: self._on_ui(shown)),
+            page.expose_binding("__labUi", lambda _source, shown: self.on_ui(shown)),
             page.add_init_script(page_script("watch_page.js")),
         )
         step("watch")
-        self._log("open", url=self.url, proxy=self.proxy_url, browser=self.host.version)
+        self.log("open", url=self.url, proxy=self.proxy_url, browser=self.host.version)
         await page.goto(self.url, wait_until="load", timeout=start_timeout() * 1000)
         step("goto")
-        self._log("opened", seconds=steps)
+        self.log("opened", seconds=steps)
