@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from lab.clients.base import ClientBase
-from lab.clients.browser.recorder import NetworkRecorder
+from lab.clients.browser.recorder import NetworkRecorder, RequestKinds
 from sample_app import strategies
 
 CELLS: list[dict[str, Any]] = json.loads(
@@ -169,3 +169,23 @@ def test_a_handler_bug_is_logged_not_raised(tmp_path):
     replay.recorder.handle("Network.webSocketCreated", {"requestId": "2"})  # not read: ignored
     (bug,) = replay.logged("client_bug")
     assert bug["handler"] == "_on_request" and bug["error"].startswith("KeyError")
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "kind"),
+    [
+        ("POST", "http://127.0.0.1:5000/_lab/c1/tasks", "start"),
+        ("GET", "http://127.0.0.1:5000/_lab/c1/tasks/ab12/status", "poll"),
+        ("GET", "http://127.0.0.1:5000/_lab/c1/tasks/ab12/status/n0nce", "poll"),  # path nonce
+        ("GET", "http://127.0.0.1:5000/_lab/c1/status?task_id=ab12&n=1", "poll"),
+        ("GET", "http://127.0.0.1:5000/_lab/c1/status?n=1", None),  # no task: not a poll
+        ("GET", "http://127.0.0.1:5000/_lab/c1/tasks/ab12/events", "events"),
+        ("POST", "http://127.0.0.1:5000/_lab/c1/debug/tasks/ab12", None),  # the debug panel
+        ("GET", "http://127.0.0.1:5000/_lab/c2/tasks/ab12/status", None),  # another cell
+        ("GET", "http://127.0.0.1:5001/_lab/c1/tasks/ab12/status", None),  # another origin
+        ("GET", "http://127.0.0.1:5000/_lab/c1/static/poller.js", None),
+    ],
+)
+def test_which_requests_are_the_pages_own(method, url, kind):
+    kinds = RequestKinds("http://127.0.0.1:5000/_lab/c1", strategies.load())
+    assert kinds(method, url) == kind

@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 from lab.clients.base import ClientBase
 from lab.clients.poll import Poll, new_poll, read_answer
 from sample_app.debug import is_debug_path
+from sample_app.strategies import StrategyBook
 
 EVENT_STREAM = "text/event-stream"
 
@@ -77,11 +78,7 @@ class NetworkRecorder:
         self.client = client
         self.fetch_body = fetch_body
         self.stopping = False  # set when the client stops: nothing more is recorded
-        base = urlsplit(client.base_url)
-        self._origin = (base.scheme, base.netloc)
-        self._prefix = base.path.rstrip("/")
-        self._status_routes = [status_route(t) for t in client.book.status_paths.values()]
-        self._events_path = re.compile(path_regex(client.book.events_path))
+        self._kind_of = RequestKinds(client.base_url, client.book)
         self._requests: dict[str, _Request] = {}
         self._wire_status: dict[str, int] = {}
         self._served_from_cache: set[str] = set()
@@ -144,28 +141,6 @@ class NetworkRecorder:
             return last is not None and self.client.is_final(last)
         return True
 
-    # -- which requests are the page's own
-    def _classify(self, method: str, url: str) -> str | None:
-        parts = urlsplit(url)
-        if (parts.scheme, parts.netloc) != self._origin:
-            return None
-        path = parts.path
-        if self._prefix:
-            if not path.startswith(self._prefix + "/"):
-                return None
-            path = path[len(self._prefix) :]
-        if method == "POST" and path == "/tasks":
-            return "start"
-        if is_debug_path(path):
-            return None  # the page's debug panel asking for the truth: not a poll
-        if self._events_path.fullmatch(path):
-            return "events"
-        query = parse_qs(parts.query)
-        for pattern, task_param in self._status_routes:
-            if pattern.fullmatch(path) and (task_param is None or task_param in query):
-                return "poll"
-        return None
-
     def _wall(self, timestamp: float) -> float:
         if self._clock_offset is None:
             return time.time()
@@ -177,7 +152,7 @@ class NetworkRecorder:
         if self.stopping:
             return
         request = event["request"]
-        kind = self._classify(request["method"], request["url"])
+        kind = self._kind_of(request["method"], request["url"])
         if kind is None:
             return
         tracked = _Request(
@@ -325,6 +300,39 @@ class NetworkRecorder:
         self.client.log("start", status=tracked.status, body=(body or "")[:500])
         with contextlib.suppress(ValueError, TypeError, KeyError):
             self.client.task_id = self.client.task_id or json.loads(body or "")["task_id"]
+
+
+class RequestKinds:
+    """Which of the page's requests the client follows: "start" (POST /tasks), "poll" (a
+    status URL, in any of the app's styles), "events" (the event stream), or None."""
+
+    def __init__(self, base_url: str, book: StrategyBook) -> None:
+        base = urlsplit(base_url)
+        self._origin = (base.scheme, base.netloc)
+        self._prefix = base.path.rstrip("/")
+        self._status_routes = [status_route(t) for t in book.status_paths.values()]
+        self._events_path = re.compile(path_regex(book.events_path))
+
+    def __call__(self, method: str, url: str) -> str | None:
+        parts = urlsplit(url)
+        if (parts.scheme, parts.netloc) != self._origin:
+            return None
+        path = parts.path
+        if self._prefix:
+            if not path.startswith(self._prefix + "/"):
+                return None
+            path = path[len(self._prefix) :]
+        if method == "POST" and path == "/tasks":
+            return "start"
+        if is_debug_path(path):
+            return None  # the page's debug panel asking for the truth: not a poll
+        if self._events_path.fullmatch(path):
+            return "events"
+        query = parse_qs(parts.query)
+        for pattern, task_param in self._status_routes:
+            if pattern.fullmatch(path) and (task_param is None or task_param in query):
+                return "poll"
+        return None
 
 
 def status_route(template: str) -> tuple[re.Pattern[str], str | None]:
