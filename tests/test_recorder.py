@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
-from lab.clients.base import ClientBase
+from lab.clients.base import Client, ClientBase
+from lab.clients.browser import BrowserClient, BrowserHost
 from lab.clients.browser.recorder import NetworkRecorder, RequestKinds
+from lab.clients.polling import PollingClient
 from sample_app import strategies
 
 CELLS: list[dict[str, Any]] = json.loads(
@@ -189,3 +191,32 @@ def test_a_handler_bug_is_logged_not_raised(tmp_path):
 def test_which_requests_are_the_pages_own(method, url, kind):
     kinds = RequestKinds("http://127.0.0.1:5000/_lab/c1", strategies.load())
     assert kinds(method, url) == kind
+
+
+def test_both_clients_are_clients(tmp_path):
+    """What the runner and the verdict read, both clients have (lab.clients.base.Client)."""
+    book = strategies.load()
+    settings = {
+        "base_url": "http://127.0.0.1:5000/",
+        "proxy_url": None,
+        "book": book,
+        "strategy": book.get("none"),
+        "poll_interval": 0.25,
+        "task_duration": 1.5,
+        "log_path": tmp_path / "client.jsonl",
+    }
+    host = BrowserHost("run", tmp_path / "browser.log")  # not launched: nothing starts
+    try:
+        clients = [PollingClient(**settings), BrowserClient(host=host, **settings)]
+    finally:
+        host.close()
+    assert [client.kind for client in clients] == ["python", "browser"]
+    for client in clients:
+        assert isinstance(client, Client)
+        assert client.base_url == "http://127.0.0.1:5000"
+        assert (client.ui_state, client.done, client.last_state) == ("idle", False, None)
+    clients[0].stop()  # never started: returns at once
+    clients[0].open()  # nothing to open, nothing to check, nothing to show
+    clients[0].check_alive()
+    assert not clients[0].screenshot(tmp_path / "shot.png")
+    assert not (tmp_path / "shot.png").exists()

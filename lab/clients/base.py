@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from lab.clients.poll import Poll
 from sample_app.strategies import Strategy, StrategyBook
@@ -17,6 +17,7 @@ from sample_app.strategies import Strategy, StrategyBook
 FINAL_UI_STATES = ("completed", "errored", "leaked")
 
 
+@runtime_checkable
 class Client(Protocol):
     """One user of the sample app's page. The runner starts it, reads its plain attributes from
     its own thread while it runs (the UI's state, the task it started, every poll), and stops
