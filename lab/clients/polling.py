@@ -17,20 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import socket
 import ssl
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from sample_app.strategies import DetectStale, Strategy, StrategyBook, is_retryable
+from lab.clients.base import ClientBase
+from lab.clients.poll import Poll, new_poll, read_answer
+from sample_app.strategies import DetectStale, is_retryable
 
 REQUEST_TIMEOUT = 10.0
 EVENT_STREAM = "text/event-stream"
@@ -43,34 +42,6 @@ BROWSER_FETCH_CACHE: dict[str, tuple[bool, dict[str, str]]] = {
 # EventSource's own request: it asks for a stream, and for a fresh one.
 EVENT_SOURCE_HEADERS = {"Accept": EVENT_STREAM, "Cache-Control": "no-cache"}
 KEPT_ANSWERS = 64  # the imitated browser cache keeps this many URLs' last answer
-
-
-@dataclass
-class Poll:
-    """One answer the UI got (or one failed request). For the event stream, one event: then
-    sent_at is when the event arrived, and `stream` numbers the connection it came on."""
-
-    seq: int
-    sent_at: float
-    received_at: float
-    url: str
-    status: int | None
-    state: str | None
-    served_at: float | None = None
-    age: str | None = None
-    date: str | None = None
-    via: str | None = None
-    x_cache: str | None = None
-    cache_control: str | None = None
-    error: str | None = None
-    method: str = "GET"
-    retry: int = 0  # failed requests in a row before this one (0: not a retry)
-    server_seq: int | None = None  # the answer's seq, increasing per app process
-    task_id: str | None = None  # the task the answer is about
-    foreign_task_id: str | None = None  # set when that is not the task being polled: a leak
-    etag: str | None = None
-    browser_cache: bool = False  # a 304: the body is the copy the (imitated) browser kept
-    stream: int | None = None
 
 
 class StaleWatch:
@@ -119,32 +90,19 @@ def http_error(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}" + (f": {reason}" if reason else "")
 
 
-class PollingClient:
+class PollingClient(ClientBase):
     """Runs in its own thread; the runner reads `ui_state`, `polls` and `task_id` while it runs."""
 
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        proxy_url: str | None,
-        book: StrategyBook,
-        strategy: Strategy,
-        poll_interval: float,
-        task_duration: float,
-        log_path: Path,
-        status_url_style: str = "path",
-    ) -> None:
-        if status_url_style not in book.status_paths:
-            known = ", ".join(book.status_paths)
-            raise ValueError(f"status_url_style {status_url_style!r}: not one of {known}")
-        self.base_url = base_url.rstrip("/")
-        self.book = book
-        self.strategy = strategy
-        self.poll_interval = poll_interval
-        self.task_duration = task_duration
-        self.log_path = log_path
-        self.status_url_style = status_url_style
-        self._http = http_client(proxy=proxy_url, timeout=REQUEST_TIMEOUT, follow_redirects=False)
+    kind = "python"
+
+    def __post_init__(self) -> None:
+        if self.status_url_style not in self.book.status_paths:
+            known = ", ".join(self.book.status_paths)
+            raise ValueError(f"status_url_style {self.status_url_style!r}: not one of {known}")
+        super().__post_init__()
+        self._http = http_client(
+            proxy=self.proxy_url, timeout=REQUEST_TIMEOUT, follow_redirects=False
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="polling-client", daemon=True)
         # Every connection the client opened (httpcore's trace hook reports them): stop() shuts
@@ -152,15 +110,7 @@ class PollingClient:
         self._streams: list[Any] = []
         self._extensions = {"trace": self._trace}
         self._kept: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
-        self.ui_state = "idle"  # idle -> running -> completed | errored | leaked
-        self.task_id: str | None = None
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self.error: str | None = None
-        self.foreign_task_id: str | None = None  # the task a leaked answer was about
-        self.nonce_kind: str | None = strategy.poll.nonce  # detect_stale may switch it
-        self.warnings: list[str] = []
-        self.polls: list[Poll] = []
+        self.nonce_kind: str | None = self.strategy.poll.nonce  # detect_stale may switch it
 
     # -- the runner's side
     def start(self) -> None:
@@ -173,21 +123,12 @@ class PollingClient:
             self._thread.join(timeout=REQUEST_TIMEOUT + 1)
         self._http.close()
 
-    @property
-    def last_state(self) -> str | None:
-        """The state the UI shows: the last answer's (failed requests change nothing)."""
-        return next((poll.state for poll in reversed(self.polls) if poll.state), None)
-
-    @property
-    def done(self) -> bool:
-        return self.ui_state in ("completed", "errored", "leaked")
-
     # -- the page's logic
     def _run(self) -> None:
         try:
             self._start_task()
         except Exception as exc:  # noqa: BLE001 - the page shows any error and stops
-            self._show_error(f"starting the task failed: {exc}")
+            self.show_error(f"starting the task failed: {exc}")
             return
         transports: dict[str, Callable[[], None]] = {
             "poll": self._poll_loop,
@@ -197,7 +138,7 @@ class PollingClient:
             transports[self.strategy.transport]()
         except Exception as exc:
             # A bug here, not something the page would see: say so instead of looking hung.
-            self._show_error(f"the client itself failed: {type(exc).__name__}: {exc}")
+            self.show_error(f"the client itself failed: {type(exc).__name__}: {exc}")
             raise
 
     def _start_task(self) -> None:
@@ -208,7 +149,7 @@ class PollingClient:
             json={"fix": self.strategy.name, "duration": self.task_duration},
             extensions=self._extensions,
         )
-        self._log("start", status=response.status_code, body=response.text[:500])
+        self.log("start", status=response.status_code, body=response.text[:500])
         if not response.is_success:
             raise RuntimeError(http_error(response))
         self.task_id = response.json()["task_id"]
@@ -221,13 +162,13 @@ class PollingClient:
             poll = self._poll_once(retry=failures)
             if self._stop.is_set():
                 return  # stopped mid-request: what came back is not the UI's doing
-            self._record(poll)
+            self.record(poll)
             if poll.error:
                 if is_retryable(poll.status) and failures < retry.attempts:
                     failures += 1
                     self._wait_to_retry(failures, poll.error)
                     continue
-                self._show_error(poll.error)
+                self.show_error(poll.error)
                 return
             failures = 0
             if self._handle_answer(poll):
@@ -266,12 +207,14 @@ class PollingClient:
                             if self._stop.is_set():
                                 return
                             failures = 0
-                            poll = self._poll(url, response, retry=opened_with, stream=connection)
-                            poll.sent_at = poll.received_at
-                            self._read_answer(poll, data)
-                            self._record(poll)
+                            poll = self._poll(
+                                url, response, sent_at=0.0, retry=opened_with, stream=connection
+                            )
+                            poll.sent_at = poll.received_at  # an event is sent as it arrives
+                            read_answer(poll, data, self.task_id)
+                            self.record(poll)
                             if poll.error:
-                                self._show_error(poll.error)
+                                self.show_error(poll.error)
                                 return
                             if self._handle_answer(poll):
                                 return
@@ -281,25 +224,14 @@ class PollingClient:
             if self._stop.is_set():
                 return
             # EventSource does not tell the page the status: every failure is worth a retry.
-            failed = Poll(
-                len(self.polls) + 1,
-                opened_at,
-                time.time(),
-                url,
-                status,
-                None,
-                error=error,
-                retry=failures,
-                stream=connection,
-            )
-            if response is not None:
-                self._copy_headers(failed, response)
-            self._record(failed)
+            failed = self._poll(url, response, sent_at=opened_at, retry=failures, stream=connection)
+            failed.error = error
+            self.record(failed)
             if failures < retry.attempts:
                 failures += 1
                 self._wait_to_retry(failures, error)
                 continue
-            self._show_error(error)
+            self.show_error(error)
             return
 
     def _poll_once(self, *, retry: int) -> Poll:
@@ -321,19 +253,18 @@ class PollingClient:
                 spec.method, url, headers=headers, json=spec.body, extensions=self._extensions
             )
         except httpx.HTTPError as exc:
-            poll = Poll(len(self.polls) + 1, sent_at, time.time(), url, None, None)
-            poll.method, poll.retry, poll.error = spec.method, retry, f"{type(exc).__name__}: {exc}"
+            poll = self._poll(url, None, sent_at=sent_at, retry=retry, method=spec.method)
+            poll.error = f"{type(exc).__name__}: {exc}"
             return poll
-        poll = self._poll(url, response, retry=retry)
-        poll.sent_at, poll.method = sent_at, spec.method
+        poll = self._poll(url, response, sent_at=sent_at, retry=retry, method=spec.method)
         if response.status_code == 304 and kept is not None:
             poll.browser_cache = True
-            self._read_answer(poll, kept[1])
+            read_answer(poll, kept[1], self.task_id)
             return poll
         if not response.is_success:
             poll.error = http_error(response)
             return poll
-        body = self._read_answer(poll, response.text)
+        body = read_answer(poll, response.text, self.task_id)
         if body is not None and poll.etag and revalidates and spec.method == "GET":
             self._kept[url] = (poll.etag, body)
             self._kept.move_to_end(url)
@@ -342,73 +273,51 @@ class PollingClient:
         return poll
 
     def _poll(
-        self, url: str, response: httpx.Response, *, retry: int, stream: int | None = None
+        self,
+        url: str,
+        response: httpx.Response | None,
+        *,
+        sent_at: float,
+        retry: int,
+        stream: int | None = None,
+        method: str = "GET",
     ) -> Poll:
-        poll = Poll(
-            len(self.polls) + 1, 0.0, time.time(), url, response.status_code, None, retry=retry
+        """The answer's poll (its state not read yet), or with no response a failed request's."""
+        return new_poll(
+            Poll,
+            seq=len(self.polls) + 1,
+            url=url,
+            status=response.status_code if response is not None else None,
+            headers=response.headers if response is not None else None,
+            sent_at=sent_at,
+            received_at=time.time(),
+            method=method,
+            retry=retry,
+            stream=stream,
         )
-        poll.stream = stream
-        self._copy_headers(poll, response)
-        return poll
-
-    @staticmethod
-    def _copy_headers(poll: Poll, response: httpx.Response) -> None:
-        headers = response.headers
-        poll.age = headers.get("age")
-        poll.date = headers.get("date")
-        poll.via = headers.get("via")
-        poll.x_cache = headers.get("x-cache")
-        poll.cache_control = headers.get("cache-control")
-        poll.etag = headers.get("etag")
-
-    def _read_answer(self, poll: Poll, answer: str | dict[str, Any]) -> dict[str, Any] | None:
-        """Fills the poll from a status document; sets its error if it is not one."""
-        try:
-            body = json.loads(answer) if isinstance(answer, str) else answer
-            if not isinstance(body, dict) or not isinstance(body.get("state"), str):
-                raise ValueError("no state")
-        except ValueError as exc:
-            poll.error = f"unreadable status answer: {exc}"
-            return None
-        poll.state = body["state"]
-        poll.served_at = body.get("served_at")
-        poll.server_seq = body.get("seq")
-        poll.task_id = body.get("task_id")
-        if poll.task_id is not None and poll.task_id != self.task_id:
-            poll.foreign_task_id = poll.task_id
-        return body
 
     def _handle_answer(self, poll: Poll) -> bool:
         """What the page does with an answer; True when the UI stops."""
         if poll.foreign_task_id is not None:
             self.foreign_task_id = poll.foreign_task_id
-            self.finished_at = poll.received_at
-            self.ui_state = "leaked"
-            self._log("ui", ui_state="leaked", foreign_task_id=poll.foreign_task_id)
+            self.show_final("leaked", poll.received_at, foreign_task_id=poll.foreign_task_id)
             return True
         if poll.state in self.book.final_states:
-            self.finished_at = poll.received_at
-            self.ui_state = "completed" if poll.state == "SUCCESS" else "errored"
-            self._log("ui", ui_state=self.ui_state, state=poll.state)
+            ui_state = "completed" if poll.state == "SUCCESS" else "errored"
+            self.show_final(ui_state, poll.received_at, state=poll.state)
             return True
         return False
 
     def _switch_nonce(self, spec: DetectStale) -> None:
         self.nonce_kind = spec.switch_to_nonce
-        message = spec.warning
-        self.warnings.append(message)
-        self._log("warning", message=message)
+        self.warn(spec.warning)
 
     def _wait_to_retry(self, retry: int, error: str | None) -> None:
         delay = self.strategy.retry.delay_s(retry)
-        self._log(
+        self.log(
             "retry", retry=retry, attempts=self.strategy.retry.attempts, delay_s=delay, error=error
         )
         self._stop.wait(delay)
-
-    def _record(self, poll: Poll) -> None:
-        self.polls.append(poll)
-        self._log("poll", **asdict(poll))
 
     def _task(self) -> str:
         assert self.task_id is not None
@@ -426,17 +335,6 @@ class PollingClient:
             if sock is not None:
                 with contextlib.suppress(OSError):  # already closed
                     sock.shutdown(socket.SHUT_RDWR)
-
-    def _show_error(self, message: str | None) -> None:
-        self.error = message
-        self.finished_at = time.time()
-        self.ui_state = "errored"
-        self._log("ui", ui_state="errored", error=message)
-
-    def _log(self, event: str, **fields: Any) -> None:
-        line = json.dumps({"time": time.time(), "event": event, **fields})
-        with self.log_path.open("a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
 
 
 def sse_messages(lines: Iterator[str]) -> Iterator[str]:

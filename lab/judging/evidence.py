@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from lab.clients.polling import Poll, PollingClient
+from lab.clients.base import Client
+from lab.clients.polling import Poll
 from lab.data.events import EventLog, Grouped
 from lab.data.scenarios import Outcome, Scenario
 
@@ -70,7 +71,7 @@ class Evidence:
         origin: Grouped,
         proxy: Grouped,
         task_id: str | None,
-        client: PollingClient,
+        client: Client,
         backend_state: str | None,
         uses_proxy: bool,
         proxy_visible: bool,
@@ -99,7 +100,7 @@ class Evidence:
             uses_proxy=uses_proxy,
             proxy_visible=proxy_visible,
             worker_running=worker_running,
-            warnings=list(getattr(client, "warnings", [])),
+            warnings=list(client.warnings),
             foreign_task_id=foreign,
             decided_at=decided_at,
         )

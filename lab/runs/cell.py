@@ -7,8 +7,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING
 
+from lab.clients.base import Client
 from lab.clients.load import StreamResult, TaskStream
 from lab.clients.polling import PollingClient
 from lab.data import fixes
@@ -26,9 +27,7 @@ START_ANSWER_TIMEOUT = 15.0  # for the UI's Start to be answered while other use
 SCREENSHOT = "screenshot.png"  # the browser client's view at the verdict, in the cell's folder
 
 if TYPE_CHECKING:
-    from lab.clients.browser import BrowserClient, BrowserHost
-
-    Client: TypeAlias = PollingClient | BrowserClient
+    from lab.clients.browser import BrowserHost
 
 
 @dataclass
@@ -104,11 +103,6 @@ def make_client(
 
         return BrowserClient(host=browser, **common)
     return PollingClient(**common)
-
-
-def client_kind(client: Client) -> str:
-    """The verdict's `client` field: "python" or "browser"."""
-    return getattr(client, "kind", "python")
 
 
 def wait_for_outcome(
@@ -195,18 +189,15 @@ def run_cell(
     client = make_client(
         scenario, fix, app, proxy, logs_dir / "client.jsonl", path_prefix, browser=browser
     )
-    watch = check_alive
-    if browser is not None:
 
-        def watch() -> None:
-            check_alive()
-            client.check_alive()
+    def watch() -> None:
+        check_alive()
+        client.check_alive()
 
     stream: TaskStream | None = None
     stream_result: StreamResult | None = None
     try:
-        if browser is not None:
-            client.open(check_alive)  # set-up: the page is there before anyone starts a task
+        client.open(check_alive)  # set-up: the page is there before anyone starts a task
         if scenario.load.tasks:
             # Other users' tasks first: what they leave in the broker and result backend is
             # what the UI's own task meets.
@@ -236,10 +227,8 @@ def run_cell(
         decided_at = (client.finished_at if observed is not Outcome.hung else None) or time.time()
         seconds = time.monotonic() - began
         backend_state = app.backend.state(client.task_id)  # read at the verdict, by this cell
-        if browser is not None and (
-            screenshots == "all" or observed is not scenario.expected_for(fix, client_kind(client))
-        ):
-            client.screenshot(logs_dir / SCREENSHOT)
+        if screenshots == "all" or observed is not scenario.expected_for(fix, client.kind):
+            client.screenshot(logs_dir / SCREENSHOT)  # the Python client has nothing to show
     finally:
         if stream is not None:
             stream.finish()

@@ -13,7 +13,7 @@ from lab.data.errors import ComponentError, RunStopped
 from lab.data.kinds import CLIENTS as CLIENTS  # the CLI's --client choices
 from lab.data.scenarios import Scenario
 from lab.judging.evidence import Evidence, StackEventReaders, Verdict, judge
-from lab.runs.cell import CellRun, client_kind, run_cell, task_duration
+from lab.runs.cell import CellRun, run_cell, task_duration
 from lab.runs.lifecycle import Progress, RunResources, new_run_dir
 from lab.runs.schedule import MAX_ATTEMPTS
 from lab.stacks.brokers import BrokerChoice, BrokerRuntime
@@ -50,7 +50,7 @@ def verdict_for(cell: CellRun, readers: StackEventReaders) -> Verdict:
         evidence,
         seconds=cell.seconds,
         final_states=strategies.load().final_states,
-        client=client_kind(cell.client),
+        client=cell.client.kind,
         broker=cell.app.broker,
         result_lifetime=fixes.result_lifetime(cell.fix, cell.scenario.results.expires_s),
         attempts=cell.attempt,

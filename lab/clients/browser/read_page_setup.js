@@ -1,0 +1,1 @@
+() => [document.querySelector('#fix').value, document.querySelector('#page-config').textContent]
