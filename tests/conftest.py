@@ -1,10 +1,31 @@
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 
+from lab.data import settings
 from tests.lab_helpers import TOKEN_VAR, processes_with_token
+
+
+@pytest.fixture(autouse=True)
+def settings_read_afresh() -> Iterator[None]:
+    """The lab reads its LAB_* variables once per process: each test starts from the
+    environment as it is, and a variable a test set does not outlive it."""
+    settings.current.cache_clear()
+    yield
+    settings.current.cache_clear()
+
+
+@pytest.fixture
+def lab_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], None]:
+    """Sets a LAB_* variable for this test only; the lab's settings see it at once."""
+
+    def set_variable(name: str, value: str) -> None:
+        monkeypatch.setenv(name, value)
+        settings.current.cache_clear()
+
+    return set_variable
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import time
 import psutil
 import pytest
 
-from lab.data import fixes, scenarios
+from lab.data import fixes, scenarios, settings
 from lab.data.errors import EXIT_BAD_INPUT, EXIT_COMPONENT, EXIT_MATCHED, BadInput, ComponentError
 from lab.stacks import brokers
 from lab.stacks.brokers import BrokerChoice, celery_config, check_reachable
@@ -26,7 +26,7 @@ from lab.stacks.redis_memory import KeyGroup, MemorySummary, key_pattern, redis_
 from sample_app.config import REUSING_DATABASE_BACKEND
 from tests.lab_helpers import LabProcess, wait_for
 
-RABBITMQ_URL = os.environ.get("LAB_RABBITMQ_URL", brokers.DEFAULT_RABBITMQ_URL)
+RABBITMQ_URL = settings.current().rabbitmq_url
 
 
 def _missing(what: str, how: str) -> None:
@@ -289,8 +289,8 @@ def test_the_cached_poll_hangs_alike_on_every_broker(tmp_path, redis_server, rab
         assert cells[("proxy-cache", "nonce")]["observed"] == "completed"
 
 
-def test_rabbitmq_url_can_come_from_the_environment(monkeypatch):
-    monkeypatch.setenv("LAB_RABBITMQ_URL", "amqp://lab:pw@127.0.0.1:5673//")
+def test_rabbitmq_url_can_come_from_the_environment(lab_env):
+    lab_env("LAB_RABBITMQ_URL", "amqp://lab:pw@127.0.0.1:5673//")
     assert BrokerChoice("rabbitmq").external_url == "amqp://lab:pw@127.0.0.1:5673//"
     assert BrokerChoice("rabbitmq", RABBITMQ_URL).external_url == RABBITMQ_URL
 

@@ -443,10 +443,10 @@ def test_missing_chromium_is_a_clear_error_and_nothing_starts(tmp_path, no_lefto
     no_leftovers(lab.token)
 
 
-def test_chromium_executable_lookup(tmp_path, monkeypatch):
+def test_chromium_executable_lookup(tmp_path, lab_env):
     fake = tmp_path / "chromium"
     fake.write_text("#!/bin/sh\n")
-    monkeypatch.setenv("LAB_CHROMIUM", str(fake))
+    lab_env("LAB_CHROMIUM", str(fake))
     with pytest.raises(ComponentError, match="Chromium not found"):
         browser.chromium_executable()  # not executable
     fake.chmod(0o755)

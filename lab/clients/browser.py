@@ -8,7 +8,7 @@ clients' plain attributes.
 `BrowserClient` is one user, with the read API the runner uses from `PollingClient`
 (`start`, `stop`, `done`, `ui_state`, `task_id`, `started_at`, `finished_at`, `error`, `polls`,
 `warnings`, `last_state`) plus `open` (set-up, before the cell starts anyone's task: at most
-OPENING_AT_ONCE pages open at a time), `screenshot` and `check_alive`: a fresh browser context
+LAB_BROWSER_OPENING pages open at a time), `screenshot` and `check_alive`: a fresh browser context
 (its own HTTP cache, on, and its own connections; the proxy for a forward profile, with
 loopback sent through it too), the sample app's real page opened at `<base>/?fix=<fix>`, a click
 on Start, and from then on only watching:
@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 from lab.clients.polling import Poll
+from lab.data import settings
 from lab.data.errors import ComponentError
 from lab.stacks.processes import COMPONENT_MARKER, RUN_MARKER, log_tail, start_timeout
 from sample_app.debug import is_debug_path
@@ -100,9 +101,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--disable-features=" + ",".join(PLAYWRIGHT_DISABLED_FEATURES + LAB_DISABLED_FEATURES),
 ]
-# Pages opened at once: opening one costs a renderer process's start-up and a dozen protocol
-# round trips; on 2 cores, 48 at once took 30 s each, a few at a time well under a second.
-OPENING_AT_ONCE = int(os.environ.get("LAB_BROWSER_OPENING", "4"))
 CALL_TIMEOUT = 15.0  # any one call into the browser's loop from another thread
 SETTLE_TIMEOUT = 1.0  # at a final ui state: how long to wait for the last answer's record
 VIEWPORT = {"width": 800, "height": 600}
@@ -165,7 +163,7 @@ T = TypeVar("T")
 def chromium_executable() -> str:
     """LAB_CHROMIUM, else `chromium-headless-shell` or `chromium` on the PATH, else
     /usr/bin/chromium; ComponentError if none."""
-    override = os.environ.get("LAB_CHROMIUM")
+    override = settings.current().chromium
     candidates = (
         [override]
         if override
@@ -295,7 +293,7 @@ class BrowserHost:
         from playwright.async_api import async_playwright
 
         began = time.monotonic()
-        self.opening = asyncio.Semaphore(OPENING_AT_ONCE)
+        self.opening = asyncio.Semaphore(settings.current().browser_opening)
         self._playwright = await async_playwright().start()
         env = {**os.environ, RUN_MARKER: self.run_id, COMPONENT_MARKER: COMPONENT}
         env.pop("PYTHONSTARTUP", None)
@@ -442,7 +440,7 @@ class BrowserClient:
     # -- the runner's side
     def open(self, check_alive: Callable[[], None] = lambda: None) -> None:
         """Open the page, ready for the click: set-up, before anyone starts a task. Waits its
-        turn (OPENING_AT_ONCE), calling `check_alive` meanwhile (it may raise to give up);
+        turn (LAB_BROWSER_OPENING), calling `check_alive` meanwhile (it may raise to give up);
         ComponentError if the page cannot be opened (no profile touches the page itself, so
         that is the lab's problem, not a verdict)."""
         limit = 3 * start_timeout()

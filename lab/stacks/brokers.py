@@ -17,7 +17,6 @@ never take each other's tasks.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import socket
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from lab.data import settings
 from lab.data.errors import BadInput, ComponentError
 from lab.stacks.ports import free_port
 from lab.stacks.processes import Component, Supervisor, log_tail
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from lab.data.scenarios import RedisSetup  # lab.data.scenarios imports this module
 
 BROKERS = ("sqlite", "redis", "rabbitmq")
-DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 REACH_TIMEOUT = 3.0  # seconds: a broker that does not answer by then is unreachable
 WATCH_EVERY = 0.5  # seconds between reachability checks of an external broker during a run
 # An unused queue left by a lab that was killed disappears from RabbitMQ after this long.
@@ -77,7 +76,7 @@ class BrokerChoice:
     def external_url(self) -> str | None:
         """The URL of a broker the lab does not start (and so must check and watch)."""
         if self.kind == "rabbitmq":
-            return self.url or os.environ.get("LAB_RABBITMQ_URL", DEFAULT_RABBITMQ_URL)
+            return self.url or settings.current().rabbitmq_url
         return self.url if self.kind == "redis" else None
 
 

@@ -7,7 +7,6 @@ proxy per profile among many concurrent clients.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import threading
@@ -16,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.data import profiles
+from lab.data import profiles, settings
 from lab.data.errors import ComponentError
 from lab.data.jsonl import JsonLinesTail
 from lab.data.scenarios import AppSetup, LoadSetup, ResultsSetup, Scenario, WorkerSetup
@@ -30,7 +29,7 @@ LOOPBACK = "127.0.0.1"
 
 
 def mitmdump_executable() -> str:
-    if override := os.environ.get("LAB_MITMDUMP"):
+    if override := settings.current().mitmdump:
         return override
     beside_python = Path(sys.executable).parent / "mitmdump"
     if beside_python.exists():
