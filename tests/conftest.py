@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import pytest
 
 from lab.data import settings
-from tests.lab_helpers import TOKEN_VAR, processes_with_token
+from tests.lab_helpers import TOKEN_VAR
 
 
 @pytest.fixture(autouse=True)
@@ -29,14 +29,12 @@ def lab_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], None]:
 
 
 @pytest.fixture
-def no_leftovers():
-    """Yields a checker: after the run, no process carrying the token may be alive."""
-
-    def check(token: str) -> None:
-        left = processes_with_token(token)
-        assert not left, f"processes left behind: {[p.cmdline() for p in left]}"
-
-    return check
+def token(monkeypatch: pytest.MonkeyPatch) -> str:
+    """For in-process runs: every child (Playwright's driver and Chromium too) inherits the
+    token, so `assert_nothing_left(token)` finds any of them left alive."""
+    value = uuid.uuid4().hex
+    monkeypatch.setenv(TOKEN_VAR, value)
+    return value
 
 
 @pytest.fixture(autouse=True)

@@ -98,16 +98,17 @@ def test_list_with_no_scenario_files_is_bad_input(tmp_path):
 
 # -- LAB_* variables: checked before anything starts ------------------------------------------
 @pytest.mark.parametrize(
-    ("variable", "value", "says"),
+    ("setting", "says"),
     [
-        ("LAB_START_TIMEOUT", "abc", "valid number"),
-        ("LAB_START_TIMEOUT", "0", "greater than 0"),
-        ("LAB_BROWSER_OPENING", "0", "greater than 0"),
-        ("LAB_BROWSER_OPENING", "two", "valid integer"),
-        ("LAB_RABBITMQ_URL", "http://127.0.0.1:5672/", "starts with amqp://"),
+        ("LAB_START_TIMEOUT=abc", "valid number"),
+        ("LAB_START_TIMEOUT=0", "greater than 0"),
+        ("LAB_BROWSER_OPENING=0", "greater than 0"),
+        ("LAB_BROWSER_OPENING=two", "valid integer"),
+        ("LAB_RABBITMQ_URL=http://127.0.0.1:5672/", "starts with amqp://"),
     ],
 )
-def test_a_bad_variable_is_named_and_nothing_starts(tmp_path, variable, value, says):
+def test_a_bad_variable_is_named_and_nothing_starts(tmp_path, setting, says):
+    variable, value = setting.split("=", 1)
     result = lab(tmp_path, "repro", "proxy-cache", **{variable: value})
     assert_bad_input(tmp_path, result, f"{variable}={value!r}", says)
 
