@@ -113,6 +113,14 @@ def test_a_bad_variable_is_named_and_nothing_starts(tmp_path, setting, says):
     assert_bad_input(tmp_path, result, f"{variable}={value!r}", says)
 
 
+def test_help_reads_neither_variables_nor_data_folders(tmp_path):
+    bad = {"LAB_START_TIMEOUT": "abc", "LAB_SCENARIOS_DIR": str(tmp_path / "nowhere")}
+    for args in (["--help"], ["repro", "--help"], ["matrix", "--help"]):
+        result = lab(tmp_path, *args, **bad)
+        assert result.returncode == 0, result.stderr
+        assert "Usage: " in result.stdout
+
+
 def test_a_bad_variable_with_json_is_one_object_on_stdout(tmp_path):
     result = lab(tmp_path, "matrix", "--json", LAB_START_TIMEOUT="soon")
     assert result.returncode == 2
