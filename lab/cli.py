@@ -7,6 +7,7 @@ profile, invalid scenario or profile file); 3 a component could not start or die
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import signal
 import sys
@@ -20,7 +21,21 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lab.data import fixes, paths, profiles, scenarios
+from lab.cli_input import (
+    BROKER_LIST,
+    FIX,
+    FIX_LIST,
+    SCENARIO,
+    SCENARIO_LIST,
+    RunOptions,
+    broker_options,
+    check_client,
+    check_for_matrix,
+    check_for_run,
+    run_options,
+    runs_dir_option,
+)
+from lab.data import paths, scenarios, settings
 from lab.data.errors import (
     EXIT_INTERRUPTED,
     EXIT_MATCHED,
@@ -33,7 +48,6 @@ from lab.reports import publish
 from lab.reports.look import look_of
 from lab.runs import broker_comparison, matrix
 from lab.runs import repro as repro_run
-from lab.stacks.brokers import BROKERS, BrokerChoice
 
 STARTED = time.monotonic()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -57,29 +71,13 @@ def _guarded(as_json: bool, stopped: str, exit_on_stop: int = EXIT_INTERRUPTED) 
     """Bad input and dead components end the command with their exit code and one line;
     Ctrl-C (and SIGTERM, SIGHUP) with `stopped` (every child was stopped by then)."""
     try:
+        settings.current()  # a bad LAB_* variable is bad input: found before anything starts
         yield
     except (BadInput, ComponentError) as exc:
         _fail(exc, as_json)
     except KeyboardInterrupt:
         err.print(stopped, markup=False)
         sys.exit(exit_on_stop)
-
-
-def _load_for_run(
-    scenario: str,
-    fix: str,
-    broker: str | None,
-    broker_url: str | None,
-    proxy_url: str | None = None,
-) -> tuple[scenarios.Scenario, BrokerChoice]:
-    """Everything `repro` and `up` check before starting anything: BadInput if wrong."""
-    loaded = scenarios.load(scenario)
-    fixes.check(fix)
-    loaded.expected_for(fix)  # a fix that does not apply is bad input too
-    chosen_broker = _broker_for(loaded, broker, broker_url)
-    if loaded.uses_proxy and not proxy_url:
-        profiles.load(loaded.proxy)  # a bad profile is bad input: fail before starting
-    return loaded, chosen_broker
 
 
 def _progress(message: str) -> None:
@@ -98,121 +96,48 @@ def main() -> None:
     signal.signal(signal.SIGHUP, _terminate_as_interrupt)
 
 
-def runs_dir_option(f):
-    return click.option(
-        "--runs-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Where run folders go (default: ./runs, or $LAB_RUNS_DIR).",
-    )(f)
-
-
-def client_option(f):
-    return click.option(
-        "--client",
-        type=click.Choice(repro_run.CLIENTS),
-        default="python",
-        show_default=True,
-        help="Who polls: the lab's Python client, or the app's real page in Chromium "
-        "(needs Chromium: apt-get install -y chromium-headless-shell, or set LAB_CHROMIUM).",
-    )(f)
-
-
-def broker_options(f):
-    f = click.option(
-        "--broker-url",
-        default=None,
-        metavar="URL",
-        help="Use this running Redis (redis://...) or RabbitMQ (amqp://...) instead of the "
-        "lab's own redis-server or the default amqp://guest:guest@127.0.0.1:5672//.",
-    )(f)
-    return click.option(
-        "--broker",
-        type=click.Choice(BROKERS),
-        default=None,
-        help="Message broker and result backend: sqlite (files, no server), redis (the lab "
-        "starts its own redis-server) or rabbitmq. Default: the scenario's own, sqlite for most.",
-    )(f)
-
-
-def _broker_for(scenario: scenarios.Scenario, broker: str | None, url: str | None) -> BrokerChoice:
-    choice = BrokerChoice(broker or scenario.default_broker, url)
-    if not scenario.runs_on(choice.kind):
-        raise BadInput(
-            f"scenario {scenario.name!r} runs on --broker {' or '.join(scenario.brokers)} "
-            f"only, not {choice.kind}"
-        )
-    return choice
-
-
-def proxy_options(f):
-    f = click.option(
-        "--proxy-mode",
-        type=click.Choice(["forward", "reverse"]),
-        default="forward",
-        show_default=True,
-        help="How --proxy-url is used: as the client's forward proxy, or as a reverse proxy "
-        "in front of the app (then it must forward to the app's address).",
-    )(f)
-    return click.option(
-        "--proxy-url",
-        default=None,
-        metavar="URL",
-        help="Run through this real proxy (Squid, nginx, a corporate proxy) instead of the "
-        "scenario's profile. It must reach the app on 127.0.0.1.",
-    )(f)
-
-
 @main.command("list")
 def list_scenarios() -> None:
     """List the scenarios with one line each."""
-    try:
+    with _guarded(False, "interrupted"):
         loaded = scenarios.load_all()
-    except BadInput as exc:
-        _fail(exc, as_json=False)
+        if not loaded:
+            raise BadInput(f"no scenario files in {paths.relative(paths.scenarios_dir())}")
     width = max(len(sc.name) for sc in loaded) + 2
     for sc in loaded:
         click.echo(f"{sc.name:<{width}}{sc.summary}  [proxy: {sc.proxy}]")
 
 
 @main.command()
-@click.argument("scenario")
+@click.argument("scenario", type=SCENARIO)
 @click.option(
-    "--fix", default="none", show_default=True, help="Fix strategy: none, nonce, no-store."
+    "--fix",
+    type=FIX,
+    default="none",
+    show_default=True,
+    help="Fix strategy: none, nonce, no-store.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
-@runs_dir_option
-@proxy_options
-@client_option
-@broker_options
-def repro(
-    scenario: str,
-    fix: str,
-    as_json: bool,
-    runs_dir: Path | None,
-    proxy_url: str | None,
-    proxy_mode: str,
-    client: str,
-    broker: str | None,
-    broker_url: str | None,
-) -> None:
+@run_options
+def repro(scenario: str, fix: str, run: RunOptions) -> None:
     """Run SCENARIO (a name from `lab list`, or a .toml file) with one fix, and judge it."""
-    with _guarded(as_json, "interrupted: every process of the run was stopped"):
-        loaded, chosen_broker = _load_for_run(scenario, fix, broker, broker_url, proxy_url)
-        _check_client(loaded, client)
+    with _guarded(run.as_json, "interrupted: every process of the run was stopped"):
+        loaded, chosen_broker = check_for_run(
+            scenario, fix, run.broker, run.broker_url, run.proxy_url
+        )
+        check_client(loaded, run.client)
         verdict = repro_run.run_until_tested(
             loaded,
             fix,
-            runs_dir or paths.runs_dir(),
+            run.runs_root,
             _progress,
-            proxy_url=proxy_url,
-            proxy_mode=proxy_mode,
-            client=client,
+            proxy_url=run.proxy_url,
+            proxy_mode=run.proxy_mode,
+            client=run.client,
             broker=chosen_broker,
         )
         publish.publish_run(verdict, loaded)
 
-    if as_json:
+    if run.as_json:
         click.echo(json.dumps(verdict.to_json()))
     else:
         _print_evidence(verdict)
@@ -254,22 +179,11 @@ def _print_evidence(v: Verdict) -> None:
         out.print(f"lesson: {v.lesson.strip()}", markup=False)
 
 
-def _check_client(scenario: scenarios.Scenario, client: str) -> None:
-    if not scenario.runs_with(client):
-        why = f": {scenario.client_notes}" if scenario.client_notes else ""
-        raise BadInput(
-            f"scenario {scenario.name!r} is reproduced by --client "
-            f"{' or '.join(scenario.clients)} only, not {client}{why}"
-        )
-
-
-def _split(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
 @main.command("matrix")
-@click.option("--scenarios", "only_scenarios", metavar="A,B", help="Only these scenarios.")
-@click.option("--fixes", "only_fixes", metavar="X,Y", help="Only these fixes.")
+@click.option(
+    "--scenarios", "only_scenarios", type=SCENARIO_LIST, metavar="A,B", help="Only these scenarios."
+)
+@click.option("--fixes", "only_fixes", type=FIX_LIST, metavar="X,Y", help="Only these fixes.")
 @click.option(
     "--repeat",
     type=click.IntRange(1, 100),
@@ -287,6 +201,7 @@ def _split(value: str | None) -> list[str] | None:
 @click.option(
     "--brokers",
     "broker_list",
+    type=BROKER_LIST,
     metavar="A,B",
     help="Run the whole matrix once on each of these brokers (sqlite, redis, rabbitmq) and "
     "show which cells had the same outcome on all of them.",
@@ -298,11 +213,7 @@ def _split(value: str | None) -> list[str] | None:
     show_default=True,
     help="With --client browser: a screenshot of each cell that did not match, or of all.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
-@runs_dir_option
-@proxy_options
-@client_option
-@broker_options
+@run_options
 def matrix_command(
     only_scenarios: str | None,
     only_fixes: str | None,
@@ -310,84 +221,48 @@ def matrix_command(
     concurrency: int,
     broker_list: str | None,
     screenshots: str,
-    as_json: bool,
-    runs_dir: Path | None,
-    proxy_url: str | None,
-    proxy_mode: str,
-    client: str,
-    broker: str | None,
-    broker_url: str | None,
+    run: RunOptions,
 ) -> None:
     """Run every scenario against every fix that applies, and print the table.
 
     Each scenario runs on its own default broker unless --broker or --brokers says otherwise;
     scenarios that cannot run on a broker are left out of its matrix, and said so.
     """
-    with _guarded(as_json, "interrupted: every process of the matrix was stopped"):
-        brokers = _split(broker_list) or ([broker] if broker else [])
-        if broker_list and broker:
-            raise BadInput("--broker and --brokers: give one of them")
-        for kind in brokers:
-            if kind not in BROKERS:
-                raise BadInput(f"--brokers: {kind!r} is not one of {', '.join(BROKERS)}")
-        if broker_url and len({b for b in brokers if b != "sqlite"}) != 1:
-            raise BadInput("--broker-url needs exactly one redis or rabbitmq broker to go with")
-        if broker_url:
-            BrokerChoice(next(b for b in brokers if b != "sqlite"), broker_url)  # checks the URL
-        names = _split(only_scenarios)
-        if names:
-            loaded = [scenarios.load(name) for name in names]
-            for sc in loaded:
-                _check_client(sc, client)
-        else:  # all of them: those the client cannot reproduce are left out, and said so
-            loaded = [sc for sc in scenarios.load_all() if sc.runs_with(client)]
-            for name in sorted(set(scenarios.names()) - {sc.name for sc in loaded}):
-                err.print(f"{name}: left out, not reproduced by the {client} client", markup=False)
-        for kind in brokers:
-            for sc in loaded:
-                if not sc.runs_on(kind):
-                    err.print(
-                        f"{sc.name}: left out on {kind}, it runs on {' or '.join(sc.brokers)} only",
-                        markup=False,
-                    )
-        wanted_fixes = _split(only_fixes) or fixes.names()
-        for fix in wanted_fixes:
-            fixes.check(fix)
-        if not proxy_url:
-            for sc in loaded:
-                if sc.uses_proxy:
-                    profiles.load(sc.proxy)
+    with _guarded(run.as_json, "interrupted: every process of the matrix was stopped"):
+        say = functools.partial(err.print, markup=False)
+        selection = check_for_matrix(only_scenarios, only_fixes, broker_list, run, say)
+        brokers = selection.brokers
         common = {
-            "scenarios": loaded,
-            "fixes": wanted_fixes,
+            "scenarios": selection.scenarios,
+            "fixes": selection.fixes,
             "repeat": repeat,
             "concurrency": concurrency,
-            "proxy_url": proxy_url,
-            "proxy_mode": proxy_mode,
-            "client": client,
+            "proxy_url": run.proxy_url,
+            "proxy_mode": run.proxy_mode,
+            "client": run.client,
             "screenshots": screenshots,
         }
         if len(brokers) > 1:
             comparison = broker_comparison.run_broker_comparison(
-                brokers, runs_dir or paths.runs_dir(), _progress, broker_url=broker_url, **common
+                brokers, run.runs_root, _progress, broker_url=run.broker_url, **common
             )
-            publish.publish_comparison(comparison, loaded)
+            publish.publish_comparison(comparison, selection.scenarios)
         else:
             result = matrix.run_matrix(
-                runs_root=runs_dir or paths.runs_dir(),
+                runs_root=run.runs_root,
                 progress=_progress,
                 broker=brokers[0] if brokers else None,
-                broker_url=broker_url,
+                broker_url=run.broker_url,
                 **common,
             )
-            publish.publish_matrix(result, loaded)
+            publish.publish_matrix(result, selection.scenarios)
     if len(brokers) > 1:
-        if as_json:
+        if run.as_json:
             click.echo(json.dumps(comparison.to_json()))
         else:
             _print_comparison(comparison)
         sys.exit(EXIT_MATCHED if comparison.ok else EXIT_MISMATCH)
-    if as_json:
+    if run.as_json:
         click.echo(matrix.to_json_text(result))
     else:
         _print_matrix(result)
@@ -456,8 +331,10 @@ def _print_matrix(result: matrix.MatrixResult) -> None:
 
 
 @main.command("up")
-@click.argument("scenario")
-@click.option("--fix", default="none", show_default=True, help="Fix strategy the page starts with.")
+@click.argument("scenario", type=SCENARIO)
+@click.option(
+    "--fix", type=FIX, default="none", show_default=True, help="Fix strategy the page starts with."
+)
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -479,7 +356,7 @@ def up_command(
     from lab.runs import workshop
 
     with _guarded(False, "stopped: every process was stopped", exit_on_stop=0):
-        loaded, chosen_broker = _load_for_run(scenario, fix, broker, broker_url)
+        loaded, chosen_broker = check_for_run(scenario, fix, broker, broker_url, proxy_url=None)
         workshop.up(
             loaded,
             fix,

@@ -6,18 +6,37 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab_helpers import TOKEN_VAR, Mitmdump, processes_with_token, running_mitmdump
+from lab.data import settings
+from tests.lab_helpers import TOKEN_VAR, Mitmdump, running_mitmdump
+
+
+@pytest.fixture(autouse=True)
+def settings_read_afresh() -> Iterator[None]:
+    """The lab reads its LAB_* variables once per process: each test starts from the
+    environment as it is, and a variable a test set does not outlive it."""
+    settings.current.cache_clear()
+    yield
+    settings.current.cache_clear()
 
 
 @pytest.fixture
-def no_leftovers():
-    """Yields a checker: after the run, no process carrying the token may be alive."""
+def lab_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], None]:
+    """Sets a LAB_* variable for this test only; the lab's settings see it at once."""
 
-    def check(token: str) -> None:
-        left = processes_with_token(token)
-        assert not left, f"processes left behind: {[p.cmdline() for p in left]}"
+    def set_variable(name: str, value: str) -> None:
+        monkeypatch.setenv(name, value)
+        settings.current.cache_clear()
 
-    return check
+    return set_variable
+
+
+@pytest.fixture
+def token(monkeypatch: pytest.MonkeyPatch) -> str:
+    """For in-process runs: every child (Playwright's driver and Chromium too) inherits the
+    token, so `assert_nothing_left(token)` finds any of them left alive."""
+    value = uuid.uuid4().hex
+    monkeypatch.setenv(TOKEN_VAR, value)
+    return value
 
 
 @pytest.fixture

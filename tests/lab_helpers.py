@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -20,13 +23,15 @@ TOKEN_VAR = "PROXY_CACHE_LAB_TEST_TOKEN"
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
+    """The condition's first true value, asked every 50 ms (at least once) until `timeout`."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = condition()
         if value:
             return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)  # poll interval, not a wait for something to happen
 
 
 def processes_with_token(token: str) -> list[psutil.Process]:
@@ -41,6 +46,28 @@ def processes_with_token(token: str) -> list[psutil.Process]:
     return found
 
 
+def assert_nothing_left(token: str, within: float = 0.0) -> None:
+    """No process that carried the run's token is alive, now or within `within` seconds (after
+    a SIGKILL the kernel stops the children on its own time). Any left are named and killed, so
+    one failing test leaves nothing behind for the next."""
+    try:
+        wait_for(lambda: not processes_with_token(token), within, "the run's processes to exit")
+    except AssertionError:
+        left = processes_with_token(token)
+        names = [_command_line(proc) for proc in left]
+        for proc in left:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        raise AssertionError(f"processes left behind: {names}") from None
+
+
+def _command_line(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return f"pid {proc.pid}"
+
+
 def component(token: str, name: str) -> psutil.Process | None:
     for proc in processes_with_token(token):
         try:
@@ -52,7 +79,13 @@ def component(token: str, name: str) -> psutil.Process | None:
 
 
 class LabProcess:
-    """`python -m lab ...` in the background, its stderr collected line by line."""
+    """`python -m lab ...` in the background, its stdout and stderr collected line by line.
+
+    As a context manager (the way to use it): leaving the block kills the lab if it still runs,
+    then asserts that no process of its run is left (kills any that are, either way)."""
+
+    # A lab killed with SIGKILL leaves its children to the kernel's parent-death signal.
+    CHILDREN_EXIT_WITHIN = 15.0
 
     def __init__(self, args: list[str], cwd: Path, extra_env: dict[str, str] | None = None):
         self.token = uuid.uuid4().hex
@@ -71,39 +104,81 @@ class LabProcess:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []
-        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._reader.start()
+        self._readers = [
+            threading.Thread(target=_read_lines, args=(stream, lines), daemon=True)
+            for stream, lines in (
+                (self.proc.stdout, self.stdout_lines),
+                (self.proc.stderr, self.stderr_lines),
+            )
+        ]
+        for reader in self._readers:
+            reader.start()
 
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr_lines.append(line.rstrip("\n"))
+    def __enter__(self) -> LabProcess:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
+        was_running = self.proc.poll() is None
+        self.kill()
+        try:
+            assert_nothing_left(self.token, self.CHILDREN_EXIT_WITHIN if was_running else 0.0)
+        except AssertionError:
+            if exc_type is None:  # else the test's own failure says more
+                raise
 
     @property
     def stderr(self) -> str:
         return "\n".join(self.stderr_lines)
 
-    def wait_for_stderr(self, text: str, timeout: float = 30) -> None:
-        wait_for(
-            lambda: any(text in line for line in self.stderr_lines) or self.proc.poll() is not None,
-            timeout,
-            f"{text!r} on the lab's stderr",
-        )
-        assert any(text in line for line in self.stderr_lines), self.stderr
+    @property
+    def output(self) -> str:
+        return "\n".join([*self.stdout_lines, *self.stderr_lines])
+
+    # The lab gives each component LAB_START_TIMEOUT (30 s) to be ready before it fails on its
+    # own: a test that waits less gives up first on a loaded machine, with nothing learnt.
+    def wait_for_stderr(self, text: str, timeout: float = 60) -> None:
+        self.wait_for_match(f"({re.escape(text)})", timeout, stderr_only=True)
+
+    def wait_for_match(self, pattern: str, timeout: float = 60, stderr_only: bool = False) -> str:
+        """The first group of the first line (of stdout or stderr) that matches `pattern`;
+        fails at once if the lab exits first, and shows what the lab printed."""
+
+        def found() -> str | None:
+            lines = self.stderr_lines if stderr_only else [*self.stdout_lines, *self.stderr_lines]
+            return next((m.group(1) for line in lines if (m := re.search(pattern, line))), None)
+
+        def match() -> str | None:
+            if self.proc.poll() is None:
+                return found()
+            for reader in self._readers:  # its last lines may still be on their way
+                reader.join(timeout=5)
+            assert found() is not None, "the lab exited first"
+            return found()
+
+        try:
+            return str(wait_for(match, timeout, f"{pattern!r} in the lab's output"))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; it printed:\n{self.output}") from None
 
     def finish(self, timeout: float = 60) -> tuple[int, str]:
-        # Not communicate(): it would read stderr too, racing the reader thread for lines.
-        assert self.proc.stdout is not None
-        stdout = self.proc.stdout.read()
+        """The exit code and stdout, once the lab has exited by itself."""
         self.proc.wait(timeout=timeout)
-        self._reader.join(timeout=5)
-        return self.proc.returncode, stdout
+        for reader in self._readers:
+            reader.join(timeout=5)
+        return self.proc.returncode, "\n".join(self.stdout_lines)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def _read_lines(stream: IO[str] | None, lines: list[str]) -> None:
+    assert stream is not None
+    for line in stream:
+        lines.append(line.rstrip("\n"))
 
 
 class LoopbackOrigin:

@@ -17,7 +17,7 @@ import time
 import psutil
 import pytest
 
-from lab.data import fixes, scenarios
+from lab.data import fixes, scenarios, settings
 from lab.data.errors import EXIT_BAD_INPUT, EXIT_COMPONENT, EXIT_MATCHED, BadInput, ComponentError
 from lab.stacks import brokers
 from lab.stacks.brokers import BrokerChoice, celery_config, check_reachable
@@ -26,7 +26,7 @@ from lab.stacks.redis_memory import KeyGroup, MemorySummary, key_pattern, redis_
 from sample_app.config import REUSING_DATABASE_BACKEND
 from tests.lab_helpers import LabProcess, wait_for
 
-RABBITMQ_URL = os.environ.get("LAB_RABBITMQ_URL", brokers.DEFAULT_RABBITMQ_URL)
+RABBITMQ_URL = settings.current().rabbitmq_url
 
 
 def _missing(what: str, how: str) -> None:
@@ -193,22 +193,17 @@ def test_an_unreachable_broker_fails_within_seconds(kind):
 
 
 @pytest.mark.stack
-def test_repro_on_an_unreachable_rabbitmq_is_exit_3_and_starts_nothing(tmp_path, no_leftovers):
+def test_repro_on_an_unreachable_rabbitmq_is_exit_3_and_starts_nothing(tmp_path):
     url = f"amqp://guest:guest@127.0.0.1:{closed_port()}//"
-    lab = LabProcess(
-        ["repro", "proxy-cache", "--broker", "rabbitmq", "--broker-url", url], tmp_path
-    )
-    try:
+    args = ["repro", "proxy-cache", "--broker", "rabbitmq", "--broker-url", url]
+    with LabProcess(args, tmp_path) as lab:
         code, _ = lab.finish(timeout=30)
-    finally:
-        lab.kill()
     assert code == EXIT_COMPONENT, lab.stderr
     assert "error: broker: cannot reach rabbitmq at" in lab.stderr
     assert "rabbitmq-server -detached" in lab.stderr  # how to start it
     assert not any(
         line.startswith("lab") and "starting worker" in line for line in lab.stderr_lines
     )
-    no_leftovers(lab.token)
 
 
 @pytest.mark.parametrize(
@@ -225,8 +220,8 @@ def test_repro_on_an_unreachable_rabbitmq_is_exit_3_and_starts_nothing(tmp_path,
     ],
 )
 def test_bad_broker_input_is_exit_2(tmp_path, args, says):
-    lab = LabProcess(args, tmp_path)
-    code, _ = lab.finish(timeout=30)
+    with LabProcess(args, tmp_path) as lab:
+        code, _ = lab.finish(timeout=30)
     assert code == EXIT_BAD_INPUT, lab.stderr
     assert says in lab.stderr
 
@@ -235,24 +230,20 @@ def test_bad_broker_input_is_exit_2(tmp_path, args, says):
 
 
 @pytest.mark.stack
-def test_stopping_redis_mid_run_is_exit_3_and_leaves_nothing(tmp_path, no_leftovers, redis_server):
-    lab = LabProcess(["repro", "proxy-cache", "--broker", "redis"], tmp_path)
-    try:
+def test_stopping_redis_mid_run_is_exit_3_and_leaves_nothing(tmp_path, redis_server):
+    with LabProcess(["repro", "proxy-cache", "--broker", "redis"], tmp_path) as lab:
         lab.wait_for_stderr("all up after")
         redis = wait_for(lambda: child_named(lab.proc.pid, "redis-server"), 10, "its redis-server")
         redis.terminate()  # as `redis-cli shutdown` or a crash would
         code, _ = lab.finish(timeout=30)
-    finally:
-        lab.kill()
     assert code == EXIT_COMPONENT, lab.stderr
     assert "error: redis: exited with code" in lab.stderr and "during the run" in lab.stderr
-    no_leftovers(lab.token)
 
 
 @pytest.mark.stack
 def test_redis_oom_errors_with_the_redis_error_in_the_evidence(tmp_path, redis_server):
-    lab = LabProcess(["repro", "redis-oom", "--json"], tmp_path)
-    code, stdout = lab.finish(timeout=120)
+    with LabProcess(["repro", "redis-oom", "--json"], tmp_path) as lab:
+        code, stdout = lab.finish(timeout=120)
     assert code == EXIT_MATCHED, lab.stderr
     verdict = json.loads(stdout)
     assert verdict["observed"] == "errored" and verdict["broker"] == "redis"
@@ -274,8 +265,9 @@ def test_the_cached_poll_hangs_alike_on_every_broker(tmp_path, redis_server, rab
     """Issue #5's proof: the broker was the wrong suspect. One matrix per broker. (That each
     result backend fix keeps Redis flat is asserted on the whole matrix, in test_stack.py.)"""
     args = ["matrix", "--scenarios", "proxy-cache", "--brokers", "sqlite,redis,rabbitmq"]
-    lab = LabProcess([*args, "--json"], tmp_path, extra_env={"LAB_RABBITMQ_URL": RABBITMQ_URL})
-    code, stdout = lab.finish(timeout=600)
+    env = {"LAB_RABBITMQ_URL": RABBITMQ_URL}
+    with LabProcess([*args, "--json"], tmp_path, extra_env=env) as lab:
+        code, stdout = lab.finish(timeout=600)
     comparison = json.loads(stdout)
     assert code == EXIT_MATCHED, lab.stderr
     assert comparison["ok"] and not comparison["differences"]
@@ -289,8 +281,8 @@ def test_the_cached_poll_hangs_alike_on_every_broker(tmp_path, redis_server, rab
         assert cells[("proxy-cache", "nonce")]["observed"] == "completed"
 
 
-def test_rabbitmq_url_can_come_from_the_environment(monkeypatch):
-    monkeypatch.setenv("LAB_RABBITMQ_URL", "amqp://lab:pw@127.0.0.1:5673//")
+def test_rabbitmq_url_can_come_from_the_environment(lab_env):
+    lab_env("LAB_RABBITMQ_URL", "amqp://lab:pw@127.0.0.1:5673//")
     assert BrokerChoice("rabbitmq").external_url == "amqp://lab:pw@127.0.0.1:5673//"
     assert BrokerChoice("rabbitmq", RABBITMQ_URL).external_url == RABBITMQ_URL
 

@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from lab.data.errors import (
 from lab.runs import matrix, repro
 from lab.stacks.processes import COMPONENT_MARKER, RUN_MARKER
 from sample_app import strategies
-from tests.lab_helpers import TOKEN_VAR, LabProcess, component, processes_with_token, wait_for
+from tests.lab_helpers import LabProcess, assert_nothing_left, processes_with_token, wait_for
 
 pytestmark = pytest.mark.stack
 # Tests that read the whole matrix: the first one to run waits for it (pytest-timeout counts
@@ -92,10 +91,10 @@ class BrowserMatrix:
 def whole_browser_matrix(tmp_path_factory: pytest.TempPathFactory) -> BrowserMatrix | None:
     if not whole_matrix_wanted() or browser.unavailable() is not None:
         return None
-    lab = LabProcess(
+    with LabProcess(
         ["matrix", "--client", "browser", "--json"], tmp_path_factory.mktemp("browser-matrix")
-    )
-    code, stdout = lab.finish(timeout=800)
+    ) as lab:
+        code, stdout = lab.finish(timeout=800)
     return BrowserMatrix(json.loads(stdout), lab.token, code)
 
 
@@ -105,14 +104,6 @@ def one_cell(whole: BrowserMatrix | None, tmp_path: Path, scenario: str, fix: st
         return whole.cell(scenario, fix)
     verdict = repro.run(scenarios.load(scenario), fix, tmp_path, lambda _: None, client="browser")
     return verdict.to_json()
-
-
-@pytest.fixture
-def token(monkeypatch: pytest.MonkeyPatch) -> str:
-    # In-process runs: every child (Playwright's driver and Chromium too) inherits the token.
-    value = uuid.uuid4().hex
-    monkeypatch.setenv(TOKEN_VAR, value)
-    return value
 
 
 def client_polls(run_dir: Path) -> list[dict]:
@@ -129,11 +120,11 @@ def assert_screenshot(run_dir: Path) -> None:
 @pytest.mark.usefixtures("needs_a_browser")
 # -- the story, through the CLI as a user runs it --------------------------------------------
 @pytest.mark.parametrize(("fix", "expected"), [("none", "hung"), ("nonce", "completed")])
-def test_story_in_the_browser(tmp_path, no_leftovers, fix, expected):
-    lab = LabProcess(
+def test_story_in_the_browser(tmp_path, fix, expected):
+    with LabProcess(
         ["repro", "proxy-cache", "--fix", fix, "--client", "browser", "--json"], tmp_path
-    )
-    code, stdout = lab.finish(timeout=90)
+    ) as lab:
+        code, stdout = lab.finish(timeout=90)
     assert code == EXIT_MATCHED, lab.stderr
     verdict = json.loads(stdout)
     assert verdict["client"] == "browser"
@@ -153,7 +144,6 @@ def test_story_in_the_browser(tmp_path, no_leftovers, fix, expected):
     else:
         assert polls[-1]["state"] == "SUCCESS"
         assert verdict["polls"]["from_cache"] == 0
-    no_leftovers(lab.token)
 
 
 @pytest.mark.usefixtures("needs_a_browser")
@@ -171,7 +161,7 @@ def test_browser_cache_revalidation_is_recorded(tmp_path, token, whole_browser_m
     assert polls[-1]["state"] == "SUCCESS" and polls[-1]["status"] == 200
     # every revalidation reached the app
     assert verdict["polls"]["reached_origin"] >= len(polls)
-    assert not processes_with_token(token)
+    assert_nothing_left(token)
 
 
 @pytest.mark.usefixtures("needs_a_browser")
@@ -186,7 +176,7 @@ def test_heuristic_freshness_in_the_browser_cache_hangs_without_any_proxy(
     fresh = [p for p in polls if p["browser_cache_kind"] == "fresh"]
     assert len(fresh) == len(polls) - 1, polls  # only the first poll left the browser
     assert verdict["polls"]["reached_origin"] == 1
-    assert not processes_with_token(token)
+    assert_nothing_left(token)
 
 
 @pytest.mark.usefixtures("needs_a_browser")
@@ -219,7 +209,7 @@ def test_browser_matches_python_on_a_representative_subset(tmp_path, token):
         assert not (Path(verdict.run_dir) / "screenshot.png").exists()
     assert not differences, "\n".join(differences)
     assert chromium.client == "browser"
-    assert not processes_with_token(token)
+    assert_nothing_left(token)
     print(f"browser subset: {len(chromium.last)} cells in {seconds:.1f} s")
 
 
@@ -253,7 +243,7 @@ def test_browser_only_scenarios_hang_on_the_browsers_own_cache(
             assert verdict["polls"]["reached_origin"] == 1, verdict["sentence"]
             assert [p["browser_cache_kind"] for p in polls[1:]] == ["fresh"] * (len(polls) - 1)
     assert not wrong, "\n".join(wrong)
-    assert not processes_with_token(token)
+    assert_nothing_left(token)
 
 
 @pytest.mark.usefixtures("needs_a_browser")
@@ -285,13 +275,13 @@ def test_the_debug_panel_shows_the_proxys_age_and_the_real_finish(tmp_path, toke
     through = [e for e in proxy if "/debug/tasks/" in e["url"]]
     assert through and all(e["cache"] != "HIT" for e in through)
     assert not any("/debug/" in poll["url"] for poll in client_polls(run_dir))
-    assert not processes_with_token(token)
+    assert_nothing_left(token)
 
 
 @pytest.mark.usefixtures("needs_a_browser")
 @pytest.mark.matrix
 @pytest.mark.timeout(WHOLE_MATRIX_TIMEOUT)
-def test_whole_browser_matrix_matches_every_expectation(whole_browser_matrix, no_leftovers):
+def test_whole_browser_matrix_matches_every_expectation(whole_browser_matrix):
     if whole_browser_matrix is None:
         pytest.skip(
             "the whole browser matrix takes minutes on 2 cores: it runs on CI, or here with "
@@ -313,7 +303,7 @@ def test_whole_browser_matrix_matches_every_expectation(whole_browser_matrix, no
     for verdict in result["rounds"][-1]:
         shot = Path(verdict["run_dir"]) / "screenshot.png"
         assert shot.exists() == (not verdict["matched"]), verdict["run_dir"]
-    no_leftovers(whole_browser_matrix.token)
+    assert_nothing_left(whole_browser_matrix.token)
 
 
 # -- processes: the browser is a child like any other ------------------------------------------
@@ -329,96 +319,74 @@ def browser_processes(token: str) -> list[psutil.Process]:
 
 
 @pytest.mark.usefixtures("needs_a_browser")
-def test_chromium_carries_the_run_markers_and_ctrl_c_stops_it(tmp_path, no_leftovers):
-    lab = LabProcess(["repro", "proxy-cache", "--client", "browser"], tmp_path)
-    try:
+def test_chromium_carries_the_run_markers_and_ctrl_c_stops_it(tmp_path):
+    with LabProcess(["repro", "proxy-cache", "--client", "browser"], tmp_path) as lab:
         lab.wait_for_stderr(ALL_UP, timeout=60)
         chromium = browser_processes(lab.token)
         assert chromium, "no process carries PROXY_CACHE_LAB_COMPONENT=browser"
         assert all(p.environ().get(RUN_MARKER) for p in chromium)
         lab.proc.send_signal(signal.SIGINT)
         code, _ = lab.finish(timeout=30)
-    finally:
-        lab.kill()
     assert code == EXIT_INTERRUPTED, lab.stderr
-    no_leftovers(lab.token)
 
 
 @pytest.mark.usefixtures("needs_a_browser")
-def test_chromium_dying_mid_run_is_reported_and_the_rest_stopped(tmp_path, no_leftovers):
-    lab = LabProcess(["repro", "proxy-cache", "--client", "browser"], tmp_path)
-    try:
+def test_chromium_dying_mid_run_is_reported_and_the_rest_stopped(tmp_path):
+    with LabProcess(["repro", "proxy-cache", "--client", "browser"], tmp_path) as lab:
         lab.wait_for_stderr(ALL_UP, timeout=60)
         main = next(
             p for p in browser_processes(lab.token) if not any("--type=" in a for a in p.cmdline())
         )
         main.kill()
         code, _ = lab.finish(timeout=30)
-    finally:
-        lab.kill()
     assert code == EXIT_COMPONENT, lab.stderr
     assert "error: browser:" in lab.stderr
-    no_leftovers(lab.token)
 
 
 @pytest.mark.usefixtures("needs_a_browser")
-def test_interrupted_browser_matrix_stops_its_cells_and_every_process(tmp_path, no_leftovers):
-    lab = LabProcess(["matrix", "--client", "browser", "--scenarios", ",".join(SUBSET)], tmp_path)
-    try:
+def test_interrupted_browser_matrix_stops_its_cells_and_every_process(tmp_path):
+    args = ["matrix", "--client", "browser", "--scenarios", ",".join(SUBSET)]
+    with LabProcess(args, tmp_path) as lab:
         lab.wait_for_stderr("running", timeout=60)
         wait_for(lambda: browser_processes(lab.token), timeout=30, what="Chromium")
         lab.proc.send_signal(signal.SIGTERM)
         began = time.monotonic()
         code, _ = lab.finish(timeout=30)
         took = time.monotonic() - began
-    finally:
-        lab.kill()
     assert code == EXIT_INTERRUPTED, lab.stderr
     assert took < 15, f"{took:.1f} s to stop"  # cells give up at once, pages waiting to open too
-    no_leftovers(lab.token)
 
 
 @pytest.mark.usefixtures("needs_a_browser")
 def test_chromium_dies_with_the_lab_even_on_sigkill(tmp_path):
-    lab = LabProcess(["repro", "proxy-cache", "--client", "browser"], tmp_path)
-    try:
+    with LabProcess(["repro", "proxy-cache", "--client", "browser"], tmp_path) as lab:
         lab.wait_for_stderr(ALL_UP, timeout=60)
         assert browser_processes(lab.token)
         lab.proc.kill()  # Playwright's driver sees its pipe close and closes the browser
         lab.proc.wait()
-        wait_for(
-            lambda: not processes_with_token(lab.token),
-            timeout=20,
-            what="Chromium and the other children of a SIGKILLed lab to exit",
-        )
-    finally:
-        lab.kill()
-        for proc in processes_with_token(lab.token):
-            proc.kill()
+        assert_nothing_left(lab.token, within=20)  # Chromium and the lab's other children
 
 
 # -- without a browser ---------------------------------------------------------------------------
-def test_missing_chromium_is_a_clear_error_and_nothing_starts(tmp_path, no_leftovers):
+def test_missing_chromium_is_a_clear_error_and_nothing_starts(tmp_path):
     missing = tmp_path / "no-chromium-here"
-    lab = LabProcess(
+    with LabProcess(
         ["repro", "proxy-cache", "--client", "browser"],
         tmp_path,
         extra_env={"LAB_CHROMIUM": str(missing)},
-    )
-    code, _ = lab.finish(timeout=30)
+    ) as lab:
+        code, _ = lab.finish(timeout=30)
     assert code == EXIT_COMPONENT, lab.stderr
     if browser.playwright_missing() is None:
         assert "error: browser: Chromium not found" in lab.stderr
         assert "apt-get install -y chromium" in lab.stderr
     assert ALL_UP not in lab.stderr
-    assert component(lab.token, "worker") is None
-    no_leftovers(lab.token)
 
 
-def test_chromium_executable_lookup(tmp_path, monkeypatch):
+def test_chromium_executable_lookup(tmp_path, lab_env):
     fake = tmp_path / "chromium"
     fake.write_text("#!/bin/sh\n")
-    monkeypatch.setenv("LAB_CHROMIUM", str(fake))
+    lab_env("LAB_CHROMIUM", str(fake))
     with pytest.raises(ComponentError, match="Chromium not found"):
         browser.chromium_executable()  # not executable
     fake.chmod(0o755)
@@ -436,8 +404,8 @@ def test_a_scenario_for_one_client_is_bad_input_for_the_other(tmp_path):
         "utf-8",
     )
     assert scenarios.load(str(only)).clients == ["browser"]
-    lab = LabProcess(["repro", str(only), "--client", "python"], tmp_path)
-    code, _ = lab.finish(timeout=30)
+    with LabProcess(["repro", str(only), "--client", "python"], tmp_path) as lab:
+        code, _ = lab.finish(timeout=30)
     assert code == EXIT_BAD_INPUT, lab.stderr
     assert "--client browser only" in lab.stderr
     assert "about the browser cache" in lab.stderr

@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
-from lab.data import scenarios
+import pytest
+from click.testing import CliRunner
+
+from lab.cli import main
+from lab.data import fixes, scenarios
 
 MISSING_PROXY = """\
 name = "no-proxy"
@@ -17,9 +21,10 @@ others = "completed"
 """
 
 
-def lab(tmp_path, *args: str) -> subprocess.CompletedProcess:
+def lab(tmp_path, *args: str, **lab_env: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
     env["LAB_RUNS_DIR"] = str(tmp_path / "runs")
+    env.update(lab_env)
     return subprocess.run(
         [sys.executable, "-m", "lab", *args],
         cwd=tmp_path,
@@ -84,3 +89,90 @@ def test_list_prints_one_line_per_scenario(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == scenarios.names()
+
+
+def test_list_with_no_scenario_files_is_bad_input(tmp_path):
+    result = lab(tmp_path, "list", LAB_SCENARIOS_DIR=str(tmp_path / "nowhere"))
+    assert_bad_input(tmp_path, result, "no scenario files in", "nowhere")
+
+
+# -- LAB_* variables: checked before anything starts ------------------------------------------
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("LAB_START_TIMEOUT=abc", "valid number"),
+        ("LAB_START_TIMEOUT=0", "greater than 0"),
+        ("LAB_BROWSER_OPENING=0", "greater than 0"),
+        ("LAB_BROWSER_OPENING=two", "valid integer"),
+        ("LAB_RABBITMQ_URL=http://127.0.0.1:5672/", "starts with amqp://"),
+    ],
+)
+def test_a_bad_variable_is_named_and_nothing_starts(tmp_path, setting, says):
+    variable, value = setting.split("=", 1)
+    result = lab(tmp_path, "repro", "proxy-cache", **{variable: value})
+    assert_bad_input(tmp_path, result, f"{variable}={value!r}", says)
+
+
+def test_help_reads_neither_variables_nor_data_folders(tmp_path):
+    bad = {"LAB_START_TIMEOUT": "abc", "LAB_SCENARIOS_DIR": str(tmp_path / "nowhere")}
+    for args in (["--help"], ["repro", "--help"], ["matrix", "--help"]):
+        result = lab(tmp_path, *args, **bad)
+        assert result.returncode == 0, result.stderr
+        assert "Usage: " in result.stdout
+
+
+def test_a_bad_variable_with_json_is_one_object_on_stdout(tmp_path):
+    result = lab(tmp_path, "matrix", "--json", LAB_START_TIMEOUT="soon")
+    assert result.returncode == 2
+    body = json.loads(result.stdout)
+    assert body["exit_code"] == 2 and "LAB_START_TIMEOUT='soon'" in body["error"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_password_in_a_bad_url_is_not_printed(tmp_path):
+    result = lab(tmp_path, "list", LAB_RABBITMQ_URL="http://lab:secret@127.0.0.1/")
+    assert_bad_input(tmp_path, result, "LAB_RABBITMQ_URL='http://lab:***@127.0.0.1/'")
+    assert "secret" not in result.stderr
+
+
+# -- shell completion: what click answers the shell's completion script -----------------------
+def complete(*words: str) -> list[str]:
+    """The values `lab` offers for the last of `words`, as bash's completion asks for them."""
+    env = {
+        "_LAB_COMPLETE": "bash_complete",
+        "COMP_WORDS": " ".join(["lab", *words]),
+        "COMP_CWORD": str(len(words)),
+    }
+    result = CliRunner().invoke(main, [], prog_name="lab", env=env)
+    assert result.exit_code == 0, result.output
+    return [line.split(",", 1)[1] for line in result.output.splitlines() if line]
+
+
+def test_completes_scenario_names():
+    assert complete("repro", "") == scenarios.names()
+    assert complete("repro", "proxy-c") == ["proxy-cache"]
+    assert complete("up", "proxy-c") == ["proxy-cache"]
+
+
+def test_completes_a_scenario_file_when_no_name_matches():
+    assert complete("repro", "cases/my-") == ["cases/my-"]  # type "file": the shell lists files
+
+
+def test_completes_fix_names():
+    assert complete("repro", "proxy-cache", "--fix", "") == fixes.names()
+    assert set(complete("repro", "proxy-cache", "--fix", "no")) == {
+        name for name in fixes.names() if name.startswith("no")
+    }
+    assert "nonce" in complete("up", "proxy-cache", "--fix", "no")
+
+
+def test_completes_the_next_name_of_a_list():
+    assert complete("matrix", "--scenarios", "proxy-cache,proxy-c") == []  # given already
+    offered = complete("matrix", "--fixes", "none,")
+    assert offered == [f"none,{name}" for name in fixes.names() if name != "none"]
+    assert complete("matrix", "--brokers", "sqlite,r") == ["sqlite,redis", "sqlite,rabbitmq"]
+
+
+def test_completion_with_a_bad_data_folder_offers_no_name(lab_env, tmp_path):
+    lab_env("LAB_SCENARIOS_DIR", str(tmp_path / "nowhere"))
+    assert complete("matrix", "--scenarios", "proxy") == []

@@ -952,7 +952,7 @@ def test_the_pages_debug_panel_asks_for_the_truth_without_counting_as_a_poll(sta
     assert ui.ui_state == "running"  # the page itself still shows the cached PENDING
     assert ui.debug["status"].startswith("PENDING")
     asked = len(debug.seen)
-    time.sleep(1.5)
+    time.sleep(1.5)  # the observation window, not a wait: a page still asking would ask in it
     assert len(debug.seen) == asked, "it stops asking once the task is finished"
     assert all(r.method == "POST" and not r.body for r in debug.seen)
     ui.proc.kill()  # the UI would hang on until its deadline

@@ -97,7 +97,9 @@ def test_a_late_task_is_not_made_up_for_by_a_burst(app, tmp_path: Path, monkeypa
 
     monkeypatch.setattr(load, "_start_task", timed_start_task)
     stream = stream_to(url, worker, tmp_path, tasks=6, per_second=20)
-    time.sleep(0.3)  # the machine was busy before the stream began: 6 tasks were "due" at once
+    # The scenario, not a wait: the machine was busy before the stream began, so that all six
+    # tasks were "due" at once.
+    time.sleep(0.3)
     stream.run()
     stream.finish()
     gaps = [b - a for a, b in zip(sent_at, sent_at[1:], strict=False)]

@@ -11,15 +11,17 @@ import psutil
 import pytest
 
 from lab.data.errors import EXIT_COMPONENT, EXIT_INTERRUPTED, EXIT_MATCHED
-from tests.lab_helpers import LabProcess, component, processes_with_token, wait_for
+from tests.lab_helpers import LabProcess, assert_nothing_left, component, processes_with_token
 
 pytestmark = pytest.mark.stack
 ALL_UP = "all up after"
+# Each test runs the lab in a `with LabProcess(...)` block: leaving it asserts that no process
+# of the run is left.
 
 
-def test_json_run_prints_one_object_and_leaves_nothing(tmp_path, no_leftovers):
-    lab = LabProcess(["repro", "direct", "--json"], cwd=tmp_path)
-    code, stdout = lab.finish()
+def test_json_run_prints_one_object_and_leaves_nothing(tmp_path):
+    with LabProcess(["repro", "direct", "--json"], cwd=tmp_path) as lab:
+        code, stdout = lab.finish()
     assert code == EXIT_MATCHED, lab.stderr
     result = json.loads(stdout)  # exactly one JSON object: json.loads rejects trailing data
     assert result["scenario"] == "direct"
@@ -29,12 +31,10 @@ def test_json_run_prints_one_object_and_leaves_nothing(tmp_path, no_leftovers):
     assert result["seconds"] > 0
     assert set(result["polls"]) >= {"total", "reached_origin", "from_cache"}
     assert (tmp_path / "runs").is_dir()
-    no_leftovers(lab.token)
 
 
-def test_every_component_listens_on_loopback_only(tmp_path, no_leftovers):
-    lab = LabProcess(["repro", "proxy-cache"], cwd=tmp_path)
-    try:
+def test_every_component_listens_on_loopback_only(tmp_path):
+    with LabProcess(["repro", "proxy-cache"], cwd=tmp_path) as lab:
         lab.wait_for_stderr(ALL_UP)
         listening = []
         for proc in processes_with_token(lab.token):
@@ -46,77 +46,54 @@ def test_every_component_listens_on_loopback_only(tmp_path, no_leftovers):
         assert all(addr.ip == "127.0.0.1" for _, addr in listening), listening
         code, _ = lab.finish()
         assert code == EXIT_MATCHED, lab.stderr
-    finally:
-        lab.kill()
-    no_leftovers(lab.token)
 
 
-def test_ctrl_c_mid_run_stops_every_process(tmp_path, no_leftovers):
-    lab = LabProcess(["repro", "proxy-cache"], cwd=tmp_path)
-    try:
+def test_ctrl_c_mid_run_stops_every_process(tmp_path):
+    with LabProcess(["repro", "proxy-cache"], cwd=tmp_path) as lab:
         lab.wait_for_stderr(ALL_UP)
         assert component(lab.token, "worker") and component(lab.token, "proxy")
         lab.proc.send_signal(signal.SIGINT)
         code, _ = lab.finish(timeout=20)
-    finally:
-        lab.kill()
     assert code == EXIT_INTERRUPTED, lab.stderr
     assert "interrupted" in lab.stderr
-    no_leftovers(lab.token)
 
 
-def test_sigterm_mid_run_stops_every_process(tmp_path, no_leftovers):
-    lab = LabProcess(["repro", "proxy-cache"], cwd=tmp_path)
-    try:
+def test_sigterm_mid_run_stops_every_process(tmp_path):
+    with LabProcess(["repro", "proxy-cache"], cwd=tmp_path) as lab:
         lab.wait_for_stderr(ALL_UP)
         lab.proc.send_signal(signal.SIGTERM)
         code, _ = lab.finish(timeout=20)
-    finally:
-        lab.kill()
     assert code == EXIT_INTERRUPTED, lab.stderr
-    no_leftovers(lab.token)
 
 
-def test_component_dying_mid_run_is_reported_and_the_rest_stopped(tmp_path, no_leftovers):
-    lab = LabProcess(["repro", "proxy-cache"], cwd=tmp_path)
-    try:
+def test_component_dying_mid_run_is_reported_and_the_rest_stopped(tmp_path):
+    with LabProcess(["repro", "proxy-cache"], cwd=tmp_path) as lab:
         lab.wait_for_stderr(ALL_UP)
         worker = component(lab.token, "worker")
         assert worker is not None
         worker.kill()
         code, _ = lab.finish(timeout=20)
-    finally:
-        lab.kill()
     assert code == EXIT_COMPONENT, lab.stderr
     assert "error: worker: exited with code" in lab.stderr
     assert "during the run" in lab.stderr
-    no_leftovers(lab.token)
 
 
-def test_component_that_cannot_start_is_named_with_its_log(tmp_path, no_leftovers):
+def test_component_that_cannot_start_is_named_with_its_log(tmp_path):
     fake = tmp_path / "broken-mitmdump"
     fake.write_text("#!/bin/sh\necho 'fake mitmdump: cannot bind' >&2\nexit 7\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    lab = LabProcess(["repro", "proxy-cache"], cwd=tmp_path, extra_env={"LAB_MITMDUMP": str(fake)})
-    code, _ = lab.finish(timeout=40)
+    with LabProcess(
+        ["repro", "proxy-cache"], cwd=tmp_path, extra_env={"LAB_MITMDUMP": str(fake)}
+    ) as lab:
+        code, _ = lab.finish(timeout=40)
     assert code == EXIT_COMPONENT, lab.stderr
     assert "error: proxy: exited with code 7 while starting" in lab.stderr
     assert "fake mitmdump: cannot bind" in lab.stderr  # the log's tail is shown
-    no_leftovers(lab.token)
 
 
 def test_children_die_with_the_lab_even_on_sigkill(tmp_path):
-    lab = LabProcess(["repro", "proxy-cache"], cwd=tmp_path)
-    try:
+    with LabProcess(["repro", "proxy-cache"], cwd=tmp_path) as lab:
         lab.wait_for_stderr(ALL_UP)
         lab.proc.kill()  # no chance to clean up: the kernel's parent-death signal must do it
         lab.proc.wait()
-        wait_for(
-            lambda: not processes_with_token(lab.token),
-            timeout=15,
-            what="the children of a SIGKILLed lab to exit",
-        )
-    finally:
-        lab.kill()
-        for proc in processes_with_token(lab.token):
-            proc.kill()
+        assert_nothing_left(lab.token, within=15)

@@ -148,10 +148,10 @@ def test_scenario_name_must_match_file_name(tmp_path):
 
 
 @pytest.fixture
-def profiles_dir(tmp_path, monkeypatch):
+def profiles_dir(tmp_path, lab_env):
     folder = tmp_path / "profiles"
     folder.mkdir()
-    monkeypatch.setenv("LAB_PROFILES_DIR", str(folder))
+    lab_env("LAB_PROFILES_DIR", str(folder))
     return folder
 
 

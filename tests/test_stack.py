@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from lab.data import scenarios
 from lab.data.scenarios import Outcome
 from lab.stacks import brokers
-from tests.lab_helpers import TOKEN_VAR, processes_with_token
+from tests.lab_helpers import assert_nothing_left
 
 pytestmark = pytest.mark.stack
 # Tests that read the whole matrix: the first one to run waits for it (pytest-timeout counts
@@ -32,20 +31,12 @@ LOOKALIKES = {
 }
 
 
-@pytest.fixture
-def token(monkeypatch: pytest.MonkeyPatch) -> str:
-    # Children copy the lab's environment: the token finds any of them left alive.
-    value = uuid.uuid4().hex
-    monkeypatch.setenv(TOKEN_VAR, value)
-    return value
-
-
 def test_story_repro_outcome_and_evidence(story_repro):
     """`lab repro` of the story: one stack of its own, and its evidence in the run folder."""
     verdict = story_repro.verdict
     assert verdict.observed == "hung", verdict.sentence
     assert verdict.matched
-    assert not processes_with_token(story_repro.token), "a process of the run is still alive"
+    assert_nothing_left(story_repro.token)
     run_dir = Path(verdict.run_dir)
     assert json.loads((run_dir / "result.json").read_text())["observed"] == "hung"
     for evidence in (
@@ -124,7 +115,7 @@ def test_whole_matrix_matches_every_expectation(whole_matrix):
     assert (result.run_dir / "matrix.json").exists()
     assert (result.run_dir / "matrix.md").exists()
     assert (result.run_dir / "matrix.html").exists()
-    assert not processes_with_token(whole_matrix.token)
+    assert_nothing_left(whole_matrix.token)
 
 
 @pytest.mark.timeout(WHOLE_MATRIX_TIMEOUT)

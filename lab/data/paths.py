@@ -1,25 +1,23 @@
-"""Where the lab finds its data and keeps its runs; each can be moved by an environment variable."""
+"""Where the lab finds its data and keeps its runs; each can be moved by an environment variable
+(lab.data.settings)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from lab.data import settings
 
 
 def scenarios_dir() -> Path:
-    return Path(os.environ.get("LAB_SCENARIOS_DIR", PROJECT_ROOT / "scenarios"))
+    return settings.current().scenarios_dir
 
 
 def profiles_dir() -> Path:
-    import proxies
-
-    return Path(os.environ.get("LAB_PROFILES_DIR", Path(proxies.__file__).parent / "profiles"))
+    return settings.current().profiles_dir
 
 
 def runs_dir() -> Path:
-    return Path(os.environ.get("LAB_RUNS_DIR", "runs"))
+    return settings.current().runs_dir
 
 
 def relative(path: Path) -> str:

@@ -17,7 +17,6 @@ never take each other's tasks.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import socket
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from lab.data import settings
 from lab.data.errors import BadInput, ComponentError
 from lab.data.kinds import BROKERS
 from lab.data.scenarios import RedisSetup
@@ -33,7 +33,6 @@ from lab.stacks.ports import LOOPBACK, free_port, start_retrying_taken_ports
 from lab.stacks.processes import Component, Supervisor
 from sample_app.config import sqlite_celery_config
 
-DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 REACH_TIMEOUT = 3.0  # seconds: a broker that does not answer by then is unreachable
 WATCH_EVERY = 0.5  # seconds between reachability checks of an external broker during a run
 # An unused queue left by a lab that was killed disappears from RabbitMQ after this long.
@@ -75,7 +74,7 @@ class BrokerChoice:
     def external_url(self) -> str | None:
         """The URL of a broker the lab does not start (and so must check and watch)."""
         if self.kind == "rabbitmq":
-            return self.url or os.environ.get("LAB_RABBITMQ_URL", DEFAULT_RABBITMQ_URL)
+            return self.url or settings.current().rabbitmq_url
         return self.url if self.kind == "redis" else None
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.data import settings
 from lab.data.errors import ComponentError
 
 RUN_MARKER = "PROXY_CACHE_LAB_RUN"  # every child carries it: tests find leftovers by it
@@ -29,7 +30,7 @@ CPU_FILE = "cpu.json"  # CPU seconds per component, read just before the run sto
 
 
 def start_timeout() -> float:
-    return float(os.environ.get("LAB_START_TIMEOUT", "30"))
+    return settings.current().start_timeout
 
 
 def _die_with_parent() -> None:

@@ -6,7 +6,6 @@ proxy per profile among many concurrent clients.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import threading
@@ -14,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.data import profiles
+from lab.data import profiles, settings
 from lab.data.events import EventLog
 from lab.data.scenarios import AppSetup, LoadSetup, ResultsSetup, Scenario, WorkerSetup
 from lab.stacks.brokers import BrokerRuntime, queue_name
@@ -25,7 +24,7 @@ from sample_app.config import AppConfig
 
 
 def mitmdump_executable() -> str:
-    if override := os.environ.get("LAB_MITMDUMP"):
+    if override := settings.current().mitmdump:
         return override
     beside_python = Path(sys.executable).parent / "mitmdump"
     if beside_python.exists():

@@ -1,7 +1,7 @@
 """`BrowserClient`: one user, the sample app's real page in Chromium, clicked and watched.
 
 It is a `lab.clients.base.Client` like the Python client, plus real set-up: `open` (before
-the cell starts anyone's task; at most OPENING_AT_ONCE pages open at a time), `screenshot` and
+the cell starts anyone's task; at most LAB_BROWSER_OPENING pages open at a time), `screenshot` and
 `check_alive`. The page is opened at `<base>/?fix=<fix>` in a context of its own, Start is
 clicked, and from then on it is only watched:
 
@@ -69,7 +69,7 @@ class BrowserClient(ClientBase):
     # -- the runner's side
     def open(self, check_alive: Callable[[], None] = lambda: None) -> None:
         """Open the page, ready for the click: set-up, before anyone starts a task. Waits its
-        turn (OPENING_AT_ONCE), calling `check_alive` meanwhile (it may raise to give up);
+        turn (LAB_BROWSER_OPENING), calling `check_alive` meanwhile (it may raise to give up);
         ComponentError if the page cannot be opened (no profile touches the page itself, so
         that is the lab's problem, not a verdict)."""
         limit = 3 * start_timeout()

@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from lab.data import settings
 from lab.data.errors import ComponentError
 from lab.stacks.processes import COMPONENT_MARKER, RUN_MARKER, log_tail, start_timeout
 
@@ -67,9 +68,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--disable-features=" + ",".join(PLAYWRIGHT_DISABLED_FEATURES + LAB_DISABLED_FEATURES),
 ]
-# Pages opened at once: opening one costs a renderer process's start-up and a dozen protocol
-# round trips; on 2 cores, 48 at once took 30 s each, a few at a time well under a second.
-OPENING_AT_ONCE = int(os.environ.get("LAB_BROWSER_OPENING", "4"))
 CALL_TIMEOUT = 15.0  # any one call into the browser's loop from another thread
 T = TypeVar("T")
 
@@ -77,7 +75,7 @@ T = TypeVar("T")
 def chromium_executable() -> str:
     """LAB_CHROMIUM, else `chromium-headless-shell` or `chromium` on the PATH, else
     /usr/bin/chromium; ComponentError if none."""
-    override = os.environ.get("LAB_CHROMIUM")
+    override = settings.current().chromium
     candidates = (
         [override]
         if override
@@ -207,7 +205,7 @@ class BrowserHost:
         from playwright.async_api import async_playwright
 
         began = time.monotonic()
-        self.opening = asyncio.Semaphore(OPENING_AT_ONCE)
+        self.opening = asyncio.Semaphore(settings.current().browser_opening)
         self._playwright = await async_playwright().start()
         env = {**os.environ, RUN_MARKER: self.run_id, COMPONENT_MARKER: COMPONENT}
         env.pop("PYTHONSTARTUP", None)

@@ -57,7 +57,7 @@ class BrowserPage:
         return self._page is not None
 
     async def open(self) -> None:
-        """Open the page, waiting for a turn (the host's OPENING_AT_ONCE)."""
+        """Open the page, waiting for a turn (LAB_BROWSER_OPENING)."""
         assert self.host.opening is not None
         async with self.host.opening:
             await self._open_page()
