@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lab.cli_input import (
+from lab.cli.options import (
     BROKER_LIST,
     FIX,
     FIX_LIST,
