@@ -9,41 +9,23 @@ page's opening count). Runs alternate between the clients, so a busy moment hits
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import statistics
-import subprocess
 import sys
 import tempfile
 
 from lab.data.kinds import CLIENTS
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from _repro_run import repro_seconds  # noqa: E402
 
 GOAL = 3.0
 FIXES = ("none", "nonce")
 
 
 def one_run(fix: str, client: str, runs_dir: str) -> float:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lab",
-            "repro",
-            "proxy-cache",
-            "--fix",
-            fix,
-            "--client",
-            client,
-            "--json",
-            "--runs-dir",
-            runs_dir,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"lab repro --client {client} failed ({done.returncode}): {done.stderr}")
-    return json.loads(done.stdout)["seconds"]
+    return repro_seconds(fix, runs_dir, "--client", client)[0]
 
 
 def main() -> int:

@@ -9,39 +9,16 @@ process time including start-up of Python and clean-up is shown beside it.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from _repro_run import repro_seconds  # noqa: E402
 
 GOALS = {"none": 5.5, "nonce": 2.5}
-
-
-def one_run(fix: str, runs_dir: str) -> tuple[float, float]:
-    began = time.monotonic()
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lab",
-            "repro",
-            "proxy-cache",
-            "--fix",
-            fix,
-            "--json",
-            "--runs-dir",
-            runs_dir,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    wall = time.monotonic() - began
-    if done.returncode != 0:
-        raise SystemExit(f"lab repro failed ({done.returncode}): {done.stderr.strip()}")
-    return json.loads(done.stdout)["seconds"], wall
 
 
 def main() -> int:
@@ -50,9 +27,9 @@ def main() -> int:
     args = parser.parse_args()
     failed = False
     with tempfile.TemporaryDirectory() as runs_dir:
-        one_run("nonce", runs_dir)  # warm-up: imports and disk caches
+        repro_seconds("nonce", runs_dir)  # warm-up: imports and disk caches
         for fix, goal in GOALS.items():
-            results = [one_run(fix, runs_dir) for _ in range(args.runs)]
+            results = [repro_seconds(fix, runs_dir) for _ in range(args.runs)]
             verdict = statistics.median(s for s, _ in results)
             wall = statistics.median(w for _, w in results)
             ok = verdict < goal

@@ -38,6 +38,11 @@ def lab() -> Iterator[Lab]:
     yield from make_lab()
 
 
+def served(lab: Lab, cache_control: str, path: str = "") -> str:
+    """What the cache did with an answer carrying `cache_control`, at URL + path."""
+    return outcome(lab.fetch(f"{URL}{path}", response_headers={"Cache-Control": cache_control}))
+
+
 def use(lab: Lab, *specs: dict[str, Any]) -> Lab:
     return lab.with_misbehaviours(*build(list(specs)))
 
@@ -131,9 +136,7 @@ def test_force_ttl_keeps_method_vary_and_unlisted_statuses(lab: Lab):
 
 def test_ignore_no_store_stores_what_no_store_forbids(lab: Lab):
     use(lab, {"name": "ignore-no-store"})
-    assert outcome(lab.fetch(response_headers={"Cache-Control": "no-store, max-age=60"})) == (
-        "STORE"
-    )
+    assert served(lab, "no-store, max-age=60") == ("STORE")
     hit = lab.fetch()
     assert hit.response.headers["Cache-Control"] == "no-store, max-age=60"  # served as stored
 
@@ -141,23 +144,13 @@ def test_ignore_no_store_stores_what_no_store_forbids(lab: Lab):
 def test_ignore_no_store_keeps_every_other_rule(lab: Lab):
     use(lab, {"name": "ignore-no-store"})
     # no-store alone: no freshness and no validator for an RFC cache, so not kept...
-    assert outcome(lab.fetch(response_headers={"Cache-Control": "no-store"})) == "MISS"
-    assert (
-        outcome(lab.fetch(f"{URL}/0", response_headers={"Cache-Control": "no-store, max-age=0"}))
-        == "MISS"
-    )
-    assert (
-        outcome(
-            lab.fetch(
-                f"{URL}/p", response_headers={"Cache-Control": "no-store, private, max-age=60"}
-            )
-        )
-        == "MISS"
-    )
+    assert served(lab, "no-store") == "MISS"
+    assert served(lab, "no-store, max-age=0", "/0") == "MISS"
+    assert served(lab, "no-store, private, max-age=60", "/p") == "MISS"
     assert outcome(lab.fetch(f"{URL}/r", request_headers={"Cache-Control": "no-store"})) == "BYPASS"
     # ...until a heuristic gives it freshness.
     lab.tctx.configure(lab.addon, cache_heuristic_ttl=300)
-    assert outcome(lab.fetch(response_headers={"Cache-Control": "no-store"})) == "STORE"
+    assert served(lab, "no-store") == "STORE"
 
 
 def test_ignore_private_serves_one_users_answer_to_another(lab: Lab):
@@ -166,21 +159,9 @@ def test_ignore_private_serves_one_users_answer_to_another(lab: Lab):
     lab.fetch(request_headers=alice, response_headers={"Cache-Control": "private, max-age=60"})
     bob = lab.fetch(request_headers={"Cookie": "user=bob"})
     assert outcome(bob) == "HIT"
-    assert (
-        outcome(
-            lab.fetch(f"{URL}/q", response_headers={"Cache-Control": 'private="x", max-age=60'})
-        )
-        == "STORE"
-    )
+    assert served(lab, 'private="x", max-age=60', "/q") == "STORE"
     # Kept: no-store, and Authorization without public/s-maxage/must-revalidate.
-    assert (
-        outcome(
-            lab.fetch(
-                f"{URL}/n", response_headers={"Cache-Control": "private, no-store, max-age=60"}
-            )
-        )
-        == "MISS"
-    )
+    assert served(lab, "private, no-store, max-age=60", "/n") == "MISS"
     auth = {"Authorization": "Bearer x"}
     lab.fetch(
         f"{URL}/a", request_headers=auth, response_headers={"Cache-Control": "private, max-age=60"}
@@ -269,8 +250,8 @@ def test_heuristic_ttl_statuses_and_storability(lab: Lab):
     use(lab, {"name": "heuristic-ttl", "ttl": 60})  # RFC 9110's heuristically cacheable set
     assert outcome(lab.fetch(status=404)) == "STORE"
     assert outcome(lab.fetch(f"{URL}/5", status=500)) == "MISS"
-    assert outcome(lab.fetch(f"{URL}/n", response_headers={"Cache-Control": "no-store"})) == "MISS"
-    assert outcome(lab.fetch(f"{URL}/p", response_headers={"Cache-Control": "private"})) == "MISS"
+    assert served(lab, "no-store", "/n") == "MISS"
+    assert served(lab, "private", "/p") == "MISS"
 
 
 def test_negative_cache_replays_an_error(lab: Lab):
@@ -389,7 +370,7 @@ def test_stale_on_error_only_on_errors_and_never_for_no_cache(lab: Lab):
     use(lab, {"name": "stale-on-error", "max_stale": 60})
     lab.fetch(response_headers={"Cache-Control": "max-age=1"})
     lab.advance(5)
-    assert outcome(lab.fetch(response_headers={"Cache-Control": "max-age=1"})) == "STORE"
+    assert served(lab, "max-age=1") == "STORE"
     lab.fetch(f"{URL}/nc", response_headers={"Cache-Control": "no-cache", "ETag": '"a"'})
     assert lab.fetch(f"{URL}/nc", status=503).response.status_code == 503
 
@@ -403,7 +384,7 @@ def test_stale_while_updating_serves_stale_and_refreshes(lab: Lab):
     assert len(lab.refreshes) == 1
     assert lab.fetch(status=503).response.status_code == 200  # still updating: stale again
     lab.advance(10)  # 14 s stale: too old
-    assert outcome(lab.fetch(response_headers={"Cache-Control": "max-age=1"})) == "STORE"
+    assert served(lab, "max-age=1") == "STORE"
 
 
 def test_stale_while_updating_does_not_rescue_errors(lab: Lab):
@@ -519,8 +500,8 @@ def test_squid_ignore_private_still_revalidates_every_hit(lab: Lab):
 
 def test_squid_without_options_honours_no_store_private_and_reload(lab: Lab):
     use(lab, refresh_patterns(". 5 20% 4320"))
-    assert outcome(lab.fetch(response_headers={"Cache-Control": "no-store"})) == "MISS"
-    assert outcome(lab.fetch(f"{URL}/p", response_headers={"Cache-Control": "private"})) == "MISS"
+    assert served(lab, "no-store") == "MISS"
+    assert served(lab, "private", "/p") == "MISS"
     lab.fetch(f"{URL}/r")
     assert outcome(lab.fetch(f"{URL}/r", request_headers={"Pragma": "no-cache"})) == "STORE"
 

@@ -230,6 +230,28 @@ def wait_done(client: PollingClient) -> None:
     wait_for(lambda: client.done, WAIT, "the client to stop")
 
 
+def completed_through_intermediary(
+    s: Stack, fix: str, polls: int, **client_args: Any
+) -> tuple[PollingClient, Intermediary]:
+    """The client polls through a recording intermediary until `polls` polls went out, then the
+    task finishes and the UI must show it."""
+    recorder = s.serve(Intermediary)
+    client = s.client(fix, **client_args)
+    run_until_polls(client, polls)
+    s.succeed(client.task_id)
+    wait_done(client)
+    assert client.ui_state == "completed"
+    return client, recorder
+
+
+def assert_ui_ends(ui: Any, ui_state: str, recorder: Intermediary, requests: int) -> None:
+    """The UI stops in `ui_state`, and the intermediary saw exactly `requests` requests."""
+    wait_for(lambda: ui.done, WAIT, "the UI to stop")
+    ui.finish()
+    assert ui.ui_state == ui_state
+    assert len(recorder.seen) == requests
+
+
 def log_events(client: PollingClient) -> list[dict[str, Any]]:
     return [json.loads(line) for line in client.log_path.read_text("utf-8").splitlines()]
 
@@ -257,12 +279,7 @@ def test_polls_until_success(stack, fix):
 @pytest.mark.parametrize("fix", ["none", "nonce", "path-nonce", "belt-and-braces"])
 def test_requests_follow_the_strategy_and_url_style(stack, style, fix):
     s = stack(status_url_style=style)
-    recorder = s.serve(Intermediary)
-    client = s.client(fix, status_url_style=style)
-    run_until_polls(client, 3)
-    s.succeed(client.task_id)
-    wait_done(client)
-    assert client.ui_state == "completed"
+    client, recorder = completed_through_intermediary(s, fix, 3, status_url_style=style)
     strategy, task = BOOK.get(fix), client.task_id
     plain_path, _, plain_query = BOOK.status_path_for(task, style).partition("?")
     nonces = set()
@@ -284,12 +301,7 @@ def test_requests_follow_the_strategy_and_url_style(stack, style, fix):
 
 def test_post_polls_send_an_empty_json_object(stack):
     s = stack()
-    recorder = s.serve(Intermediary)
-    client = s.client("post")
-    run_until_polls(client, 2)
-    s.succeed(client.task_id)
-    wait_done(client)
-    assert client.ui_state == "completed"
+    client, recorder = completed_through_intermediary(s, "post", 2)
     for request in recorder.seen:
         assert (request.method, request.body) == ("POST", b"{}")
         assert request.headers["Content-Type"] == "application/json"
@@ -298,11 +310,7 @@ def test_post_polls_send_an_empty_json_object(stack):
 
 def test_request_no_cache_sends_its_headers(stack):
     s = stack()
-    recorder = s.serve(Intermediary)
-    client = s.client("request-no-cache")
-    run_until_polls(client, 1)
-    s.succeed(client.task_id)
-    wait_done(client)
+    client, recorder = completed_through_intermediary(s, "request-no-cache", 1)
     assert recorder.seen
     for request in recorder.seen:
         assert request.headers["Cache-Control"] == "no-cache"
@@ -494,12 +502,7 @@ def test_leak_rewritten_by_a_wrapper(stack):
 
 def test_etag_revalidation_uses_the_kept_answer(stack):
     s = stack()
-    recorder = s.serve(Intermediary)
-    client = s.client("no-cache-etag")
-    run_until_polls(client, 3)
-    s.succeed(client.task_id)
-    wait_done(client)
-    assert client.ui_state == "completed"
+    client, recorder = completed_through_intermediary(s, "no-cache-etag", 3)
     first, *middle, last = client.polls
     assert (first.status, first.browser_cache) == (200, False)
     assert first.etag and first.etag.startswith('W/"')
@@ -844,10 +847,7 @@ def test_both_uis_give_up_at_once_without_retry(stack, tmp_path, ui_kind):
     s = stack()
     recorder = s.serve(lambda app: Intermediary(app, fail_requests({2})))
     ui = open_ui(ui_kind, s, "none", tmp_path)
-    wait_for(lambda: ui.done, WAIT, "the UI to stop")
-    ui.finish()
-    assert ui.ui_state == "errored"
-    assert len(recorder.seen) == 2
+    assert_ui_ends(ui, "errored", recorder, requests=2)
     if ui_kind == "page":
         assert ui.shown["status"] == "Error: HTTP 503"
         assert "retries" not in ui.dataset
@@ -921,10 +921,7 @@ def test_both_uis_reopen_a_failed_event_stream(stack, tmp_path, ui_kind):
     ui = open_ui(ui_kind, s, "sse", tmp_path)
     wait_for(lambda: len(recorder.seen) >= 2 and ui.shown_state, WAIT, "a second stream")
     s.succeed(ui.task_id)
-    wait_for(lambda: ui.done, WAIT, "the UI to stop")
-    ui.finish()
-    assert ui.ui_state == "completed"
-    assert len(recorder.seen) == 2
+    assert_ui_ends(ui, "completed", recorder, requests=2)
     if ui_kind == "page":
         assert ui.dataset["retries"] == "1"
     else:

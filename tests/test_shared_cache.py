@@ -106,6 +106,14 @@ def outcome(f: http.HTTPFlow) -> str:
     return f.metadata["cache"]
 
 
+def assert_fresh_for(lab: Lab, lifetime: int) -> None:
+    """Served from the cache until `lifetime` seconds after it was stored, not a second more."""
+    lab.advance(lifetime - 1)
+    assert outcome(lab.fetch()) == "HIT"
+    lab.advance(1)
+    assert outcome(lab.fetch()) == "MISS"
+
+
 def test_rfc_defaults_do_not_store_response_without_freshness(lab: Lab):
     assert outcome(lab.fetch()) == "MISS"
     assert outcome(lab.fetch()) == "MISS"
@@ -137,10 +145,7 @@ def test_age_includes_upstream_age_and_date(lab: Lab):
 
 def test_s_maxage_beats_max_age(lab: Lab):
     lab.fetch(response_headers={"Cache-Control": "max-age=100, s-maxage=2"})
-    lab.advance(1)
-    assert outcome(lab.fetch()) == "HIT"
-    lab.advance(1)
-    assert outcome(lab.fetch()) == "MISS"
+    assert_fresh_for(lab, 2)
 
 
 def test_expires_zero_is_not_stored(lab: Lab):
@@ -152,10 +157,7 @@ def test_expires_zero_is_not_stored(lab: Lab):
 def test_expires_in_future_is_stored(lab: Lab):
     headers = {"Expires": http_date(START + 60), "Date": http_date(START)}
     assert outcome(lab.fetch(response_headers=headers)) == "STORE"
-    lab.advance(59)
-    assert outcome(lab.fetch()) == "HIT"
-    lab.advance(1)
-    assert outcome(lab.fetch()) == "MISS"
+    assert_fresh_for(lab, 60)
 
 
 @pytest.mark.parametrize("cache_control", ["no-store, max-age=60", "private, max-age=60"])
@@ -198,10 +200,7 @@ def test_last_modified_heuristic(lab: Lab):
     headers = {"Date": http_date(START), "Last-Modified": http_date(START - 1000)}
     lab.tctx.configure(lab.addon, cache_heuristic_lm_percent=5)  # 50 s
     assert outcome(lab.fetch(response_headers=headers)) == "STORE"
-    lab.advance(49)
-    assert outcome(lab.fetch()) == "HIT"
-    lab.advance(1)
-    assert outcome(lab.fetch()) == "MISS"
+    assert_fresh_for(lab, 50)
 
 
 def test_last_modified_heuristic_disabled_by_zero_percent(lab: Lab):
