@@ -107,14 +107,16 @@ class StarvedClient:
 
 def never_finishing(window: float):
     scenario = scenarios.load("task-never-finishes")
-    return scenario.model_copy(update={"hang_window": window, "poll_interval": window / 4})
+    return scenario.model_copy(
+        update={"hang_window": window, "poll_interval": window / 4, "task_duration": window / 2}
+    )
 
 
 NO_FINISH = SimpleNamespace(task_events=SimpleNamespace(finished_at=lambda _task: None))
 
 
 def test_a_never_finishing_task_is_hung_only_once_the_ui_kept_asking():
-    scenario = never_finishing(0.4)
+    scenario = never_finishing(0.2)
     began = time.time()
     outcome = wait_for_outcome(
         StarvedClient(answered_every=0.05), scenario, NO_FINISH, lambda: None
@@ -125,7 +127,7 @@ def test_a_never_finishing_task_is_hung_only_once_the_ui_kept_asking():
 
 def test_a_starved_ui_with_no_answer_gets_three_windows_before_it_is_called_hung():
     # The CI failure: "hung, as expected" with no poll answered, 4 s after Start.
-    scenario = never_finishing(0.4)
+    scenario = never_finishing(0.2)
     began = time.time()
     outcome = wait_for_outcome(
         StarvedClient(answered_every=None), scenario, NO_FINISH, lambda: None
@@ -135,7 +137,7 @@ def test_a_starved_ui_with_no_answer_gets_three_windows_before_it_is_called_hung
 
 
 def test_an_event_streams_one_message_proves_a_never_finishing_task_hung():
-    scenario = never_finishing(0.4)
+    scenario = never_finishing(0.2)
     client = StarvedClient(answered_every=100.0, transport="sse")  # one message, at the start
     began = time.time()
     assert wait_for_outcome(client, scenario, NO_FINISH, lambda: None) is Outcome.hung
