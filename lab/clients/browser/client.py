@@ -78,6 +78,8 @@ class BrowserClient(ClientBase):
         try:
             while not opening.done():
                 check_alive()
+                # A Chromium that died leaves some of Playwright's calls waiting for ever.
+                self.host.check_alive("while the page was opening")
                 if time.monotonic() > deadline:
                     self._fail_setup(f"could not open {self.page_url} within {limit:g} s")
                 futures_wait([opening], timeout=0.1)
