@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -132,7 +131,7 @@ def wait_for_outcome(
         if due is not None and (
             (
                 waited >= scenario.hang_window
-                and _answered_after(client, due, finished is not None) >= hang_proof_polls(scenario)
+                and _ui_kept_asking(client, scenario, due, finished is not None)
             )
             or waited >= 3 * scenario.hang_window
         ):
@@ -148,13 +147,15 @@ def hang_proof_polls(scenario: Scenario) -> int:
     return max(1, int(scenario.hang_window / scenario.poll_interval * 2 / 3))
 
 
-def _answered_after(client: Client, due: float, finished: bool) -> int:
-    """Polls sent after `due` and answered with a state. An event stream says a state once
-    and keeps it: for a task that will not finish, the one message that came is the proof."""
+def _ui_kept_asking(client: Client, scenario: Scenario, due: float, finished: bool) -> bool:
+    """Enough polls sent after `due` were answered with a state (hang_proof_polls). An event
+    stream says a state once and keeps it: for a task that will not finish, the one message
+    that came is the proof."""
     polls = list(client.polls)
     if not finished and client.strategy.transport == "sse":
-        return sys.maxsize if any(poll.state for poll in polls) else 0
-    return sum(1 for poll in polls if poll.sent_at > due and poll.state)
+        return any(poll.state for poll in polls)
+    answered = sum(1 for poll in polls if poll.sent_at > due and poll.state)
+    return answered >= hang_proof_polls(scenario)
 
 
 def run_cell(

@@ -222,7 +222,7 @@ def redis_server_executable() -> str:
 
 
 def launch_redis(
-    sup: Supervisor, name: str, settings: RedisSetup | None = None
+    sup: Supervisor, name: str, setup: RedisSetup | None = None
 ) -> tuple[Component, str]:
     """Start redis-server on 127.0.0.1 with a scenario's [redis] settings (default: no cap);
     return it and its URL once it answers."""
@@ -234,8 +234,8 @@ def launch_redis(
         port = free_port()
         argv = [executable, "--bind", LOOPBACK, "--port", str(port), "--save", ""]
         argv += ["--appendonly", "no", "--dir", str(sup.run_dir), "--protected-mode", "yes"]
-        argv += ["--maxmemory", settings.maxmemory if settings else "0"]
-        argv += ["--maxmemory-policy", settings.maxmemory_policy if settings else "noeviction"]
+        argv += ["--maxmemory", setup.maxmemory if setup else "0"]
+        argv += ["--maxmemory-policy", setup.maxmemory_policy if setup else "noeviction"]
         return sup.add(name, argv), port
 
     def wait(proc: Component, port: int) -> None:
