@@ -42,6 +42,9 @@ class Profile(BaseModel):
     # forward: clients are configured to use the proxy; reverse: the proxy stands in front of
     # the app (a CDN or a load balancer with a cache).
     mode: Literal["forward", "reverse"] = "forward"
+    # What the profile stands for: a real deployment's proxy (what `lab audit` checks by
+    # default), a network condition (slow, flaky), or the RFC 9111 reference cache.
+    stands_for: Literal["deployment", "network", "reference"] = "deployment"
     # The addons' options (the cache's, say) and mitmproxy's own (modify_headers, for one).
     options: dict[str, OptionValue] = {}
     # Each {name = "...", params...}: see proxies/misbehaviours/; applied in this order.

@@ -36,12 +36,20 @@ def warm_up_broker(celery: Celery) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", type=Path, help="JSON config written by the lab")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="without --config: keep the SQLite broker and results here (the web server and "
+        "the worker of one app must be given the same folder)",
+    )
     parser.add_argument("--port", type=int, help="override the configured port")
     args = parser.parse_args(argv)
     if args.config:
         config = AppConfig.load(args.config)
     else:
-        config = AppConfig.standalone(Path(tempfile.gettempdir()) / "proxy-cache-lab-app")
+        config = AppConfig.standalone(
+            args.data_dir or Path(tempfile.gettempdir()) / "proxy-cache-lab-app"
+        )
     if args.port is not None:
         config.port = args.port
 

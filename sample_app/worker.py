@@ -42,6 +42,12 @@ def record_task_events(log: EventLog) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", type=Path, help="JSON config written by the lab")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="without --config: keep the SQLite broker and results here (the web server and "
+        "the worker of one app must be given the same folder)",
+    )
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument(
         "--concurrency",
@@ -53,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.config:
         config = AppConfig.load(args.config)
     else:
-        config = AppConfig.standalone(Path(tempfile.gettempdir()) / "proxy-cache-lab-app")
+        config = AppConfig.standalone(
+            args.data_dir or Path(tempfile.gettempdir()) / "proxy-cache-lab-app"
+        )
 
     record_task_events(EventLog(config.task_events))
     celery = create_celery(config.celery)

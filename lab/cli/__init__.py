@@ -6,21 +6,18 @@ profile, invalid scenario or profile file); 3 a component could not start or die
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import signal
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lab.cli.audit import audit_command
 from lab.cli.options import (
     BROKER_LIST,
     FIX,
@@ -35,13 +32,12 @@ from lab.cli.options import (
     run_options,
     runs_dir_option,
 )
-from lab.data import paths, scenarios, settings
+from lab.cli.output import err, guarded, out, progress, terminate_as_interrupt
+from lab.data import paths, scenarios
 from lab.data.errors import (
-    EXIT_INTERRUPTED,
     EXIT_MATCHED,
     EXIT_MISMATCH,
     BadInput,
-    ComponentError,
 )
 from lab.judging.evidence import Verdict
 from lab.reports import publish
@@ -49,57 +45,19 @@ from lab.reports.look import look_of
 from lab.runs import broker_comparison, matrix
 from lab.runs import repro as repro_run
 
-STARTED = time.monotonic()
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
-
-
-def _fail(exc: BadInput | ComponentError, as_json: bool) -> NoReturn:
-    if as_json:
-        click.echo(json.dumps({"error": str(exc), "exit_code": exc.exit_code}))
-    err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
-    if isinstance(exc, ComponentError):
-        if exc.log_tail:
-            err.print(f"--- last lines of {exc.component}.log ---\n{exc.log_tail}", markup=False)
-        if run_dir := getattr(exc, "run_dir", None):
-            err.print(f"evidence kept in {paths.relative(Path(run_dir))}", markup=False)
-    sys.exit(exc.exit_code)
-
-
-@contextlib.contextmanager
-def _guarded(as_json: bool, stopped: str, exit_on_stop: int = EXIT_INTERRUPTED) -> Iterator[None]:
-    """Bad input and dead components end the command with their exit code and one line;
-    Ctrl-C (and SIGTERM, SIGHUP) with `stopped` (every child was stopped by then)."""
-    try:
-        settings.current()  # a bad LAB_* variable is bad input: found before anything starts
-        yield
-    except (BadInput, ComponentError) as exc:
-        _fail(exc, as_json)
-    except KeyboardInterrupt:
-        err.print(stopped, markup=False)
-        sys.exit(exit_on_stop)
-
-
-def _progress(message: str) -> None:
-    err.print(f"[dim]lab {time.monotonic() - STARTED:5.1f}s:[/] {escape(message)}", markup=True)
-
-
-def _terminate_as_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Reproduce the bugs misbehaving HTTP proxies cause in apps that poll for background work."""
     # SIGTERM and SIGHUP stop a run the way Ctrl-C does: every child process is stopped.
-    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
-    signal.signal(signal.SIGHUP, _terminate_as_interrupt)
+    signal.signal(signal.SIGTERM, terminate_as_interrupt)
+    signal.signal(signal.SIGHUP, terminate_as_interrupt)
 
 
 @main.command("list")
 def list_scenarios() -> None:
     """List the scenarios with one line each."""
-    with _guarded(False, "interrupted"):
+    with guarded(False, "interrupted"):
         loaded = scenarios.load_all()
         if not loaded:
             raise BadInput(f"no scenario files in {paths.relative(paths.scenarios_dir())}")
@@ -120,7 +78,7 @@ def list_scenarios() -> None:
 @run_options
 def repro(scenario: str, fix: str, run: RunOptions) -> None:
     """Run SCENARIO (a name from `lab list`, or a .toml file) with one fix, and judge it."""
-    with _guarded(run.as_json, "interrupted: every process of the run was stopped"):
+    with guarded(run.as_json, "interrupted: every process of the run was stopped"):
         loaded, chosen_broker = check_for_run(
             scenario, fix, run.broker, run.broker_url, run.proxy_url
         )
@@ -129,7 +87,7 @@ def repro(scenario: str, fix: str, run: RunOptions) -> None:
             loaded,
             fix,
             run.runs_root,
-            _progress,
+            progress,
             proxy_url=run.proxy_url,
             proxy_mode=run.proxy_mode,
             client=run.client,
@@ -228,7 +186,7 @@ def matrix_command(
     Each scenario runs on its own default broker unless --broker or --brokers says otherwise;
     scenarios that cannot run on a broker are left out of its matrix, and said so.
     """
-    with _guarded(run.as_json, "interrupted: every process of the matrix was stopped"):
+    with guarded(run.as_json, "interrupted: every process of the matrix was stopped"):
         say = functools.partial(err.print, markup=False)
         selection = check_for_matrix(only_scenarios, only_fixes, broker_list, run, say)
         brokers = selection.brokers
@@ -244,13 +202,13 @@ def matrix_command(
         }
         if len(brokers) > 1:
             comparison = broker_comparison.run_broker_comparison(
-                brokers, run.runs_root, _progress, broker_url=run.broker_url, **common
+                brokers, run.runs_root, progress, broker_url=run.broker_url, **common
             )
             publish.publish_comparison(comparison, selection.scenarios)
         else:
             result = matrix.run_matrix(
                 runs_root=run.runs_root,
-                progress=_progress,
+                progress=progress,
                 broker=brokers[0] if brokers else None,
                 broker_url=run.broker_url,
                 **common,
@@ -355,15 +313,18 @@ def up_command(
     """Workshop mode: start SCENARIO's stack and keep it running until Ctrl-C."""
     from lab.runs import workshop
 
-    with _guarded(False, "stopped: every process was stopped", exit_on_stop=0):
+    with guarded(False, "stopped: every process was stopped", exit_on_stop=0):
         loaded, chosen_broker = check_for_run(scenario, fix, broker, broker_url, proxy_url=None)
         workshop.up(
             loaded,
             fix,
             runs_dir or paths.runs_dir(),
-            _progress,
+            progress,
             host=host,
             console=out,
             broker=chosen_broker,
         )
     sys.exit(0)
+
+
+main.add_command(audit_command)

@@ -236,10 +236,7 @@ class PollingClient(ClientBase):
 
     def _poll_once(self, *, retry: int) -> Poll:
         spec = self.strategy.poll
-        target = self.book.status_target(
-            self._task(), style=self.status_url_style, nonce_kind=self.nonce_kind
-        )
-        url = f"{self.base_url}{target}"
+        url = self._status_url()
         revalidates, added_headers = BROWSER_FETCH_CACHE[spec.fetch_cache]
         headers = httpx.Headers(spec.request_headers)
         for name, value in added_headers.items():
@@ -259,18 +256,29 @@ class PollingClient(ClientBase):
         poll = self._poll(url, response, sent_at=sent_at, retry=retry, method=spec.method)
         if response.status_code == 304 and kept is not None:
             poll.browser_cache = True
-            read_answer(poll, kept[1], self.task_id)
+            self._read_answer(poll, kept[1])
             return poll
         if not response.is_success:
             poll.error = http_error(response)
             return poll
-        body = read_answer(poll, response.text, self.task_id)
+        body = self._read_answer(poll, response.text)
         if body is not None and poll.etag and revalidates and spec.method == "GET":
             self._kept[url] = (poll.etag, body)
             self._kept.move_to_end(url)
             while len(self._kept) > KEPT_ANSWERS:
                 self._kept.popitem(last=False)
         return poll
+
+    def _status_url(self) -> str:
+        target = self.book.status_target(
+            self._task(), style=self.status_url_style, nonce_kind=self.nonce_kind
+        )
+        return f"{self.base_url}{target}"
+
+    def _read_answer(self, poll: Poll, answer: str | dict[str, Any]) -> dict[str, Any] | None:
+        """Fills the poll from a status answer (its text, or the body the browser's cache kept)
+        and returns the body, or None with the poll's error set."""
+        return read_answer(poll, answer, self.task_id)
 
     def _poll(
         self,

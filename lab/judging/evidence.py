@@ -188,6 +188,9 @@ class Verdict:
     verdict_at: float | None = None
     hang_window: float | None = None
     proxy_visible: bool = False
+    # Where the truth about the task came from: the lab's own "worker" record, or for an audit
+    # of the user's app a "direct" poller of the same task (no proxy).
+    ground_truth: str = "worker"
 
     @property
     def inconclusive(self) -> bool:

@@ -46,6 +46,8 @@ def _load_scenario(name: str) -> Scenario | None:
 def _hop_chain(verdict: Verdict) -> list[dict[str, Any]]:
     task = verdict.task
     finished = task.get("finished_at")
+    if verdict.ground_truth == "direct":
+        return _audit_hop_chain(verdict, finished)
     values = {
         "worker": (
             f"task {task.get('final_state')} at {finished:.2f} s"
@@ -67,6 +69,25 @@ def _hop_chain(verdict: Verdict) -> list[dict[str, Any]]:
     }
     return [
         {"name": hop, "value": values[hop], "stopped": hop == verdict.stopped_at} for hop in HOPS
+    ]
+
+
+def _audit_hop_chain(verdict: Verdict, finished: float | None) -> list[dict[str, Any]]:
+    """An audit of the user's app: the lab sees no worker or origin, only the app's answers
+    to a direct poller (the ground truth), the proxy's records and the page's polls."""
+    task = verdict.task
+    values = {
+        "app (direct poller)": (
+            f"showed {task.get('final_state')} at {finished:.2f} s"
+            if finished is not None
+            else "showed no final state"
+        ),
+        "proxy": f"{verdict.proxy}: {verdict.polls.get('from_cache', 0)} from its cache",
+        "client": f"{_n(verdict.polls.get('total', 0), 'poll')}, UI {verdict.observed}",
+    }
+    stopped = {"origin": "app (direct poller)"}.get(verdict.stopped_at or "", verdict.stopped_at)
+    return [
+        {"name": hop, "value": value, "stopped": hop == stopped} for hop, value in values.items()
     ]
 
 

@@ -85,7 +85,9 @@ def classify(poll: Poll, proxy: dict[str, Any] | None, origin: dict[str, Any] | 
         return "revalidated"
     if cache_result == "HIT":
         return "cache"
-    if origin is not None:
+    # The proxy's own record that it went upstream counts where the origin keeps none (an
+    # audited app's).
+    if origin is not None or cache_result in ("MISS", "STORE", "BYPASS"):
         return "origin"
     return "other"
 
@@ -277,7 +279,10 @@ def _notes(verdict: Verdict, data: RunData) -> tuple[dict[str, str], list[str]]:
         )
     else:
         lane_notes["proxy"] = verdict.proxy
-    if data.task_started_at is None and data.task_finished_at is None:
+    if verdict.ground_truth == "direct":
+        lane_notes["worker"] = "your app, polled directly"
+        lane_notes["origin"] = "not visible (your app)"
+    elif data.task_started_at is None and data.task_finished_at is None:
         lane_notes["worker"] = "never started the task"
     if data.task_finished_at is None and verdict.observed == "hung":
         notes.append("The worker never finished the task: there is no finish line to wait from.")

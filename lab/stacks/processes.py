@@ -58,6 +58,7 @@ class Component:
     log_path: Path
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
+    cwd: Path | None = None  # None: the lab's own
     info: dict[str, Any] = field(default_factory=dict)
     # The scenario's bug may end this component (a Celery worker exits on an unrecoverable
     # broker error): its exit is evidence for the verdict, not a failure of the lab.
@@ -72,6 +73,7 @@ class Component:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=self.env,
+                    cwd=self.cwd,
                     # Own session: a Ctrl-C in the terminal reaches the lab only, and the lab
                     # stops each child's whole process group in order.
                     start_new_session=True,
@@ -118,10 +120,16 @@ class Supervisor:
         self.components: list[Component] = []
         self._cpu_written = False
 
-    def add(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> Component:
+    def add(
+        self,
+        name: str,
+        argv: list[str],
+        extra_env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Component:
         env = {**os.environ, **(extra_env or {}), RUN_MARKER: self.run_id, COMPONENT_MARKER: name}
         env.pop("PYTHONSTARTUP", None)
-        component = Component(name, argv, self.run_dir / f"{name}.log", env)
+        component = Component(name, argv, self.run_dir / f"{name}.log", env, cwd=cwd)
         self.components.append(component)
         component.start()
         return component
@@ -138,13 +146,14 @@ class Supervisor:
         timeout: float | None = None,
     ) -> None:
         """Wait for a readiness condition, failing fast if any component dies meanwhile."""
-        deadline = time.monotonic() + (timeout if timeout is not None else start_timeout())
+        limit = timeout if timeout is not None else start_timeout()
+        deadline = time.monotonic() + limit
         while True:
             if ready():
                 return
             self.check_all_alive("while starting")
             if time.monotonic() > deadline:
-                raise component.fail(f"not ready after {start_timeout():g} s (waiting for {what})")
+                raise component.fail(f"not ready after {limit:g} s (waiting for {what})")
             time.sleep(0.02)
 
     def cpu_seconds(self) -> dict[str, float]:

@@ -1,0 +1,99 @@
+"""The pages of an audit: every cell's report.html (the run page and its timeline, with the
+direct poller as ground truth) and audit.html (the table of profiles x client strategies, the
+app's own status answer with what the linter says of it, and the recommendation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lab.judging.audit import CellFacts
+from lab.judging.evidence import Evidence, Verdict
+from lab.reports.look import (
+    NOT_RUN,
+    OUTCOMES,
+    REPORT_FILE,
+    look_of,
+    relative_link,
+    templates,
+    write_page,
+)
+from lab.reports.run_page import write_run_report
+from lab.runs.audit import NOT_JUDGED, AuditResult
+
+AUDIT_PAGE = "audit.html"
+
+
+def evidence_of(facts: CellFacts, verdict: Verdict) -> Evidence:
+    """The cell's evidence in the shape the run page draws: the direct poller's final answer
+    stands in for the worker's finish; the origin (the user's app) keeps no record."""
+    return Evidence(
+        task_id=facts.task_id,
+        client_started_at=facts.client_started_at,
+        task_started_at=None,
+        task_finished_at=facts.direct_final_at,
+        task_final_state=facts.direct_final_state,
+        backend_state=None,
+        origin_status_requests=[],
+        proxy_status_requests=facts.proxy_events,
+        polls=facts.polls,
+        client_error=facts.client_error,
+        ui_state=verdict.observed,
+        uses_proxy=True,
+        proxy_visible=True,
+        foreign_task_id=facts.foreign_task_id,
+        decided_at=facts.decided_at,
+    )
+
+
+def publish_audit(result: AuditResult) -> Path | None:
+    """Each cell's report.html, then audit.html linking them; audit.html's path (None when it
+    could not be drawn: a page never fails the audit)."""
+    for cell in result.cells.values():
+        if cell.verdict is None or cell.facts is None:
+            continue
+        write_run_report(
+            Path(cell.verdict.run_dir), cell.verdict, evidence=evidence_of(cell.facts, cell.verdict)
+        )
+    path = result.run_dir / AUDIT_PAGE
+    return write_page(path, lambda: render_audit(result))
+
+
+def render_audit(result: AuditResult, extra: dict[str, Any] | None = None) -> str:
+    rows = []
+    for profile in result.profiles:
+        cells = []
+        for strategy in result.strategies:
+            cell = result.cells[(profile, strategy)]
+            look = NOT_RUN if cell.not_applicable else look_of(cell.outcome)
+            link = None
+            if cell.verdict is not None:
+                link = relative_link(Path(cell.verdict.run_dir) / REPORT_FILE, result.run_dir)
+            cells.append(
+                {
+                    "outcome": cell.outcome,
+                    "short": look.short if cell.outcome in OUTCOMES else cell.outcome,
+                    "look": look,
+                    "link": link,
+                    "title": (
+                        cell.not_applicable
+                        or (cell.verdict.untested if cell.verdict and cell.verdict.untested else "")
+                        or (cell.verdict.sentence if cell.verdict else "")
+                    ),
+                    "not_judged": cell.outcome == NOT_JUDGED,
+                }
+            )
+        rows.append({"profile": profile, "cells": cells})
+    return (
+        templates()
+        .get_template("audit_report.html.j2")
+        .render(
+            result=result,
+            rows=rows,
+            failing=result.failing(),
+            sample=result.status_sample,
+            outcomes=OUTCOMES,
+            folder=result.run_dir.name,
+            **(extra or {}),
+        )
+    )

@@ -1,0 +1,333 @@
+"""`lab audit`: the user's own start-and-poll flow behind proxy profiles, each cell judged
+against a direct poller of the same task.
+
+One listener per cell (profile x client strategy), a few to a mitmdump as in the matrix: the
+user's URLs cannot carry the matrix's per-cell prefix, so each cell gets a cache of its own
+this way. The app is reached at its URL, or started from its commands. Before any cell, a trial
+start and poll straight at the app checks the flow itself (bad input, exit 2, nothing left
+running) and keeps the app's own status answer for the header lint.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lab.clients.flow import APP_POLLING, CLIENT_FIXES, build_client
+from lab.data import profiles
+from lab.data.errors import BadInput, ComponentError, RunStopped
+from lab.data.flows import Flow
+from lab.judging.audit import CellFacts
+from lab.judging.evidence import Verdict
+from lab.runs.audit_cell import run_audit_cell
+from lab.runs.lifecycle import Progress, RunResources, new_run_dir
+from lab.runs.repro import write_json
+from lab.runs.schedule import MAX_ATTEMPTS
+from lab.stacks import user_app
+from lab.stacks.proxy_hosts import launch_proxy_group
+from lab.stacks.stack import ProxyEndpoint
+from sample_app import strategies
+
+DEFAULT_CONCURRENCY = 32
+AUDIT_JSON = "audit.json"
+NOT_JUDGED = "not judged"
+STRATEGIES = (APP_POLLING, *CLIENT_FIXES)
+
+
+def deployment_profiles() -> list[str]:
+    """Every profile that stands for a real deployment: what an audit checks by default."""
+    return [name for name in profiles.names() if profiles.load(name).stands_for == "deployment"]
+
+
+@dataclass
+class StatusSample:
+    """An answer of the app's own, straight from it (no proxy)."""
+
+    url: str
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "status": self.status,
+            "headers": [list(pair) for pair in self.headers],
+            "body": self.body[:2000].decode("utf-8", errors="replace"),
+        }
+
+
+@dataclass
+class AuditCell:
+    profile: str
+    strategy: str
+    verdict: Verdict | None = None
+    facts: CellFacts | None = None
+    not_applicable: str | None = None  # why this client strategy cannot be used on this app
+    earlier: list[Verdict] = field(default_factory=list)  # runs that tested nothing
+
+    @property
+    def outcome(self) -> str:
+        if self.not_applicable:
+            return "n/a"
+        if self.verdict is None:
+            return NOT_JUDGED
+        return NOT_JUDGED if self.verdict.untested else self.verdict.observed
+
+    @property
+    def ok(self) -> bool:
+        return self.not_applicable is not None or self.outcome == "completed"
+
+
+@dataclass
+class AuditResult:
+    flow: Flow
+    run_dir: Path
+    app_url: str
+    profiles: list[str]
+    strategies: list[str]
+    cells: dict[tuple[str, str], AuditCell] = field(default_factory=dict)
+    status_sample: StatusSample | None = None
+    seconds: float = 0.0
+    startup_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(cell.ok for cell in self.cells.values())
+
+    def failing(self) -> list[AuditCell]:
+        return [cell for cell in self.cells.values() if not cell.ok]
+
+    def headline(self) -> str:
+        judged = [c for c in self.cells.values() if not c.not_applicable]
+        done = sum(1 for c in judged if c.outcome == "completed")
+        not_judged = sum(1 for c in judged if c.outcome == NOT_JUDGED)
+        text = f"{done} of {len(judged)} cells completed"
+        if not_judged:
+            text += f", {not_judged} not judged"
+        return text + ("" if self.ok else f", {len(judged) - done - not_judged} did not")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow.name,
+            "app_url": self.app_url,
+            "profiles": self.profiles,
+            "strategies": self.strategies,
+            "ok": self.ok,
+            "headline": self.headline(),
+            "seconds": round(self.seconds, 3),
+            "startup_seconds": round(self.startup_seconds, 3),
+            "status_answer": self.status_sample.to_json() if self.status_sample else None,
+            "cells": [
+                {
+                    "profile": cell.profile,
+                    "strategy": cell.strategy,
+                    "outcome": cell.outcome,
+                    "not_applicable": cell.not_applicable,
+                    "verdict": cell.verdict.to_json() if cell.verdict else None,
+                }
+                for cell in self.cells.values()
+            ],
+            "run_dir": str(self.run_dir),
+        }
+
+
+def run_audit(
+    flow: Flow,
+    profile_names: list[str],
+    strategy_names: list[str],
+    runs_root: Path,
+    progress: Progress,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> AuditResult:
+    began = time.monotonic()
+    run_dir = new_run_dir(runs_root, f"audit-{flow.name}")
+    loaded = [profiles.load(name) for name in profile_names]
+    book = strategies.load()
+    stopping = threading.Event()
+    try:
+        with RunResources(run_dir) as resources:
+            sup = resources.sup
+            if flow.app.started_by_lab:
+                progress(f"starting the app: {', '.join(n for n, _ in user_app.commands(flow))}")
+                app_ready = user_app.launch(sup, flow)
+            else:
+                app = user_app.reach(flow)
+                app_ready = lambda: app  # noqa: E731
+
+            def listeners(mode: str, app_url: str | None) -> list[Any]:
+                return [
+                    ((profile.name, strategy), profile, app_url)
+                    for profile in loaded
+                    if profile.mode == mode
+                    for strategy in strategy_names
+                ]
+
+            # Forward proxies start with the app; reverse ones need its address.
+            forward = launch_proxy_group(sup, "proxies-forward", listeners("forward", None))
+            app = app_ready()
+            progress(f"app up at {app.url}")
+            reverse = launch_proxy_group(sup, "proxies-reverse", listeners("reverse", app.url))
+            sample, unusable = trial(flow, book, app.url, run_dir, strategy_names)
+            endpoints = forward() | reverse()
+            result = AuditResult(flow, run_dir, app.url, profile_names, strategy_names)
+            result.status_sample = sample
+            result.startup_seconds = time.monotonic() - began
+            progress(
+                f"all up after {result.startup_seconds:.1f} s: {len(endpoints)} cells "
+                f"({len(loaded)} profiles x {len(strategy_names)} client strategies)"
+            )
+
+            def check_alive() -> None:
+                if stopping.is_set():
+                    raise RunStopped
+                resources.check_alive("during the audit")
+
+            for profile in loaded:
+                for strategy in strategy_names:
+                    cell = AuditCell(profile.name, strategy, not_applicable=unusable.get(strategy))
+                    result.cells[(profile.name, strategy)] = cell
+            runnable = [c for c in result.cells.values() if not c.not_applicable]
+            with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="audit") as pool:
+                futures = [
+                    pool.submit(
+                        _run_until_tested,
+                        flow,
+                        book,
+                        cell,
+                        endpoints[(cell.profile, cell.strategy)],
+                        app.url,
+                        run_dir / "cells" / f"{cell.profile}--{cell.strategy}",
+                        check_alive,
+                    )
+                    for cell in runnable
+                ]
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:
+                    stopping.set()
+                    raise
+            result.seconds = time.monotonic() - began
+            write_json(run_dir / AUDIT_JSON, result.to_json())
+            return result
+    except (ComponentError, BadInput) as exc:
+        exc.run_dir = str(run_dir)  # type: ignore[attr-defined]
+        raise
+
+
+def _run_until_tested(
+    flow: Flow,
+    book: strategies.StrategyBook,
+    cell: AuditCell,
+    proxy: ProxyEndpoint,
+    app_url: str,
+    cell_dir: Path,
+    check_alive: Any,
+) -> None:
+    """The cell, run again (on the same listener, a new task) while a run tested nothing, up
+    to MAX_ATTEMPTS runs; the last run's verdict stands, "not judged" if it still tested
+    nothing."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        here = cell_dir if attempt == 1 else cell_dir / f"attempt-{attempt}"
+        run = run_audit_cell(flow, book, cell.strategy, proxy, app_url, here, check_alive, attempt)
+        if cell.verdict is not None:
+            cell.earlier.append(cell.verdict)
+        cell.verdict, cell.facts = run.verdict, run.facts
+        if run.verdict.untested:
+            run.verdict.retried_because = run.verdict.untested
+        write_json(here / "result.json", run.verdict.to_json())
+        if not run.verdict.untested:
+            return
+
+
+def trial(
+    flow: Flow,
+    book: strategies.StrategyBook,
+    app_url: str,
+    run_dir: Path,
+    strategy_names: list[str],
+) -> tuple[StatusSample | None, dict[str, str]]:
+    """Start the work once and read its status once, straight at the app: a flow that does not
+    fit the app is bad input (exit 2), an app that fails is exit 3. Returns the app's own status
+    answer and, for each client strategy the app does not accept, why."""
+    client = build_client(
+        flow, book, APP_POLLING, base_url=app_url, proxy_url=None, log_path=run_dir / "trial.jsonl"
+    )
+    where = _where(flow)
+    start = f"{flow.start.method} {flow.start.path}"
+    try:
+        try:
+            client.start_once()
+        except ValueError as exc:
+            raise BadInput(f"{where}: field 'start.task_id': {exc}") from None
+        except RuntimeError as exc:
+            if 400 <= client.start_answer.get("status", 0) < 500:
+                raise BadInput(f"{where}: field 'start.path': {start} answered {exc}") from None
+            raise ComponentError("app", f"{start} answered {exc}") from None
+        except httpx.HTTPError as exc:
+            raise ComponentError("app", f"{start} got no answer: {exc}") from None
+        poll = client.poll_once()
+        if poll.error:
+            asked = f"{flow.status.method} {poll.url.removeprefix(app_url)}"
+            if poll.status is not None and 400 <= poll.status < 500:
+                raise BadInput(f"{where}: field 'status.path': {asked} answered {poll.error}")
+            if poll.status is not None and poll.status < 400:
+                raise BadInput(f"{where}: field 'status.state': {asked}: {poll.error}")
+            raise ComponentError("app", f"{asked} -> {poll.error}")
+        sample = None
+        if client.first_answer is not None:
+            status, headers, body = client.first_answer
+            sample = StatusSample(poll.url, status, headers, body)
+        unusable = {
+            strategy: why
+            for strategy in strategy_names
+            if (why := _not_accepted(flow, book, strategy, app_url, client.task_id, run_dir))
+        }
+        return sample, unusable
+    finally:
+        client.close()
+
+
+def _not_accepted(
+    flow: Flow,
+    book: strategies.StrategyBook,
+    strategy: str,
+    app_url: str,
+    task_id: str | None,
+    run_dir: Path,
+) -> str | None:
+    """Why the app does not take this client strategy's status request (a POST, or a nonce
+    segment after its status path), from one such request straight at the app."""
+    if strategy not in ("path-nonce", "post") or task_id is None:
+        return None
+    probe = build_client(
+        flow,
+        book,
+        strategy,
+        base_url=app_url,
+        proxy_url=None,
+        log_path=run_dir / f"trial-{strategy}.jsonl",
+        given_task_id=task_id,
+    )
+    try:
+        probe.start_once()
+        poll = probe.poll_once()
+    finally:
+        probe.close()
+    if poll.error:
+        return f"the app does not answer {poll.method} {poll.url.split('?')[0]}: {poll.error}"
+    return None
+
+
+def _where(flow: Flow) -> str:
+    from lab.data.paths import relative
+
+    return relative(Path(flow.source)) if flow.source else "command line"

@@ -1,0 +1,162 @@
+"""One audit cell: the user's flow behind one proxy listener, polled with one client strategy,
+beside a direct poller of the same task (ground truth), and judged when it ends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab.clients.flow import APP_POLLING, FlowClient, build_client
+from lab.data.flows import Flow
+from lab.data.jsonl import read_jsonl
+from lab.data.scenarios import Outcome
+from lab.judging.audit import CellFacts, judge_cell
+from lab.judging.evidence import Verdict
+from lab.stacks.stack import ProxyEndpoint
+from sample_app.strategies import StrategyBook
+
+WAIT_STEP = 0.05
+START_ANSWER_TIMEOUT = 15.0  # for the page's start request to be answered through the proxy
+NEIGHBOUR_FIRST_POLL_TIMEOUT = 10.0
+DIRECT_RETRIES = 5  # the ground truth rides out a passing failure of the app
+
+
+@dataclass
+class CellRun:
+    verdict: Verdict
+    facts: CellFacts
+
+
+def hang_proof_polls(flow: Flow) -> int:
+    """Answered polls after the direct path's final state that prove a hang: two thirds of
+    those an idle machine makes in the hang window (as for the lab's own cells), at least 1."""
+    return max(1, int(flow.polling.hang_window_s / flow.polling.interval_s * 2 / 3))
+
+
+def wait_for_outcome(
+    flow: Flow,
+    client: FlowClient,
+    direct: Callable[[], FlowClient | None],
+    check: Callable[[], None],
+) -> Outcome | None:
+    """completed/errored/leaked as soon as the page stops; hung a hang window after the direct
+    path showed a final state, with the page still asking; None when there is no ground truth
+    (the direct path never showed a final state within the task timeout, or failed)."""
+    window = flow.polling.hang_window_s
+    while True:
+        check()
+        if client.done:
+            return Outcome(client.ui_state)
+        now = time.time()
+        truth = direct()
+        if truth is not None and truth.done:
+            if truth.ui_state not in ("completed", "errored") or truth.finished_at is None:
+                return None
+            due = truth.finished_at
+            waited = now - due
+            asked = sum(1 for p in list(client.polls) if p.sent_at > due and p.state)
+            if (waited >= window and asked >= hang_proof_polls(flow)) or waited >= 3 * window:
+                return Outcome.hung
+        elif client.started_at and now - client.started_at > flow.polling.task_timeout_s:
+            return None
+        time.sleep(WAIT_STEP)
+
+
+def run_audit_cell(
+    flow: Flow,
+    book: StrategyBook,
+    strategy: str,
+    proxy: ProxyEndpoint,
+    app_url: str,
+    cell_dir: Path,
+    check_alive: Callable[[], None],
+    attempt: int = 1,
+) -> CellRun:
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    base_url, proxy_url = proxy.client_route(app_url)
+
+    def client_for(log: str, **more: Any) -> FlowClient:
+        return build_client(
+            flow, book, strategy, base_url=base_url, proxy_url=proxy_url,
+            log_path=cell_dir / log, **more,
+        )  # fmt: skip
+
+    neighbours = [client_for("client-neighbour-1.jsonl")] if flow.two_users else []
+    client = client_for("client.jsonl")
+    direct: FlowClient | None = None
+
+    def ground_truth() -> FlowClient | None:
+        nonlocal direct
+        if direct is None and client.task_id is not None:
+            direct = build_client(
+                flow,
+                book,
+                APP_POLLING,
+                base_url=app_url,
+                proxy_url=None,
+                log_path=cell_dir / "direct.jsonl",
+                given_task_id=client.task_id,
+                retries=DIRECT_RETRIES,
+            )
+            direct.start()
+        return direct
+
+    try:
+        for neighbour in neighbours:
+            # Another user first, through the same proxy: a cache that mixes users up shows it.
+            neighbour.start()
+            deadline = time.monotonic() + NEIGHBOUR_FIRST_POLL_TIMEOUT
+            while not neighbour.polls and not neighbour.done and time.monotonic() < deadline:
+                check_alive()
+                time.sleep(0.01)
+        client.start()
+        deadline = time.monotonic() + START_ANSWER_TIMEOUT
+        while client.task_id is None and not client.done and time.monotonic() < deadline:
+            check_alive()
+            time.sleep(0.005)
+        observed = wait_for_outcome(flow, client, ground_truth, check_alive)
+        decided_at = (client.finished_at if observed is not Outcome.hung else None) or time.time()
+    finally:
+        client.stop()
+        for neighbour in neighbours:
+            neighbour.stop()
+        if direct is not None:
+            direct.stop()
+    facts = CellFacts(
+        flow=flow.name,
+        profile=proxy.profile,
+        strategy=strategy,
+        task_id=client.task_id,
+        client_started_at=client.started_at,
+        polls=list(client.polls),
+        client_error=client.error,
+        foreign_task_id=client.foreign_task_id,
+        direct_final_at=direct.finished_at if direct and direct.done else None,
+        direct_final_state=direct.last_state if direct and direct.done else None,
+        direct_outcome=direct.ui_state if direct and direct.done else None,
+        direct_error=direct.error if direct else None,
+        proxy_events=_events_of(proxy, client.task_id),
+        hang_window=flow.polling.hang_window_s,
+        decided_at=decided_at,
+    )
+    verdict = judge_cell(
+        facts,
+        observed if observed is not None else Outcome.hung,
+        seconds=time.monotonic() - began,
+        attempts=attempt,
+    )
+    if observed is None and verdict.untested is None:
+        verdict.untested = "no ground truth: the direct path showed no final state"
+    verdict.run_dir = str(cell_dir)
+    return CellRun(verdict, facts)
+
+
+def _events_of(proxy: ProxyEndpoint, task_id: str | None) -> list[dict[str, Any]]:
+    """The listener's records of this task's status requests (its URL names the task)."""
+    if proxy.events is None or task_id is None:
+        return []
+    return [event for event in read_jsonl(proxy.events) if task_id in (event.get("url") or "")]

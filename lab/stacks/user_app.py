@@ -1,0 +1,141 @@
+"""The user's own app for `lab audit`: reached at the URL it runs at, or started from its
+commands (or Procfile) like the lab's own children: each in its own session, its log in the run
+folder, stopped on every way out, and named with its log tail when it does not come up or dies.
+
+The web server is the first command (a Procfile's `web`); the lab chooses its port and passes
+it as `{port}` in the command, and as `$PORT` (Heroku's convention, which most Procfiles use).
+Commands run through `/bin/sh -c`, as foreman and Heroku run a Procfile's.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from lab.data import flows
+from lab.data.errors import ComponentError
+from lab.data.flows import Flow
+from lab.stacks.ports import LOOPBACK, free_port, start_retrying_taken_ports
+from lab.stacks.processes import Component, Supervisor
+
+PREFIX = "app-"  # the user's processes: app-web, app-worker... (their logs: app-web.log)
+READY_PROBE_TIMEOUT = 2.0  # one readiness GET; the whole wait is the flow's start_timeout_s
+
+
+@dataclass
+class UserApp:
+    url: str  # http://127.0.0.1:PORT (or the URL given)
+    components: list[Component] = field(default_factory=list)  # empty: the lab did not start it
+
+    @property
+    def started_by_lab(self) -> bool:
+        return bool(self.components)
+
+
+def commands(flow: Flow) -> list[tuple[str, str]]:
+    """(component name, command) for each process to start, the web server first."""
+    if flow.app.procfile is not None:
+        return flows.procfile_commands(flow.base_dir / flow.app.procfile)
+    named = []
+    for n, command in enumerate(flow.app.commands):
+        if n == 0:
+            name = "web"
+        elif len(flow.app.commands) == 2:
+            name = "worker"
+        else:
+            name = f"process-{n + 1}"
+        named.append((name, command))
+    return named
+
+
+def fill_in(text: str, port: int, data_dir: Path) -> str:
+    """The placeholders of a command or env value, each quoted for the shell where needed."""
+    return (
+        text.replace("{port}", str(port))
+        .replace("{data_dir}", str(data_dir))
+        .replace("{python}", shlex.quote(sys.executable))
+    )
+
+
+def answers_http(url: str) -> bool:
+    """The web server answered a GET with anything but a server error."""
+    try:
+        with httpx.Client(trust_env=False, timeout=READY_PROBE_TIMEOUT) as client:
+            return client.get(url).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def reach(flow: Flow) -> UserApp:
+    """An app already running: it must answer its ready path, else ComponentError (exit 3)."""
+    assert flow.app.url is not None
+    probe = f"{flow.app.url}{flow.app.ready_path}"
+    if not answers_http(probe):
+        raise ComponentError("app", f"no HTTP answer below 500 at {probe} (is it running?)")
+    return UserApp(flow.app.url)
+
+
+def launch(sup: Supervisor, flow: Flow) -> Callable[[], UserApp]:
+    """Start the flow's commands; return the function that waits until the web server answers
+    (every process still alive) and gives the app. A port taken between the lab's choice and the
+    server's bind is chosen again (as for the lab's own servers)."""
+    data_dir = sup.run_dir / "app-data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    named = commands(flow)
+
+    def start() -> tuple[Component, int]:
+        port = free_port()
+        env = {name: fill_in(value, port, data_dir) for name, value in flow.app.env.items()}
+        env["PORT"] = str(port)
+        started = []
+        for name, command in named:
+            started.append(
+                sup.add(
+                    f"{PREFIX}{name}",
+                    ["/bin/sh", "-c", fill_in(command, port, data_dir)],
+                    extra_env=env,
+                    cwd=flow.cwd,
+                )
+            )
+        return started[0], port
+
+    def wait(web: Component, port: int) -> None:
+        url = f"http://{LOOPBACK}:{port}{flow.app.ready_path}"
+        sup.wait_until(
+            web,
+            lambda: answers_http(url),
+            f"an answer to GET {flow.app.ready_path} on port {port}",
+            timeout=flow.app.start_timeout_s,
+        )
+
+    first = start()
+
+    def ready() -> UserApp:
+        _, port = start_retrying_taken_ports(sup, first, _restart(sup, start), wait)
+        ours = [c for c in sup.components if c.name.startswith(PREFIX)]
+        return UserApp(f"http://{LOOPBACK}:{port}", ours)
+
+    return ready
+
+
+def _restart(
+    sup: Supervisor, start: Callable[[], tuple[Component, int]]
+) -> Callable[[], tuple[Component, int]]:
+    """Before starting again on a new port, stop the other commands of the failed start (a
+    worker started with the web server that lost its port)."""
+
+    def again() -> tuple[Component, int]:
+        for component in [c for c in sup.components if c.name.startswith(PREFIX)]:
+            component.signal_group(signal.SIGKILL)
+            if component.proc is not None:
+                component.proc.wait()
+            sup.components.remove(component)
+        return start()
+
+    return again
