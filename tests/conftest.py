@@ -9,6 +9,8 @@ import pytest
 from lab.data import settings
 from tests.lab_helpers import TOKEN_VAR, Mitmdump, running_mitmdump
 
+pytest_plugins = ["pytester"]  # tests/test_plugin.py runs a user's test files
+
 
 @pytest.fixture(autouse=True)
 def settings_read_afresh() -> Iterator[None]:

@@ -18,7 +18,7 @@ from lab.cli.options import Names, runs_dir_option, split
 from lab.cli.output import guarded, out, progress
 from lab.data import flows, paths, profiles
 from lab.data.errors import EXIT_MATCHED, EXIT_MISMATCH, BadInput
-from lab.reports.audit_page import publish_audit
+from lab.reports.audit_page import failing_reasons, publish_audit
 from lab.reports.look import look_of
 from lab.runs import audit as audit_run
 
@@ -190,11 +190,8 @@ def print_audit(result: audit_run.AuditResult, page: Path | None) -> None:
             row.append(f"[{look.terminal}]{escape(text)}[/]")
         table.add_row(*row)
     out.print(table)
-    for cell in result.failing():
-        why = cell.verdict.sentence if cell.verdict else cell.outcome
-        if cell.verdict and cell.verdict.untested:
-            why = f"{cell.profile} ({cell.strategy}): not judged: {cell.verdict.untested}"
-        click.echo(f"- {why}")
+    for reason in failing_reasons(result):
+        click.echo(f"- {reason}")
     for cell in result.cells.values():
         if cell.not_applicable and cell.profile == result.profiles[0]:
             click.echo(f"{cell.strategy}: not used: {cell.not_applicable}")

@@ -90,10 +90,41 @@ def render_audit(result: AuditResult, extra: dict[str, Any] | None = None) -> st
         .render(
             result=result,
             rows=rows,
-            failing=result.failing(),
+            failing=failing_reasons(result),
             sample=result.status_sample,
             outcomes=OUTCOMES,
             folder=result.run_dir.name,
             **(extra or {}),
         )
     )
+
+
+def summary_lines(result: AuditResult) -> list[str]:
+    """The audit as plain text: the table (profiles x client strategies), each failing cell's
+    reason, and the headline (what a test's assertion message shows)."""
+    width = max([len("profile"), *(len(p) for p in result.profiles)]) + 2
+    columns = [max(len(s), 10) + 2 for s in result.strategies]
+    lines = [
+        "profile".ljust(width)
+        + "".join(s.ljust(w) for s, w in zip(result.strategies, columns, strict=True))
+    ]
+    for profile in result.profiles:
+        row = profile.ljust(width)
+        for strategy, w in zip(result.strategies, columns, strict=True):
+            row += result.cells[(profile, strategy)].outcome.ljust(w)
+        lines.append(row.rstrip())
+    lines += [f"- {reason}" for reason in failing_reasons(result)]
+    lines.append(f"audit: {result.headline()} ({result.seconds:.1f} s)")
+    return lines
+
+
+def failing_reasons(result: AuditResult) -> list[str]:
+    reasons = []
+    for cell in result.failing():
+        if cell.verdict is None:
+            reasons.append(f"{cell.profile} ({cell.strategy}): {cell.outcome}")
+        elif cell.verdict.untested:
+            reasons.append(f"{cell.profile} ({cell.strategy}): not judged: {cell.verdict.untested}")
+        else:
+            reasons.append(cell.verdict.sentence)
+    return reasons

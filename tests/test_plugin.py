@@ -1,0 +1,117 @@
+"""The pytest plugin as a user meets it: a test file of their own, run by pytest in a
+subprocess with the plugin loaded from its entry point."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.lab_helpers import TOKEN_VAR, assert_nothing_left
+
+TINY_APP = Path(__file__).parent / "fixtures" / "tiny_jobs_app.py"
+FLOWS = """\
+[app]
+commands = ["{python} %(app)s --port {port} %(args)s"]
+[start]
+path = "/jobs"
+json = { seconds = 1 }
+task_id = "header:Location"
+[status]
+shape = "status-done"
+path = "/jobs/{id}"
+task_id = "id"
+"""
+
+
+@pytest.fixture
+def user_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A user's project: the tiny app's flow files, buggy and fixed; every process the user's
+    pytest starts carries a token, so the test can see that none is left."""
+    (pytester.path / "buggy.toml").write_text(FLOWS % {"app": TINY_APP, "args": ""}, "utf-8")
+    fixed = FLOWS % {"app": TINY_APP, "args": "--cache-control no-store"}
+    (pytester.path / "fixed.toml").write_text(fixed, "utf-8")
+    monkeypatch.setenv(TOKEN_VAR, uuid.uuid4().hex)
+    return pytester
+
+
+def test_profiles_from_the_option_or_the_marker(pytester: pytest.Pytester):
+    pytester.makepyfile(
+        """
+        import pytest
+
+        def test_default(lab_profile):
+            pass
+
+        @pytest.mark.lab_profiles("nginx-default", "squid-default")
+        def test_marked(lab_profile):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--collect-only", "-q", "--lab-profiles", "rfc")
+    result.stdout.fnmatch_lines(
+        [
+            "*test_default[[]rfc[]]*",
+            "*test_marked[[]nginx-default[]]*",
+            "*test_marked[[]squid-default[]]*",
+        ]
+    )
+    every = pytester.runpytest_subprocess("--collect-only", "-q")
+    every.stdout.fnmatch_lines(["*test_default[[]corporate-cache[]]*"])
+    assert "test_default[rfc]" not in every.stdout.str()  # not a real deployment
+
+
+def test_an_unknown_profile_is_named(pytester: pytest.Pytester):
+    pytester.makepyfile("def test_x(lab_profile):\n    pass\n")
+    result = pytester.runpytest_subprocess("--collect-only", "--lab-profiles", "nosuch")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*unknown proxy profile 'nosuch'*"])
+
+
+@pytest.mark.stack
+def test_a_users_tests_with_the_proxy_the_audit_and_one_result_per_profile(user_project):
+    user_project.makepyfile(
+        test_mine="""
+        import pytest
+
+        def test_the_proxy_keeps_the_first_answer(lab_app, lab_proxy):
+            url = lab_app("fixed.toml")  # any app; the status's headers do not matter here
+            proxy = lab_proxy("corporate-cache", target=url)
+            session = proxy.session
+            job = session.post("/jobs", json={"seconds": 30}).json()["id"]
+            session.get(f"/jobs/{job}")
+            session.get("/")  # no Cache-Control: stored ...
+            session.get("/")  # ... and served from the cache
+            assert proxy.served_from_cache(url + "/")
+            assert proxy.stored(job) == []  # no-store: never stored
+
+        @pytest.mark.xfail(strict=True, reason="the story's bug")
+        def test_buggy_app_behind_the_corporate_cache(lab_audit):
+            lab_audit("buggy.toml", profiles=["corporate-cache"]).assert_completed()
+
+        @pytest.mark.lab_profiles("corporate-cache", "nginx-default")
+        def test_fixed_app(lab_audit, lab_profile):
+            lab_audit("fixed.toml", profiles=[lab_profile]).assert_completed()
+
+        def test_the_failure_reads_well(lab_audit):
+            audit = lab_audit("buggy.toml", profiles=["corporate-cache"])
+            assert audit.outcome("corporate-cache") == "hung"
+            with pytest.raises(AssertionError) as caught:
+                audit.assert_completed()
+            message = str(caught.value)
+            assert "corporate-cache" in message and "hung" in message
+            assert "stored the answer" in message and "report: " in message
+        """
+    )
+    result = user_project.runpytest_subprocess("-v", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4, xfailed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_fixed_app[[]corporate-cache[]] PASSED*",
+            "*test_fixed_app[[]nginx-default[]] PASSED*",
+        ]
+    )
+    import os
+
+    assert_nothing_left(os.environ[TOKEN_VAR], within=15.0)
