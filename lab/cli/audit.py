@@ -195,6 +195,20 @@ def print_audit(result: audit_run.AuditResult, page: Path | None) -> None:
     for cell in result.cells.values():
         if cell.not_applicable and cell.profile == result.profiles[0]:
             click.echo(f"{cell.strategy}: not used: {cell.not_applicable}")
+    if result.status_sample is not None:
+        sample = result.status_sample
+        out.print(f"[bold]the status answer, straight from the app[/] (HTTP {sample.status}):")
+        for name, value in sample.headers:
+            click.echo(f"  {name}: {value}")
+        if result.freshness:
+            click.echo(f"  -> {result.freshness}")
+        for note in result.lint:
+            if note.level in ("warning", "bad") or note.category.lower().startswith("cach"):
+                click.echo(f"  [{note.level}] {note.summary}")
+    if result.recommendation is not None:
+        out.print("[bold]which fix you need[/] (from the lab's checked scenarios):")
+        for line in result.recommendation.lines():
+            click.echo(f"  {line}")
     if page is not None:
         click.echo(f"report: {paths.relative(page)}")
     click.echo(f"audit: {result.headline()} ({result.seconds:.1f} s)")

@@ -53,9 +53,12 @@ class CellFacts:
         return [e for e in self.proxy_events if e.get("cache") in ("HIT", "STALE")]
 
 
-def untested_because(facts: CellFacts) -> str | None:
+def untested_because(facts: CellFacts, observed: Outcome) -> str | None:
     """Why the cell tested nothing, from its evidence: a cache can only freeze a status it was
-    shown before the end."""
+    shown before the end, and a hang is only proven against the direct path's final state. A
+    page that stopped on an error or on another user's task showed what it showed."""
+    if observed in (Outcome.errored, Outcome.leaked):
+        return None
     if facts.direct_final_at is None:
         if facts.direct_error:
             return f"the direct path itself failed ({facts.direct_error}): no ground truth"
@@ -142,7 +145,7 @@ def judge_cell(
         first_stale_answer=_first_stale(facts),
         warnings=[],
         first_poll_at=facts.rel(facts.polls[0].sent_at) if facts.polls else None,
-        untested=untested_because(facts),
+        untested=untested_because(facts, observed),
         attempts=attempts,
         client_started_at=facts.client_started_at,
         verdict_at=facts.rel(facts.decided_at),

@@ -94,6 +94,9 @@ def render_audit(result: AuditResult, extra: dict[str, Any] | None = None) -> st
             sample=result.status_sample,
             outcomes=OUTCOMES,
             folder=result.run_dir.name,
+            lint=result.lint,
+            freshness=result.freshness,
+            recommendation=result.recommendation.lines() if result.recommendation else [],
             **(extra or {}),
         )
     )
@@ -114,6 +117,8 @@ def summary_lines(result: AuditResult) -> list[str]:
             row += result.cells[(profile, strategy)].outcome.ljust(w)
         lines.append(row.rstrip())
     lines += [f"- {reason}" for reason in failing_reasons(result)]
+    if not result.ok and result.recommendation is not None:
+        lines += result.recommendation.lines()
     lines.append(f"audit: {result.headline()} ({result.seconds:.1f} s)")
     return lines
 

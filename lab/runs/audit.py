@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,13 @@ from lab.clients.flow import APP_POLLING, CLIENT_FIXES, build_client
 from lab.data import profiles
 from lab.data.errors import BadInput, ComponentError, RunStopped
 from lab.data.flows import Flow
+from lab.judging.advice import (
+    HeaderNote,
+    Recommendation,
+    freshness_summary,
+    lint_response,
+    recommend,
+)
 from lab.judging.audit import CellFacts
 from lab.judging.evidence import Verdict
 from lab.runs.audit_cell import run_audit_cell
@@ -96,6 +103,11 @@ class AuditResult:
     status_sample: StatusSample | None = None
     seconds: float = 0.0
     startup_seconds: float = 0.0
+    # What the lab knows: the linter's notes on the app's own status answer, what a cache may
+    # do with it, and which catalogue fixes the audited profiles let through.
+    lint: list[HeaderNote] = field(default_factory=list)
+    freshness: str = ""
+    recommendation: Recommendation | None = None
 
     @property
     def ok(self) -> bool:
@@ -123,7 +135,13 @@ class AuditResult:
             "headline": self.headline(),
             "seconds": round(self.seconds, 3),
             "startup_seconds": round(self.startup_seconds, 3),
-            "status_answer": self.status_sample.to_json() if self.status_sample else None,
+            "status_answer": (
+                self.status_sample.to_json()
+                | {"freshness": self.freshness, "lint": [asdict(note) for note in self.lint]}
+                if self.status_sample
+                else None
+            ),
+            "recommendation": self.recommendation.to_json() if self.recommendation else None,
             "cells": [
                 {
                     "profile": cell.profile,
@@ -215,12 +233,22 @@ def run_audit(
                 except BaseException:
                     stopping.set()
                     raise
+            advise(result)
             result.seconds = time.monotonic() - began
             write_json(run_dir / AUDIT_JSON, result.to_json())
             return result
     except (ComponentError, BadInput) as exc:
         exc.run_dir = str(run_dir)  # type: ignore[attr-defined]
         raise
+
+
+def advise(result: AuditResult) -> None:
+    """The lint of the app's own status answer and the recommendation for these profiles."""
+    sample = result.status_sample
+    if sample is not None:
+        result.lint = lint_response(sample.status, sample.headers, sample.body)
+        result.freshness = freshness_summary(sample.headers, status=sample.status)
+    result.recommendation = recommend(result.profiles)
 
 
 def _run_until_tested(
