@@ -5,7 +5,8 @@ misbehaviour that froze it.
 
 The RFC 9111 reasons mirror `cache_policy.freshness_lifetime`; what a misbehaviour did is found
 by `CacheRules` (proxies/cache_decisions.py) comparing each hook's decision with the one before,
-and put in words here. Everything here runs once per stored answer, never per hit.
+and put in words here: once per stored answer, and for a flow only when a misbehaviour changed
+its key or let it have a stored answer (never for a plain hit).
 """
 
 from __future__ import annotations
