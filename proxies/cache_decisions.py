@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 
 from mitmproxy import http
 
-from proxies import cache_policy
+from proxies import cache_policy, cache_rule
+from proxies.cache_rule import StoreRule
 from proxies.cache_settings import Settings
 from proxies.cache_store import CacheEntry
 from proxies.misbehaviours.base import CacheKey, Misbehaviour
@@ -30,30 +31,65 @@ class CacheRules:
 
     def key(self, request: http.Request, method: str | None = None) -> CacheKey:
         """The request's cache key, or the key the same URL has with another method."""
+        return self.key_and_note(request, method)[0]
+
+    def key_and_note(
+        self, request: http.Request, method: str | None = None
+    ) -> tuple[CacheKey, str | None]:
+        """The cache key, and what the misbehaviours did to it ("query string dropped from the
+        key (ignore-query-in-key)"); None when the key is the RFC's."""
         key: CacheKey = ((method or request.method).upper(), request.url)
+        notes: list[str] = []
         for m in self.in_scope(request):
-            key = m.cache_key(request, key)
-        return key
+            changed = m.cache_key(request, key)
+            if changed != key:
+                notes.append(f"{cache_rule.key_change(key, changed)} ({m.name})")
+            key = changed
+        return key, "; ".join(notes) or None
 
-    def accepts_stored(self, request: http.Request) -> bool:
-        decision = cache_policy.request_accepts_stored(request.headers)
+    def accepts_stored(self, request: http.Request) -> tuple[bool, str | None]:
+        """May a stored answer be used; and, when a misbehaviour decided it against the RFC
+        rule, which one ("the request's no-cache ignored (ignore-request-no-cache)")."""
+        rfc = decision = cache_policy.request_accepts_stored(request.headers)
+        changer: Misbehaviour | None = None
         for m in self.in_scope(request):
-            decision = m.accepts_stored(request, decision)
-        return decision
+            changed = m.accepts_stored(request, decision)
+            if changed != decision:
+                changer = m
+            decision = changed
+        if changer is None or decision == rfc:
+            return decision, None
+        what = "the request's no-cache ignored" if decision else "a stored answer refused"
+        return decision, f"{what} ({changer.name})"
 
-    def serve_stale(
+    def stale_allowed(
         self, request: http.Request, entry: CacheEntry, now: float, *, upstream_failed: bool
-    ) -> bool:
+    ) -> str | None:
+        """Who lets the stale entry be served, in words ("served 3 s past its lifetime
+        (stale-while-updating)"); None: it may not be."""
         if entry.revalidate_always:
             # RFC 9111 4.2.4. No cache imitated here serves one stale either: nginx and Varnish
             # do not store no-cache answers, Squid fails when their revalidation fails.
-            return False
+            return None
         stale_for = entry.staleness(now)
         limit = entry.stale_if_error if upstream_failed else entry.stale_while_revalidate
         decision = not entry.never_stale and limit is not None and stale_for <= limit
+        rfc, changer = decision, None
         for m in self.in_scope(request):
-            decision = m.serve_stale(request, stale_for, upstream_failed, decision)
-        return decision
+            changed = m.serve_stale(request, stale_for, upstream_failed, decision)
+            if changed != decision:
+                changer = m
+            decision = changed
+        if not decision:
+            return None
+        if changer is not None and not rfc:
+            who = changer.name
+        else:
+            who = "stale-if-error" if upstream_failed else "stale-while-revalidate"
+            who = f"the response's {who}"
+        if stale_for < 0:  # a fresh copy the client refused, in place of the origin's error
+            return f"served in place of the origin's error ({who})"
+        return f"served {cache_rule.seconds(round(stale_for, 1))} s past its lifetime ({who})"
 
     def entry(
         self,
@@ -64,19 +100,34 @@ class CacheRules:
         *,
         initial_headers: http.Headers,
     ) -> CacheEntry | None:
-        """The entry to store for this response, with its freshness; None: not stored.
-        `initial_headers` give its age on arrival (a 304's, for a refreshed entry)."""
+        """The entry to store for this response, with its freshness and why (`rule`); None: not
+        stored. `initial_headers` give its age on arrival (a 304's, for a refreshed entry).
+
+        Each hook's decision is compared with the one before it, so the entry can say which
+        misbehaviour changed what: a few comparisons per stored answer."""
         chain = self.in_scope(request)
+        trace = _Trace()
         visible = response.headers.copy() if chain else response.headers
         for m in chain:
+            before = visible.fields
             visible = m.visible_headers(request, response, visible)
+            if visible.fields != before:
+                trace.changes.append((m, cache_rule.hidden_fields(http.Headers(before), visible)))
         seen = cache_policy.FieldView.of(visible)
-        storable = cache_policy.response_is_storable(response.status_code, request.headers, seen)
+        rfc_storable = cache_policy.response_is_storable(
+            response.status_code, request.headers, seen
+        )
+        storable, stored_by = rfc_storable, None
         for m in chain:
-            storable = m.storable(request, response, storable)
+            changed = m.storable(request, response, storable)
+            if changed != storable:
+                stored_by = m
+            storable = changed
         if not storable:
             return None
-        lifetime = cache_policy.freshness_lifetime(
+        if stored_by is not None and not rfc_storable:
+            trace.changes.append((stored_by, "stored although the RFC rules would not store it"))
+        rfc_lifetime = lifetime = cache_policy.freshness_lifetime(
             response.status_code,
             seen,
             now,
@@ -84,12 +135,25 @@ class CacheRules:
             lm_fraction=settings.lm_fraction,
         )
         for m in chain:
-            lifetime = m.freshness_lifetime(request, response, lifetime, now)
+            changed = m.freshness_lifetime(request, response, lifetime, now)
+            if changed != lifetime:
+                trace.lifetime_by = m
+            lifetime = changed
         if lifetime <= 0 and not cache_policy.has_validator(response.headers):
             return None  # stale on arrival and impossible to revalidate: useless
         fields = cache_policy.vary_fields(seen) or ()
         for m in chain:
-            fields = m.vary_fields(response, fields)
+            changed = m.vary_fields(response, fields)
+            if changed != fields:
+                trace.vary_changes.append((m, cache_rule.vary_change(changed)))
+            fields = changed
+        rfc = cache_rule.rfc_rule(
+            response.status_code,
+            seen,
+            rfc_lifetime,
+            heuristic_ttl=settings.heuristic_ttl,
+            lm_fraction=settings.lm_fraction,
+        )
         return CacheEntry(
             response=response,
             stored_at=now,
@@ -101,4 +165,33 @@ class CacheRules:
             revalidate_always=cache_policy.requires_validation(seen),
             stale_while_revalidate=cache_policy.stale_while_revalidate(seen),
             stale_if_error=cache_policy.stale_if_error(seen),
+            rule=trace.rule(request, response, lifetime, rfc),
+        )
+
+
+class _Trace:
+    """What the misbehaviours changed in one storing decision, in the order they did."""
+
+    def __init__(self) -> None:
+        self.lifetime_by: Misbehaviour | None = None
+        self.changes: list[tuple[Misbehaviour, str]] = []  # hidden fields, storability
+        self.vary_changes: list[tuple[Misbehaviour, str]] = []
+
+    def rule(
+        self, request: http.Request, response: http.Response, lifetime: float, rfc: StoreRule
+    ) -> StoreRule:
+        """The RFC's reason when no hook changed anything; else the misbehaviour that set the
+        lifetime last, or the last that changed anything else, with every change in words."""
+        changes = self.changes + self.vary_changes
+        if self.lifetime_by is None and not changes:
+            return rfc
+        headline = self.lifetime_by or (self.changes or self.vary_changes)[-1][0]
+        detail = headline.explain_lifetime(request, response) if self.lifetime_by else ""
+        return cache_rule.misbehaviour_rule(
+            headline,
+            lifetime=lifetime,
+            set_lifetime=self.lifetime_by is not None,
+            detail=detail,
+            rfc=rfc,
+            changes=changes,
         )

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 from mitmproxy import http
 
-from proxies import cache_policy
+from proxies import cache_policy, cache_rule
+from proxies.cache_rule import StoreRule
 from proxies.cache_settings import Settings
 from proxies.misbehaviours.base import CacheKey
 
@@ -26,6 +29,9 @@ class CacheEntry:
     stale_while_revalidate: float | None = None
     stale_if_error: float | None = None
     updating_since: float | None = None  # a background refresh is on its way
+    # Why it is kept as long as it is (proxies/cache_rule.py); logged with every answer from it.
+    rule: StoreRule | None = None
+    hits: int = 0  # answers served from it so far
 
     @property
     def size(self) -> int:
@@ -54,6 +60,21 @@ class CacheEntry:
         return cache_policy.not_modified_since(
             self.response.headers, request.headers.get("If-Modified-Since")
         )
+
+    def record(self, metadata: MutableMapping[str, Any], notes: Iterable[str | None] = ()) -> None:
+        """Put why it is stored, its lifetime and when it was stored in the metadata of a flow
+        it stored or answered (plain values: mitmproxy copies metadata with the flow); `notes`
+        say what let it be used for this one (proxies/cache_rule.py)."""
+        if self.rule is not None:
+            metadata[cache_rule.RULE] = self.rule.sentence
+            metadata[cache_rule.RULE_KIND] = self.rule.kind
+        metadata[cache_rule.LIFETIME] = round(self.lifetime, 3)
+        metadata[cache_rule.STORED_AT] = self.stored_at
+        if self.hits:
+            metadata[cache_rule.HITS] = self.hits
+        said = "; ".join(note for note in notes if note)
+        if said:
+            metadata[cache_rule.SERVE_NOTE] = said
 
     def freshened_by(self, not_modified: http.Response) -> http.Response:
         """A copy of the stored response with the 304's fields (RFC 9111 4.3.4)."""

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 
-from proxies import cache_policy
+from proxies import cache_policy, cache_rule
 
 
 def write_ready_file(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
@@ -30,9 +30,12 @@ def write_ready_file(path: str | os.PathLike[str], payload: dict[str, Any]) -> N
 
 
 def event_record(flow: http.HTTPFlow, now: float) -> dict[str, Any]:
-    """One access-log line; header fields are None when there is no response."""
+    """One access-log line; header fields are None when there is no response. When they
+    apply, why the cache kept the answer (proxies/cache_rule.py EVENT_FIELDS: `cache_rule`,
+    `cache_rule_kind`, `cache_lifetime`, `cache_stored_at`, `cache_hits`, `cache_key_note`,
+    `cache_serve_note`) and what a flow misbehaviour did to it (`misbehaviour`)."""
     headers = flow.response.headers if flow.response is not None else {}
-    return {
+    record = {
         "time": now,
         "method": flow.request.method,
         "url": flow.request.url,
@@ -44,6 +47,13 @@ def event_record(flow: http.HTTPFlow, now: float) -> dict[str, Any]:
         "via": headers.get("Via"),
         "x_cache": headers.get("X-Cache"),
     }
+    metadata = flow.metadata
+    for name in cache_rule.EVENT_FIELDS:
+        if name in metadata:
+            record[name] = metadata[name]
+    if "misbehaviour" in metadata:
+        record["misbehaviour"] = metadata["misbehaviour"]
+    return record
 
 
 class Observer:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 
-from proxies import cache_policy
+from proxies import cache_policy, cache_rule
 from proxies.cache_decisions import CacheRules
 from proxies.cache_settings import OPTION_NAMES, Settings, add_options
 from proxies.cache_store import CacheEntry, EntryStore, snapshot
@@ -51,7 +51,8 @@ class SharedCache:
     or allowed stale, or a 304 for the client's copy), REVALIDATED (the stored answer after a
     304 from the origin), STORE (forwarded and stored), MISS (forwarded, not stored) or BYPASS
     (not the cache's business: method, request no-store, disabled). Answers from the cache get
-    an ``Age`` field and ``flow.metadata["cache_age"]``.
+    an ``Age`` field and ``flow.metadata["cache_age"]``. Why an answer was kept, and what the
+    misbehaviours did to the key or the lookup, go in more metadata (proxies/cache_rule.py).
     """
 
     def __init__(self, misbehaviours: Callable[[], Sequence[Misbehaviour]] = lambda: ()) -> None:
@@ -108,20 +109,26 @@ class SharedCache:
         ):
             flow.metadata["cache"] = "BYPASS"
             return
-        key = self.key(request)
+        key, key_note = self.rules.key_and_note(request)
         flow.metadata["cache_key"] = key
         flow.metadata["cache"] = "MISS"
+        if key_note:
+            flow.metadata[cache_rule.KEY_NOTE] = key_note
         entry = self.store.get(key)
         if entry is None or not entry.matches(request):
             return
         self.store.touch(key)
         now = self.clock()
-        if not flow.metadata.get("cache_refresh") and self.rules.accepts_stored(request):
+        accepts, note = False, None
+        if not flow.metadata.get("cache_refresh"):
+            accepts, note = self.rules.accepts_stored(request)
+        if accepts:
             if entry.is_fresh(now):
-                self._serve(flow, entry, now)
+                self._serve(flow, entry, now, note)
                 return
-            if self.rules.serve_stale(request, entry, now, upstream_failed=False):
-                self._serve(flow, entry, now, stale=True)
+            stale_note = self.rules.stale_allowed(request, entry, now, upstream_failed=False)
+            if stale_note:
+                self._serve(flow, entry, now, note, stale_note)
                 self._refresh(flow, entry, now)
                 return
         # To the origin. The entry stays: a 304 revalidates it, a 5xx may let us serve it stale.
@@ -138,27 +145,27 @@ class SharedCache:
         if outcome == "HIT" or response is None:
             return  # answered by us in `request`, already decorated
         if outcome == "BYPASS":
-            self._invalidate(flow)
-            self._decorate(response, outcome)
+            _invalidate(self.rules, self.store, flow)
+            _decorate(response, outcome, self.settings)
             return
         key: CacheKey = flow.metadata["cache_key"]
         entry: CacheEntry | None = flow.metadata.get("cache_entry")
         now = self.clock()
-        if (
-            entry is not None
-            and response.status_code in SERVER_ERRORS
-            and self.rules.serve_stale(flow.request, entry, now, upstream_failed=True)
-        ):
-            self._serve(flow, entry, now, stale=True)
-            return
+        if entry is not None and response.status_code in SERVER_ERRORS:
+            stale_note = self.rules.stale_allowed(flow.request, entry, now, upstream_failed=True)
+            if stale_note:
+                self._serve(flow, entry, now, None, stale_note)
+                return
         if entry is not None and response.status_code == 304:
             self._not_modified(flow, key, entry, now)
             return
-        if self._store(flow, key, now):
+        stored = self._store(flow, key, now)
+        if stored is not None:
             flow.metadata["cache"] = "STORE"
+            stored.record(flow.metadata)
         elif entry is not None and response.status_code < 500:
             self.store.drop(key, entry)  # superseded by a newer answer we may not keep
-        self._decorate(response, flow.metadata["cache"])
+        _decorate(response, flow.metadata["cache"], self.settings)
 
     def error(self, flow: http.HTTPFlow) -> None:
         entry: CacheEntry | None = flow.metadata.get("cache_entry")
@@ -167,8 +174,16 @@ class SharedCache:
 
     # -- actions ---------------------------------------------------------------------------
     def _serve(
-        self, flow: http.HTTPFlow, entry: CacheEntry, now: float, *, stale: bool = False
+        self,
+        flow: http.HTTPFlow,
+        entry: CacheEntry,
+        now: float,
+        note: str | None,
+        stale_note: str | None = None,
     ) -> None:
+        """Answer from `entry`: stale when `stale_note` says who allowed it; `note`: what let
+        a stored answer be used at all (a misbehaviour ignoring the request's no-cache)."""
+        stale = stale_note is not None
         age = int(entry.current_age(now))
         response = snapshot(entry.response)
         if entry.is_current_for(flow.request):
@@ -178,13 +193,15 @@ class SharedCache:
         self._answer(flow, response, age, "HIT", "STALE" if stale else "HIT")
         if stale:
             flow.metadata["cache_stale"] = True
+        entry.hits += 1
+        entry.record(flow.metadata, (note, stale_note))
 
     def _answer(
         self, flow: http.HTTPFlow, response: http.Response, age: int, outcome: str, shown: str
     ) -> None:
         """Answer the flow from the cache: `outcome` for the log, `shown` in X-Cache."""
         response.headers["Age"] = str(age)
-        self._decorate(response, shown)
+        _decorate(response, shown, self.settings)
         flow.response = response
         flow.metadata["cache"] = outcome
         flow.metadata["cache_age"] = age
@@ -203,12 +220,12 @@ class SharedCache:
         if not cache_policy.validates_stored(entry.response.headers, not_modified.headers):
             if ours:
                 self.store.drop(key, entry)  # a 304 for another copy: ours cannot be trusted
-            self._decorate(not_modified, "MISS")
+            _decorate(not_modified, "MISS", self.settings)
             return
-        refreshed, age = self._freshen(flow.request, key, entry, not_modified, now)
+        refreshed, age, kept = self._freshen(flow.request, key, entry, not_modified, now)
         if not ours:
             # The client validated its own copy: the 304 is its answer (ours was refreshed).
-            self._decorate(not_modified, "MISS")
+            _decorate(not_modified, "MISS", self.settings)
             return
         response = snapshot(refreshed)
         response.timestamp_start, response.timestamp_end = (
@@ -216,6 +233,8 @@ class SharedCache:
             not_modified.timestamp_end,
         )
         self._answer(flow, response, age, "REVALIDATED", "REVALIDATED")
+        if kept is not None:
+            kept.record(flow.metadata)
 
     def _freshen(
         self,
@@ -224,33 +243,34 @@ class SharedCache:
         entry: CacheEntry,
         not_modified: http.Response,
         now: float,
-    ) -> tuple[http.Response, int]:
-        """RFC 9111 4.3.4: the stored response with the 304's fields, and its age, reset to the
-        304's own. The entry is replaced by the refreshed one, or dropped if the new fields
-        forbid keeping it (this answer may still use it)."""
+    ) -> tuple[http.Response, int, CacheEntry | None]:
+        """RFC 9111 4.3.4: the stored response with the 304's fields, its age, reset to the
+        304's own, and the refreshed entry. The entry is replaced by the refreshed one, or
+        dropped if the new fields forbid keeping it (this answer may still use it: None)."""
         response = entry.freshened_by(not_modified)
         refreshed = self.rules.entry(
             request, response, now, self.settings, initial_headers=not_modified.headers
         )
         if refreshed is None:
             self.store.drop(key, entry)
-            return response, int(cache_policy.initial_age(not_modified.headers, now))
+            return response, int(cache_policy.initial_age(not_modified.headers, now)), None
         if self.store.get(key) is entry:
             self.store.put(key, refreshed)
-        return response, int(refreshed.current_age(now))
+        return response, int(refreshed.current_age(now)), refreshed
 
-    def _store(self, flow: http.HTTPFlow, key: CacheKey, now: float) -> bool:
+    def _store(self, flow: http.HTTPFlow, key: CacheKey, now: float) -> CacheEntry | None:
+        """The entry stored for the flow's answer; None: not stored."""
         request, response = flow.request, flow.response
         if response is None or response.raw_content is None:  # streamed bodies aren't kept
-            return False
+            return None
         stored = snapshot(response)
         entry = self.rules.entry(
             request, stored, now, self.settings, initial_headers=response.headers
         )
         if entry is None or entry.size > self.settings.max_bytes:
-            return False
+            return None
         self.store.put(key, entry)
-        return True
+        return entry
 
     def _refresh(self, flow: http.HTTPFlow, entry: CacheEntry, now: float) -> None:
         """Revalidate a stale entry behind the client's back (stale-while-revalidate)."""
@@ -259,26 +279,29 @@ class SharedCache:
         entry.updating_since = now
         self.refresh_in_background(_refresh_of(flow))
 
-    def _invalidate(self, flow: http.HTTPFlow) -> None:
-        """RFC 9111 4.4: a non-error answer to an unsafe method invalidates the stored
-        GET/HEAD answers for the same URL."""
-        request, response = flow.request, flow.response
-        if request.method.upper() in cache_policy.SAFE_METHODS or response is None:
-            return
-        if not 200 <= response.status_code < 400:
-            return
-        for method in cache_policy.CACHEABLE_METHODS:
-            key = self.rules.key(request, method)
-            entry = self.store.get(key)
-            if entry is not None:
-                self.store.drop(key, entry)
 
-    def _decorate(self, response: http.Response | None, outcome: str) -> None:
-        if response is None or not self.settings.add_headers:
-            return
-        via = response.headers.get("Via")
-        response.headers["Via"] = f"{via}, {VIA}" if via else VIA
-        response.headers["X-Cache"] = X_CACHE.get(outcome, "MISS")
+def _decorate(response: http.Response | None, outcome: str, settings: Settings) -> None:
+    """Via and X-Cache, when the cache shows itself (cache_add_headers)."""
+    if response is None or not settings.add_headers:
+        return
+    via = response.headers.get("Via")
+    response.headers["Via"] = f"{via}, {VIA}" if via else VIA
+    response.headers["X-Cache"] = X_CACHE.get(outcome, "MISS")
+
+
+def _invalidate(rules: CacheRules, store: EntryStore, flow: http.HTTPFlow) -> None:
+    """RFC 9111 4.4: a non-error answer to an unsafe method invalidates the stored GET/HEAD
+    answers for the same URL."""
+    request, response = flow.request, flow.response
+    if request.method.upper() in cache_policy.SAFE_METHODS or response is None:
+        return
+    if not 200 <= response.status_code < 400:
+        return
+    for method in cache_policy.CACHEABLE_METHODS:
+        key = rules.key(request, method)
+        entry = store.get(key)
+        if entry is not None:
+            store.drop(key, entry)
 
 
 def _refresh_of(flow: http.HTTPFlow) -> http.HTTPFlow:

@@ -92,7 +92,10 @@ def test_events_for_store_hit_and_error(tmp_path: Path):
     assert error["status"] is None
     assert error["error"] == str(failed.error)
     assert error["cache"] == "BYPASS"
-    assert set(error) == set(hit) | {"error"}
+    # The fields about the stored answer are added to the lines they apply to only.
+    about_the_entry = {"cache_rule", "cache_rule_kind", "cache_lifetime", "cache_stored_at"}
+    assert set(store) == set(error) - {"error"} | about_the_entry
+    assert set(hit) == set(store) | {"cache_hits"}
 
 
 def test_no_events_option_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

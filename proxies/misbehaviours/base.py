@@ -145,6 +145,12 @@ class Misbehaviour(Generic[P]):
     def vary_fields(self, response: http.Response, fields: tuple[str, ...]) -> tuple[str, ...]:
         return fields
 
+    def explain_lifetime(self, request: http.Request, response: http.Response) -> str:
+        """A few words on how its `freshness_lifetime` chose the lifetime it gave this response
+        (which rule line, which step), logged with the stored answer; asked only when it set
+        the lifetime. Empty: the summary and the lifetime say enough."""
+        return ""
+
     def serve_stale(
         self, request: http.Request, stale_for: float, upstream_failed: bool, decision: bool
     ) -> bool:

@@ -39,6 +39,7 @@ class RefreshLine:
     fraction: float
     max_s: float
     options: frozenset[str]
+    source: str = ""  # the line as written, blanks folded: `. 0 20% 4320`
 
     @classmethod
     def parse(cls, text: str) -> RefreshLine:
@@ -65,7 +66,31 @@ class RefreshLine:
             known = ", ".join(sorted(SQUID_OPTIONS))
             raise ValueError(f"{text!r}: unknown option {unknown[0]!r} (known: {known})")
         minimum, share, maximum = (int(number) for number in numbers)
-        return cls(pattern, minimum * 60.0, share / 100, maximum * 60.0, frozenset(options))
+        source = " ".join(words if not flags else ["-i", *words])
+        return cls(pattern, minimum * 60.0, share / 100, maximum * 60.0, frozenset(options), source)
+
+    def step(self, headers: Mapping[str, str]) -> str:
+        """Which step of `squid_lifetime` decides a reply's freshness under this line."""
+        cc = cache_policy.response_cache_control(headers)
+        pragma_only = "Cache-Control" not in headers and cache_policy.pragma_no_cache(headers)
+        if cc.no_cache or cc.private is not None or pragma_only:
+            return "revalidated on every hit (ENTRY_REVALIDATE_ALWAYS)"
+        if cc.s_maxage is not None or cc.max_age is not None or "Expires" in headers:
+            if "override-expire" in self.options:
+                return (
+                    f"its explicit expiry, at least min {self.min_s / 60:g} min (override-expire)"
+                )
+            return "its explicit expiry (min, percent and max ignored)"
+        last_modified, date = _time(headers.get("Last-Modified")), _time(headers.get("Date"))
+        if last_modified is not None and (date is None or date > last_modified):
+            floor = ""
+            if "override-lastmod" in self.options:
+                floor = f", at least min {self.min_s / 60:g} min (override-lastmod)"
+            return (
+                f"{self.fraction * 100:g}% of its Last-Modified age{floor}, at most max "
+                f"{self.max_s / 60:g} min"
+            )
+        return f"min {self.min_s / 60:g} min (no expiry, no Last-Modified)"
 
 
 def _check_line(text: str) -> str:
@@ -206,6 +231,12 @@ class SquidRefreshPattern(Misbehaviour[SquidRefreshPatternParams]):
     def line_for(self, request: http.Request) -> RefreshLine | None:
         """The first line whose regex matches the request's URL, as Squid picks it."""
         return next((line for line in self.lines if line.pattern.search(request.url)), None)
+
+    def explain_lifetime(self, request: http.Request, response: http.Response) -> str:
+        line = self.line_for(request)
+        if line is None:
+            return ""
+        return f"refresh_pattern `{line.source}`: {line.step(response.headers)}"
 
     def accepts_stored(self, request: http.Request, decision: bool) -> bool:
         line = self.line_for(request)
