@@ -92,7 +92,10 @@ def hop_detail(facts: CellFacts, observed: Outcome) -> str:
         parts.append(f"and served it {len(served)} times from its cache")
         if ages:
             parts.append(f"(Age up to {max(ages)} s)")
-        return " ".join(parts)
+        # Why the cache used it for this request although the page's fix asked otherwise
+        # (a key without the query string, a client no-cache ignored): the proxy's own words.
+        extra = [first.get("cache_key_note"), first.get("cache_serve_note")]
+        return " ".join(parts) + "".join(f"; {note}" for note in extra if note)
     if observed is Outcome.errored:
         if facts.direct_outcome == "errored":
             return f"the app itself answered with a failure ({facts.direct_final_state})"
