@@ -118,7 +118,7 @@ class PollingClient(ClientBase):
 
     def stop(self) -> None:
         self._stop.set()
-        self._shut_connections_down()
+        shut_down(self._streams)
         if self._thread.ident is not None:  # stopped before it started: nothing to wait for
             self._thread.join(timeout=REQUEST_TIMEOUT + 1)
         self._http.close()
@@ -335,14 +335,15 @@ class PollingClient(ClientBase):
         if event == "connection.connect_tcp.complete":
             self._streams.append(info["return_value"])
 
-    def _shut_connections_down(self) -> None:
-        """Wake the client thread out of a read that may never end (an event stream, or its
-        headers, held back by a buffering proxy)."""
-        for stream in list(self._streams):
-            sock = stream.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):  # already closed
-                    sock.shutdown(socket.SHUT_RDWR)
+
+def shut_down(streams: list[Any]) -> None:
+    """Wake a client thread out of a read that may never end (an event stream, or its
+    headers, held back by a buffering proxy): shut its connections down (closing does not)."""
+    for stream in list(streams):
+        sock = stream.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already closed
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def sse_messages(lines: Iterator[str]) -> Iterator[str]:
