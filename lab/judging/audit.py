@@ -54,22 +54,26 @@ class CellFacts:
 
 
 def untested_because(facts: CellFacts, observed: Outcome) -> str | None:
-    """Why the cell tested nothing, from its evidence: a cache can only freeze a status it was
-    shown before the end, and a hang is only proven against the direct path's final state. A
-    page that stopped on an error or on another user's task showed what it showed."""
+    """Why the cell tested nothing, from its evidence. A page that stopped on an error or on
+    another user's task showed what it showed; one that completed tested a cache only if it
+    was shown the task running first (a cache can only freeze what it was given); a hang is
+    only proven against the direct path's final state."""
     if observed in (Outcome.errored, Outcome.leaked):
+        return None
+    own = [p for p in facts.polls if p.state is not None and not p.foreign_task_id]
+    if observed is Outcome.completed:
+        if len(own) == 1:
+            at = facts.rel(own[0].received_at) or 0.0
+            return (
+                f"the first answer (at {at:.2f} s) already said {own[0].state}: the task "
+                "finished before any poll could see it running, so no cache had anything "
+                "stale to serve"
+            )
         return None
     if facts.direct_final_at is None:
         if facts.direct_error:
             return f"the direct path itself failed ({facts.direct_error}): no ground truth"
         return "the task never showed a final state on the direct path: no ground truth"
-    own = [p for p in facts.polls if p.state is not None and not p.foreign_task_id]
-    if own and facts.direct_final_state is not None and own[0].state == facts.direct_final_state:
-        at = facts.rel(own[0].received_at)
-        return (
-            f"the first answer (at {at:.2f} s) already said {own[0].state}: the task finished "
-            "before any poll could see it running, so no cache had anything stale to serve"
-        )
     return None
 
 
