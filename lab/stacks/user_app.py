@@ -4,11 +4,13 @@ folder, stopped on every way out, and named with its log tail when it does not c
 
 The web server is the first command (a Procfile's `web`); the lab chooses its port and passes
 it as `{port}` in the command, and as `$PORT` (Heroku's convention, which most Procfiles use).
-Commands run through `/bin/sh -c`, as foreman and Heroku run a Procfile's.
+Commands run through `/bin/sh -c`, as foreman and Heroku run a Procfile's, with the lab's own
+environment's programs first on PATH.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import sys
@@ -93,6 +95,11 @@ def launch(sup: Supervisor, flow: Flow) -> Callable[[], UserApp]:
         port = free_port()
         env = {name: fill_in(value, port, data_dir) for name, value in flow.app.env.items()}
         env["PORT"] = str(port)
+        # The lab's own environment's programs first (gunicorn, celery, uvicorn installed beside
+        # it), as `uv run` or an activated venv would have them: a Procfile names programs.
+        env.setdefault(
+            "PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        )
         started = []
         for name, command in named:
             started.append(
