@@ -182,6 +182,53 @@ def test_job_table_forgets_finished_jobs_first_and_refuses_when_all_run():
     assert table.get("first") is None and len(table) == 1
 
 
+# --- Django, in process (Django's test client; settings are per process, made once) ---
+
+
+def django_client():
+    from django.test import Client
+
+    from examples.django_jobs.app import create_app
+
+    create_app()
+    return Client(HTTP_HOST="127.0.0.1")  # the app allows only loopback host names
+
+
+def test_django_job_runs_to_done_and_its_status_has_no_caching_headers(clean_env):
+    client = django_client()
+    started = client.post("/jobs", {"seconds": 0}, content_type="application/json")
+    assert started.status_code == 202
+    job_id = started.json()["id"]
+    assert started["Location"] == f"/jobs/{job_id}"
+    wait_for(lambda: client.get(f"/jobs/{job_id}").json()["status"] == "done", 5, "done")
+    assert not client.get(f"/jobs/{job_id}").has_header("Cache-Control")
+
+
+def test_django_failed_job_unknown_job_and_bad_input(clean_env):
+    client = django_client()
+    started = client.post("/jobs", {"seconds": 0, "fail": True}, content_type="application/json")
+    status_path = started["Location"]
+    wait_for(lambda: client.get(status_path).json()["status"] == "failed", 5, "failed")
+    assert client.get("/jobs/unknown").status_code == 404
+    too_long = client.post("/jobs", {"seconds": 61}, content_type="application/json")
+    assert (too_long.status_code, too_long.json()) == (
+        400,
+        {"detail": "seconds: 61.0 is not between 0 and 60"},
+    )
+
+
+def test_django_fix_sets_cache_control_on_the_status_only(clean_env):
+    from django.test import override_settings
+
+    client = django_client()
+    with override_settings(STATUS_CACHE_CONTROL="no-store"):
+        started = client.post("/jobs", {"seconds": 30}, content_type="application/json")
+        assert not started.has_header("Cache-Control")
+        status = client.get(started["Location"])
+        assert status.json()["status"] == "running"
+        assert status["Cache-Control"] == "no-store"
+
+
 # --- Each audit flow file, started as it says, polled directly ---
 
 
@@ -199,6 +246,8 @@ FLOW_CASES = [
     FlowCase("flask_celery/audit-fixed.toml", "no-store"),
     FlowCase("fastapi_jobs/audit.toml", None),
     FlowCase("fastapi_jobs/audit-fixed.toml", "no-store"),
+    FlowCase("django_jobs/audit.toml", None),
+    FlowCase("django_jobs/audit-fixed.toml", "no-store"),
 ]
 
 
