@@ -1,6 +1,6 @@
 """The example apps (examples/): each with the story's bug by default and the fix behind
-STATUS_CACHE_CONTROL. Unit tests on the apps in process (Flask's test client, Starlette's
-TestClient), then each audit flow file started as it says, polled directly (no proxy)."""
+STATUS_CACHE_CONTROL. The apps in process (Flask's and Django's test clients, httpx's ASGI
+transport), then each audit flow file's commands started as it says and polled directly."""
 
 from __future__ import annotations
 
@@ -256,7 +256,8 @@ def flow_commands(flow: dict[str, Any], flow_dir: Path) -> list[str]:
     if "commands" in app:
         return list(app["commands"])
     lines = (flow_dir / app["procfile"]).read_text("utf-8").splitlines()
-    return [line.partition(":")[2].strip() for line in lines if line.strip() and line[0] != "#"]
+    entries = [line.strip() for line in lines]
+    return [entry.partition(":")[2].strip() for entry in entries if entry and entry[0] != "#"]
 
 
 def fill(text: str, port: int, data_dir: Path) -> str:
@@ -289,7 +290,7 @@ def started_from_flow(flow_path: Path, run_dir: Path) -> Iterator[str]:
         **{name: fill(value, port, data_dir) for name, value in app.get("env", {}).items()},
         "PORT": str(port),
         TOKEN_VAR: token,
-        # The venv's own commands first, as the lab gives its children.
+        # The venv's commands first: the Procfile names plain `gunicorn` and `celery`.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     cwd = (flow_path.parent / app.get("cwd", ".")).resolve()
