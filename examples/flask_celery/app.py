@@ -115,9 +115,8 @@ def _data_dir(settings: Mapping[str, str | None]) -> Path:
     if not value:
         missing = [n for n in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND") if not settings[n]]
         raise ConfigError(
-            f"EXAMPLE_DATA_DIR is not set: it is needed for the files of the broker and result "
-            f"backend, as {' and '.join(missing)} is not set; set it to a folder "
-            f"(or set {' and '.join(missing)})"
+            f"EXAMPLE_DATA_DIR is not set: without {' and '.join(missing)} the example keeps "
+            f"its broker and results in files there; set it to a folder, or set those URLs"
         )
     return Path(value).resolve()
 
