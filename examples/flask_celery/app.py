@@ -36,6 +36,7 @@ SETTINGS = (
     "STATUS_CACHE_CONTROL",
 )
 MAX_SECONDS = 60.0
+KEPT_IN_FILES = {"CELERY_BROKER_URL": "its task queue", "CELERY_RESULT_BACKEND": "its results"}
 # kombu's filesystem transport finds new messages by listing its folder, by default once a
 # second: measured from POST /add to a ready 0-second task, a median of 964 ms at 1 s, 65 ms at
 # 0.1 s, at about 0.2% of a core for the idle worker's listings.
@@ -116,7 +117,8 @@ def _data_dir(settings: Mapping[str, str | None]) -> Path:
         missing = [n for n in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND") if not settings[n]]
         raise ConfigError(
             f"EXAMPLE_DATA_DIR is not set: without {' and '.join(missing)} the example keeps "
-            f"its broker and results in files there; set it to a folder, or set those URLs"
+            f"{' and '.join(KEPT_IN_FILES[name] for name in missing)} in files there; set it to "
+            f"a folder, or set {' and '.join(missing)}"
         )
     return Path(value).resolve()
 
