@@ -15,7 +15,7 @@ import tomllib
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -234,16 +234,19 @@ def test_django_fix_sets_cache_control_on_the_status_only(clean_env):
 
 @dataclass(frozen=True)
 class FlowCase:
-    flow: str  # relative to examples/
+    flow: str  # relative to examples/: the start and status requests, and how to start the app
     cache_control: str | None  # the status answer's, as the app sends it
+    # The app started from this Procfile instead, as honcho does (its commands found on PATH).
+    procfile: str | None = None
 
     def __str__(self) -> str:
-        return self.flow
+        return f"{self.flow} via {self.procfile}" if self.procfile else self.flow
 
 
 FLOW_CASES = [
     FlowCase("flask_celery/audit.toml", None),
     FlowCase("flask_celery/audit-fixed.toml", "no-store"),
+    FlowCase("flask_celery/audit.toml", None, procfile="flask_celery/Procfile"),
     FlowCase("fastapi_jobs/audit.toml", None),
     FlowCase("fastapi_jobs/audit-fixed.toml", "no-store"),
     FlowCase("django_jobs/audit.toml", None),
@@ -251,61 +254,79 @@ FLOW_CASES = [
 ]
 
 
-def flow_commands(flow: dict[str, Any], flow_dir: Path) -> list[str]:
-    app = flow["app"]
-    if "commands" in app:
-        return list(app["commands"])
-    lines = (flow_dir / app["procfile"]).read_text("utf-8").splitlines()
-    entries = [line.strip() for line in lines]
-    return [entry.partition(":")[2].strip() for entry in entries if entry and entry[0] != "#"]
+@dataclass(frozen=True)
+class AppCommands:
+    commands: list[str]  # the web server first; placeholders not yet filled
+    cwd: Path
+    env: dict[str, str]
+    ready_path: str = "/"
+    start_timeout_s: float = 30
+    path_first: Path | None = None  # put first on PATH, as an activated venv does
+
+
+def app_commands(case: FlowCase) -> AppCommands:
+    flow_path = EXAMPLES / case.flow
+    app = tomllib.loads(flow_path.read_text("utf-8"))["app"]
+    given = AppCommands(
+        commands=app.get("commands", []),
+        cwd=(flow_path.parent / app.get("cwd", ".")).resolve(),
+        env=app.get("env", {}),
+        ready_path=app.get("ready_path", "/"),
+        start_timeout_s=app.get("start_timeout_s", 30),
+    )
+    procfile = app.get("procfile") and flow_path.parent / app["procfile"]
+    if case.procfile:
+        procfile = EXAMPLES / case.procfile
+        given = replace(given, path_first=Path(sys.executable).parent)
+    if not procfile:
+        return given
+    lines = [line.strip() for line in procfile.read_text("utf-8").splitlines()]
+    entries = [line.partition(":") for line in lines if line and line[0] != "#"]
+    web_first = sorted(entries, key=lambda entry: entry[0] != "web")
+    return replace(given, commands=[command.strip() for _, _, command in web_first])
 
 
 def fill(text: str, port: int, data_dir: Path) -> str:
-    """The flow format's placeholders, as the lab fills them."""
-    for placeholder, value in {
-        "{port}": str(port),
-        "$PORT": str(port),
-        "{data_dir}": str(data_dir),
-        "{python}": sys.executable,
-    }.items():
-        text = text.replace(placeholder, value)
-    return text
+    """The flow format's placeholders, as the lab fills them (`$PORT` is the shell's)."""
+    return (
+        text.replace("{port}", str(port))
+        .replace("{data_dir}", str(data_dir))
+        .replace("{python}", shlex.quote(sys.executable))
+    )
 
 
 @contextmanager
-def started_from_flow(flow_path: Path, run_dir: Path) -> Iterator[str]:
-    """The app's commands started as the flow file says, each in its own session with its log
-    in `run_dir`; yields the base URL once `ready_path` answers below 500. Every process is
-    stopped when the block ends, and none may be left."""
+def running(app: AppCommands, run_dir: Path) -> Iterator[str]:
+    """The commands started as the lab starts them (each through /bin/sh -c in its own
+    session, PORT in the environment, its log in `run_dir`); yields the base URL once
+    `ready_path` answers below 500. Every process is stopped when the block ends, and none
+    may be left."""
     from lab.stacks.ports import free_port
 
-    flow = tomllib.loads(flow_path.read_text("utf-8"))
-    app = flow["app"]
     port = free_port()
     data_dir = run_dir / "data"
     data_dir.mkdir()
     token = uuid.uuid4().hex
     env = {
         **os.environ,
-        **{name: fill(value, port, data_dir) for name, value in app.get("env", {}).items()},
+        **{name: fill(value, port, data_dir) for name, value in app.env.items()},
         "PORT": str(port),
         TOKEN_VAR: token,
-        # The venv's commands first: the Procfile names plain `gunicorn` and `celery`.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    cwd = (flow_path.parent / app.get("cwd", ".")).resolve()
+    if app.path_first:
+        env["PATH"] = f"{app.path_first}{os.pathsep}{env.get('PATH', '')}"
     processes: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
     with ExitStack() as cleanup:
         cleanup.callback(assert_nothing_left, token, 10.0)
         cleanup.callback(stop_all, processes)
-        for number, command in enumerate(flow_commands(flow, flow_path.parent)):
+        for number, command in enumerate(app.commands):
             logs.append(run_dir / f"command-{number}.log")
             log = cleanup.enter_context(logs[-1].open("wb"))
             processes.append(
                 subprocess.Popen(
-                    shlex.split(fill(command, port, data_dir)),
-                    cwd=cwd,
+                    ["/bin/sh", "-c", fill(command, port, data_dir)],
+                    cwd=app.cwd,
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -319,11 +340,11 @@ def started_from_flow(flow_path: Path, run_dir: Path) -> Iterator[str]:
             for proc, log_path in zip(processes, logs, strict=True):
                 assert proc.poll() is None, f"{proc.args} exited:\n{log_path.read_text()[-2000:]}"
             try:
-                return httpx.get(base_url + app.get("ready_path", "/"), timeout=2).status_code < 500
+                return httpx.get(base_url + app.ready_path, timeout=2).status_code < 500
             except httpx.TransportError:
                 return False
 
-        wait_for(web_answers, app.get("start_timeout_s", 30), f"{base_url} to answer")
+        wait_for(web_answers, app.start_timeout_s, f"{base_url} to answer")
         yield base_url
 
 
@@ -350,10 +371,9 @@ def task_id_from(flow: dict[str, Any], answer: httpx.Response) -> str:
 @pytest.mark.stack
 @pytest.mark.parametrize("case", FLOW_CASES, ids=str)
 def test_example_started_from_its_flow_file_reaches_the_final_state(case, tmp_path, clean_env):
-    flow_path = EXAMPLES / case.flow
-    flow = tomllib.loads(flow_path.read_text("utf-8"))
+    flow = tomllib.loads((EXAMPLES / case.flow).read_text("utf-8"))
     start, status = flow["start"], flow["status"]
-    with started_from_flow(flow_path, tmp_path) as base_url, httpx.Client() as client:
+    with running(app_commands(case), tmp_path) as base_url, httpx.Client() as client:
         started = client.request(start["method"], base_url + start["path"], json=start["json"])
         assert started.status_code in (200, 202), started.text
         task_id = task_id_from(flow, started)
