@@ -402,3 +402,22 @@ def is_final(case: FlowCase, answer: dict[str, Any]) -> bool:
     if case.flow.startswith("flask_celery"):
         return answer["ready"] is True
     return answer["status"] in ("done", "failed")
+
+
+def test_what_no_store_cannot_fix_is_what_the_lab_knows():
+    """examples/known_limits.py, the examples' strict expected failures, against the lab's own
+    scenario files: the profiles where `Cache-Control: no-store` alone fails, and those where a
+    page that does not retry errors."""
+    from examples.known_limits import NO_STORE_IS_NOT_ENOUGH
+    from lab.judging.advice import recommend
+    from lab.runs.audit import deployment_profiles
+
+    known = set()
+    for profile in deployment_profiles():
+        advice = recommend([profile])
+        no_store = next(fix for fix in advice.server_fixes if fix.fix == "cc-no-store")
+        if profile in advice.unknown_profiles:
+            continue  # no plain scenario: the lab has not checked it (the audit has)
+        if not no_store.survives or profile in advice.retry_needed_on:
+            known.add(profile)
+    assert known == set(NO_STORE_IS_NOT_ENOUGH)

@@ -59,6 +59,7 @@ class Component:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     cwd: Path | None = None  # None: the lab's own
+    stop_grace: float | None = None  # seconds from SIGTERM to SIGKILL; None: by its name
     info: dict[str, Any] = field(default_factory=dict)
     # The scenario's bug may end this component (a Celery worker exits on an unrecoverable
     # broker error): its exit is evidence for the verdict, not a failure of the lab.
@@ -181,7 +182,9 @@ class Supervisor:
         signalled_at = time.monotonic()
         for component in running:
             assert component.proc is not None
-            grace = STOP_GRACE_BY_COMPONENT.get(component.name, STOP_GRACE_SECONDS)
+            grace = component.stop_grace
+            if grace is None:
+                grace = STOP_GRACE_BY_COMPONENT.get(component.name, STOP_GRACE_SECONDS)
             try:
                 component.proc.wait(timeout=max(0.0, signalled_at + grace - time.monotonic()))
             except subprocess.TimeoutExpired:

@@ -27,7 +27,10 @@ from lab.stacks.ports import LOOPBACK, free_port, start_retrying_taken_ports
 from lab.stacks.processes import Component, Supervisor
 
 PREFIX = "app-"  # the user's processes: app-web, app-worker... (their logs: app-web.log)
-READY_PROBE_TIMEOUT = 2.0  # one readiness GET; the whole wait is the flow's start_timeout_s
+READY_PROBE_TIMEOUT = 2.0
+# The audit has its verdicts when it stops the app: a Celery worker's warm shutdown (4-5 s on
+# some transports) need not be waited for.
+STOP_GRACE = 1.0  # one readiness GET; the whole wait is the flow's start_timeout_s
 
 
 @dataclass
@@ -102,14 +105,14 @@ def launch(sup: Supervisor, flow: Flow) -> Callable[[], UserApp]:
         )
         started = []
         for name, command in named:
-            started.append(
-                sup.add(
-                    f"{PREFIX}{name}",
-                    ["/bin/sh", "-c", fill_in(command, port, data_dir)],
-                    extra_env=env,
-                    cwd=flow.cwd,
-                )
+            component = sup.add(
+                f"{PREFIX}{name}",
+                ["/bin/sh", "-c", fill_in(command, port, data_dir)],
+                extra_env=env,
+                cwd=flow.cwd,
             )
+            component.stop_grace = STOP_GRACE
+            started.append(component)
         return started[0], port
 
     def wait(web: Component, port: int) -> None:
