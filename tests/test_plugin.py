@@ -49,7 +49,7 @@ def test_profiles_from_the_option_or_the_marker(pytester: pytest.Pytester):
             pass
         """
     )
-    result = pytester.runpytest_subprocess("--collect-only", "-q", "--lab-profiles", "rfc")
+    result = pytester.runpytest("--collect-only", "-q", "--lab-profiles", "rfc")
     result.stdout.fnmatch_lines(
         [
             "*test_default[[]rfc[]]*",
@@ -57,14 +57,14 @@ def test_profiles_from_the_option_or_the_marker(pytester: pytest.Pytester):
             "*test_marked[[]squid-default[]]*",
         ]
     )
-    every = pytester.runpytest_subprocess("--collect-only", "-q")
+    every = pytester.runpytest("--collect-only", "-q")
     every.stdout.fnmatch_lines(["*test_default[[]corporate-cache[]]*"])
     assert "test_default[rfc]" not in every.stdout.str()  # not a real deployment
 
 
 def test_an_unknown_profile_is_named(pytester: pytest.Pytester):
     pytester.makepyfile("def test_x(lab_profile):\n    pass\n")
-    result = pytester.runpytest_subprocess("--collect-only", "--lab-profiles", "nosuch")
+    result = pytester.runpytest("--collect-only", "--lab-profiles", "nosuch")
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*unknown proxy profile 'nosuch'*"])
 

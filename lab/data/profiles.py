@@ -16,6 +16,7 @@ from proxies.profile import (
     can_share_a_process,
     listener_spec,
     mitmdump_args,
+    read,
     set_options,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "load",
     "mitmdump_args",
     "names",
+    "stands_for",
 ]
 
 
@@ -36,6 +38,20 @@ def names() -> list[str]:
 
 def load(name: str) -> Profile:
     return _load(profiles_dir(), name)
+
+
+def stands_for(name: str) -> str:
+    """What a profile stands for (a deployment, a network, the reference), read without the
+    addons' checks of its options (`load` makes them, before a profile is used)."""
+    return _read(profiles_dir(), name).stands_for
+
+
+@cache
+def _read(directory: Path, name: str) -> Profile:
+    try:
+        return read(directory / f"{name}.toml")
+    except ProfileError as exc:
+        raise BadInput(str(exc)) from None
 
 
 @cache
