@@ -4,12 +4,13 @@ the pages, bad flows (exit 2) and apps that die (exit 3), with nothing left runn
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.lab_helpers import LabProcess
+from tests.lab_helpers import LabProcess, component
 
 TINY_APP = Path(__file__).parent / "fixtures" / "tiny_jobs_app.py"
 FLOW = """\
@@ -132,3 +133,20 @@ def test_the_audit_command_is_documented():
     for option in ("--app-url", "--app-cmd", "--procfile", "--profiles", "--client-fixes"):
         assert option in help_text
     assert sys.executable  # the flows' {python}
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_audit_stops_the_app_and_every_proxy(tmp_path, sig):
+    flow = tiny_flow(tmp_path, "--seconds 30")  # cells that last longer than the test
+    with LabProcess(
+        ["audit", str(flow), "--profiles", "corporate-cache,nginx-default"], tmp_path
+    ) as lab:
+        lab.wait_for_stderr("all up after")
+        for name in ("app-web", "proxies-forward-1", "proxies-reverse-1"):
+            assert component(lab.token, name), name
+        lab.proc.send_signal(sig)
+        code, out = lab.finish()
+        assert code == 130, lab.stderr
+        assert "interrupted: every process of the audit was stopped" in lab.stderr
+        assert out == ""
