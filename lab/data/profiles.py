@@ -27,8 +27,9 @@ __all__ = [
     "listener_spec",
     "load",
     "mitmdump_args",
+    "deployment_names",
+    "described",
     "names",
-    "stands_for",
 ]
 
 
@@ -40,16 +41,24 @@ def load(name: str) -> Profile:
     return _load(profiles_dir(), name)
 
 
-def stands_for(name: str) -> str:
-    """What a profile stands for (a deployment, a network, the reference), read without the
-    addons' checks of its options (`load` makes them, before a profile is used)."""
-    return _read(profiles_dir(), name).stands_for
+def described(name: str) -> Profile:
+    """A profile read and validated as data, without the addons' checks of its options (a
+    second of mitmproxy imports; `load` makes them): for what a profile says of itself."""
+    return _read(profiles_dir(), name)
+
+
+def deployment_names() -> list[str]:
+    """Every profile that stands for a real deployment: what an audit checks by default."""
+    return [name for name in names() if described(name).stands_for == "deployment"]
 
 
 @cache
 def _read(directory: Path, name: str) -> Profile:
+    path = directory / f"{name}.toml"
+    if not path.exists():
+        raise BadInput(f"unknown proxy profile {name!r} (known: {', '.join(names())})")
     try:
-        return read(directory / f"{name}.toml")
+        return read(path)
     except ProfileError as exc:
         raise BadInput(str(exc)) from None
 

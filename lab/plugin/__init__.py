@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from lab.plugin.fixtures import AppPool, ProxyPool
+    from lab.plugin.audits import AppPool
+    from lab.plugin.proxies import ProxyPool
 
 PROFILES_OPTION = "--lab-profiles"
 MARKER = "lab_profiles"
@@ -52,7 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "lab_profile" not in metafunc.fixturenames:
         return
-    from lab.plugin.fixtures import profiles_for
+    from lab.plugin.proxies import profiles_for
 
     marker = metafunc.definition.get_closest_marker(MARKER)
     wanted = profiles_for(
@@ -68,7 +69,7 @@ def _lab_session_dir(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope="session")
 def _lab_proxy_pool(_lab_session_dir: Any) -> Iterator[ProxyPool]:
-    from lab.plugin.fixtures import ProxyPool
+    from lab.plugin.proxies import ProxyPool
 
     with ProxyPool(_lab_session_dir / "proxies") as pool:
         yield pool
@@ -76,7 +77,7 @@ def _lab_proxy_pool(_lab_session_dir: Any) -> Iterator[ProxyPool]:
 
 @pytest.fixture(scope="session")
 def _lab_app_pool(_lab_session_dir: Any) -> Iterator[AppPool]:
-    from lab.plugin.fixtures import AppPool
+    from lab.plugin.audits import AppPool
 
     with AppPool(_lab_session_dir / "apps") as pool:
         yield pool
@@ -99,6 +100,6 @@ def lab_app(_lab_app_pool: AppPool) -> Any:
 def lab_audit(_lab_app_pool: AppPool, _lab_session_dir: Any) -> Any:
     """`lab_audit(flow, profiles=[...], client_fixes=[...])`: an AuditResult. The flow's app is
     started once per session (lab_app) unless the flow gives its URL."""
-    from lab.plugin.fixtures import make_auditor
+    from lab.plugin.audits import make_auditor
 
     return make_auditor(_lab_app_pool, _lab_session_dir / "audits")

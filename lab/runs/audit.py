@@ -49,7 +49,7 @@ STRATEGIES = (APP_POLLING, *CLIENT_FIXES)
 
 def deployment_profiles() -> list[str]:
     """Every profile that stands for a real deployment: what an audit checks by default."""
-    return [name for name in profiles.names() if profiles.stands_for(name) == "deployment"]
+    return profiles.deployment_names()
 
 
 @dataclass

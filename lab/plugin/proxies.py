@@ -1,11 +1,11 @@
-"""What the pytest plugin's fixtures hand out: proxies in front of the user's app, the user's
-app started from its flow, and audits run from a test (lab/plugin/__init__.py wires them)."""
+"""The pytest plugin's proxies: a profile's mitmdump in front of (or on the way to) the user's
+app, started once per profile and target per test session (lab/plugin/__init__.py wires it).
+It imports only what a proxy needs: a session that uses one profile pays for little else."""
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,13 +13,10 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from lab.data import flows, profiles
+from lab.data import profiles
 from lab.data.errors import BadInput
 from lab.data.jsonl import read_jsonl
-from lab.reports.audit_page import publish_audit, summary_lines
-from lab.runs import audit as audit_run
 from lab.runs.lifecycle import RunResources, new_run_dir
-from lab.stacks import user_app
 from lab.stacks.stack import ProxyEndpoint, launch_proxy
 
 ALL = "all"
@@ -35,9 +32,9 @@ def profiles_for(marked: Sequence[str] | None, option: str | None) -> list[str]:
         if name == ALL:
             chosen += profiles.names()
         elif name == DEPLOYMENT:
-            chosen += audit_run.deployment_profiles()
+            chosen += profiles.deployment_names()
         else:
-            profiles.load(name)
+            profiles.described(name)
             chosen.append(name)
     return list(dict.fromkeys(chosen))
 
@@ -116,7 +113,9 @@ class ProxyPool:
         self.resources.__exit__(*exc)
 
     def get(self, profile: str, target: str | None = None) -> LabProxy:
-        loaded = profiles.load(profile)
+        # Read, not checked with the addons (a second of imports): mitmdump checks the options
+        # as it starts, and one it refuses is a ComponentError with its log.
+        loaded = profiles.described(profile)
         target = _loopback_http(target) if target else None
         if loaded.mode == "reverse" and target is None:
             raise BadInput(f"profile {profile!r} is a reverse proxy: give target='http://...'")
@@ -135,91 +134,3 @@ class ProxyPool:
                     endpoint.events,
                 )
             return self._proxies[key]
-
-
-class AppPool:
-    """The session's apps, each started from its flow's commands once, each in its own folder
-    (its logs there), all stopped when the session ends."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._stack = contextlib.ExitStack()
-        self._urls: dict[str, str] = {}
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> AppPool:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stack.__exit__(*exc)
-
-    def url_of(self, flow: flows.Flow | str | Path) -> str:
-        flow = as_flow(flow)
-        if not flow.app.started_by_lab:
-            assert flow.app.url is not None
-            return flow.app.url
-        key = flow.model_dump_json() + (flow.source or "")
-        with self._lock:
-            if key not in self._urls:
-                resources = RunResources(new_run_dir(self.folder, f"app-{flow.name}"))
-                self._stack.enter_context(resources)
-                self._urls[key] = user_app.launch(resources.sup, flow)().url
-            return self._urls[key]
-
-
-def as_flow(flow: flows.Flow | str | Path) -> flows.Flow:
-    return flow if isinstance(flow, flows.Flow) else flows.load(Path(flow))
-
-
-class Audit:
-    """An audit's result in a test: `.ok`, `.outcome(profile, strategy)`, and
-    `.assert_completed()`, which fails with the table and each failing cell's reason."""
-
-    def __init__(self, result: audit_run.AuditResult, page: Path | None) -> None:
-        self.result = result
-        self.page = page
-
-    @property
-    def ok(self) -> bool:
-        return self.result.ok
-
-    def outcome(self, profile: str, strategy: str = audit_run.STRATEGIES[0]) -> str:
-        return self.result.cells[(profile, strategy)].outcome
-
-    def __str__(self) -> str:
-        lines = summary_lines(self.result)
-        if self.page is not None:
-            lines.append(f"report: {self.page}")
-        return "\n".join(lines)
-
-    def assert_completed(self) -> None:
-        __tracebackhide__ = True
-        if not self.ok:
-            raise AssertionError(f"the polling did not survive every proxy:\n{self}")
-
-
-def make_auditor(apps: AppPool, folder: Path) -> Callable[..., Audit]:
-    def audit(
-        flow: flows.Flow | str | Path,
-        profiles: Sequence[str] | None = None,
-        client_fixes: Sequence[str] = (),
-        concurrency: int = audit_run.DEFAULT_CONCURRENCY,
-    ) -> Audit:
-        loaded = as_flow(flow)
-        if loaded.app.started_by_lab:
-            loaded = flows.from_options(loaded, **{"app.url": apps.url_of(loaded)})
-        chosen = profiles_for(profiles, None)
-        for fix in client_fixes:
-            if fix not in audit_run.STRATEGIES[1:]:
-                raise BadInput(f"client fix {fix!r}: not one of {audit_run.STRATEGIES[1:]}")
-        result = audit_run.run_audit(
-            loaded,
-            chosen,
-            [audit_run.STRATEGIES[0], *client_fixes],
-            folder,
-            progress=lambda _line: None,
-            concurrency=concurrency,
-        )
-        return Audit(result, publish_audit(result))
-
-    return audit
