@@ -143,7 +143,7 @@ def test_an_interrupted_audit_stops_the_app_and_every_proxy(tmp_path, sig):
         ["audit", str(flow), "--profiles", "corporate-cache,nginx-default"], tmp_path
     ) as lab:
         lab.wait_for_stderr("all up after")
-        for name in ("app-web", "proxies-forward-1", "proxies-reverse-1"):
+        for name in ("app-web", "proxies-1"):
             assert component(lab.token, name), name
         lab.proc.send_signal(sig)
         code, out = lab.finish()

@@ -44,7 +44,7 @@ class AppPool:
             if key not in self._urls:
                 resources = RunResources(new_run_dir(self.folder, f"app-{flow.name}"))
                 self._stack.enter_context(resources)
-                self._urls[key] = user_app.launch(resources.sup, flow)().url
+                self._urls[key] = user_app.launch(resources.sup, flow).ready().url
             return self._urls[key]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ from lab.stacks.stack import ProxyEndpoint
 from sample_app import strategies
 
 DEFAULT_CONCURRENCY = 32
+# An audit has at most a few dozen cells polling at once: fewer, fuller mitmdumps start faster
+# (each is seconds of CPU to start) and still keep up.
+LISTENERS_PER_PROXY_PROCESS = 8
 AUDIT_JSON = "audit.json"
 NOT_JUDGED = "not judged"
 STRATEGIES = (APP_POLLING, *CLIENT_FIXES)
@@ -167,34 +171,41 @@ def run_audit(
 ) -> AuditResult:
     began = time.monotonic()
     run_dir = new_run_dir(runs_root, f"audit-{flow.name}")
-    loaded = [profiles.load(name) for name in profile_names]
     book = strategies.load()
     stopping = threading.Event()
+    # The profiles are checked with the addons (a few seconds of imports) while the app starts.
+    checking = ThreadPoolExecutor(max_workers=1, thread_name_prefix="profiles")
+    checked = checking.submit(lambda: [profiles.load(name) for name in profile_names])
+    checking.shutdown(wait=False)
     try:
         with RunResources(run_dir) as resources:
             sup = resources.sup
             if flow.app.started_by_lab:
                 progress(f"starting the app: {', '.join(n for n, _ in user_app.commands(flow))}")
-                app_ready = user_app.launch(sup, flow)
+                launch = user_app.launch(sup, flow)
+                app_url, app_ready = launch.url, launch.ready
             else:
                 app = user_app.reach(flow)
-                app_ready = lambda: app  # noqa: E731
+                app_url, app_ready = app.url, lambda: app
+            loaded = checked.result()
 
-            def listeners(mode: str, app_url: str | None) -> list[Any]:
-                return [
-                    ((profile.name, strategy), profile, app_url)
+            def start_proxies(url: str, name: str) -> Callable[[], dict[Any, ProxyEndpoint]]:
+                """Every cell's listener, forward and reverse alike, a few to a mitmdump: the
+                app's address is known before it is up (the lab chose its port)."""
+                wanted = [
+                    ((profile.name, strategy), profile, url if profile.mode == "reverse" else None)
                     for profile in loaded
-                    if profile.mode == mode
                     for strategy in strategy_names
                 ]
+                return launch_proxy_group(sup, name, wanted, LISTENERS_PER_PROXY_PROCESS)
 
-            # Forward proxies start with the app; reverse ones need its address.
-            forward = launch_proxy_group(sup, "proxies-forward", listeners("forward", None))
+            proxies_ready = start_proxies(app_url, "proxies")
             app = app_ready()
             progress(f"app up at {app.url}")
-            reverse = launch_proxy_group(sup, "proxies-reverse", listeners("reverse", app.url))
+            if app.url != app_url:  # its first port was taken: the reverse listeners follow it
+                proxies_ready = start_proxies(app.url, "proxies-again")
             sample, unusable = trial(flow, book, app.url, run_dir, strategy_names)
-            endpoints = forward() | reverse()
+            endpoints = proxies_ready()
             result = AuditResult(flow, run_dir, app.url, profile_names, strategy_names)
             result.status_sample = sample
             result.startup_seconds = time.monotonic() - began

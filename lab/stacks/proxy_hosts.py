@@ -86,10 +86,13 @@ def launch_proxy_host(
 
 
 def launch_proxy_group(
-    sup: Supervisor, name: str, wanted: list[tuple[ProxyKey, profiles.Profile, str | None]]
+    sup: Supervisor,
+    name: str,
+    wanted: list[tuple[ProxyKey, profiles.Profile, str | None]],
+    per_process: int = PROFILES_PER_PROXY_PROCESS,
 ) -> Callable[[], dict[ProxyKey, ProxyEndpoint]]:
-    """One mitmdump for the profiles that can share one, one each for the others; return a
-    function that waits for them all and gives each key's endpoint."""
+    """A few listeners a mitmdump (`per_process`) for the profiles that can share one, one each
+    for the others; return a function that waits for them all and gives each key's endpoint."""
     shared = [item for item in wanted if profiles.can_share_a_process(item[1])]
     waits: dict[ProxyKey, Callable[[], ProxyEndpoint]] = {}
     for pkey, profile, app_url in wanted:
@@ -98,10 +101,7 @@ def launch_proxy_group(
     labels = {_listener_label(pkey): pkey for pkey, _, _ in shared}
     # A few profiles a process: one mitmdump is one core at most, and the cells starting
     # together would all wait for it.
-    groups = [
-        shared[start : start + PROFILES_PER_PROXY_PROCESS]
-        for start in range(0, len(shared), PROFILES_PER_PROXY_PROCESS)
-    ]
+    groups = [shared[start : start + per_process] for start in range(0, len(shared), per_process)]
     hosts = [
         launch_proxy_host(
             sup,

@@ -86,10 +86,19 @@ def reach(flow: Flow) -> UserApp:
     return UserApp(flow.app.url)
 
 
-def launch(sup: Supervisor, flow: Flow) -> Callable[[], UserApp]:
-    """Start the flow's commands; return the function that waits until the web server answers
-    (every process still alive) and gives the app. A port taken between the lab's choice and the
-    server's bind is chosen again (as for the lab's own servers)."""
+@dataclass
+class Launch:
+    """An app being started: the URL it will answer at (the port is the lab's choice, so it is
+    known before the app is up) and the function that waits for it."""
+
+    url: str
+    ready: Callable[[], UserApp]
+
+
+def launch(sup: Supervisor, flow: Flow) -> Launch:
+    """Start the flow's commands. `ready()` waits until the web server answers (every process
+    still alive) and gives the app; a port taken between the lab's choice and the server's bind
+    is chosen again (as for the lab's own servers), so its URL may then differ from `url`."""
     data_dir = sup.run_dir / "app-data"
     data_dir.mkdir(parents=True, exist_ok=True)
     named = commands(flow)
@@ -131,7 +140,7 @@ def launch(sup: Supervisor, flow: Flow) -> Callable[[], UserApp]:
         ours = [c for c in sup.components if c.name.startswith(PREFIX)]
         return UserApp(f"http://{LOOPBACK}:{port}", ours)
 
-    return ready
+    return Launch(f"http://{LOOPBACK}:{first[1]}", ready)
 
 
 def _restart(
