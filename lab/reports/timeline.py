@@ -304,7 +304,8 @@ def _task_marks(verdict: Verdict, data: RunData, scale: Scale, hang_window: floa
     if finished is not None:
         at = verdict.task.get("finished_at")
         at = finished if at is None else at  # as the verdict rounds it
-        label = f"task {verdict.task.get('final_state') or 'finished'} at {at:.2f} s (worker)"
+        source = "direct poller" if verdict.ground_truth == "direct" else "worker"
+        label = f"task {verdict.task.get('final_state') or 'finished'} at {at:.2f} s ({source})"
         marks.finish = (x(finished), label, "end" if finished > 0.6 * t_max else "start")
         if verdict.observed == "hung":
             shown = next((p.state for p in reversed(data.polls) if p.state), None) or "nothing"
