@@ -185,3 +185,10 @@ def test_client_strategies_lay_the_fix_over_the_users_status_request(tmp_path):
     path_nonce = url("path-nonce")
     assert path_nonce.startswith("http://app/r/t1/") and path_nonce.endswith("?verbose=1")
     assert url("post") == "http://app/r/t1?verbose=1"
+
+
+def test_a_bad_command_line_value_is_named_by_its_option():
+    with pytest.raises(BadInput, match=r"^--status: must contain \{id\}"):
+        flows.from_options(None, **{"app.url": "http://127.0.0.1:1", "status.path": "/x"})
+    with pytest.raises(BadInput, match=r"^--app-cmd: the first command is the web server"):
+        flows.from_options(None, **{"app.commands": ("python3 app.py",)})

@@ -313,12 +313,35 @@ def from_options(base: Flow | None, **given: Any) -> Flow:
                 data["app"].pop(other, None)
         data[section][field] = list(value) if isinstance(value, tuple) else value
     where = relative(Path(source)) if source else "command line"
-    flow = _validate(data, where).from_file(source)
+    given_now = {key for key, value in given.items() if value is not None and value != ()}
+    flow = _validate(data, where, given_now).from_file(source)
     check_files(flow, where)
     return flow
 
 
-def _validate(data: dict[str, Any], where: str) -> Flow:
+# A value given on the command line is named by its option, not by the flow file's field.
+OPTIONS = {
+    "app": "--app-cmd",
+    "app.url": "--app-url",
+    "app.commands": "--app-cmd",
+    "app.procfile": "--procfile",
+    "start.method": "--start",
+    "start.path": "--start",
+    "start.json": "--start-json",
+    "start.task_id": "--task-id-at",
+    "status.method": "--status",
+    "status.path": "--status",
+    "status.shape": "--shape",
+    "status.state": "--state-at",
+    "status.final_states": "--final-states",
+    "status.failure_states": "--failure-states",
+    "status.task_id": "--status-task-id-at",
+    "polling.interval_s": "--poll-interval",
+    "polling.hang_window_s": "--hang-window",
+}
+
+
+def _validate(data: dict[str, Any], where: str, given: set[str] = frozenset()) -> Flow:
     from pydantic import ValidationError
 
     try:
@@ -326,9 +349,12 @@ def _validate(data: dict[str, Any], where: str) -> Flow:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "(flow)"
+        problem = first["msg"].removeprefix("Value error, ")
         if field == "app" and first["type"] == "missing":
             raise BadInput(f"{where}: no app: give --app-url, --app-cmd or a flow file") from None
-        raise BadInput(f"{where}: field '{field}': {first['msg']}") from None
+        if field in given or (field == "app" and given & {"app.commands", "app.url"}):
+            raise BadInput(f"{OPTIONS.get(field, field)}: {problem}") from None
+        raise BadInput(f"{where}: field '{field}': {problem}") from None
 
 
 def _safe_name(stem: str) -> str:
