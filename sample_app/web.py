@@ -29,6 +29,7 @@ from flask import (
 )
 from werkzeug.http import http_date
 
+from cache_probe import ProbeMiddleware
 from sample_app import strategies
 from sample_app.celery_app import TASK_NAME, create_celery
 from sample_app.config import AppConfig
@@ -377,4 +378,6 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
         )
         return response
 
+    # The cache probe (`lab probe http://.../_cache-probe/`): what a user's app mounts.
+    app.wsgi_app = ProbeMiddleware(app.wsgi_app)  # type: ignore[method-assign]
     return app

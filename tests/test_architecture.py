@@ -13,7 +13,7 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # lab/'s layers, from the bottom: a module imports from its own layer or the ones before it.
 LAYERS = ["data", "stacks", "clients", "judging", "runs", "reports", "cli", "plugin"]
-PACKAGES = ("lab", "proxies", "sample_app")
+PACKAGES = ("lab", "proxies", "sample_app", "cache_probe")
 ARCHITECTURE = PROJECT_ROOT / "docs" / "architecture.md"
 
 
@@ -74,8 +74,10 @@ def test_the_addons_and_the_app_stand_on_their_own():
     for module, imported in GRAPH.items():
         if module.startswith(("proxies", "sample_app")):
             assert not {m for m in imported if m.startswith("lab")}, f"{module} imports lab"
-        if module.startswith("sample_app"):
+        if module.startswith(("sample_app", "cache_probe")):
             assert not {m for m in imported if m.startswith("proxies")}, f"{module} imports proxies"
+        if module.startswith("cache_probe"):
+            assert not {m for m in imported if m.startswith("lab")}, f"{module} imports lab"
 
 
 def test_no_import_cycles():

@@ -17,6 +17,8 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import path
 from django.views.decorators.http import require_GET, require_POST
 
+from cache_probe import ProbeMiddleware
+
 MAX_SECONDS = 60.0
 MAX_JOBS = 10_000
 FINISHED_JOB_TTL_S = 600.0  # then a finished job is forgotten (404)
@@ -37,7 +39,8 @@ def create_app():
         )
     from django.core.wsgi import get_wsgi_application
 
-    return get_wsgi_application()
+    # The cache probe (`lab probe http://.../_cache-probe/`): one line, answers only its path.
+    return ProbeMiddleware(get_wsgi_application())
 
 
 def run_job(job: dict[str, Any], seconds: float, fail: bool) -> None:

@@ -24,6 +24,7 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from cache_probe import ASGIProbeMiddleware
 from examples.fastapi_jobs.jobs import Job, JobTable
 
 MAX_SECONDS = 60.0
@@ -60,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             task.cancel()
 
     app = FastAPI(title="fastapi_jobs example", lifespan=lifespan)
+    # The cache probe (`lab probe http://.../_cache-probe/`): one line, answers only its path.
+    app.add_middleware(ASGIProbeMiddleware)
 
     def status_answer(status_code: int, content: dict[str, object]) -> JSONResponse:
         answer = JSONResponse(content, status_code=status_code)

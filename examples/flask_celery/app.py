@@ -27,6 +27,7 @@ from typing import Any
 from celery import Celery, Task
 from flask import Flask, Response, current_app, jsonify, request
 
+from cache_probe import ProbeMiddleware
 from examples.flask_celery import tasks
 
 SETTINGS = (
@@ -74,6 +75,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["CELERY"] = {**celery_settings(settings), **given.get("CELERY", {})}
     celery_init_app(app)
     add_routes(app)
+    # The cache probe (`lab probe http://.../_cache-probe/`): one line, answers only its path.
+    app.wsgi_app = ProbeMiddleware(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 
