@@ -28,6 +28,13 @@ def test_up_serves_the_page_through_the_proxy_and_ctrl_c_stops_all(tmp_path):
         assert 'id="start"' in answer.text
         up.wait_for_match(r"proxy: (GET) ")  # the live log saw the request go through the proxy
         assert forward
+        # The printed probe command names the app's probe and the proxy: through it, the plain
+        # poll's count freezes behind the scenario's cache.
+        _, _, probe, _, proxy = up.wait_for_match(r"(lab probe \S+ --proxy \S+)").split()
+        assert proxy == f"http://{forward}"
+        with httpx.Client(proxy=proxy, trust_env=False, timeout=10) as client:
+            counts = [client.get(f"{probe}/none/room-test-1").json()["count"] for _ in range(2)]
+        assert counts == [1, 1]
         assert interrupt(up) == 0
 
 
@@ -44,4 +51,13 @@ def test_up_on_another_address_requires_proxy_authentication(tmp_path):
             proxy=f"http://{user}:{password}@{forward}", trust_env=False, timeout=10
         ) as client:
             assert client.get(target).status_code != 407
+        # The page asks for the same credentials; the printed probe command carries them.
+        page = up.wait_for_match(r"Open this page in any browser:\s+(http://127\.0\.0\.2:\d+/\S*)")
+        with httpx.Client(trust_env=False, timeout=10) as client:
+            assert client.get(page).status_code == 401
+            assert client.get(page, auth=(user, password)).status_code == 200
+        _, _, probe, _, proxy = up.wait_for_match(r"(lab probe \S+ --proxy \S+)").split()
+        assert proxy == f"http://{credentials}@{forward}"
+        with httpx.Client(proxy=proxy, trust_env=False, timeout=10) as client:
+            assert client.get(f"{probe}/").json()["probe"] == "proxy-cache-lab"
         assert interrupt(up) == 0

@@ -297,8 +297,9 @@ def _print_matrix(result: matrix.MatrixResult) -> None:
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address the proxy listens on. Anything but loopback turns on proxy authentication "
-    "(credentials are printed), so a classroom network never gets an open proxy.",
+    help="Address the proxy listens on (0.0.0.0: every interface; the machine's own addresses "
+    "are printed). Anything but loopback turns on proxy authentication (credentials are "
+    "printed), so a classroom network never gets an open proxy.",
 )
 @runs_dir_option
 @broker_options

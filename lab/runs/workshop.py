@@ -12,7 +12,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -25,20 +24,14 @@ from lab.data.jsonl import JsonLinesTail
 from lab.data.scenarios import Scenario
 from lab.runs.cell import task_stream
 from lab.runs.lifecycle import Progress, RunResources, new_run_dir
+from lab.runs.workshop_notice import Workshop, announce
+from lab.stacks.addresses import addresses_for, machine_addresses
 from lab.stacks.brokers import BrokerChoice
 from lab.stacks.ports import LOOPBACK, free_port
 from lab.stacks.redis_memory import redis_cli_commands
 from lab.stacks.stack import launch_proxy
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-
-
-@dataclass
-class Workshop:
-    page_url: str
-    forward_proxy: str | None
-    credentials: str | None
-    run_dir: Path
 
 
 def up(
@@ -66,7 +59,7 @@ def up(
         progress(f"broker: {broker_rt.label}")
         app = resources.app_stack(scenario, fix, broker_rt, task_duration=scenario.task_duration)()
         page_fix = fixes.poll_strategy(fix)  # a result backend fix: the page polls as "none"
-        shop = Workshop(f"{app.url}/?fix={page_fix}", None, None, run_dir)
+        shop = Workshop(app.url, f"/?fix={page_fix}", run_dir, bind=host)
         events = None
         if scenario.uses_proxy:
             profile = profiles.load(scenario.proxy)
@@ -93,10 +86,10 @@ def up(
             )
             proxy_ready()
             events = run_dir / "proxy-events.jsonl"
-            shop.page_url = f"http://{host}:{reverse_port}/?fix={page_fix}"
-            if forward_port:
-                shop.forward_proxy = f"{host}:{forward_port}"
-        _announce(shop, scenario, fix, console)
+            shop.reverse_port, shop.forward_port = reverse_port, forward_port
+        console.print(f"[bold]{scenario.name}[/] (fix={fix}): {scenario.summary}", highlight=False)
+        # Only a room needs the machine's addresses; on loopback the bind is the address.
+        announce(shop, addresses_for(host, machine_addresses() if exposed else []), console)
 
         if broker_rt.kind == "redis" and broker_rt.url:
             console.print(
@@ -113,20 +106,6 @@ def up(
             )
 
         _watch(events, console, until, lambda: resources.check_alive("while up"))
-
-
-def _announce(shop: Workshop, scenario: Scenario, fix: str, console: Console) -> None:
-    console.print(f"[bold]{scenario.name}[/] (fix={fix}): {scenario.summary}", highlight=False)
-    console.print(f"Open this page in any browser:  [bold cyan]{shop.page_url}[/]", highlight=False)
-    if shop.forward_proxy:
-        console.print(
-            f"Or set this forward proxy in a browser and open the app directly: "
-            f"{shop.forward_proxy}",
-            highlight=False,
-        )
-    if shop.credentials:
-        console.print(f"Proxy authentication: {shop.credentials}", highlight=False)
-    console.print(f"Evidence: {shop.run_dir}   Stop with Ctrl-C.", highlight=False)
 
 
 def _table(rows: deque[dict]) -> Table:
