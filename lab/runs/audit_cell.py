@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab.clients.base import start_neighbours
 from lab.clients.flow import APP_POLLING, FlowClient, build_client
 from lab.data.flows import Flow
 from lab.data.jsonl import read_jsonl
@@ -20,7 +21,6 @@ from sample_app.strategies import StrategyBook
 
 WAIT_STEP = 0.05
 START_ANSWER_TIMEOUT = 15.0  # for the page's start request to be answered through the proxy
-NEIGHBOUR_FIRST_POLL_TIMEOUT = 10.0
 DIRECT_RETRIES = 5  # the ground truth rides out a passing failure of the app
 
 
@@ -106,13 +106,7 @@ def run_audit_cell(
         return direct
 
     try:
-        for neighbour in neighbours:
-            # Another user first, through the same proxy: a cache that mixes users up shows it.
-            neighbour.start()
-            deadline = time.monotonic() + NEIGHBOUR_FIRST_POLL_TIMEOUT
-            while not neighbour.polls and not neighbour.done and time.monotonic() < deadline:
-                check_alive()
-                time.sleep(0.01)
+        start_neighbours(neighbours, check_alive)
         client.start()
         deadline = time.monotonic() + START_ANSWER_TIMEOUT
         while client.task_id is None and not client.done and time.monotonic() < deadline:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lab.clients.base import Client
+from lab.clients.base import Client, start_neighbours
 from lab.clients.load import StreamResult, TaskStream
 from lab.clients.polling import PollingClient
 from lab.data import fixes
@@ -20,7 +20,6 @@ from sample_app import strategies
 # a busy machine) before the lab calls the UI hung anyway.
 TASK_START_GRACE = 20.0
 NEVER_FINISHING_DURATION = 600.0  # the app's longest task: "forever" for a lab run
-NEIGHBOUR_FIRST_POLL_TIMEOUT = 10.0
 WAIT_STEP = 0.05  # seconds between looks at the client while waiting for the verdict
 START_ANSWER_TIMEOUT = 15.0  # for the UI's Start to be answered while other users keep coming
 SCREENSHOT = "screenshot.png"  # the browser client's view at the verdict, in the cell's folder
@@ -207,13 +206,7 @@ def run_cell(
             )
             stream.run()
             stream.keep_full()
-        for neighbour in neighbours:
-            # Another user polls through the same proxy first, so a shared cache can mix them up.
-            neighbour.start()
-            deadline = time.monotonic() + NEIGHBOUR_FIRST_POLL_TIMEOUT
-            while not neighbour.polls and not neighbour.done and time.monotonic() < deadline:
-                check_alive()
-                time.sleep(0.01)
+        start_neighbours(neighbours, check_alive)
         client.start()
         if stream is not None:
             # Other users keep coming until the UI's Start was answered.
