@@ -16,6 +16,7 @@ from lab.data.jsonl import read_jsonl
 from lab.data.scenarios import Outcome
 from lab.judging.audit import CellFacts, judge_cell
 from lab.judging.evidence import Verdict
+from lab.judging.proof import kept_asking
 from lab.stacks.stack import ProxyEndpoint
 from sample_app.strategies import StrategyBook
 
@@ -28,12 +29,6 @@ DIRECT_RETRIES = 5  # the ground truth rides out a passing failure of the app
 class CellRun:
     verdict: Verdict
     facts: CellFacts
-
-
-def hang_proof_polls(flow: Flow) -> int:
-    """Answered polls after the direct path's final state that prove a hang: two thirds of
-    those an idle machine makes in the hang window (as for the lab's own cells), at least 1."""
-    return max(1, int(flow.polling.hang_window_s / flow.polling.interval_s * 2 / 3))
 
 
 def wait_for_outcome(
@@ -57,8 +52,9 @@ def wait_for_outcome(
                 return None
             due = truth.finished_at
             waited = now - due
-            asked = sum(1 for p in list(client.polls) if p.sent_at > due and p.state)
-            if (waited >= window and asked >= hang_proof_polls(flow)) or waited >= 3 * window:
+            # The proof in polls, as for the lab's own cells, from the direct path's final state.
+            asked = kept_asking(list(client.polls), due, window, flow.polling.interval_s)
+            if (waited >= window and asked) or waited >= 3 * window:
                 return Outcome.hung
         elif client.started_at and now - client.started_at > flow.polling.task_timeout_s:
             return None

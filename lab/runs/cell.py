@@ -13,6 +13,7 @@ from lab.clients.load import StreamResult, TaskStream
 from lab.clients.polling import PollingClient
 from lab.data import fixes
 from lab.data.scenarios import Outcome, Scenario
+from lab.judging.proof import kept_asking
 from lab.stacks.stack import AppStack, ProxyEndpoint
 from sample_app import strategies
 
@@ -140,21 +141,14 @@ def wait_for_outcome(
         time.sleep(WAIT_STEP)
 
 
-def hang_proof_polls(scenario: Scenario) -> int:
-    """Answered polls after the finish that make a hang proven: two thirds of those an idle
-    machine makes in the hang window (8 for 3 s at 250 ms), at least 1."""
-    return max(1, int(scenario.hang_window / scenario.poll_interval * 2 / 3))
-
-
 def _ui_kept_asking(client: Client, scenario: Scenario, due: float, finished: bool) -> bool:
-    """Enough polls sent after `due` were answered with a state (hang_proof_polls). An event
+    """Enough polls sent after `due` were answered with a state (proof.kept_asking). An event
     stream says a state once and keeps it: for a task that will not finish, the one message
     that came is the proof."""
     polls = list(client.polls)
     if not finished and client.strategy.transport == "sse":
         return any(poll.state for poll in polls)
-    answered = sum(1 for poll in polls if poll.sent_at > due and poll.state)
-    return answered >= hang_proof_polls(scenario)
+    return kept_asking(polls, due, scenario.hang_window, scenario.poll_interval)
 
 
 def run_cell(
