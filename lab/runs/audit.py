@@ -81,7 +81,6 @@ class AuditCell:
     verdict: Verdict | None = None
     facts: CellFacts | None = None
     not_applicable: str | None = None  # why this client strategy cannot be used on this app
-    earlier: list[Verdict] = field(default_factory=list)  # runs that tested nothing
 
     @property
     def outcome(self) -> str:
@@ -277,8 +276,6 @@ def _run_until_tested(
     for attempt in range(1, MAX_ATTEMPTS + 1):
         here = cell_dir if attempt == 1 else cell_dir / f"attempt-{attempt}"
         run = run_audit_cell(flow, book, cell.strategy, proxy, app_url, here, check_alive, attempt)
-        if cell.verdict is not None:
-            cell.earlier.append(cell.verdict)
         cell.verdict, cell.facts = run.verdict, run.facts
         if run.verdict.untested:
             run.verdict.retried_because = run.verdict.untested
