@@ -1,18 +1,22 @@
-"""An audit cell's judgement (lab/judging/audit.py) and its wait for an outcome
-(lab/runs/audit_cell.py), from made-up polls: no process started."""
+"""An audit cell's judgement (lab/judging/audit.py), its wait for an outcome and its reading
+of the listener's record (lab/runs/audit_cell.py), from made-up polls and events: no process
+started."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from lab.clients.poll import Poll
 from lab.data import flows
+from lab.data.jsonl import JsonLinesTail
 from lab.data.scenarios import Outcome
 from lab.judging.audit import CellFacts, untested_because
-from lab.runs.audit_cell import wait_for_outcome
+from lab.runs.audit_cell import listener_events, wait_for_outcome
 
 T0 = 1_800_000_000.0
 TASK = "4b1f0c2e9a7d4e55"
@@ -132,3 +136,22 @@ def test_a_page_with_no_answers_gets_three_windows():
 def test_no_ground_truth_is_no_outcome():
     failed = SimpleNamespace(done=True, ui_state="errored", finished_at=None)
     assert wait_for_outcome(flow(0.2, 0.05), Page(0.05), lambda: failed, lambda: None) is None
+
+
+def append_events(path: Path, *urls: str) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        fh.writelines(json.dumps({"url": url, "cache": "MISS"}) + "\n" for url in urls)
+
+
+def test_each_run_of_a_cell_reads_only_what_its_listener_wrote_since_the_last(tmp_path):
+    path = tmp_path / "proxy-events-cell.jsonl"
+    record = JsonLinesTail(path)
+    append_events(path, "http://app/jobs", "http://app/jobs/first", "http://app/jobs/neighbour")
+    assert [e["url"] for e in listener_events(record, "first")] == ["http://app/jobs/first"]
+    append_events(path, "http://app/jobs/first")  # a poll of the last run, logged late
+    append_events(path, "http://app/jobs/second?nonce=1", "http://app/jobs/second?nonce=2")
+    assert len(listener_events(record, "second")) == 2
+    append_events(path, "http://app/jobs/third")
+    assert listener_events(record, None) == []  # a run that started no task still reads on
+    assert listener_events(record, "third") == []
+    assert listener_events(None, "third") == []  # a proxy that keeps no record

@@ -12,7 +12,7 @@ from typing import Any
 from lab.clients.base import start_neighbours
 from lab.clients.flow import APP_POLLING, FlowClient, build_client
 from lab.data.flows import Flow
-from lab.data.jsonl import read_jsonl
+from lab.data.jsonl import JsonLinesTail
 from lab.data.scenarios import Outcome
 from lab.judging.audit import CellFacts, judge_cell
 from lab.judging.evidence import Verdict
@@ -66,11 +66,15 @@ def run_audit_cell(
     book: StrategyBook,
     strategy: str,
     proxy: ProxyEndpoint,
+    proxy_record: JsonLinesTail | None,
     app_url: str,
     cell_dir: Path,
     check_alive: Callable[[], None],
     attempt: int = 1,
 ) -> CellRun:
+    """One run of the cell. `proxy_record`: the listener's events file, read as it grows and
+    kept from one run of the cell to the next, so each run reads only what came since the last
+    (None: the proxy keeps no record)."""
     cell_dir.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     base_url, proxy_url = proxy.client_route(app_url)
@@ -129,7 +133,7 @@ def run_audit_cell(
         direct_final_state=direct.last_state if direct and direct.done else None,
         direct_outcome=direct.ui_state if direct and direct.done else None,
         direct_error=direct.error if direct else None,
-        proxy_events=_events_of(proxy, client.task_id),
+        proxy_events=listener_events(proxy_record, client.task_id),
         hang_window=flow.polling.hang_window_s,
         decided_at=decided_at,
     )
@@ -145,8 +149,10 @@ def run_audit_cell(
     return CellRun(verdict, facts)
 
 
-def _events_of(proxy: ProxyEndpoint, task_id: str | None) -> list[dict[str, Any]]:
-    """The listener's records of this task's status requests (its URL names the task)."""
-    if proxy.events is None or task_id is None:
+def listener_events(record: JsonLinesTail | None, task_id: str | None) -> list[dict[str, Any]]:
+    """The listener's records of this task's status requests (its URL names the task), among
+    those written since the cell's last run read it: the task is this run's own."""
+    events = record.read_new() if record is not None else []
+    if task_id is None:
         return []
-    return [event for event in read_jsonl(proxy.events) if task_id in (event.get("url") or "")]
+    return [event for event in events if task_id in (event.get("url") or "")]
