@@ -19,7 +19,10 @@ def create_celery(conf: Mapping[str, Any]) -> Celery:
     celery = Celery("sample_app", set_as_current=False)
     celery.conf.update(dict(conf))
 
-    @celery.task(name=TASK_NAME)
+    # shared=False: this app's task only. A shared one (Celery's default for @app.task) would be
+    # attached to every Celery app finalized later in the process, the user's default app
+    # among them, and every app made here after the first would warn of a duplicate name.
+    @celery.task(name=TASK_NAME, shared=False)
     def wait(duration: float = 1.0, report_kb: int = 0, document: str = "") -> dict[str, Any]:
         """Stands in for the story's heavy lifting; report_kb: the size of the report it
         returns (an export, a rendered page), which the result backend then holds; document:

@@ -20,6 +20,20 @@ from typing import IO
 import psutil
 
 TOKEN_VAR = "PROXY_CACHE_LAB_TEST_TOKEN"
+TINY_APP = Path(__file__).parent / "fixtures" / "tiny_jobs_app.py"
+# The tiny app's start-and-poll flow for `lab audit` and the plugin, started from its command.
+TINY_FLOW = """\
+[app]
+commands = ["{python} %(app)s --port {port} %(args)s"]
+[start]
+path = "/jobs"
+json = { seconds = 1 }
+task_id = "%(task_id)s"
+[status]
+shape = "status-done"
+path = "/jobs/{id}"
+task_id = "id"
+"""
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
@@ -66,6 +80,17 @@ def _command_line(proc: psutil.Process) -> str:
         return " ".join(proc.cmdline())
     except psutil.Error:
         return f"pid {proc.pid}"
+
+
+def tiny_flow(
+    folder: Path, args: str = "", task_id: str = "header:Location", file: str = "tiny.toml"
+) -> Path:
+    """The tiny app's flow file in `folder` (the flow is named after the file); `args` go to the
+    app's command line (say `--cache-control no-store`, `--broken exit`), `task_id` says where
+    the start answer has the job's id."""
+    path = folder / file
+    path.write_text(TINY_FLOW % {"app": TINY_APP, "args": args, "task_id": task_id}, "utf-8")
+    return path
 
 
 def component(token: str, name: str) -> psutil.Process | None:

@@ -426,3 +426,21 @@ def test_debug_requests_are_not_status_polls_in_the_evidence(client, tmp_path):
     proxy_url = f"http://127.0.0.1:1/_lab/1-x--none/debug/tasks/{task}"
     assert not is_status_request({"url": proxy_url, "method": "POST"})
     assert is_status_request({"url": f"http://127.0.0.1:1/_lab/1-x--none/tasks/{task}/status"})
+
+
+def test_the_celery_app_keeps_its_task_to_itself(tmp_path, recwarn):
+    """Each Celery app the sample app makes has its own task, under its one name, and lends it
+    to no other app in the process (say, the default app of a user's Flask + Celery project)."""
+    from celery import Celery
+
+    from sample_app.celery_app import TASK_NAME, create_celery
+
+    conf = sqlite_celery_config(tmp_path)
+    first, second = create_celery(conf), create_celery(conf)
+    other = Celery("users-app", set_as_current=False)
+    for app in (first, second, other):
+        app.finalize()
+    assert TASK_NAME in first.tasks and TASK_NAME in second.tasks
+    assert first.tasks[TASK_NAME] is not second.tasks[TASK_NAME]
+    assert TASK_NAME not in other.tasks
+    assert not [w for w in recwarn if "DuplicateTaskName" in type(w.message).__name__]

@@ -10,28 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab_helpers import LabProcess, component
-
-TINY_APP = Path(__file__).parent / "fixtures" / "tiny_jobs_app.py"
-FLOW = """\
-name = "tiny"
-[app]
-commands = ["{python} %(app)s --port {port} %(args)s"]
-[start]
-path = "/jobs"
-json = { seconds = 1 }
-task_id = "%(task_id)s"
-[status]
-shape = "status-done"
-path = "/jobs/{id}"
-task_id = "id"
-"""
-
-
-def tiny_flow(tmp_path: Path, args: str = "", task_id: str = "header:Location") -> Path:
-    path = tmp_path / "tiny.toml"
-    path.write_text(FLOW % {"app": TINY_APP, "args": args, "task_id": task_id}, "utf-8")
-    return path
+from tests.lab_helpers import LabProcess, component, tiny_flow
 
 
 def audit(tmp_path: Path, *args: str, timeout: float = 120) -> tuple[int, LabProcess]:

@@ -4,34 +4,18 @@ subprocess with the plugin loaded from its entry point."""
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import pytest
 
-from tests.lab_helpers import TOKEN_VAR, assert_nothing_left
-
-TINY_APP = Path(__file__).parent / "fixtures" / "tiny_jobs_app.py"
-FLOWS = """\
-[app]
-commands = ["{python} %(app)s --port {port} %(args)s"]
-[start]
-path = "/jobs"
-json = { seconds = 1 }
-task_id = "header:Location"
-[status]
-shape = "status-done"
-path = "/jobs/{id}"
-task_id = "id"
-"""
+from tests.lab_helpers import TOKEN_VAR, assert_nothing_left, tiny_flow
 
 
 @pytest.fixture
 def user_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A user's project: the tiny app's flow files, buggy and fixed; every process the user's
     pytest starts carries a token, so the test can see that none is left."""
-    (pytester.path / "buggy.toml").write_text(FLOWS % {"app": TINY_APP, "args": ""}, "utf-8")
-    fixed = FLOWS % {"app": TINY_APP, "args": "--cache-control no-store"}
-    (pytester.path / "fixed.toml").write_text(fixed, "utf-8")
+    tiny_flow(pytester.path, file="buggy.toml")
+    tiny_flow(pytester.path, "--cache-control no-store", file="fixed.toml")
     monkeypatch.setenv(TOKEN_VAR, uuid.uuid4().hex)
     return pytester
 

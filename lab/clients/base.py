@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -15,6 +15,7 @@ from lab.clients.poll import Poll
 from sample_app.strategies import Strategy, StrategyBook
 
 FINAL_UI_STATES = ("completed", "errored", "leaked")
+NEIGHBOUR_FIRST_POLL_TIMEOUT = 10.0
 
 
 @runtime_checkable
@@ -127,3 +128,19 @@ class ClientBase:
         # Evidence, not control flow: a line that cannot be written changes nothing the UI does.
         with contextlib.suppress(OSError), self.log_path.open("a", encoding="utf-8") as fh:
             fh.write(line + "\n")
+
+
+def start_neighbours(
+    neighbours: Iterable[Client],
+    check_alive: Callable[[], None],
+    timeout: float = NEIGHBOUR_FIRST_POLL_TIMEOUT,
+) -> None:
+    """Other users, started one after the other, each given up to `timeout` seconds to make its
+    first poll (or stop): their answers are in a shared cache before the user's own client
+    starts, so a cache that mixes users up shows it."""
+    for neighbour in neighbours:
+        neighbour.start()
+        deadline = time.monotonic() + timeout
+        while not neighbour.polls and not neighbour.done and time.monotonic() < deadline:
+            check_alive()
+            time.sleep(0.01)

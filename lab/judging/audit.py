@@ -19,6 +19,7 @@ from typing import Any
 from lab.clients.poll import Poll
 from lab.data.scenarios import Outcome
 from lab.judging.evidence import Verdict
+from lab.judging.proof import already_final
 
 HOP = "proxy"
 
@@ -60,12 +61,14 @@ def untested_because(facts: CellFacts, observed: Outcome) -> str | None:
     only proven against the direct path's final state."""
     if observed in (Outcome.errored, Outcome.leaked):
         return None
-    own = [p for p in facts.polls if p.state is not None and not p.foreign_task_id]
     if observed is Outcome.completed:
-        if len(own) == 1:
-            at = facts.rel(own[0].received_at) or 0.0
+        # The page stops at its first final answer (the flow's own states, which the polls'
+        # text alone cannot tell): its first answer was final if it was also its last.
+        answer = already_final(facts.polls, lambda poll: poll is facts.polls[-1])
+        if answer is not None:
+            at = facts.rel(answer.received_at) or 0.0
             return (
-                f"the first answer (at {at:.2f} s) already said {own[0].state}: the task "
+                f"the first answer (at {at:.2f} s) already said {answer.state}: the task "
                 "finished before any poll could see it running, so no cache had anything "
                 "stale to serve"
             )

@@ -11,6 +11,7 @@ from lab.clients.base import Client
 from lab.clients.polling import Poll
 from lab.data.events import EventLog, Grouped
 from lab.data.scenarios import Outcome, Scenario
+from lab.judging.proof import already_final
 
 HOPS = ("worker", "result backend", "origin", "proxy", "client")
 
@@ -304,11 +305,11 @@ def untested_because(
             f"the first poll was sent at {ev.rel(first.sent_at):.2f} s, after the task had "
             f"finished at {ev.rel(finished):.2f} s: nothing stale could be served"
         )
-    own = [p for p in ev.polls if p.state and not p.foreign_task_id]
-    if own and own[0].state in final_states:
+    answer = already_final(ev.polls, lambda poll: poll.state in final_states)
+    if answer is not None:
         return (
-            f"the first answer (received at {ev.rel(own[0].received_at):.2f} s) already said "
-            f"{own[0].state}: the task finished before any poll reached the app"
+            f"the first answer (received at {ev.rel(answer.received_at):.2f} s) already said "
+            f"{answer.state}: the task finished before any poll reached the app"
         )
     if result_lifetime:
         reads = sorted(e["time"] for e in ev.origin_status_requests if e["time"] >= finished)

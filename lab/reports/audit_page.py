@@ -5,7 +5,6 @@ app's own status answer with what the linter says of it, and the recommendation)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from lab.judging.audit import CellFacts
 from lab.judging.evidence import Evidence, Verdict
@@ -59,7 +58,7 @@ def publish_audit(result: AuditResult) -> Path | None:
     return write_page(path, lambda: render_audit(result))
 
 
-def render_audit(result: AuditResult, extra: dict[str, Any] | None = None) -> str:
+def render_audit(result: AuditResult) -> str:
     rows = []
     for profile in result.profiles:
         cells = []
@@ -97,7 +96,6 @@ def render_audit(result: AuditResult, extra: dict[str, Any] | None = None) -> st
             lint=result.lint,
             freshness=result.freshness,
             recommendation=result.recommendation.lines() if result.recommendation else [],
-            **(extra or {}),
         )
     )
 

@@ -24,6 +24,7 @@ from lab.clients.flow import APP_POLLING, CLIENT_FIXES, build_client
 from lab.data import profiles
 from lab.data.errors import BadInput, ComponentError, RunStopped
 from lab.data.flows import Flow
+from lab.data.jsonl import JsonLinesTail
 from lab.judging.advice import (
     HeaderNote,
     Recommendation,
@@ -81,7 +82,6 @@ class AuditCell:
     verdict: Verdict | None = None
     facts: CellFacts | None = None
     not_applicable: str | None = None  # why this client strategy cannot be used on this app
-    earlier: list[Verdict] = field(default_factory=list)  # runs that tested nothing
 
     @property
     def outcome(self) -> str:
@@ -274,11 +274,13 @@ def _run_until_tested(
     """The cell, run again (on the same listener, a new task) while a run tested nothing, up
     to MAX_ATTEMPTS runs; the last run's verdict stands, "not judged" if it still tested
     nothing."""
+    # The listener is this cell's alone: its record is read on from where the last run stopped.
+    record = JsonLinesTail(proxy.events) if proxy.events is not None else None
     for attempt in range(1, MAX_ATTEMPTS + 1):
         here = cell_dir if attempt == 1 else cell_dir / f"attempt-{attempt}"
-        run = run_audit_cell(flow, book, cell.strategy, proxy, app_url, here, check_alive, attempt)
-        if cell.verdict is not None:
-            cell.earlier.append(cell.verdict)
+        run = run_audit_cell(
+            flow, book, cell.strategy, proxy, record, app_url, here, check_alive, attempt
+        )
         cell.verdict, cell.facts = run.verdict, run.facts
         if run.verdict.untested:
             run.verdict.retried_because = run.verdict.untested

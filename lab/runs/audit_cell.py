@@ -9,18 +9,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab.clients.base import start_neighbours
 from lab.clients.flow import APP_POLLING, FlowClient, build_client
 from lab.data.flows import Flow
-from lab.data.jsonl import read_jsonl
+from lab.data.jsonl import JsonLinesTail
 from lab.data.scenarios import Outcome
 from lab.judging.audit import CellFacts, judge_cell
 from lab.judging.evidence import Verdict
+from lab.judging.proof import kept_asking
 from lab.stacks.stack import ProxyEndpoint
 from sample_app.strategies import StrategyBook
 
 WAIT_STEP = 0.05
 START_ANSWER_TIMEOUT = 15.0  # for the page's start request to be answered through the proxy
-NEIGHBOUR_FIRST_POLL_TIMEOUT = 10.0
 DIRECT_RETRIES = 5  # the ground truth rides out a passing failure of the app
 
 
@@ -28,12 +29,6 @@ DIRECT_RETRIES = 5  # the ground truth rides out a passing failure of the app
 class CellRun:
     verdict: Verdict
     facts: CellFacts
-
-
-def hang_proof_polls(flow: Flow) -> int:
-    """Answered polls after the direct path's final state that prove a hang: two thirds of
-    those an idle machine makes in the hang window (as for the lab's own cells), at least 1."""
-    return max(1, int(flow.polling.hang_window_s / flow.polling.interval_s * 2 / 3))
 
 
 def wait_for_outcome(
@@ -57,8 +52,9 @@ def wait_for_outcome(
                 return None
             due = truth.finished_at
             waited = now - due
-            asked = sum(1 for p in list(client.polls) if p.sent_at > due and p.state)
-            if (waited >= window and asked >= hang_proof_polls(flow)) or waited >= 3 * window:
+            # The proof in polls, as for the lab's own cells, from the direct path's final state.
+            asked = kept_asking(list(client.polls), due, window, flow.polling.interval_s)
+            if (waited >= window and asked) or waited >= 3 * window:
                 return Outcome.hung
         elif client.started_at and now - client.started_at > flow.polling.task_timeout_s:
             return None
@@ -70,11 +66,15 @@ def run_audit_cell(
     book: StrategyBook,
     strategy: str,
     proxy: ProxyEndpoint,
+    proxy_record: JsonLinesTail | None,
     app_url: str,
     cell_dir: Path,
     check_alive: Callable[[], None],
     attempt: int = 1,
 ) -> CellRun:
+    """One run of the cell. `proxy_record`: the listener's events file, read as it grows and
+    kept from one run of the cell to the next, so each run reads only what came since the last
+    (None: the proxy keeps no record)."""
     cell_dir.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     base_url, proxy_url = proxy.client_route(app_url)
@@ -106,13 +106,7 @@ def run_audit_cell(
         return direct
 
     try:
-        for neighbour in neighbours:
-            # Another user first, through the same proxy: a cache that mixes users up shows it.
-            neighbour.start()
-            deadline = time.monotonic() + NEIGHBOUR_FIRST_POLL_TIMEOUT
-            while not neighbour.polls and not neighbour.done and time.monotonic() < deadline:
-                check_alive()
-                time.sleep(0.01)
+        start_neighbours(neighbours, check_alive)
         client.start()
         deadline = time.monotonic() + START_ANSWER_TIMEOUT
         while client.task_id is None and not client.done and time.monotonic() < deadline:
@@ -139,7 +133,7 @@ def run_audit_cell(
         direct_final_state=direct.last_state if direct and direct.done else None,
         direct_outcome=direct.ui_state if direct and direct.done else None,
         direct_error=direct.error if direct else None,
-        proxy_events=_events_of(proxy, client.task_id),
+        proxy_events=listener_events(proxy_record, client.task_id),
         hang_window=flow.polling.hang_window_s,
         decided_at=decided_at,
     )
@@ -155,8 +149,10 @@ def run_audit_cell(
     return CellRun(verdict, facts)
 
 
-def _events_of(proxy: ProxyEndpoint, task_id: str | None) -> list[dict[str, Any]]:
-    """The listener's records of this task's status requests (its URL names the task)."""
-    if proxy.events is None or task_id is None:
+def listener_events(record: JsonLinesTail | None, task_id: str | None) -> list[dict[str, Any]]:
+    """The listener's records of this task's status requests (its URL names the task), among
+    those written since the cell's last run read it: the task is this run's own."""
+    events = record.read_new() if record is not None else []
+    if task_id is None:
         return []
-    return [event for event in read_jsonl(proxy.events) if task_id in (event.get("url") or "")]
+    return [event for event in events if task_id in (event.get("url") or "")]

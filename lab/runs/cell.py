@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lab.clients.base import Client
+from lab.clients.base import Client, start_neighbours
 from lab.clients.load import StreamResult, TaskStream
 from lab.clients.polling import PollingClient
 from lab.data import fixes
 from lab.data.scenarios import Outcome, Scenario
+from lab.judging.proof import kept_asking
 from lab.stacks.stack import AppStack, ProxyEndpoint
 from sample_app import strategies
 
@@ -20,7 +21,6 @@ from sample_app import strategies
 # a busy machine) before the lab calls the UI hung anyway.
 TASK_START_GRACE = 20.0
 NEVER_FINISHING_DURATION = 600.0  # the app's longest task: "forever" for a lab run
-NEIGHBOUR_FIRST_POLL_TIMEOUT = 10.0
 WAIT_STEP = 0.05  # seconds between looks at the client while waiting for the verdict
 START_ANSWER_TIMEOUT = 15.0  # for the UI's Start to be answered while other users keep coming
 SCREENSHOT = "screenshot.png"  # the browser client's view at the verdict, in the cell's folder
@@ -141,21 +141,14 @@ def wait_for_outcome(
         time.sleep(WAIT_STEP)
 
 
-def hang_proof_polls(scenario: Scenario) -> int:
-    """Answered polls after the finish that make a hang proven: two thirds of those an idle
-    machine makes in the hang window (8 for 3 s at 250 ms), at least 1."""
-    return max(1, int(scenario.hang_window / scenario.poll_interval * 2 / 3))
-
-
 def _ui_kept_asking(client: Client, scenario: Scenario, due: float, finished: bool) -> bool:
-    """Enough polls sent after `due` were answered with a state (hang_proof_polls). An event
+    """Enough polls sent after `due` were answered with a state (proof.kept_asking). An event
     stream says a state once and keeps it: for a task that will not finish, the one message
     that came is the proof."""
     polls = list(client.polls)
     if not finished and client.strategy.transport == "sse":
         return any(poll.state for poll in polls)
-    answered = sum(1 for poll in polls if poll.sent_at > due and poll.state)
-    return answered >= hang_proof_polls(scenario)
+    return kept_asking(polls, due, scenario.hang_window, scenario.poll_interval)
 
 
 def run_cell(
@@ -207,13 +200,7 @@ def run_cell(
             )
             stream.run()
             stream.keep_full()
-        for neighbour in neighbours:
-            # Another user polls through the same proxy first, so a shared cache can mix them up.
-            neighbour.start()
-            deadline = time.monotonic() + NEIGHBOUR_FIRST_POLL_TIMEOUT
-            while not neighbour.polls and not neighbour.done and time.monotonic() < deadline:
-                check_alive()
-                time.sleep(0.01)
+        start_neighbours(neighbours, check_alive)
         client.start()
         if stream is not None:
             # Other users keep coming until the UI's Start was answered.
