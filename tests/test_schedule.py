@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 
 import pytest
 
+from lab.runs import schedule
 from lab.runs.schedule import run_in_turn
 
 
@@ -29,3 +32,29 @@ def test_each_item_runs_again_while_it_tested_nothing_and_its_last_run_is_kept()
     final = run_in_turn([0, 1], run_one, lambda run: run == (1, 1), 2, threading.Event())
     assert final == {0: (0, 1), 1: (1, 2)}
     assert sorted(runs) == [(0, 1), (1, 1), (1, 2)]
+
+
+def test_many_threads_finish_when_the_last_item_is_done_however_their_waits_race(monkeypatch):
+    """CPython 3.11's SimpleQueue.get(timeout) waits for ever when another thread took the item
+    it was woken for after its deadline: at the end of a matrix on a busy machine one cell
+    thread never returned. Very short waits, many threads and items trickling in (runs of
+    uneven length, retried items put back by the workers) make that race frequent; the run
+    must still end."""
+    monkeypatch.setattr(schedule, "QUEUE_WAIT_S", 0.0002)
+    done = threading.Event()
+    results: list[dict[int, object]] = []
+
+    def run_one(item: int, attempt: int) -> tuple[int, int]:
+        time.sleep(random.uniform(0, 0.002))
+        return item, attempt
+
+    def run() -> None:
+        for _ in range(150):  # each a small matrix: more threads than items, all retried
+            results.append(
+                run_in_turn(list(range(6)), run_one, lambda r: True, 16, threading.Event())
+            )
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(30), "run_in_turn did not return: a cell thread is stuck in its queue"
+    assert all(sorted(result) == list(range(6)) for result in results)

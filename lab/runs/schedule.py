@@ -41,6 +41,9 @@ def start_order(cells: list[tuple[Scenario, str]]) -> list[int]:
     return sorted(range(len(cells)), key=keys.__getitem__)
 
 
+# How long an idle cell thread waits for an item before it looks at `finished` again.
+QUEUE_WAIT_S = 0.05
+
 T = TypeVar("T")  # what one run of an item gives (a matrix cell's verdict)
 
 
@@ -56,7 +59,11 @@ def run_in_turn(
     MAX_ATTEMPTS: by then the burst that starved it has passed. The last run of each item."""
     if not items:
         return {}
-    todo: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
+    # queue.Queue, not SimpleQueue: CPython 3.11's SimpleQueue.get(timeout=...) can wait for
+    # ever when another thread takes the item it was woken for after its deadline has passed
+    # (it then blocks with no timeout until the next put). At the end of a matrix there is no
+    # next put, and the last cell thread never returned: the whole matrix hung under load.
+    todo: queue.Queue[tuple[int, int]] = queue.Queue()
     for item in items:
         todo.put((item, 1))
     final: dict[int, T] = {}
@@ -67,7 +74,7 @@ def run_in_turn(
     def work() -> None:
         while not finished.is_set():
             try:
-                item, attempt = todo.get(timeout=0.05)
+                item, attempt = todo.get(timeout=QUEUE_WAIT_S)
             except queue.Empty:
                 continue
             try:
