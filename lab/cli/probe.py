@@ -17,6 +17,7 @@ from rich.table import Table
 from lab.cli.output import guarded, out, progress
 from lab.clients import probe as probe_client
 from lab.clients.probe_route import resolve
+from lab.data.errors import BadInput
 from lab.judging.probe_result import PLAIN_LIMITS, ProbeResult, judge_plain, judge_probe
 from lab.reports.probe_report import (
     TABLE_COLUMNS,
@@ -90,6 +91,11 @@ def run_probe(
         second, body = probe_client.second_look(look)
         return judge_plain(look, second, body, time.monotonic() - started)
     chosen, unknown = probe_client.probed_strategies(look.index)
+    if not chosen:
+        raise BadInput(
+            f"{route.url}: the probe endpoint lists no strategy this lab can poll "
+            f"({', '.join(unknown) or 'none'}): a newer cache_probe than this lab?"
+        )
     say(f"probing {len(chosen)} strategies, {polls} polls each, {interval:g} s apart")
     runs = probe_client.poll_all(look, chosen, polls, interval, stop)
     return judge_probe(

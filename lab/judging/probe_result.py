@@ -192,10 +192,7 @@ def plain_check(first: Answer, first_body: bytes, second: Answer, second_body: b
     if not same_body:
         return PlainCheck("fresh", ["the body changed"], seen, same_body, gap)
     if dates[0] is not None and dates[1] is not None and dates[0] != dates[1]:
-        reason = (
-            "Date moved on with the clock: the server made the second answer "
-            "(or a cache revalidated it)"
-        )
+        reason = "Date moved on with the clock: the server made it, or a cache revalidated it"
         return PlainCheck("fresh", [reason], seen, same_body, gap)
     return PlainCheck(
         "unknown", ["the same body, no Date, Age or X-Cache to tell"], seen, same_body, gap
