@@ -33,6 +33,7 @@ from lab.cli.options import (
     runs_dir_option,
 )
 from lab.cli.output import err, guarded, out, progress, terminate_as_interrupt
+from lab.cli.probe import probe_command
 from lab.data import paths, scenarios
 from lab.data.errors import (
     EXIT_MATCHED,
@@ -329,3 +330,4 @@ def up_command(
 
 
 main.add_command(audit_command)
+main.add_command(probe_command)
