@@ -142,11 +142,7 @@ def judge_probe(
     answers = [a for run in runs.values() for a in run.answers]
     observed = {name: v.verdict for name, v in verdicts.items()}
     return ProbeResult(
-        url=look.route.url,
-        proxy=redacted(look.route.proxy) if look.route.proxy else None,
-        proxy_source=look.route.source,
-        tls=look.tls,
-        seconds=seconds,
+        **_where(look, seconds),
         signs=path_signs(look.answer, verdicts, answers),
         polls=polls,
         interval=interval,
@@ -156,14 +152,21 @@ def judge_probe(
     )
 
 
+def _where(look: FirstLook, seconds: float) -> dict[str, Any]:
+    """What every result says of its path: the URL, the proxy (its password hidden), TLS."""
+    return {
+        "url": look.route.url,
+        "proxy": redacted(look.route.proxy) if look.route.proxy else None,
+        "proxy_source": look.route.source,
+        "tls": look.tls,
+        "seconds": seconds,
+    }
+
+
 def judge_plain(look: FirstLook, second: Answer, second_body: bytes, seconds: float) -> ProbeResult:
     first = look.answer
     return ProbeResult(
-        url=look.route.url,
-        proxy=redacted(look.route.proxy) if look.route.proxy else None,
-        proxy_source=look.route.source,
-        tls=look.tls,
-        seconds=seconds,
+        **_where(look, seconds),
         signs=path_signs(None, {}, [first, second]),
         plain=plain_check(first, look.body, second, second_body),
     )
