@@ -126,20 +126,3 @@ def story_repro(tmp_path_factory: pytest.TempPathFactory) -> StoryRepro:
         )
     publish.publish_run(verdict, scenario)  # as `lab repro` does once the run returns
     return StoryRepro(verdict, value)
-
-
-# Tests that read one expensive session or module fixture run on one xdist worker, so the
-# fixture runs once (`--dist loadgroup`); every other test goes wherever a worker is free.
-SHARED_FIXTURE_GROUPS = {
-    "whole_matrix": "whole-matrix",
-    "story_repro": "whole-matrix",
-    "whole_browser_matrix": "browser-matrix",
-}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        names = getattr(item, "fixturenames", ())
-        group = next((g for f, g in SHARED_FIXTURE_GROUPS.items() if f in names), None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
