@@ -11,7 +11,13 @@ import psutil
 import pytest
 
 from lab.data.errors import EXIT_COMPONENT, EXIT_INTERRUPTED, EXIT_MATCHED
-from tests.lab_helpers import LabProcess, assert_nothing_left, component, processes_with_token
+from tests.lab_helpers import (
+    LabProcess,
+    assert_nothing_left,
+    component,
+    processes_with_token,
+    wait_for,
+)
 
 pytestmark = pytest.mark.stack
 ALL_UP = "all up after"
@@ -95,5 +101,23 @@ def test_children_die_with_the_lab_even_on_sigkill(tmp_path):
     with LabProcess(["repro", "proxy-cache"], cwd=tmp_path) as lab:
         lab.wait_for_stderr(ALL_UP)
         lab.proc.kill()  # no chance to clean up: the kernel's parent-death signal must do it
+        lab.proc.wait()
+        assert_nothing_left(lab.token, within=15)
+
+
+def test_a_worker_busy_with_a_task_that_never_ends_dies_with_the_lab_on_sigkill(tmp_path):
+    """On SIGTERM a Celery worker waits for its running task; this one never ends, so the
+    kernel's parent-death signal for the worker must be one it cannot wait out."""
+    with LabProcess(["repro", "task-never-finishes"], cwd=tmp_path) as lab:
+        lab.wait_for_stderr(ALL_UP)
+        wait_for(
+            lambda: any(
+                "task_started" in path.read_text("utf-8")
+                for path in tmp_path.glob("runs/*/task-events*.jsonl")
+            ),
+            60,
+            "the worker to start the task",
+        )
+        lab.proc.kill()
         lab.proc.wait()
         assert_nothing_left(lab.token, within=15)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -33,13 +34,24 @@ def start_timeout() -> float:
     return settings.current().start_timeout
 
 
-def _die_with_parent() -> None:
-    # If the lab itself is killed with SIGKILL, its children get SIGTERM from the kernel
+# The signal a child gets from the kernel when the lab is killed with SIGKILL. A Celery worker
+# gets SIGKILL: on SIGTERM its warm shutdown waits for the running task, and a task that never
+# finishes (task-never-finishes) kept the worker alive for ever after its lab was gone.
+DEATH_SIGNAL_BY_COMPONENT = {"worker": signal.SIGKILL}
+
+
+def component_kind(name: str) -> str:
+    """ "worker-query" and "worker" are both workers: a stack's suffix follows its kind."""
+    return name.split("-", 1)[0]
+
+
+def _die_with_parent(death_signal: int) -> None:
+    # If the lab itself is killed with SIGKILL, its children get a signal from the kernel
     # instead of living on (Linux only; elsewhere the finally blocks have to do).
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        libc.prctl(pr_set_pdeathsig, death_signal)
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -78,7 +90,10 @@ class Component:
                     # Own session: a Ctrl-C in the terminal reaches the lab only, and the lab
                     # stops each child's whole process group in order.
                     start_new_session=True,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=functools.partial(
+                        _die_with_parent,
+                        DEATH_SIGNAL_BY_COMPONENT.get(component_kind(self.name), signal.SIGTERM),
+                    ),
                 )
             except OSError as exc:
                 raise ComponentError(self.name, f"could not be started: {exc}") from None
@@ -184,7 +199,9 @@ class Supervisor:
             assert component.proc is not None
             grace = component.stop_grace
             if grace is None:
-                grace = STOP_GRACE_BY_COMPONENT.get(component.name, STOP_GRACE_SECONDS)
+                grace = STOP_GRACE_BY_COMPONENT.get(
+                    component_kind(component.name), STOP_GRACE_SECONDS
+                )
             try:
                 component.proc.wait(timeout=max(0.0, signalled_at + grace - time.monotonic()))
             except subprocess.TimeoutExpired:
