@@ -176,3 +176,8 @@ def test_completes_the_next_name_of_a_list():
 def test_completion_with_a_bad_data_folder_offers_no_name(lab_env, tmp_path):
     lab_env("LAB_SCENARIOS_DIR", str(tmp_path / "nowhere"))
     assert complete("matrix", "--scenarios", "proxy") == []
+
+
+def test_an_ipv6_host_for_up_is_bad_input_and_nothing_starts(tmp_path):
+    result = lab(tmp_path, "up", "proxy-cache", "--host", "::")
+    assert_bad_input(tmp_path, result, "--host '::' is an IPv6 address", "IPv4 only")

@@ -29,6 +29,7 @@ from lab.cli.options import (
     check_client,
     check_for_matrix,
     check_for_run,
+    check_host,
     run_options,
     runs_dir_option,
 )
@@ -316,6 +317,7 @@ def up_command(
     from lab.runs import workshop
 
     with guarded(False, "stopped: every process was stopped", exit_on_stop=0):
+        check_host(host)
         loaded, chosen_broker = check_for_run(scenario, fix, broker, broker_url, proxy_url=None)
         workshop.up(
             loaded,

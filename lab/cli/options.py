@@ -10,6 +10,7 @@ object with --json), exit 2, as every other bad input is.
 from __future__ import annotations
 
 import functools
+import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,19 @@ def check_for_run(
     if loaded.uses_proxy and not proxy_url:
         profiles.load(loaded.proxy)  # a bad profile is bad input: fail before starting
     return loaded, chosen_broker
+
+
+def check_host(host: str) -> None:
+    """`lab up --host`: the lab's listeners and port checks are IPv4 only."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return  # a name (localhost): it resolves as the lab binds
+    if address.version != 4:
+        raise BadInput(
+            f"--host {host!r} is an IPv6 address: the lab listens on IPv4 only (127.0.0.1, "
+            "an address of this machine, or 0.0.0.0 for every interface)"
+        )
 
 
 def broker_for(scenario: scenarios.Scenario, broker: str | None, url: str | None) -> BrokerChoice:
