@@ -8,9 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lab.clients.flow import APP_POLLING, build_client, state_text, task_id_from
+from lab.clients.flow import build_client, state_text, task_id_from
 from lab.data import flows
 from lab.data.errors import BadInput
+from lab.data.flows import APP_POLLING
 from sample_app import strategies
 
 GOOD = """\

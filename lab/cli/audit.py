@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
@@ -18,12 +18,12 @@ from lab.cli.options import Names, runs_dir_option, split
 from lab.cli.output import guarded, out, progress
 from lab.data import flows, paths, profiles
 from lab.data.errors import EXIT_MATCHED, EXIT_MISMATCH, BadInput
-from lab.reports.audit_page import failing_reasons, publish_audit
-from lab.reports.look import look_of
-from lab.runs import audit as audit_run
+
+if TYPE_CHECKING:
+    from lab.runs.audit import AuditResult
 
 PROFILE_LIST = Names("profiles", lambda: ["all", *profiles.names()], several=True)
-CLIENT_FIX_LIST = Names("client fixes", lambda: ["all", *audit_run.STRATEGIES[1:]], several=True)
+CLIENT_FIX_LIST = Names("client fixes", lambda: ["all", *flows.CLIENT_FIXES], several=True)
 
 
 def json_value(text: str) -> Any:
@@ -38,7 +38,7 @@ def json_value(text: str) -> Any:
 def choose_profiles(given: str | None) -> list[str]:
     names = split(given)
     if not names:
-        return audit_run.deployment_profiles()
+        return profiles.deployment_names()
     if names == ["all"]:
         return profiles.names()
     for name in names:
@@ -49,12 +49,12 @@ def choose_profiles(given: str | None) -> list[str]:
 def choose_strategies(given: str | None) -> list[str]:
     names = split(given) or []
     if names == ["all"]:
-        names = list(audit_run.STRATEGIES[1:])
+        names = list(flows.CLIENT_FIXES)
     for name in names:
-        if name not in audit_run.STRATEGIES[1:]:
-            known = ", ".join(audit_run.STRATEGIES[1:])
+        if name not in flows.CLIENT_FIXES:
+            known = ", ".join(flows.CLIENT_FIXES)
             raise BadInput(f"--client-fixes: unknown client fix {name!r} (known: {known}, all)")
-    return [audit_run.STRATEGIES[0], *dict.fromkeys(names)]
+    return [flows.APP_POLLING, *dict.fromkeys(names)]
 
 
 def build_flow(flow_file: Path | None, options: dict[str, Any]) -> flows.Flow:
@@ -133,7 +133,7 @@ def build_flow(flow_file: Path | None, options: dict[str, Any]) -> flows.Flow:
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 256),
-    default=audit_run.DEFAULT_CONCURRENCY,
+    default=flows.DEFAULT_AUDIT_CONCURRENCY,
     show_default=True,
     help="Cells running at once.",
 )
@@ -152,6 +152,11 @@ def audit_command(
 
     FLOW_FILE is a TOML flow (see examples/*/audit.toml); options override its values.
     """
+    # Imported here, not at the top: every `lab` command loads this module, and the audit's
+    # run and report modules are most of a second of imports.
+    from lab.reports.audit_page import publish_audit
+    from lab.runs import audit as audit_run
+
     with guarded(as_json, "interrupted: every process of the audit was stopped"):
         flow = build_flow(flow_file, options)
         chosen = choose_profiles(profile_list)
@@ -172,7 +177,10 @@ def audit_command(
     sys.exit(EXIT_MATCHED if result.ok else EXIT_MISMATCH)
 
 
-def print_audit(result: audit_run.AuditResult, page: Path | None) -> None:
+def print_audit(result: AuditResult, page: Path | None) -> None:
+    from lab.reports.audit_page import failing_reasons
+    from lab.reports.look import look_of
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("profile [mode]", no_wrap=True)
     for strategy in result.strategies:

@@ -19,9 +19,8 @@ from typing import Any, TypeVar
 import click
 from click.shell_completion import CompletionItem
 
-from lab.data import fixes, paths, profiles, scenarios
+from lab.data import fixes, kinds, paths, profiles, scenarios
 from lab.data.errors import BadInput
-from lab.runs import repro as repro_run
 from lab.stacks.brokers import BROKERS, BrokerChoice
 
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -154,7 +153,7 @@ def run_options(f: Command) -> Command:
         ),
         click.option(
             "--client",
-            type=click.Choice(repro_run.CLIENTS),
+            type=click.Choice(kinds.CLIENTS),
             default="python",
             show_default=True,
             help="Who polls: the lab's Python client, or the app's real page in Chromium "

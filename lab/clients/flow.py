@@ -22,11 +22,8 @@ import httpx
 
 from lab.clients.poll import Poll
 from lab.clients.polling import PollingClient, http_error
-from lab.data.flows import Flow, dig
+from lab.data.flows import APP_POLLING, Flow, dig
 from sample_app.strategies import Retry, StrategyBook
-
-APP_POLLING = "app"  # the client strategy "the app's own polling"
-CLIENT_FIXES = ("nonce", "path-nonce", "post", "request-no-cache")
 
 
 def state_text(value: Any) -> str:

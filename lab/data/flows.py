@@ -19,6 +19,11 @@ from lab.data.errors import BadInput
 from lab.data.paths import relative
 from lab.data.tomlfile import load_model
 
+APP_POLLING = "app"  # the audit's client strategy "the app's own polling"
+CLIENT_FIXES = ("nonce", "path-nonce", "post", "request-no-cache")  # the audit's client fixes
+AUDIT_STRATEGIES = (APP_POLLING, *CLIENT_FIXES)
+DEFAULT_AUDIT_CONCURRENCY = 32  # cells of an audit running at once
+
 JsonValue = str | bool | int | float
 HEADER_PREFIX = "header:"
 ID_PLACEHOLDER = "{id}"

@@ -20,10 +20,10 @@ from typing import Any
 
 import httpx
 
-from lab.clients.flow import APP_POLLING, CLIENT_FIXES, build_client
+from lab.clients.flow import build_client
 from lab.data import profiles
 from lab.data.errors import BadInput, ComponentError, RunStopped
-from lab.data.flows import Flow
+from lab.data.flows import APP_POLLING, CLIENT_FIXES, DEFAULT_AUDIT_CONCURRENCY, Flow
 from lab.data.jsonl import JsonLinesTail
 from lab.judging.advice import (
     HeaderNote,
@@ -43,7 +43,7 @@ from lab.stacks.proxy_hosts import launch_proxy_group
 from lab.stacks.stack import ProxyEndpoint
 from sample_app import strategies
 
-DEFAULT_CONCURRENCY = 32
+DEFAULT_CONCURRENCY = DEFAULT_AUDIT_CONCURRENCY
 # An audit has at most a few dozen cells polling at once: fewer, fuller mitmdumps start faster
 # (each is seconds of CPU to start) and still keep up.
 LISTENERS_PER_PROXY_PROCESS = 8

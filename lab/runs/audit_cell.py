@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from lab.clients.base import start_neighbours
-from lab.clients.flow import APP_POLLING, FlowClient, build_client
-from lab.data.flows import Flow
+from lab.clients.flow import FlowClient, build_client
+from lab.data.flows import APP_POLLING, Flow
 from lab.data.jsonl import JsonLinesTail
 from lab.data.scenarios import Outcome
 from lab.judging.audit import CellFacts, judge_cell
