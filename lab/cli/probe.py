@@ -9,23 +9,17 @@ import json
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
 from lab.cli.output import guarded, out, progress
-from lab.clients import probe as probe_client
-from lab.clients.probe_route import resolve
 from lab.data.errors import BadInput
-from lab.judging.probe_result import PLAIN_LIMITS, ProbeResult, judge_plain, judge_probe
-from lab.reports.probe_report import (
-    TABLE_COLUMNS,
-    VERDICT_STYLE,
-    match_line,
-    report_block,
-    verdict_row,
-)
+
+if TYPE_CHECKING:
+    from lab.judging.probe_result import ProbeResult
 
 DEFAULT_POLLS = 9
 DEFAULT_INTERVAL = 0.25  # the lab's (and the sample page's) poll interval
@@ -81,6 +75,11 @@ def probe_command(url: str, proxy: str | None, polls: int, interval: float, as_j
 def run_probe(
     url: str, proxy: str | None, polls: int, interval: float, stop: threading.Event, quiet: bool
 ) -> ProbeResult:
+    # Imported here, not at the top: every `lab` command loads this module.
+    from lab.clients import probe as probe_client
+    from lab.clients.probe_route import resolve
+    from lab.judging.probe_result import judge_plain, judge_probe
+
     started = time.monotonic()
     route = resolve(url, proxy)
     say = (lambda _m: None) if quiet else progress
@@ -109,6 +108,15 @@ def run_probe(
 
 
 def print_result(result: ProbeResult) -> None:
+    from lab.judging.probe_result import PLAIN_LIMITS
+    from lab.reports.probe_report import (
+        TABLE_COLUMNS,
+        VERDICT_STYLE,
+        match_line,
+        report_block,
+        verdict_row,
+    )
+
     out.print(f"[bold]lab probe[/] {escape(result.url)}", markup=True)
     if result.proxy:
         proxy = f"{result.proxy} (from {result.proxy_source})"
