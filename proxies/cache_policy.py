@@ -12,17 +12,17 @@ comma-separated value, which is what ``mitmproxy.http.Headers.get`` returns.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
 from functools import lru_cache
 
 from werkzeug.datastructures import RequestCacheControl, ResponseCacheControl
 from werkzeug.http import (
     parse_cache_control_header,
-    parse_date,
     parse_etags,
     parse_list_header,
     unquote_etag,
 )
+
+from proxies.http_date import parse_http_date
 
 Headers = Mapping[str, str]
 
@@ -68,15 +68,32 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # RFC 9110 15.1: statuses a cache may store without explicit freshness.
 HEURISTICALLY_CACHEABLE = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
 
+# Status codes whose caching rules this cache knows (RFC 9110 section 15), for must-understand.
+UNDERSTOOD_STATUSES = frozenset(
+    {*range(200, 209), 226, *range(300, 309), *range(400, 418), 421, 422, 426, *range(500, 506)}
+)
+
 # 206 needs Range support and 304 only refreshes an existing entry; storing either
 # as a complete response would hand clients a fragment or an empty body.
 NEVER_STORED = frozenset({206, 304})
 
-# RFC 9111 3.2: fields a 304 must not overwrite in the stored response (Content-Length, and
-# the hop-by-hop fields of RFC 9110 7.6.1, which describe the connection, not the response).
+# RFC 9110 7.6.1: fields that describe the connection, not the response; a proxy removes them
+# (and the fields the Connection field names) before forwarding, so before storage too (RFC
+# 9111 3.1).
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding"}
+    | {"upgrade"}
+)
+
+# RFC 9111 3.2: fields a 304 must not overwrite in the stored response: Content-Length, the
+# fields the stored content depends on (its coding, range and digest: a 304 has no content, so
+# new values would describe a body the cache does not hold), and the hop-by-hop fields.
 NOT_UPDATED_BY_304 = frozenset(
     {
         "content-length",
+        "content-encoding",
+        "content-range",
+        "content-md5",
         "connection",
         "keep-alive",
         "proxy-connection",
@@ -119,8 +136,16 @@ def without_directives(cache_control: str, names: Iterable[str]) -> str:
 
 
 def _timestamp(value: str | None) -> float | None:
-    parsed: datetime | None = parse_date(value)
-    return parsed.timestamp() if parsed is not None else None
+    # Strict (RFC 9110 5.6.7): an invalid Expires must read as "already expired" (RFC 9111
+    # 5.3), which a lenient parser turns into a date in the future.
+    return parse_http_date(value)
+
+
+def not_stored_fields(response_headers: Headers) -> set[str]:
+    """Fields (lower case) a cache removes before storing: hop-by-hop ones and those the
+    Connection field names (RFC 9111 3.1, RFC 9110 7.6.1)."""
+    named = parse_list_header(response_headers.get("Connection", ""))
+    return set(HOP_BY_HOP) | {name.strip().lower() for name in named if name.strip()}
 
 
 def request_bypasses_cache(method: str, request_headers: Headers) -> bool:
@@ -177,7 +202,14 @@ def response_is_storable(status: int, request_headers: Headers, response_headers
     if status < 200 or status in NEVER_STORED:
         return False
     cc = response_cache_control(response_headers)
-    if cc.no_store or cc.private:
+    if cc.must_understand:
+        # 5.2.2.3: stored only by a cache that knows the status code's caching rules; one
+        # that does ignores the no-store sent along for caches that do not.
+        if status not in UNDERSTOOD_STATUSES:
+            return False
+    elif cc.no_store:
+        return False
+    if cc.private:
         return False
     if vary_fields(response_headers) is None:
         return False
@@ -310,11 +342,11 @@ def validates_stored(stored_headers: Headers, not_modified_headers: Headers) -> 
 
 
 def age_header(headers: Headers) -> int | None:
-    """The Age field as an int; None when missing or malformed."""
-    try:
-        return int(headers.get("Age", ""))
-    except ValueError:
-        return None
+    """The Age field as an int; None when missing or invalid (RFC 9111 5.1: a list, which
+    several Age lines fold into, counts by its first member; a value that is not a
+    non-negative integer is ignored)."""
+    first = (headers.get("Age") or "").split(",", 1)[0].strip(" \t")
+    return int(first) if first.isascii() and first.isdigit() else None
 
 
 def initial_age(response_headers: Headers, now: float) -> float:

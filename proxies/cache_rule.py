@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from werkzeug.http import parse_date, parse_list_header
+from werkzeug.http import parse_list_header
 
 from proxies import cache_policy
+from proxies.http_date import parse_http_date
 
 if TYPE_CHECKING:
     from mitmproxy import http
@@ -75,9 +76,9 @@ def rfc_rule(
         return StoreRule(EXPLICIT, f"max-age={cc.max_age} from the response")
     if "Expires" in headers:
         expires = headers.get("Expires")
-        if parse_date(expires) is None:
+        if parse_http_date(expires) is None:
             return StoreRule(EXPLICIT, f"Expires: {expires} from the response, invalid: expired")
-        since = "Date" if parse_date(headers.get("Date")) is not None else "now"
+        since = "Date" if parse_http_date(headers.get("Date")) is not None else "now"
         return StoreRule(
             EXPLICIT, f"Expires: {expires} from the response ({seconds(lifetime)} s after {since})"
         )

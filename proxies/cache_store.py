@@ -79,8 +79,10 @@ class CacheEntry:
     def freshened_by(self, not_modified: http.Response) -> http.Response:
         """A copy of the stored response with the 304's fields (RFC 9111 4.3.4)."""
         response = snapshot(self.response)
+        kept = cache_policy.NOT_UPDATED_BY_304
+        kept |= cache_policy.not_stored_fields(not_modified.headers)
         for name in {name.lower() for name in not_modified.headers}:
-            if name not in cache_policy.NOT_UPDATED_BY_304:
+            if name not in kept:
                 response.headers.set_all(name, not_modified.headers.get_all(name))
         return response
 

@@ -11,6 +11,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from urllib.parse import urljoin, urlsplit
 
 from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
@@ -264,6 +265,8 @@ class SharedCache:
         if response is None or response.raw_content is None:  # streamed bodies aren't kept
             return None
         stored = snapshot(response)
+        for name in cache_policy.not_stored_fields(response.headers):
+            stored.headers.pop(name, None)  # removes every line of the field
         entry = self.rules.entry(
             request, stored, now, self.settings, initial_headers=response.headers
         )
@@ -297,11 +300,33 @@ def _invalidate(rules: CacheRules, store: EntryStore, flow: http.HTTPFlow) -> No
         return
     if not 200 <= response.status_code < 400:
         return
-    for method in cache_policy.CACHEABLE_METHODS:
-        key = rules.key(request, method)
-        entry = store.get(key)
-        if entry is not None:
-            store.drop(key, entry)
+    targets = [request, *_same_origin_locations(request, response)]
+    for target in targets:
+        for method in cache_policy.CACHEABLE_METHODS:
+            key = rules.key(target, method)
+            entry = store.get(key)
+            if entry is not None:
+                store.drop(key, entry)
+
+
+def _same_origin_locations(request: http.Request, response: http.Response) -> list[http.Request]:
+    """The request for each URI in Location and Content-Location that has the target URI's
+    origin: RFC 9111 4.4 lets a cache invalidate them too, and forbids it for another origin
+    (a denial of service). In reverse mode the client's origin is the Host it sent."""
+    own = urlsplit(request.url)
+    origins = {own.netloc.lower(), (request.host_header or "").lower()}
+    found = []
+    for name in ("Location", "Content-Location"):
+        value = response.headers.get(name)
+        if not value:
+            continue
+        target = urlsplit(urljoin(request.url, value.strip()))
+        if target.scheme != own.scheme or target.netloc.lower() not in origins:
+            continue
+        other = request.copy()
+        other.path = target.path + (f"?{target.query}" if target.query else "")
+        found.append(other)
+    return found
 
 
 def _refresh_of(flow: http.HTTPFlow) -> http.HTTPFlow:
