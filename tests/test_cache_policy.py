@@ -255,3 +255,47 @@ def test_field_view_is_a_case_insensitive_folded_snapshot():
     assert "ETag" not in view  # a snapshot
     assert cp.freshness_lifetime(200, view, NOW) == 0
     assert cp.FieldView.of({"Vary": "X"})["vary"] == "X"
+
+
+# -- found by the HTTP caching test suite (bench/cache_tests.py) -----------------------------
+
+
+@pytest.mark.parametrize(
+    "expires",
+    [
+        "Thu, 18 Aug 2050 02:01:18 UTC",
+        "Thu 18 Aug 2050 02:01:18 GMT",
+        "Thu, 18 Aug 50 02:01:18 GMT",
+    ],
+)
+def test_an_expires_werkzeug_would_read_is_invalid_so_expired(expires: str):
+    # RFC 9111 5.3 with RFC 9110 5.6.7's grammar: werkzeug reads each as a date in 2050.
+    assert lifetime(expires=expires, date=http_date(NOW)) == 0
+
+
+@pytest.mark.parametrize(
+    ("age", "read"),
+    [("7200", 7200), ("7200,0", 7200), ("7200, 0", 7200), ("0,7200", 0), ("3600, 3600", 3600),
+     ("abc", None), ("-7200", None), ("7200.0", None), ("7200;foo=bar", None), ("", None)],
+)  # fmt: skip
+def test_age_counts_by_its_first_member_and_an_invalid_one_is_ignored(age: str, read: int | None):
+    # RFC 9111 5.1: several Age lines fold into a list; its first member counts.
+    assert cp.age_header(Headers(age=age)) == read
+
+
+def test_age_over_two_lines_counts_by_the_first():
+    assert cp.age_header(Headers([(b"Age", b"7200"), (b"Age", b"0")])) == 7200
+
+
+def test_must_understand_stores_only_statuses_the_cache_knows():
+    cc = Headers(cache_control="max-age=3600, must-understand, no-store")
+    assert not cp.response_is_storable(599, Headers(), cc)
+    # 5.2.2.3: a cache that understands the status ignores the no-store sent along.
+    assert cp.response_is_storable(200, Headers(), cc)
+    assert not cp.response_is_storable(200, Headers(), Headers(cache_control="no-store"))
+
+
+def test_fields_named_in_connection_are_not_stored():
+    headers = Headers(connection="A, b", a="1", b="2", c="3")
+    assert {"a", "b", "connection", "transfer-encoding"} <= cp.not_stored_fields(headers)
+    assert "c" not in cp.not_stored_fields(headers)

@@ -686,3 +686,42 @@ def test_age_is_added_even_when_the_cache_stays_invisible(lab: Lab):
     hit = lab.fetch()
     assert hit.response.headers["Age"] == "3"
     assert "Via" not in hit.response.headers and "X-Cache" not in hit.response.headers
+
+
+# -- found by the HTTP caching test suite (bench/cache_tests.py) -----------------------------
+
+
+@pytest.mark.parametrize("field", ["Location", "Content-Location"])
+def test_an_unsafe_answer_invalidates_its_same_origin_location(lab: Lab, field: str):
+    other = "http://app.test:8080/api/tasks/43/status"
+    lab.fetch(other, response_headers={"Cache-Control": "max-age=60"})
+    lab.fetch(method="POST", response_headers={field: "/api/tasks/43/status"}, status=201)
+    assert outcome(lab.fetch(other)) == "MISS"
+
+
+def test_a_location_of_another_origin_is_left_alone(lab: Lab):
+    # RFC 9111 4.4: invalidating another origin's URL would let one site empty another's cache.
+    other = "http://elsewhere.test/api/tasks/43/status"
+    lab.fetch(other, response_headers={"Cache-Control": "max-age=60"})
+    lab.fetch(method="POST", response_headers={"Location": other}, status=201)
+    assert outcome(lab.fetch(other)) == "HIT"
+
+
+def test_fields_named_in_connection_are_not_stored(lab: Lab):
+    fields = {"Cache-Control": "max-age=60", "Connection": "a", "A": "1", "C": "3"}
+    lab.fetch(response_headers=fields)
+    hit = lab.fetch()
+    assert outcome(hit) == "HIT"
+    assert "A" not in hit.response.headers and "Connection" not in hit.response.headers
+    assert hit.response.headers["C"] == "3"
+
+
+def test_a_304_does_not_replace_what_describes_the_stored_content(lab: Lab):
+    stored = {"Cache-Control": "max-age=10", "ETag": '"v1"', "Content-MD5": "old"}
+    lab.fetch(response_headers=stored)
+    lab.advance(15)
+    # RFC 9111 3.2: the 304 carries no content; its digest cannot describe the stored body.
+    revalidated = lab.fetch(response_headers={**stored, "Content-MD5": "new", "X-New": "1"})
+    assert outcome(revalidated) == "REVALIDATED"
+    assert revalidated.response.headers["Content-MD5"] == "old"
+    assert revalidated.response.headers["X-New"] == "1"
