@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from mitmproxy import http
 
-from proxies import cache_policy, cache_rule
+from proxies import cache_policy, cache_rule, targeted_fields
 from proxies.cache_rule import StoreRule
 from proxies.cache_settings import Settings
 from proxies.cache_store import CacheEntry
@@ -99,9 +99,11 @@ class CacheRules:
         settings: Settings,
         *,
         initial_headers: http.Headers,
+        targets: tuple[str, ...] = (),
     ) -> CacheEntry | None:
         """The entry to store for this response, with its freshness and why (`rule`); None: not
-        stored. `initial_headers` give its age on arrival (a 304's, for a refreshed entry).
+        stored. `initial_headers` give its age on arrival (a 304's, for a refreshed entry);
+        `targets`: the targeted cache-control fields this listener obeys (RFC 9213).
 
         Each hook's decision is compared with the one before it, so the entry can say which
         misbehaviour changed what: a few comparisons per stored answer."""
@@ -113,7 +115,7 @@ class CacheRules:
             visible = m.visible_headers(request, response, visible)
             if visible.fields != before:
                 trace.changes.append((m, cache_rule.hidden_fields(http.Headers(before), visible)))
-        seen = cache_policy.FieldView.of(visible)
+        seen = targeted_fields.policy_fields(cache_policy.FieldView.of(visible), targets)
         rfc_storable = cache_policy.response_is_storable(
             response.status_code, request.headers, seen
         )

@@ -16,7 +16,7 @@ from urllib.parse import urljoin, urlsplit
 from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 
-from proxies import cache_policy, cache_rule
+from proxies import cache_policy, cache_rule, targeted_fields
 from proxies.cache_decisions import CacheRules
 from proxies.cache_settings import OPTION_NAMES, Settings, add_options
 from proxies.cache_store import CacheEntry, EntryStore, snapshot
@@ -223,7 +223,7 @@ class SharedCache:
                 self.store.drop(key, entry)  # a 304 for another copy: ours cannot be trusted
             _decorate(not_modified, "MISS", self.settings)
             return
-        refreshed, age, kept = self._freshen(flow.request, key, entry, not_modified, now)
+        refreshed, age, kept = self._freshen(flow, key, entry, not_modified, now)
         if not ours:
             # The client validated its own copy: the 304 is its answer (ours was refreshed).
             _decorate(not_modified, "MISS", self.settings)
@@ -239,7 +239,7 @@ class SharedCache:
 
     def _freshen(
         self,
-        request: http.Request,
+        flow: http.HTTPFlow,
         key: CacheKey,
         entry: CacheEntry,
         not_modified: http.Response,
@@ -249,9 +249,7 @@ class SharedCache:
         304's own, and the refreshed entry. The entry is replaced by the refreshed one, or
         dropped if the new fields forbid keeping it (this answer may still use it: None)."""
         response = entry.freshened_by(not_modified)
-        refreshed = self.rules.entry(
-            request, response, now, self.settings, initial_headers=not_modified.headers
-        )
+        refreshed = _entry(self, flow, response, now, not_modified.headers)
         if refreshed is None:
             self.store.drop(key, entry)
             return response, int(cache_policy.initial_age(not_modified.headers, now)), None
@@ -261,15 +259,13 @@ class SharedCache:
 
     def _store(self, flow: http.HTTPFlow, key: CacheKey, now: float) -> CacheEntry | None:
         """The entry stored for the flow's answer; None: not stored."""
-        request, response = flow.request, flow.response
+        response = flow.response
         if response is None or response.raw_content is None:  # streamed bodies aren't kept
             return None
         stored = snapshot(response)
         for name in cache_policy.not_stored_fields(response.headers):
             stored.headers.pop(name, None)  # removes every line of the field
-        entry = self.rules.entry(
-            request, stored, now, self.settings, initial_headers=response.headers
-        )
+        entry = _entry(self, flow, stored, now, response.headers)
         if entry is None or entry.size > self.settings.max_bytes:
             return None
         self.store.put(key, entry)
@@ -281,6 +277,22 @@ class SharedCache:
             return  # one refresh at a time (nginx: "updating")
         entry.updating_since = now
         self.refresh_in_background(_refresh_of(flow))
+
+
+def _entry(
+    cache: SharedCache,
+    flow: http.HTTPFlow,
+    response: http.Response,
+    now: float,
+    arrived: http.Headers,
+) -> CacheEntry | None:
+    """The rules' entry for `response`, with the listener's RFC 9213 target list; `arrived`:
+    the headers that give its age on arrival."""
+    settings = cache.settings
+    targets = targeted_fields.targets_for(flow, settings.targeted_fields)
+    return cache.rules.entry(
+        flow.request, response, now, settings, initial_headers=arrived, targets=targets
+    )
 
 
 def _decorate(response: http.Response | None, outcome: str, settings: Settings) -> None:

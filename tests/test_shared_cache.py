@@ -3,6 +3,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from mitmproxy import exceptions, http
+from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 from werkzeug.http import http_date
 
@@ -725,3 +726,42 @@ def test_a_304_does_not_replace_what_describes_the_stored_content(lab: Lab):
     assert outcome(revalidated) == "REVALIDATED"
     assert revalidated.response.headers["Content-MD5"] == "old"
     assert revalidated.response.headers["X-New"] == "1"
+
+
+def reverse_flow() -> http.HTTPFlow:
+    f = tflow.tflow()
+    f.client_conn.proxy_mode = ProxyMode.parse("reverse:http://app.test:8080")
+    return f
+
+
+@pytest.fixture
+def cdn_lab(lab: Lab) -> Lab:
+    lab.tctx.configure(lab.addon, cache_targeted_fields=["CDN-Cache-Control"])
+    return lab
+
+
+def test_a_reverse_proxy_obeys_cdn_cache_control_over_cache_control(cdn_lab: Lab):
+    # RFC 9213 2.2: the targeted field wins; Cache-Control and Expires are ignored.
+    lab = cdn_lab
+    fields = {"Cache-Control": "no-store", "CDN-Cache-Control": "max-age=60"}
+    assert outcome(lab.fetch(response_headers=fields, flow=reverse_flow())) == "STORE"
+    assert outcome(lab.fetch(flow=reverse_flow())) == "HIT"
+    lab.addon.store.clear()
+    fields = {"Cache-Control": "max-age=60", "CDN-Cache-Control": "no-store"}
+    assert outcome(lab.fetch(response_headers=fields, flow=reverse_flow())) == "MISS"
+
+
+def test_an_invalid_cdn_cache_control_is_ignored(cdn_lab: Lab):
+    lab = cdn_lab
+    fields = {"Cache-Control": "max-age=60", "CDN-Cache-Control": "MAX-AGE=0"}  # keys: lower case
+    assert outcome(lab.fetch(response_headers=fields, flow=reverse_flow())) == "STORE"
+
+
+def test_a_forward_proxy_is_no_cdn(cdn_lab: Lab):
+    fields = {"Cache-Control": "max-age=60", "CDN-Cache-Control": "no-store"}
+    assert outcome(cdn_lab.fetch(response_headers=fields)) == "STORE"
+
+
+def test_no_targeted_field_unless_configured(lab: Lab):
+    fields = {"Cache-Control": "max-age=60", "CDN-Cache-Control": "no-store"}
+    assert outcome(lab.fetch(response_headers=fields, flow=reverse_flow())) == "STORE"
