@@ -2,13 +2,18 @@
 lab/stacks/cache_tests.py) against a lab profile, as a shared cache in reverse mode.
 
     .venv/bin/python bench/cache_tests.py --profile rfc [--json]
+    .venv/bin/python bench/cache_tests.py --product squid   # real Squid 5.7 vs squid-default
+    .venv/bin/python bench/cache_tests.py --product nginx   # real nginx 1.22 vs nginx-default
 
 Installs the suite on first use (npm, into ~/.cache/proxy-cache-lab/, outside git), starts its
 origin server on 127.0.0.1, the lab's mitmdump with the profile in reverse mode in front of it
 (as lab/stacks/stack.py launch_proxy starts every proxy, whatever mode the profile names), runs
 the suite's CLI against the proxy and counts with the suite's own determineTestResult
 (dependencies honoured). Prints required tests passed / evaluated, the optional and check tests,
-and each failing required test with the suite's reason; `--json`: one JSON object. Everything
+and each failing required test with the suite's reason; `--json`: one JSON object. With
+`--product`, the suite runs through the real product (bench/_real_products.py, configured as
+its profile's real_config) and then through that profile, and prints test by test where their
+results differ (the required tests with the same result, of all required tests). Everything
 is on loopback and every process is stopped on every way out. Exit 0 done, 2 bad input, 3 a
 component could not start, 130 interrupted.
 """
@@ -27,6 +32,9 @@ from lab.runs.lifecycle import RunResources, new_run_dir
 from lab.stacks import cache_tests
 from lab.stacks.stack import launch_proxy
 
+sys.path.insert(0, str(Path(__file__).parent))
+import _real_products  # noqa: E402
+
 # Published figures on the suite's site (cache-tests.fyi) for real shared caches, required tests.
 PUBLISHED = "Caddy ~92.4%, Squid ~87%, nginx ~75%"
 
@@ -38,6 +46,56 @@ def run_profile(name: str, runs_dir: Path) -> cache_tests.SuiteResults:
         origin = cache_tests.start_origin(resources.sup)
         endpoint = launch_proxy(resources.sup, "proxy", profile, origin, single=True)()
         return cache_tests.run_suite(endpoint.address, resources.sup)
+
+
+def run_product(product: str, runs_dir: Path) -> cache_tests.SuiteResults:
+    """The suite through the real product, in front of the suite's origin."""
+    with RunResources(new_run_dir(runs_dir, f"cache-tests-{product}")) as resources:
+        origin = cache_tests.start_origin(resources.sup)
+        address = _real_products.start(product, resources.sup, origin)
+        return cache_tests.run_suite(address, resources.sup)
+
+
+def agreement(
+    real: cache_tests.SuiteResults, profile: cache_tests.SuiteResults
+) -> tuple[list[str], list[tuple[cache_tests.TestResult, cache_tests.TestResult]]]:
+    """The required tests with the same result through both, and the pairs that differ."""
+    theirs = profile.by_id()
+    same, differ = [], []
+    for test in real.of_kind("required"):
+        other = theirs[test.id]
+        if other.result == test.result:
+            same.append(test.id)
+        else:
+            differ.append((test, other))
+    return same, differ
+
+
+def agreement_summary(
+    product: str, name: str, real: cache_tests.SuiteResults, profile: cache_tests.SuiteResults
+) -> str:
+    same, differ = agreement(real, profile)
+    total = len(same) + len(differ)
+    lines = [
+        f"{_real_products.version(product)}: " + _score(real),
+        f"profile {name} (reverse): " + _score(profile),
+        f"same result on {len(same)} of {total} required tests ({100 * len(same) / total:.1f}%)",
+    ]
+    if differ:
+        lines.append(f"different ({len(differ)}): test: {product} / {name}")
+    for test, other in differ:
+        lines.append(f"  {test.id}: {_said(test)} / {_said(other)}")
+    return "\n".join(lines)
+
+
+def _said(test: cache_tests.TestResult) -> str:
+    return f"{test.result} ({test.reason})" if test.reason else test.result
+
+
+def _score(results: cache_tests.SuiteResults) -> str:
+    passed, evaluated = len(results.required_passed), len(results.required_evaluated)
+    percent = 100 * passed / evaluated if evaluated else 0.0
+    return f"required {passed} passed of {evaluated} evaluated ({percent:.1f}%)"
 
 
 def summary(name: str, results: cache_tests.SuiteResults) -> str:
@@ -69,17 +127,23 @@ def _counts(found: dict[str, int]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="rfc", help="a lab profile (default: rfc)")
+    parser.add_argument(
+        "--product",
+        choices=sorted(_real_products.PROFILE_OF),
+        help="also run the real product and compare it with its profile, test by test",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.add_argument(
         "--runs-dir", type=Path, help="keep the run folder here (default: a temporary one)"
     )
     args = parser.parse_args()
+    if args.product and args.profile == parser.get_default("profile"):
+        args.profile = _real_products.PROFILE_OF[args.product]
     try:
-        if args.runs_dir is not None:
-            results = run_profile(args.profile, args.runs_dir)
-        else:
-            with tempfile.TemporaryDirectory() as folder:
-                results = run_profile(args.profile, Path(folder))
+        with tempfile.TemporaryDirectory() as folder:
+            runs_dir = args.runs_dir or Path(folder)
+            real = run_product(args.product, runs_dir) if args.product else None
+            results = run_profile(args.profile, runs_dir)
     except LabError as exc:
         print(f"cache_tests: {exc}", file=sys.stderr)
         if tail := getattr(exc, "log_tail", ""):
@@ -87,6 +151,24 @@ def main() -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    if real is not None:
+        if args.json:
+            same, differ = agreement(real, results)
+            doc = {
+                "product": _real_products.version(args.product),
+                "profile": args.profile,
+                "same": len(same),
+                "required": len(same) + len(differ),
+                "different": [
+                    {"id": a.id, args.product: _said(a), args.profile: _said(b)} for a, b in differ
+                ],
+                "real": real.to_json(),
+                "simulated": results.to_json(),
+            }
+            print(json.dumps(doc))
+        else:
+            print(agreement_summary(args.product, args.profile, real, results))
+        return 0
     if args.json:
         print(json.dumps({"profile": args.profile, **results.to_json()}))
     else:
