@@ -310,7 +310,7 @@ def _invalidate(rules: CacheRules, store: EntryStore, flow: http.HTTPFlow) -> No
     request, response = flow.request, flow.response
     if request.method.upper() in cache_policy.SAFE_METHODS or response is None:
         return
-    if not 200 <= response.status_code < 400:
+    if not 200 <= response.status_code < 400 or not rules.invalidates(request, response):
         return
     targets = [request, *_same_origin_locations(request, response)]
     for target in targets:

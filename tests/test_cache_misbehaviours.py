@@ -27,6 +27,7 @@ CACHE_MISBEHAVIOURS = [
     "ignore-request-no-cache",
     "ignore-vary",
     "negative-cache",
+    "no-invalidation",
     "squid-refresh-pattern",
     "stale-on-error",
     "stale-while-updating",
@@ -527,3 +528,12 @@ def test_squid_lines_read_as_squid_conf_writes_them():
 def test_a_bad_squid_line_is_named_with_its_place():
     with pytest.raises(MisbehaviourError, match=r"field 'lines\.1'.*'\. 0 20%'"):
         build_one(refresh_patterns(". 0 20% 4320", ". 0 20%"))
+
+
+def test_no_invalidation_keeps_the_stored_answer_after_unsafe_methods(lab: Lab):
+    use(lab, {"name": "no-invalidation"})
+    fresh = {"Cache-Control": "max-age=60"}
+    lab.fetch(response_headers=fresh)
+    assert outcome(lab.fetch(method="DELETE", status=204)) == "BYPASS"
+    assert outcome(lab.fetch(method="POST", response_headers={"Location": URL}, status=201))
+    assert outcome(lab.fetch()) == "HIT"  # RFC 9111 4.4 would have dropped it twice over
