@@ -62,6 +62,13 @@ class CacheRules:
         what = "the request's no-cache ignored" if decision else "a stored answer refused"
         return decision, f"{what} ({changer.name})"
 
+    def revalidates(self, request: http.Request) -> bool:
+        """RFC 9111 4.3.1's conditional request for a stale entry, as the misbehaviours leave it."""
+        decision = True
+        for m in self.in_scope(request):
+            decision = m.revalidates(request, decision)
+        return decision
+
     def invalidates(self, request: http.Request, response: http.Response) -> bool:
         """RFC 9111 4.4's invalidation after an unsafe method, as the misbehaviours leave it."""
         decision = True

@@ -134,7 +134,7 @@ class SharedCache:
                 return
         # To the origin. The entry stays: a 304 revalidates it, a 5xx may let us serve it stale.
         flow.metadata["cache_entry"] = entry
-        if not cache_policy.is_conditional(request.headers):
+        if not cache_policy.is_conditional(request.headers) and self.rules.revalidates(request):
             validators = cache_policy.conditional_headers(entry.response.headers)
             if validators:
                 request.headers.update(validators)

@@ -28,6 +28,7 @@ CACHE_MISBEHAVIOURS = [
     "ignore-vary",
     "negative-cache",
     "no-invalidation",
+    "no-revalidation",
     "squid-refresh-pattern",
     "stale-on-error",
     "stale-while-updating",
@@ -537,3 +538,13 @@ def test_no_invalidation_keeps_the_stored_answer_after_unsafe_methods(lab: Lab):
     assert outcome(lab.fetch(method="DELETE", status=204)) == "BYPASS"
     assert outcome(lab.fetch(method="POST", response_headers={"Location": URL}, status=201))
     assert outcome(lab.fetch()) == "HIT"  # RFC 9111 4.4 would have dropped it twice over
+
+
+def test_no_revalidation_fetches_a_stale_entry_again_in_full(lab: Lab):
+    use(lab, {"name": "no-revalidation"})
+    fields = {"Cache-Control": "max-age=10", "ETag": '"v1"'}
+    lab.fetch(response_headers=fields)
+    lab.advance(15)
+    again = lab.fetch(response_headers=fields)
+    assert "If-None-Match" not in lab.origin_requests[-1].headers  # RFC 9111 4.3.1 would add it
+    assert outcome(again) == "STORE" and again.response.status_code == 200

@@ -157,6 +157,11 @@ class Misbehaviour(Generic[P]):
         """May a stale entry be served (stale-while-revalidate, stale-if-error)?"""
         return decision
 
+    def revalidates(self, request: http.Request, decision: bool) -> bool:
+        """Does the cache add its stored answer's validators to the request it sends for a
+        stale or no-cache entry (RFC 9111 4.3.1)?"""
+        return decision
+
     def invalidates(self, request: http.Request, response: http.Response, decision: bool) -> bool:
         """Does this non-error answer to an unsafe method drop the stored answers for its URL
         (and its same-origin Location and Content-Location, RFC 9111 4.4)?"""
