@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lab.data.errors import RunStopped
+from lab.data.kinds import DEFAULT_MATRIX_CONCURRENCY
 from lab.data.scenarios import Scenario
 from lab.judging.evidence import StackEventReaders, Verdict
 from lab.runs import repro
@@ -32,7 +33,7 @@ from lab.runs.shared_stacks import cell_key, needs_own_stack, start_stacks
 from lab.stacks.brokers import BrokerChoice, BrokerRuntime, redis_server_installed
 
 NOT_JUDGED = "not judged"  # a cell's outcome in a round where the machine was too slow for it
-DEFAULT_CONCURRENCY = 48
+DEFAULT_CONCURRENCY = DEFAULT_MATRIX_CONCURRENCY
 # Cells with stacks of their own (a capped Redis that the cell fills) run this many at once,
 # beside the shared cells.
 OWN_STACK_CONCURRENCY = 8
