@@ -5,8 +5,11 @@ filled in, the product checked as installed, run in the foreground under the lab
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import socket
 import string
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +98,24 @@ def placeholders(
     }
 
 
+class ProductFolder:
+    """Where a product keeps its files while it runs (pid, logs, cache, the filled config): a
+    fresh folder in the system's temp folder, moved into the run folder when it has stopped.
+    Started as root, the product drops to its own user, which often cannot reach the run folder
+    (a project in /root, pytest's 0700 temp folders): Squid then dies at start."""
+
+    def __init__(self, run_dir: Path, profile: str) -> None:
+        self.kept = run_dir / profile
+        self.path = Path(tempfile.mkdtemp(prefix=f"lab-verify-{profile}-"))
+        self.path.chmod(0o755)
+
+    def keep(self) -> None:
+        """Once the product has stopped: its files into the run folder, the temp folder gone."""
+        with contextlib.suppress(OSError):
+            shutil.copytree(self.path, self.kept, symlinks=True, dirs_exist_ok=True)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
 @dataclass
 class RunningProduct:
     setup: RealSetup
@@ -103,12 +124,13 @@ class RunningProduct:
     version: str
 
 
-def launch(sup: Supervisor, setup: RealSetup, app_port: int | None) -> Callable[[], RunningProduct]:
-    """Start the product for one profile (its files in <run folder>/<profile>/); return the
-    function that waits until it listens. A reverse product forwards to 127.0.0.1:app_port."""
+def launch(
+    sup: Supervisor, setup: RealSetup, app_port: int | None, files: ProductFolder
+) -> Callable[[], RunningProduct]:
+    """Start the product for one profile, its files in `files`; return the function that
+    waits until it listens. A reverse product forwards to 127.0.0.1:app_port."""
     product = setup.product
-    folder = (sup.run_dir / setup.profile).resolve()  # cwd is the folder: no relative paths
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = files.path
     listen_port = free_port()
     values = placeholders(product, listen_port, app_port or 0, folder)
     config = folder / setup.template.name

@@ -25,7 +25,7 @@ from lab.runs.shared_stacks import needs_own_stack
 from lab.stacks.ports import free_port
 from lab.stacks.proxy_url import check_app_port
 from lab.stacks.stack import external_proxy, stack_key
-from lab.verify.real import RealSetup, RunningProduct, launch
+from lab.verify.real import ProductFolder, RealSetup, RunningProduct, launch
 
 NOT_JUDGED = "not judged"  # a cell the machine was too slow to test on that side
 VERIFY_JSON = "verify.json"
@@ -237,8 +237,12 @@ def _run_real(
         app_port = free_port()
         check_app_port(app_port)
     sup = new_supervisor(here)
+    folders: list[ProductFolder] = []
     try:
-        waits = [launch(sup, setup, app_port) for setup in setups]
+        waits = []
+        for setup in setups:
+            folders.append(ProductFolder(here, setup.profile))
+            waits.append(launch(sup, setup, app_port, folders[-1]))
         running: list[RunningProduct] = [wait() for wait in waits]
         for product in running:
             progress(f"{product.setup.profile}: {product.version} at {product.url}")
@@ -259,6 +263,8 @@ def _run_real(
         return real, {p.setup.profile: p.version for p in running}
     finally:
         sup.stop_all()
+        for folder in folders:
+            folder.keep()
 
 
 def _outcome(result: MatrixResult, scenario: str, fix: str) -> str:
