@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 from pathlib import Path
 
 import pytest
 
 from lab.verify.real import real_profiles
-from tests.lab_helpers import LabProcess, component
+from tests.lab_helpers import PROJECT_ROOT, LabProcess, component
 
 # Every product at once, then the simulation: about 30 s for the first seven profiles here.
 VERIFY_TIMEOUT = 600
@@ -71,3 +72,28 @@ def test_ctrl_c_stops_the_products(tmp_path):
     assert code == 130
     assert "every process of the verification was stopped" in lab.stderr
     # LabProcess checked on the way out that no process of the run is left.
+
+
+@pytest.mark.stack
+def test_a_profile_that_no_longer_imitates_its_product_fails_naming_the_cells(tmp_path):
+    """A change that breaks fidelity: nginx-cache-valid without its proxy_cache_valid rule
+    (the heuristic-ttl misbehaviour) no longer caches the header-less status answer."""
+    shutil.copytree(PROJECT_ROOT / "proxies" / "profiles", tmp_path / "profiles")
+    shutil.copytree(PROJECT_ROOT / "proxies" / "real", tmp_path / "real")
+    profile = tmp_path / "profiles" / "nginx-cache-valid.toml"
+    text = profile.read_text("utf-8")
+    rule = '[[misbehaviours]]\nname = "heuristic-ttl"\nttl = 60\nstatuses = [200]\n'
+    assert rule in text
+    profile.write_text(text.replace(rule, ""), "utf-8")
+    env = {"LAB_PROFILES_DIR": str(tmp_path / "profiles")}
+    with LabProcess(["verify", "nginx-cache-valid"], tmp_path, env) as lab:
+        code, stdout = lab.finish(timeout=VERIFY_TIMEOUT)
+    assert code == 1, lab.output
+    assert (
+        "mismatch: nginx-cache-valid fix=none (profile nginx-cache-valid): real hung, "
+        "simulated completed"
+    ) in stdout
+    assert re.search(
+        r"nginx-cache-valid \(nginx version: nginx/[\d.]+, reverse\): \d+ of 17", stdout
+    )
+    assert "cells differ" in stdout.splitlines()[-1]
