@@ -97,3 +97,18 @@ def test_a_profile_that_no_longer_imitates_its_product_fails_naming_the_cells(tm
         r"nginx-cache-valid \(nginx version: nginx/[\d.]+, reverse\): \d+ of 17", stdout
     )
     assert "cells differ" in stdout.splitlines()[-1]
+
+
+@pytest.mark.stack
+def test_a_lab_killed_with_sigkill_takes_its_squid_along(tmp_path):
+    """Squid drops to the user proxy, which clears the kernel's parent-death signal: the
+    leash (lab/verify/leash.py) keeps it."""
+    with LabProcess(["verify", "squid-default"], tmp_path) as lab:
+        lab.wait_for_stderr("cells through the real products")
+        squid = component(lab.token, "squid-default")
+        assert squid is not None
+        assert any(child.username() == "proxy" for child in squid.children()) or (
+            squid.username() != "root"
+        )
+        # Leaving the block kills the lab with SIGKILL, then checks that no process of its
+        # run is left within 15 s (Squid takes about 3 s to stop).

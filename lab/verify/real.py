@@ -9,6 +9,7 @@ import contextlib
 import shutil
 import socket
 import string
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,7 +138,9 @@ def launch(
     config.write_text(fill(setup.template, values), "utf-8")
     product.prepare(config, folder)
     version = product.version()
-    component = sup.add(setup.profile, product.command(config, folder), cwd=folder)
+    # On a leash: a product that changes its user would outlive a lab killed with SIGKILL.
+    leash = [sys.executable, "-m", "lab.verify.leash"]
+    component = sup.add(setup.profile, [*leash, *product.command(config, folder)], cwd=folder)
     component.stop_grace = product.stop_grace
 
     def ready() -> RunningProduct:
