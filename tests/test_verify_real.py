@@ -112,5 +112,11 @@ def test_a_lab_killed_with_sigkill_takes_its_squid_along(tmp_path):
         assert any(child.username() == "proxy" for child in squid.children()) or (
             squid.username() != "root"
         )
+        temp = Path(next(arg for arg in squid.cmdline() if arg.endswith(".conf"))).parent
+        assert temp.is_dir()
         # Leaving the block kills the lab with SIGKILL, then checks that no process of its
         # run is left within 15 s (Squid takes about 3 s to stop).
+    # The leash moved Squid's files into the run folder as it stopped.
+    assert not temp.exists()
+    (kept,) = (tmp_path / "runs").glob("*-verify/squid-default/cache.log")
+    assert "Squid Cache" in kept.read_text()

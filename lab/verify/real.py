@@ -5,8 +5,6 @@ filled in, the product checked as installed, run in the foreground under the lab
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import socket
 import string
 import sys
@@ -20,6 +18,7 @@ from lab.data.errors import BadInput, ComponentError
 from lab.stacks.ports import LOOPBACK, free_port
 from lab.stacks.processes import Component, Supervisor
 from lab.verify import products
+from lab.verify.leash import move_folder
 from lab.verify.products.base import Product
 
 
@@ -111,10 +110,9 @@ class ProductFolder:
         self.path.chmod(0o755)
 
     def keep(self) -> None:
-        """Once the product has stopped: its files into the run folder, the temp folder gone."""
-        with contextlib.suppress(OSError):
-            shutil.copytree(self.path, self.kept, symlinks=True, dirs_exist_ok=True)
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Once the product has stopped: its files into the run folder, the temp folder gone
+        (the leash does it as the product stops; this is for a leash that was killed)."""
+        move_folder(self.path, self.kept)
 
 
 @dataclass
@@ -139,7 +137,7 @@ def launch(
     product.prepare(config, folder)
     version = product.version()
     # On a leash: a product that changes its user would outlive a lab killed with SIGKILL.
-    leash = [sys.executable, "-m", "lab.verify.leash"]
+    leash = [sys.executable, "-m", "lab.verify.leash", "--keep-in", str(files.kept.resolve())]
     component = sup.add(setup.profile, [*leash, *product.command(config, folder)], cwd=folder)
     component.stop_grace = product.stop_grace
 
