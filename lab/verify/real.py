@@ -45,13 +45,14 @@ class RealSetup:
                 f"profile {name!r} has no [real] table: no real product to verify it against "
                 f"(profiles with one: {having})"
             )
+        where = paths.relative(paths.profiles_dir() / f"{name}.toml")
         template = templates_dir() / profile.real.config
         if not template.is_file():
-            raise BadInput(
-                f"{paths.relative(paths.profiles_dir() / f'{name}.toml')}: field 'real.config': "
-                f"no template {paths.relative(template)}"
-            )
-        product = products.get(profile.real.product)
+            raise BadInput(f"{where}: field 'real.config': no template {paths.relative(template)}")
+        try:
+            product = products.get(profile.real.product)
+        except BadInput as exc:
+            raise BadInput(f"{where}: field 'real.product': {exc}") from None
         fill(template, placeholders(product, 1, 1, Path("/nonexistent")))  # BadInput now
         return cls(name, product, template, profile.real.placement)
 
