@@ -27,7 +27,22 @@ if TYPE_CHECKING:
     from mitmproxy.optmanager import OptManager
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
+# The real products' configuration templates a profile's [real] table names (`lab verify`).
+REAL_DIR = Path(__file__).parent / "real"
 OptionValue = bool | int | float | str | list[str]
+
+
+class RealProduct(BaseModel):
+    """A profile's `[real]` table: the real product it imitates, runnable by `lab verify`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # A module lab/verify/products/<product>.py (the lab checks that it exists).
+    product: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_]*$")]
+    # A file in proxies/real/: real_config made runnable, string.Template placeholders.
+    config: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    # How the real product sits: the client's forward proxy, or in front of the app.
+    placement: Literal["forward", "reverse"]
 
 
 class Profile(BaseModel):
@@ -50,6 +65,8 @@ class Profile(BaseModel):
     # Each {name = "...", params...}: see proxies/misbehaviours/; applied in this order.
     # Their parameters are checked by each misbehaviour's own Params model.
     misbehaviours: list[dict[str, Any]] = []
+    # The real product and its runnable configuration (`lab verify`), when there is one.
+    real: RealProduct | None = None
 
     @field_validator("real_world")
     @classmethod

@@ -12,7 +12,7 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # lab/'s layers, from the bottom: a module imports from its own layer or the ones before it.
-LAYERS = ["data", "stacks", "clients", "judging", "runs", "reports", "cli", "plugin"]
+LAYERS = ["data", "stacks", "clients", "judging", "runs", "reports", "verify", "cli", "plugin"]
 PACKAGES = ("lab", "proxies", "sample_app", "cache_probe")
 ARCHITECTURE = PROJECT_ROOT / "docs" / "architecture.md"
 

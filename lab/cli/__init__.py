@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -26,26 +27,32 @@ from lab.cli.options import (
     SCENARIO_LIST,
     RunOptions,
     broker_options,
+    check_app_port_alone,
     check_client,
     check_for_matrix,
     check_for_run,
     check_host,
+    check_proxy_options,
     run_options,
     runs_dir_option,
 )
 from lab.cli.output import err, guarded, out, progress, terminate_as_interrupt
 from lab.cli.probe import probe_command
+from lab.cli.verify import verify_command
 from lab.data import paths, scenarios
 from lab.data.errors import (
     EXIT_MATCHED,
     EXIT_MISMATCH,
     BadInput,
 )
-from lab.judging.evidence import Verdict
-from lab.reports import publish
-from lab.reports.look import look_of
-from lab.runs import broker_comparison, matrix
-from lab.runs import repro as repro_run
+from lab.data.kinds import DEFAULT_MATRIX_CONCURRENCY
+
+# The run, judging and report modules (httpx, jinja2, part of mitmproxy) are imported by the
+# command that needs them: every `lab` process, `lab list` and `lab --help` included, would
+# otherwise pay for them, and the test suite starts `lab` many times.
+if TYPE_CHECKING:
+    from lab.judging.evidence import Verdict
+    from lab.runs import broker_comparison, matrix
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,11 +87,16 @@ def list_scenarios() -> None:
 @run_options
 def repro(scenario: str, fix: str, run: RunOptions) -> None:
     """Run SCENARIO (a name from `lab list`, or a .toml file) with one fix, and judge it."""
+    from lab.reports import publish
+    from lab.runs import repro as repro_run
+
     with guarded(run.as_json, "interrupted: every process of the run was stopped"):
         loaded, chosen_broker = check_for_run(
             scenario, fix, run.broker, run.broker_url, run.proxy_url
         )
         check_client(loaded, run.client)
+        check_proxy_options(run)
+        check_app_port_alone(run)
         verdict = repro_run.run_until_tested(
             loaded,
             fix,
@@ -92,6 +104,7 @@ def repro(scenario: str, fix: str, run: RunOptions) -> None:
             progress,
             proxy_url=run.proxy_url,
             proxy_mode=run.proxy_mode,
+            app_port=run.app_port or 0,
             client=run.client,
             broker=chosen_broker,
         )
@@ -154,7 +167,7 @@ def _print_evidence(v: Verdict) -> None:
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 256),
-    default=matrix.DEFAULT_CONCURRENCY,
+    default=DEFAULT_MATRIX_CONCURRENCY,
     show_default=True,
     help="Cells running at once (and worker threads).",
 )
@@ -188,9 +201,14 @@ def matrix_command(
     Each scenario runs on its own default broker unless --broker or --brokers says otherwise;
     scenarios that cannot run on a broker are left out of its matrix, and said so.
     """
+    from lab.reports import publish
+    from lab.runs import broker_comparison, matrix
+
     with guarded(run.as_json, "interrupted: every process of the matrix was stopped"):
         say = functools.partial(err.print, markup=False)
         selection = check_for_matrix(only_scenarios, only_fixes, broker_list, run, say)
+        check_proxy_options(run)
+        check_app_port_alone(run)
         brokers = selection.brokers
         common = {
             "scenarios": selection.scenarios,
@@ -199,6 +217,7 @@ def matrix_command(
             "concurrency": concurrency,
             "proxy_url": run.proxy_url,
             "proxy_mode": run.proxy_mode,
+            "app_port": run.app_port or 0,
             "client": run.client,
             "screenshots": screenshots,
         }
@@ -250,6 +269,9 @@ def _print_comparison(comparison: broker_comparison.BrokerComparison) -> None:
 
 
 def _print_matrix(result: matrix.MatrixResult) -> None:
+    from lab.reports.look import look_of
+    from lab.runs import matrix
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("scenario [proxy]", no_wrap=True)
     for fix in result.fixes:
@@ -333,3 +355,4 @@ def up_command(
 
 main.add_command(audit_command)
 main.add_command(probe_command)
+main.add_command(verify_command)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lab.data.errors import RunStopped
+from lab.data.kinds import DEFAULT_MATRIX_CONCURRENCY
 from lab.data.scenarios import Scenario
 from lab.judging.evidence import StackEventReaders, Verdict
 from lab.runs import repro
@@ -30,9 +32,10 @@ from lab.runs.schedule import (
 )
 from lab.runs.shared_stacks import cell_key, needs_own_stack, start_stacks
 from lab.stacks.brokers import BrokerChoice, BrokerRuntime, redis_server_installed
+from lab.stacks.stack import ProxyEndpoint, external_proxy
 
 NOT_JUDGED = "not judged"  # a cell's outcome in a round where the machine was too slow for it
-DEFAULT_CONCURRENCY = 48
+DEFAULT_CONCURRENCY = DEFAULT_MATRIX_CONCURRENCY
 # Cells with stacks of their own (a capped Redis that the cell fills) run this many at once,
 # beside the shared cells.
 OWN_STACK_CONCURRENCY = 8
@@ -156,6 +159,9 @@ def run_matrix(
     concurrency: int = DEFAULT_CONCURRENCY,
     proxy_url: str | None = None,
     proxy_mode: str = "forward",
+    app_port: int = 0,
+    external_proxies: dict[str, ProxyEndpoint] | None = None,
+    also_alive: Callable[[str], None] | None = None,
     client: str = "python",
     broker: str | None = None,
     broker_url: str | None = None,
@@ -167,6 +173,12 @@ def run_matrix(
 
     screenshots (browser client): "mismatches" (cells whose outcome was not the expected one)
     or "all".
+
+    app_port: the app's port on 127.0.0.1 (one app stack only), for a real reverse proxy.
+    external_proxies: by profile name, a proxy the lab did not start that stands in for it
+    (`lab verify`'s real products; proxy_url is one proxy for every profile).
+    also_alive(during): ComponentError when something the caller started for the matrix (a
+    real proxy) died; checked as often as the matrix's own components.
 
     broker: every scenario on this broker (those that cannot run on it are left out); None:
     each on its own default. Cells that fill their broker get a stack of their own each.
@@ -197,7 +209,15 @@ def run_matrix(
             progress(f"broker: {runtimes[kind].label}")
         progress(f"starting the stacks for {len(scenarios)} scenarios")
         apps, proxies = start_stacks(
-            resources, shared, concurrency, proxy_url, proxy_mode, runtimes, broker
+            resources,
+            shared,
+            concurrency,
+            proxy_url,
+            proxy_mode,
+            runtimes,
+            broker,
+            app_port,
+            external_proxies,
         )
         if browser_ready:
             browser_ready()
@@ -222,12 +242,19 @@ def run_matrix(
                 if time.monotonic() - checked_at[0] < ALIVE_CHECK_EVERY:
                     return
                 resources.check_alive("during the matrix")
+                if also_alive is not None:
+                    also_alive("during the matrix")
                 if browser is not None:
                     browser.check_alive("during the matrix")
                 checked_at[0] = time.monotonic()  # only after a check that passed
 
         def own_stack(cell: tuple[Scenario, str], round_no: int) -> Verdict:
             sc, fix = cell
+            # Through the same external proxy as the shared cells (never on app_port: the
+            # checks before a matrix allow it with one shared stack only).
+            outside = external_proxies.get(sc.proxy) if external_proxies else None
+            if outside is None and proxy_url and sc.uses_proxy:
+                outside = external_proxy(proxy_url, proxy_mode)
             return repro.run_until_tested(
                 sc,
                 fix,
@@ -236,6 +263,8 @@ def run_matrix(
                 attempts=MAX_ATTEMPTS,
                 run_dir=run_dir / f"round-{round_no}" / f"{sc.name}--{fix}",
                 client=client,
+                proxy_url=outside.address if outside else None,
+                proxy_mode=outside.mode if outside else "forward",
                 broker=BrokerChoice(broker or sc.default_broker, broker_url if broker else None),
                 should_stop=stopping.is_set,
                 screenshots=screenshots,
