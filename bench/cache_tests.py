@@ -2,8 +2,8 @@
 lab/stacks/cache_tests.py) against a lab profile, as a shared cache in reverse mode.
 
     .venv/bin/python bench/cache_tests.py --profile rfc [--json]
-    .venv/bin/python bench/cache_tests.py --product squid   # real Squid 5.7 vs squid-default
-    .venv/bin/python bench/cache_tests.py --product nginx   # real nginx 1.22 vs nginx-default
+    .venv/bin/python bench/cache_tests.py --profile squid-default --real  # vs Squid 5.7
+    .venv/bin/python bench/cache_tests.py --profile nginx-default --real  # vs nginx 1.22
 
 Installs the suite on first use (npm, into ~/.cache/proxy-cache-lab/, outside git), starts its
 origin server on 127.0.0.1, the lab's mitmdump with the profile in reverse mode in front of it
@@ -11,9 +11,10 @@ origin server on 127.0.0.1, the lab's mitmdump with the profile in reverse mode 
 the suite's CLI against the proxy and counts with the suite's own determineTestResult
 (dependencies honoured). Prints required tests passed / evaluated, the optional and check tests,
 and each failing required test with the suite's reason; `--json`: one JSON object. With
-`--product`, the suite runs through the real product (bench/_real_products.py, configured as
-its profile's real_config) and then through that profile, and prints test by test where their
-results differ (the required tests with the same result, of all required tests). Everything
+`--real`, the suite runs first through the real product the profile's [real] table names
+(bench/_real_products.py: lab verify's template and start-up, as a reverse proxy), then through
+the profile, and prints test by test where their results differ (the required tests with the
+same result, of all required tests). Everything
 is on loopback and every process is stopped on every way out. Exit 0 done, 2 bad input, 3 a
 component could not start, 130 interrupted.
 """
@@ -48,12 +49,14 @@ def run_profile(name: str, runs_dir: Path) -> cache_tests.SuiteResults:
         return cache_tests.run_suite(endpoint.address, resources.sup)
 
 
-def run_product(product: str, runs_dir: Path) -> cache_tests.SuiteResults:
-    """The suite through the real product, in front of the suite's origin."""
-    with RunResources(new_run_dir(runs_dir, f"cache-tests-{product}")) as resources:
+def run_real(name: str, runs_dir: Path) -> tuple[str, cache_tests.SuiteResults]:
+    """The suite through the real product of profile `name`, in front of the suite's origin:
+    (the product's version, the results)."""
+    with RunResources(new_run_dir(runs_dir, f"cache-tests-real-{name}")) as resources:
         origin = cache_tests.start_origin(resources.sup)
-        address = _real_products.start(product, resources.sup, origin)
-        return cache_tests.run_suite(address, resources.sup)
+        port = int(origin.rsplit(":", 1)[1])
+        address, version = _real_products.start(name, resources.sup, port)
+        return version, cache_tests.run_suite(address, resources.sup)
 
 
 def agreement(
@@ -74,15 +77,16 @@ def agreement(
 def agreement_summary(
     product: str, name: str, real: cache_tests.SuiteResults, profile: cache_tests.SuiteResults
 ) -> str:
+    """`product`: the real product's version line."""
     same, differ = agreement(real, profile)
     total = len(same) + len(differ)
     lines = [
-        f"{_real_products.version(product)}: " + _score(real),
+        f"{product} (reverse): " + _score(real),
         f"profile {name} (reverse): " + _score(profile),
         f"same result on {len(same)} of {total} required tests ({100 * len(same) / total:.1f}%)",
     ]
     if differ:
-        lines.append(f"different ({len(differ)}): test: {product} / {name}")
+        lines.append(f"different ({len(differ)}): test: real / {name}")
     for test, other in differ:
         lines.append(f"  {test.id}: {_said(test)} / {_said(other)}")
     return "\n".join(lines)
@@ -128,21 +132,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="rfc", help="a lab profile (default: rfc)")
     parser.add_argument(
-        "--product",
-        choices=sorted(_real_products.PROFILE_OF),
-        help="also run the real product and compare it with its profile, test by test",
+        "--real",
+        action="store_true",
+        help="also run the real product the profile's [real] table names, and compare",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.add_argument(
         "--runs-dir", type=Path, help="keep the run folder here (default: a temporary one)"
     )
     args = parser.parse_args()
-    if args.product and args.profile == parser.get_default("profile"):
-        args.profile = _real_products.PROFILE_OF[args.product]
     try:
         with tempfile.TemporaryDirectory() as folder:
             runs_dir = args.runs_dir or Path(folder)
-            real = run_product(args.product, runs_dir) if args.product else None
+            version, real = run_real(args.profile, runs_dir) if args.real else ("", None)
             results = run_profile(args.profile, runs_dir)
     except LabError as exc:
         print(f"cache_tests: {exc}", file=sys.stderr)
@@ -155,19 +157,19 @@ def main() -> int:
         if args.json:
             same, differ = agreement(real, results)
             doc = {
-                "product": _real_products.version(args.product),
+                "product": version,
                 "profile": args.profile,
                 "same": len(same),
                 "required": len(same) + len(differ),
                 "different": [
-                    {"id": a.id, args.product: _said(a), args.profile: _said(b)} for a, b in differ
+                    {"id": a.id, "real": _said(a), args.profile: _said(b)} for a, b in differ
                 ],
                 "real": real.to_json(),
                 "simulated": results.to_json(),
             }
             print(json.dumps(doc))
         else:
-            print(agreement_summary(args.product, args.profile, real, results))
+            print(agreement_summary(version, args.profile, real, results))
         return 0
     if args.json:
         print(json.dumps({"profile": args.profile, **results.to_json()}))
