@@ -548,3 +548,15 @@ def test_no_revalidation_fetches_a_stale_entry_again_in_full(lab: Lab):
     again = lab.fetch(response_headers=fields)
     assert "If-None-Match" not in lab.origin_requests[-1].headers  # RFC 9111 4.3.1 would add it
     assert outcome(again) == "STORE" and again.response.status_code == 200
+
+
+@pytest.mark.parametrize("status", [201, 403, 503, 599])
+def test_squid_gives_no_heuristic_freshness_to_statuses_it_never_caches(lab: Lab, status: int):
+    # The HTTP caching test suite's heuristic-*-not_cached: Squid 5.7 passes them all.
+    use(lab, refresh_patterns(*STOCK, ". 0 20% 4320"))
+    last_modified = {"Last-Modified": http_date(START - 86400), "Date": http_date(START)}
+    lab.fetch(response_headers=last_modified, status=status)
+    assert outcome(lab.fetch(response_headers=last_modified, status=status)) != "HIT"
+    lab.addon.store.clear()
+    lab.fetch(response_headers=last_modified)  # a 200 gets 20% of a day
+    assert outcome(lab.fetch()) == "HIT"

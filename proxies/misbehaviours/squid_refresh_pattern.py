@@ -259,6 +259,13 @@ class SquidRefreshPattern(Misbehaviour[SquidRefreshPatternParams]):
         line = self.line_for(request)
         if line is None:
             return lifetime
+        if response.status_code not in cache_policy.HEURISTICALLY_CACHEABLE and (
+            cache_policy.explicit_lifetime(response.headers, now) is None
+        ):
+            # HttpStateData::cacheableReply (src/http.cc): 201, 202, 403, 5xx and unknown codes
+            # are never cached, or only "negatively" for negative_ttl (0 by default), without
+            # an explicit expiry; refresh_pattern's heuristic never reaches them.
+            return lifetime
         return squid_lifetime(
             response.headers,
             now,
