@@ -1,15 +1,17 @@
 """Bad input to the CLI: exit 2, one `error:` line, nothing started. Runs `python -m lab`."""
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 from click.testing import CliRunner
 
 from lab.cli import main
-from lab.data import fixes, scenarios
+from lab.data import fixes, scenarios, settings
 
 MISSING_PROXY = """\
 name = "no-proxy"
@@ -21,7 +23,34 @@ others = "completed"
 """
 
 
-def lab(tmp_path, *args: str, **lab_env: str) -> subprocess.CompletedProcess:
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def lab(tmp_path, *args: str, **lab_env: str) -> Ran:
+    """`lab ARGS` run in this process by click's test runner, from `tmp_path`, with only the
+    LAB_* variables given: what a user sees on stdout and stderr and the exit code, without a
+    Python start-up (about 0.7 s) per call. Tests that start real processes use
+    `lab_process`, and test_the_lab_command_as_a_process checks the real entry point."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("LAB_")}
+    env["LAB_RUNS_DIR"] = str(tmp_path / "runs")
+    env.update(lab_env)
+    settings.current.cache_clear()  # the variables are read once per process: read these
+    try:
+        with contextlib.chdir(tmp_path):
+            result = CliRunner().invoke(main, list(args), env=env, prog_name="lab")
+    finally:
+        settings.current.cache_clear()
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a traceback is a bug of the lab: show it as one
+    return Ran(result.exit_code, result.stdout, result.stderr)
+
+
+def lab_process(tmp_path, *args: str, **lab_env: str) -> subprocess.CompletedProcess:
+    """`python -m lab ARGS` as a user runs it, in its own process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
     env["LAB_RUNS_DIR"] = str(tmp_path / "runs")
     env.update(lab_env)
@@ -44,6 +73,13 @@ def assert_bad_input(tmp_path, result, *named: str) -> None:
     for text in named:
         assert text in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_lab_command_as_a_process(tmp_path):
+    """The real entry point, `python -m lab`: bad input is exit 2 and one line, in both forms."""
+    assert_bad_input(tmp_path, lab_process(tmp_path, "repro", "nosuch"), "unknown scenario")
+    result = lab_process(tmp_path, "repro", "nosuch", "--json")
+    assert result.returncode == 2 and json.loads(result.stdout)["exit_code"] == 2
 
 
 def test_unknown_scenario(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from lab.data.errors import BadInput, ComponentError
 from lab.stacks.proxy_url import check_proxy_url, proxy_label
 from tests.lab_helpers import free_loopback_port
-from tests.test_cli_input import assert_bad_input, lab
+from tests.test_cli_input import assert_bad_input, lab, lab_process
 
 
 def assert_cannot_reach(tmp_path, result, *named: str) -> None:
@@ -97,7 +97,7 @@ def test_a_forward_proxy_is_named_by_its_url_everywhere(tmp_path, mitmdump):
     # A proxy the lab does not start: a mitmdump with the scenario's own profile, so the
     # outcome must be the expected one too.
     proxy = mitmdump(["proxies/lab_addons.py"], {"profile": "squid-default"})
-    result = lab(
+    result = lab_process(
         tmp_path, "repro", "squid-default", "--fix", "none", "--proxy-url", proxy.url, "--json"
     )
     verdict = json.loads(result.stdout)
@@ -106,7 +106,9 @@ def test_a_forward_proxy_is_named_by_its_url_everywhere(tmp_path, mitmdump):
     assert f"(answered by external proxy {proxy.url})" in verdict["sentence"]
     report = (tmp_path / verdict["run_dir"] / "report.html").read_text("utf-8")
     assert f"external proxy {proxy.url}" in report and "squid-default:" not in report
-    text = lab(tmp_path, "repro", "squid-default", "--fix", "none", "--proxy-url", proxy.url)
+    text = lab_process(
+        tmp_path, "repro", "squid-default", "--fix", "none", "--proxy-url", proxy.url
+    )
     assert f"external proxy {proxy.url}: answered" in text.stdout
 
 
@@ -118,7 +120,7 @@ def test_a_reverse_proxy_forwards_to_the_app_port(tmp_path, mitmdump):
         {"profile": "nginx-cache-valid"},
         modes=[f"reverse:http://127.0.0.1:{app_port}"],
     )
-    result = lab(
+    result = lab_process(
         tmp_path, "repro", "nginx-cache-valid", "--fix", "none", "--proxy-url", proxy.url,
         "--proxy-mode", "reverse", "--app-port", str(app_port), "--json",
     )  # fmt: skip
