@@ -18,13 +18,14 @@ import psutil
 import pytest
 
 from lab.data import fixes, scenarios, settings
-from lab.data.errors import EXIT_BAD_INPUT, EXIT_COMPONENT, EXIT_MATCHED, BadInput, ComponentError
+from lab.data.errors import EXIT_COMPONENT, EXIT_MATCHED, BadInput, ComponentError
 from lab.stacks import brokers
 from lab.stacks.brokers import BrokerChoice, celery_config, check_reachable
 from lab.stacks.ports import free_port
 from lab.stacks.redis_memory import KeyGroup, MemorySummary, key_pattern, redis_cli_commands
 from sample_app.config import REUSING_DATABASE_BACKEND
 from tests.lab_helpers import LabProcess, wait_for
+from tests.test_cli_input import assert_bad_input, lab
 
 RABBITMQ_URL = settings.current().rabbitmq_url
 
@@ -220,10 +221,7 @@ def test_repro_on_an_unreachable_rabbitmq_is_exit_3_and_starts_nothing(tmp_path)
     ],
 )
 def test_bad_broker_input_is_exit_2(tmp_path, args, says):
-    with LabProcess(args, tmp_path) as lab:
-        code, _ = lab.finish(timeout=30)
-    assert code == EXIT_BAD_INPUT, lab.stderr
-    assert says in lab.stderr
+    assert_bad_input(tmp_path, lab(tmp_path, *args), says)
 
 
 # -- the real servers ------------------------------------------------------------------------------
