@@ -26,10 +26,12 @@ from lab.cli.options import (
     SCENARIO_LIST,
     RunOptions,
     broker_options,
+    check_app_port_alone,
     check_client,
     check_for_matrix,
     check_for_run,
     check_host,
+    check_proxy_options,
     run_options,
     runs_dir_option,
 )
@@ -85,6 +87,8 @@ def repro(scenario: str, fix: str, run: RunOptions) -> None:
             scenario, fix, run.broker, run.broker_url, run.proxy_url
         )
         check_client(loaded, run.client)
+        check_proxy_options(run)
+        check_app_port_alone(run)
         verdict = repro_run.run_until_tested(
             loaded,
             fix,
@@ -92,6 +96,7 @@ def repro(scenario: str, fix: str, run: RunOptions) -> None:
             progress,
             proxy_url=run.proxy_url,
             proxy_mode=run.proxy_mode,
+            app_port=run.app_port or 0,
             client=run.client,
             broker=chosen_broker,
         )
@@ -191,6 +196,8 @@ def matrix_command(
     with guarded(run.as_json, "interrupted: every process of the matrix was stopped"):
         say = functools.partial(err.print, markup=False)
         selection = check_for_matrix(only_scenarios, only_fixes, broker_list, run, say)
+        check_proxy_options(run)
+        check_app_port_alone(run)
         brokers = selection.brokers
         common = {
             "scenarios": selection.scenarios,
@@ -199,6 +206,7 @@ def matrix_command(
             "concurrency": concurrency,
             "proxy_url": run.proxy_url,
             "proxy_mode": run.proxy_mode,
+            "app_port": run.app_port or 0,
             "client": run.client,
             "screenshots": screenshots,
         }

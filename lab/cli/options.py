@@ -21,7 +21,9 @@ from click.shell_completion import CompletionItem
 
 from lab.data import fixes, kinds, paths, profiles, scenarios
 from lab.data.errors import BadInput
+from lab.runs.shared_stacks import app_stacks_needed
 from lab.stacks.brokers import BROKERS, BrokerChoice
+from lab.stacks.proxy_url import check_app_port, check_proxy_reachable, check_proxy_url
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -88,6 +90,7 @@ class RunOptions:
     runs_dir: Path | None
     proxy_url: str | None
     proxy_mode: str
+    app_port: int | None
     client: str
     broker: str | None
     broker_url: str | None
@@ -149,7 +152,15 @@ def run_options(f: Command) -> Command:
             default="forward",
             show_default=True,
             help="How --proxy-url is used: as the client's forward proxy, or as a reverse proxy "
-            "in front of the app (then it must forward to the app's address).",
+            "in front of the app (then it must forward to 127.0.0.1:--app-port).",
+        ),
+        click.option(
+            "--app-port",
+            type=click.IntRange(1, 65535),
+            default=None,
+            metavar="PORT",
+            help="The app listens on 127.0.0.1:PORT instead of a free port picked at start: "
+            "where a real reverse proxy (--proxy-mode reverse) forwards to.",
         ),
         click.option(
             "--client",
@@ -166,10 +177,35 @@ def run_options(f: Command) -> Command:
     return command  # type: ignore[return-value]
 
 
+def check_proxy_options(run: RunOptions) -> None:
+    """--proxy-url, --proxy-mode and --app-port, before anything starts: BadInput (exit 2)
+    when they cannot go together, ComponentError (exit 3) when the proxy cannot be reached or
+    the app's port is taken. Called after every other input check."""
+    if run.proxy_url is None:
+        return
+    check_proxy_url(run.proxy_url)
+    if run.proxy_mode == "reverse" and run.app_port is None:
+        raise BadInput(
+            "--proxy-mode reverse needs --app-port PORT: the reverse proxy at --proxy-url "
+            "must forward to the app at 127.0.0.1:PORT"
+        )
+    check_proxy_reachable(run.proxy_url)
+    if run.app_port is not None:
+        check_app_port(run.app_port)
+
+
+def check_app_port_alone(run: RunOptions) -> None:
+    """--app-port without --proxy-url: only the port's check (exit 3 when taken)."""
+    if run.proxy_url is None and run.app_port is not None:
+        check_app_port(run.app_port)
+
+
 def check_for_run(
     scenario: str, fix: str, broker: str | None, broker_url: str | None, proxy_url: str | None
 ) -> tuple[scenarios.Scenario, BrokerChoice]:
     """Everything `repro` and `up` check before starting anything: BadInput if wrong."""
+    if proxy_url is not None:
+        check_proxy_url(proxy_url)
     loaded = scenarios.load(scenario)
     fixes.check(fix)
     loaded.expected_for(fix)  # a fix that does not apply is bad input too
@@ -257,6 +293,14 @@ def check_for_matrix(
         for sc in loaded:
             if sc.uses_proxy:
                 profiles.load(sc.proxy)
+    if run.app_port is not None:
+        cells = [(sc, fix) for sc in loaded for fix in wanted_fixes if sc.applies(fix)]
+        stacks = app_stacks_needed(cells)
+        if len(stacks) > 1:
+            raise BadInput(
+                f"--app-port {run.app_port}: these cells need {len(stacks)} app stacks "
+                f"({', '.join(stacks)}), one port serves one; choose one scenario with --scenarios"
+            )
     return MatrixSelection(loaded, wanted_fixes, brokers)
 
 

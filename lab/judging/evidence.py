@@ -229,8 +229,11 @@ def judge(
     broker: str = "sqlite",
     result_lifetime: float | None = None,
     attempts: int = 1,
+    proxy: str | None = None,
 ) -> Verdict:
-    """`result_lifetime`: seconds a stored result lives (result_expires), None: for ever."""
+    """`result_lifetime`: seconds a stored result lives (result_expires), None: for ever.
+    `proxy`: the proxy that stood in the way when it was not the scenario's profile (a real
+    one, "external proxy URL")."""
     expected = scenario.expected_for(fix, client)
     matched = observed is expected
     stopped_at = evidence.stopped_at(observed, final_states)
@@ -248,13 +251,15 @@ def judge(
         tail = f"{evidence.from_cache} of {total} polls were answered by the proxy"
         if not evidence.proxy_visible:
             tail = f"{evidence.from_cache} of {total} polls never reached the origin"
+            if proxy:
+                tail += f" (answered by {proxy})"
     else:
         tail = f"{evidence.reached_origin} of {total} polls reached the origin (no proxy)"
     return Verdict(
         scenario=scenario.name,
         fix=fix,
         client=client,
-        proxy=scenario.proxy,
+        proxy=proxy or scenario.proxy,
         lesson=scenario.lesson,
         hang_window=scenario.hang_window,
         # What happened, in one sentence and in figures.

@@ -111,9 +111,11 @@ class RunResources:
         task_duration: float,
         key: str | None = None,
         concurrency: int = 1,
+        port: int = 0,
     ) -> Callable[[], AppStack]:
         """Start the scenario's worker and app server; return the function that waits for
-        them. key: a stack shared by several cells (its files named after it)."""
+        them. key: a stack shared by several cells (its files named after it); port: the
+        app's on 127.0.0.1 (0: any free one)."""
         ready = launch_app_stack(
             self.sup,
             key or stack_key(scenario, fix),
@@ -127,6 +129,7 @@ class RunResources:
             results=scenario.results,
             fix=fix,
             load=scenario.load,
+            port=port,
         )
 
         def up() -> AppStack:

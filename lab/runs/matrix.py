@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -156,6 +157,8 @@ def run_matrix(
     concurrency: int = DEFAULT_CONCURRENCY,
     proxy_url: str | None = None,
     proxy_mode: str = "forward",
+    app_port: int = 0,
+    also_alive: Callable[[str], None] | None = None,
     client: str = "python",
     broker: str | None = None,
     broker_url: str | None = None,
@@ -167,6 +170,10 @@ def run_matrix(
 
     screenshots (browser client): "mismatches" (cells whose outcome was not the expected one)
     or "all".
+
+    app_port: the app's port on 127.0.0.1 (one app stack only), for a real reverse proxy.
+    also_alive(during): ComponentError when something the caller started for the matrix (a
+    real proxy) died; checked as often as the matrix's own components.
 
     broker: every scenario on this broker (those that cannot run on it are left out); None:
     each on its own default. Cells that fill their broker get a stack of their own each.
@@ -197,7 +204,7 @@ def run_matrix(
             progress(f"broker: {runtimes[kind].label}")
         progress(f"starting the stacks for {len(scenarios)} scenarios")
         apps, proxies = start_stacks(
-            resources, shared, concurrency, proxy_url, proxy_mode, runtimes, broker
+            resources, shared, concurrency, proxy_url, proxy_mode, runtimes, broker, app_port
         )
         if browser_ready:
             browser_ready()
@@ -222,6 +229,8 @@ def run_matrix(
                 if time.monotonic() - checked_at[0] < ALIVE_CHECK_EVERY:
                     return
                 resources.check_alive("during the matrix")
+                if also_alive is not None:
+                    also_alive("during the matrix")
                 if browser is not None:
                     browser.check_alive("during the matrix")
                 checked_at[0] = time.monotonic()  # only after a check that passed
@@ -236,6 +245,10 @@ def run_matrix(
                 attempts=MAX_ATTEMPTS,
                 run_dir=run_dir / f"round-{round_no}" / f"{sc.name}--{fix}",
                 client=client,
+                # Through the same external proxy as the shared cells (never on app_port:
+                # the check before the matrix allows it with one shared stack only).
+                proxy_url=proxy_url if sc.uses_proxy else None,
+                proxy_mode=proxy_mode,
                 broker=BrokerChoice(broker or sc.default_broker, broker_url if broker else None),
                 should_stop=stopping.is_set,
                 screenshots=screenshots,

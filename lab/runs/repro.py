@@ -54,6 +54,8 @@ def verdict_for(cell: CellRun, readers: StackEventReaders) -> Verdict:
         broker=cell.app.broker,
         result_lifetime=fixes.result_lifetime(cell.fix, cell.scenario.results.expires_s),
         attempts=cell.attempt,
+        # A proxy the lab did not start is named by its URL, not by the scenario's profile.
+        proxy=cell.proxy.profile if cell.proxy and cell.proxy.events is None else None,
     )
 
 
@@ -65,6 +67,7 @@ def run(
     *,
     proxy_url: str | None = None,
     proxy_mode: str = "forward",
+    app_port: int = 0,
     client: str = "python",
     broker: BrokerChoice | None = None,
     run_dir: Path | None = None,
@@ -76,6 +79,7 @@ def run(
     client="browser": the client is the app's real page in Chromium (one browser for the run).
     broker: the scenario's default broker unless given. run_dir: this folder instead of a new
     one under runs_root; should_stop: the caller's "give up now" (RunStopped is raised).
+    app_port: the app's port on 127.0.0.1 (0: any free one), for a real reverse proxy.
     """
     began = time.monotonic()
     broker = broker or BrokerChoice(scenario.default_broker)
@@ -86,7 +90,7 @@ def run(
     try:
         with RunResources(run_dir) as resources:
             app, proxy, browser, broker_rt = _start(
-                resources, scenario, fix, broker, client, progress, proxy_url, proxy_mode
+                resources, scenario, fix, broker, client, progress, proxy_url, proxy_mode, app_port
             )
 
             def check_alive() -> None:
@@ -144,6 +148,7 @@ def _start(
     progress: Progress,
     proxy_url: str | None,
     proxy_mode: str,
+    app_port: int = 0,
 ) -> tuple[AppStack, ProxyEndpoint | None, BrowserHost | None, BrokerRuntime]:
     """The run's browser, broker, app stack and proxy, started through `resources`."""
     sup = resources.sup
@@ -155,7 +160,9 @@ def _start(
     if profile:
         what += f" and proxy ({profile.name})"
     progress(f"starting {what}")
-    app_ready = resources.app_stack(scenario, fix, broker_rt, task_duration=task_duration(scenario))
+    app_ready = resources.app_stack(
+        scenario, fix, broker_rt, task_duration=task_duration(scenario), port=app_port
+    )
     proxy_ready = None
     if profile and profile.mode == "forward":
         proxy_ready = launch_proxy(sup, profile.name, profile, None, single=True)
@@ -165,6 +172,7 @@ def _start(
     proxy: ProxyEndpoint | None = proxy_ready() if proxy_ready else None
     if proxy_url:
         proxy = external_proxy(proxy_url, proxy_mode)
+        progress(f"app at {app.url}, polled through {proxy.profile} ({proxy_mode})")
     if browser_ready:
         browser_ready()
         progress(f"browser up: Chromium {browser.version if browser else ''}")

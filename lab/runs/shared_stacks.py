@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lab.data import profiles
+from lab.data.errors import BadInput
 from lab.data.scenarios import Scenario
 from lab.runs.cell import task_duration
 from lab.runs.lifecycle import RunResources
@@ -21,6 +22,14 @@ from lab.stacks.stack import AppStack, ProxyEndpoint, external_proxy, stack_key
 def needs_own_stack(scenario: Scenario) -> bool:
     """A cell that fills its broker (a [load] stream, a capped Redis) cannot share one."""
     return bool(scenario.load.tasks) or scenario.redis.maxmemory != "0"
+
+
+def app_stacks_needed(cells: list[tuple[Scenario, str]]) -> list[str]:
+    """The shared app stacks these cells need on one broker (a cell that needs its own stack
+    counts as one more), for a check made before anything starts."""
+    shared = {stack_key(sc, fix) for sc, fix in cells if not needs_own_stack(sc)}
+    own = [f"{sc.name}--{fix}" for sc, fix in cells if needs_own_stack(sc)]
+    return sorted(shared) + own
 
 
 def cell_key(sc: Scenario, fix: str, brokers: dict[str, BrokerRuntime], forced: str | None) -> str:
@@ -37,12 +46,19 @@ def start_stacks(
     proxy_mode: str,
     brokers: dict[str, BrokerRuntime],
     forced: str | None = None,
+    app_port: int = 0,
 ) -> tuple[dict[str, AppStack], dict[ProxyKey, ProxyEndpoint]]:
-    """All processes start at once; forward proxies don't wait for the apps."""
+    """All processes start at once; forward proxies don't wait for the apps. app_port: the
+    one app stack's port on 127.0.0.1 (a real reverse proxy forwards there)."""
     app_waits: dict[str, Callable[[], AppStack]] = {}
     for sc, fix in cells:
         key = cell_key(sc, fix, brokers, forced)
         if key not in app_waits:
+            if app_port and app_waits:
+                raise BadInput(
+                    f"--app-port {app_port}: these cells need more than one app stack "
+                    f"({', '.join([*app_waits, key])}); run them one scenario at a time"
+                )
             app_waits[key] = resources.app_stack(
                 sc,
                 fix,
@@ -50,6 +66,7 @@ def start_stacks(
                 task_duration=task_duration(sc),
                 key=key,
                 concurrency=concurrency,
+                port=app_port,
             )
     wanted = {(sc.proxy, cell_key(sc, fix, brokers, forced)) for sc, fix in cells if sc.uses_proxy}
     loaded = {name: profiles.load(name) for name, _ in wanted}

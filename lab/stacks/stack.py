@@ -19,6 +19,7 @@ from lab.data.scenarios import AppSetup, LoadSetup, ResultsSetup, Scenario, Work
 from lab.stacks.brokers import BrokerRuntime, queue_name
 from lab.stacks.ports import LOOPBACK
 from lab.stacks.processes import Component, Supervisor, log_tail, read_ready_file
+from lab.stacks.proxy_url import proxy_label
 from sample_app import result_fixes
 from sample_app.config import AppConfig
 
@@ -145,8 +146,12 @@ def launch_app_stack(
     results: ResultsSetup | None = None,
     fix: str | None = None,
     load: LoadSetup | None = None,
+    port: int = 0,
 ) -> Callable[[], AppStack]:
     """Start the processes; return a function that waits for them and gives the AppStack.
+
+    `port`: the app server's port on 127.0.0.1 (0: any free one, read from its ready file),
+    fixed when a real reverse proxy must be pointed at it.
 
     `broker`: where messages and results go (default: SQLite files in the run folder);
     `fix`: a result backend fix (sample_app/result_fixes.py) changes the stack's set-up.
@@ -169,7 +174,7 @@ def launch_app_stack(
         poll_interval_ms=round(poll_interval * 1000),
         default_duration=task_duration,
         host=LOOPBACK,
-        port=0,
+        port=port,
         origin_events=str(run_dir / f"origin-events{suffix}.jsonl"),
         task_events=str(run_dir / f"task-events{suffix}.jsonl"),
         ready_file=str(run_dir / f"app{suffix}.ready.json"),
@@ -286,4 +291,5 @@ def launch_proxy(
 
 
 def external_proxy(url: str, mode: str) -> ProxyEndpoint:
-    return ProxyEndpoint("external", "external", mode, url.rstrip("/"), None)
+    """A proxy the lab did not start: it sees no events from inside it, and names it by URL."""
+    return ProxyEndpoint("external", proxy_label(url), mode, url.rstrip("/"), None)
