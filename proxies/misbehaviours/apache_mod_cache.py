@@ -104,6 +104,8 @@ class ApacheModCache(Misbehaviour[ApacheModCacheParams]):
     ) -> float:
         headers = response.headers
         cc = cache_policy.response_cache_control(headers)
+        if cc.no_cache:
+            return lifetime  # the RFC's 0: stored, revalidated on every use
         parsed_date = parse_date(headers.get("Date"))
         date = parsed_date.timestamp() if parsed_date is not None else now
         if cc.s_maxage is not None or cc.max_age is not None:
