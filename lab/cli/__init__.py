@@ -37,6 +37,7 @@ from lab.cli.options import (
 )
 from lab.cli.output import err, guarded, out, progress, terminate_as_interrupt
 from lab.cli.probe import probe_command
+from lab.cli.verify import verify_command
 from lab.data import paths, scenarios
 from lab.data.errors import (
     EXIT_MATCHED,
@@ -341,3 +342,4 @@ def up_command(
 
 main.add_command(audit_command)
 main.add_command(probe_command)
+main.add_command(verify_command)

@@ -31,6 +31,7 @@ from lab.runs.schedule import (
 )
 from lab.runs.shared_stacks import cell_key, needs_own_stack, start_stacks
 from lab.stacks.brokers import BrokerChoice, BrokerRuntime, redis_server_installed
+from lab.stacks.stack import ProxyEndpoint, external_proxy
 
 NOT_JUDGED = "not judged"  # a cell's outcome in a round where the machine was too slow for it
 DEFAULT_CONCURRENCY = 48
@@ -158,6 +159,7 @@ def run_matrix(
     proxy_url: str | None = None,
     proxy_mode: str = "forward",
     app_port: int = 0,
+    external_proxies: dict[str, ProxyEndpoint] | None = None,
     also_alive: Callable[[str], None] | None = None,
     client: str = "python",
     broker: str | None = None,
@@ -172,6 +174,8 @@ def run_matrix(
     or "all".
 
     app_port: the app's port on 127.0.0.1 (one app stack only), for a real reverse proxy.
+    external_proxies: by profile name, a proxy the lab did not start that stands in for it
+    (`lab verify`'s real products; proxy_url is one proxy for every profile).
     also_alive(during): ComponentError when something the caller started for the matrix (a
     real proxy) died; checked as often as the matrix's own components.
 
@@ -204,7 +208,15 @@ def run_matrix(
             progress(f"broker: {runtimes[kind].label}")
         progress(f"starting the stacks for {len(scenarios)} scenarios")
         apps, proxies = start_stacks(
-            resources, shared, concurrency, proxy_url, proxy_mode, runtimes, broker, app_port
+            resources,
+            shared,
+            concurrency,
+            proxy_url,
+            proxy_mode,
+            runtimes,
+            broker,
+            app_port,
+            external_proxies,
         )
         if browser_ready:
             browser_ready()
@@ -237,6 +249,11 @@ def run_matrix(
 
         def own_stack(cell: tuple[Scenario, str], round_no: int) -> Verdict:
             sc, fix = cell
+            # Through the same external proxy as the shared cells (never on app_port: the
+            # checks before a matrix allow it with one shared stack only).
+            outside = external_proxies.get(sc.proxy) if external_proxies else None
+            if outside is None and proxy_url and sc.uses_proxy:
+                outside = external_proxy(proxy_url, proxy_mode)
             return repro.run_until_tested(
                 sc,
                 fix,
@@ -245,10 +262,8 @@ def run_matrix(
                 attempts=MAX_ATTEMPTS,
                 run_dir=run_dir / f"round-{round_no}" / f"{sc.name}--{fix}",
                 client=client,
-                # Through the same external proxy as the shared cells (never on app_port:
-                # the check before the matrix allows it with one shared stack only).
-                proxy_url=proxy_url if sc.uses_proxy else None,
-                proxy_mode=proxy_mode,
+                proxy_url=outside.address if outside else None,
+                proxy_mode=outside.mode if outside else "forward",
                 broker=BrokerChoice(broker or sc.default_broker, broker_url if broker else None),
                 should_stop=stopping.is_set,
                 screenshots=screenshots,

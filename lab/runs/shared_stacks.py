@@ -47,9 +47,12 @@ def start_stacks(
     brokers: dict[str, BrokerRuntime],
     forced: str | None = None,
     app_port: int = 0,
+    external: dict[str, ProxyEndpoint] | None = None,
 ) -> tuple[dict[str, AppStack], dict[ProxyKey, ProxyEndpoint]]:
     """All processes start at once; forward proxies don't wait for the apps. app_port: the
-    one app stack's port on 127.0.0.1 (a real reverse proxy forwards there)."""
+    one app stack's port on 127.0.0.1 (a real reverse proxy forwards there). external: a
+    proxy the lab did not start for each profile (`lab verify`'s real products), instead of
+    the profile's mitmdump; `proxy_url` is one for every profile."""
     app_waits: dict[str, Callable[[], AppStack]] = {}
     for sc, fix in cells:
         key = cell_key(sc, fix, brokers, forced)
@@ -71,7 +74,9 @@ def start_stacks(
     wanted = {(sc.proxy, cell_key(sc, fix, brokers, forced)) for sc, fix in cells if sc.uses_proxy}
     loaded = {name: profiles.load(name) for name, _ in wanted}
     proxies: dict[ProxyKey, ProxyEndpoint] = {}
-    if not proxy_url:
+    if proxy_url:
+        external = {name: external_proxy(proxy_url, proxy_mode) for name, _ in wanted}
+    if not external:
         # A forward proxy serves every app; a reverse proxy stands in front of one app. The
         # profiles share mitmdumps per kind (forward now, reverse once the apps are up), five
         # profiles a process, each on a listener of its own; a profile with mitmproxy's own
@@ -90,6 +95,5 @@ def start_stacks(
         proxies = forward_ready() | reverse_ready()
     else:
         apps = {key: wait() for key, wait in app_waits.items()}
-        endpoint = external_proxy(proxy_url, proxy_mode)
-        proxies = {(name, "*"): endpoint for name, _ in wanted}
+        proxies = {(name, "*"): external[name] for name, _ in wanted}
     return apps, proxies

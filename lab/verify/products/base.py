@@ -66,6 +66,8 @@ class Product:
     version: Callable[[], str] = _VERSION_UNSET
     # The user the product drops to when started as root: the template's $user.
     user: str = "nobody"
+    # Seconds from SIGTERM to SIGKILL; None: the lab's default for its children (3 s).
+    stop_grace: float | None = None
 
     def __post_init__(self) -> None:
         if self.version is _VERSION_UNSET:
