@@ -197,21 +197,35 @@ def test_haproxy_caches_only_get(lab: Lab):
 
 @pytest.mark.parametrize(
     "request_headers",
-    [
-        {"Cache-Control": "no-cache"},
-        {"Cache-Control": "max-age=0"},
-        {"Pragma": "no-cache"},
-        {"Authorization": "Basic eDp5"},
-    ],
+    [{"Cache-Control": "no-cache"}, {"Cache-Control": "max-age=0"}, {"Pragma": "no-cache"}],
 )
-def test_haproxy_request_that_ignores_the_cache_neither_reads_nor_feeds_it(
-    lab: Lab, request_headers: dict
-):
+def test_haproxy_a_request_that_ignores_the_cache_still_feeds_it(lab: Lab, request_headers: dict):
+    # Checked on HAProxy 2.6.12: TX_CACHE_IGNORE keeps the request from the stored copy only.
     as_profile(lab, "haproxy-cache")
     headers = {"Cache-Control": "max-age=60"}
-    assert outcome(lab.fetch(request_headers=request_headers, response_headers=headers)) == "MISS"
-    assert outcome(lab.fetch(response_headers=headers)) == "STORE"  # nothing was stored
-    assert outcome(lab.fetch(request_headers=request_headers)) == "MISS"  # and not used
+    assert outcome(lab.fetch(response_headers=headers)) == "STORE"
+    assert outcome(lab.fetch(request_headers=request_headers, response_headers=headers)) == "STORE"
+    assert outcome(lab.fetch()) == "HIT"
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "stored"), [("max-age=60", False), ("public, max-age=60", True)]
+)
+def test_haproxy_authorization_is_never_served_and_stored_only_if_public(
+    lab: Lab, cache_control: str, stored: bool
+):
+    as_profile(lab, "haproxy-cache")
+    auth = {"Authorization": "Basic eDp5"}
+    headers = {"Cache-Control": cache_control}
+    lab.fetch(request_headers=auth, response_headers=headers)
+    assert (outcome(lab.fetch(response_headers=headers)) == "HIT") is stored
+    assert outcome(lab.fetch(request_headers=auth, response_headers=headers)) != "HIT"
+
+
+def test_haproxy_no_cache_set_cookie_keeps_it_out(lab: Lab):
+    as_profile(lab, "haproxy-cache")
+    headers = {"Cache-Control": 'no-cache="Set-Cookie", max-age=60'}  # TX_CACHE_COOK cleared
+    assert twice(lab, response_headers=headers) == ("MISS", "MISS")
 
 
 # -- Apache httpd: mod_cache -------------------------------------------------------------------
@@ -248,6 +262,36 @@ def test_apache_refuses_a_query_url_without_explicit_expiry(lab: Lab):
     assert twice(lab, f"{URL}?task_id=1", response_headers=explicit) == ("STORE", "HIT")
 
 
+@pytest.mark.parametrize(
+    "request_headers", [{"Authorization": "Basic eDp5"}, {"Authorization": "Bearer x"}]
+)
+def test_apache_leaves_requests_with_authorization_alone(lab: Lab, request_headers: dict):
+    # The quick handler runs before authentication: no lookup, no store, even for public.
+    as_profile(lab, "apache-mod-cache")
+    headers = {"Cache-Control": "public, max-age=60"}
+    assert twice(lab, request_headers=request_headers, response_headers=headers) == (
+        "BYPASS",
+        "BYPASS",
+    )
+    assert outcome(lab.fetch(response_headers=headers)) == "STORE"  # nothing was stored
+
+
+@pytest.mark.parametrize(
+    ("headers", "second"),
+    [
+        ({"Pragma": "no-cache", "Cache-Control": "max-age=60"}, "MISS"),  # no-cache, no validator
+        ({"Pragma": "no-cache"} | DAY_OLD, "REVALIDATED"),
+        ({"Cache-Control": 'no-cache="Set-Cookie", max-age=60'}, "HIT"),  # fields only
+        ({"Cache-Control": "must-revalidate, max-age=60"}, "HIT"),
+        ({"Cache-Control": "must-revalidate, max-age=0"}, "MISS"),
+    ],
+)
+def test_apache_pragma_and_no_cache_forms(lab: Lab, headers: dict, second: str):
+    as_profile(lab, "apache-mod-cache")
+    lab.fetch(response_headers=headers)
+    assert outcome(lab.fetch(response_headers=headers)) == second
+
+
 def test_apache_no_cache_is_stored_and_revalidated(lab: Lab):
     as_profile(lab, "apache-mod-cache")
     headers = {"Cache-Control": "no-cache", "ETag": '"v1"'}
@@ -272,6 +316,20 @@ def test_trafficserver_default_stores_only_an_explicit_lifetime(lab: Lab, header
     assert twice(lab, response_headers=headers) == ("MISS", "MISS")
     lab.origin_hits.clear()
     assert fresh_for(lab, 60, url=URL + "/x", response_headers={"Cache-Control": "max-age=60"})
+
+
+def test_trafficserver_a_responses_pragma_no_cache_is_not_stored(lab: Lab):
+    as_profile(lab, "trafficserver-default")
+    headers = {"Pragma": "no-cache", "Cache-Control": "max-age=60"}
+    assert twice(lab, response_headers=headers) == ("MISS", "MISS")
+
+
+@pytest.mark.parametrize(("cache_control", "stored"), [("max-age=60", True), ("", False)])
+def test_trafficserver_stores_an_authorized_answer_with_max_age(lab: Lab, cache_control, stored):
+    as_profile(lab, "trafficserver-default")
+    headers = {"Cache-Control": cache_control, "ETag": '"v"'} if cache_control else {}
+    lab.fetch(request_headers={"Authorization": "Basic eDp5"}, response_headers=headers)
+    assert (outcome(lab.fetch(response_headers=headers)) == "HIT") is stored
 
 
 def test_trafficserver_default_ignores_the_clients_no_cache(lab: Lab):

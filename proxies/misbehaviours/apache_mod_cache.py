@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
-from werkzeug.http import parse_date
+from werkzeug.http import parse_date, parse_list_header
 
 from proxies import cache_policy
 from proxies.misbehaviours.base import Misbehaviour, Parameters
@@ -46,6 +46,14 @@ class ApacheModCache(Misbehaviour[ApacheModCacheParams]):
       passes, as it should), unless `CacheIgnoreNoLastMod On`;
     - no-store, private, a request with Authorization (unless s-maxage, must-revalidate,
       proxy-revalidate or public), `Vary: *`.
+    Checked against Apache 2.4.71 itself, three more rules:
+    - a request with Authorization neither reads nor feeds the cache, whatever the answer
+      says: the quick handler (CacheQuickHandler On, the default) runs before authentication
+      and leaves such requests to the normal handler;
+    - a response's `Pragma: no-cache` counts as no-cache even beside a max-age
+      (cache_util.c ap_cache_control): stored only to be revalidated on every use;
+    - `no-cache="Set-Cookie"` (with field names) is not a no-cache: the answer is used
+      fresh, only the named fields are not stored.
     A stored answer is fresh for s-maxage, else max-age (bounded by CacheMinExpire and
     CacheMaxExpire), else until its Expires, else CacheLastModifiedFactor (0.1) of its
     Last-Modified age (bounded the same way: at most a day), else CacheDefaultExpire (an hour:
@@ -61,6 +69,21 @@ class ApacheModCache(Misbehaviour[ApacheModCacheParams]):
         "modules/cache/mod_cache.c cache_save_filter; CacheDefaultExpire, CacheMaxExpire, "
         "CacheMinExpire, CacheLastModifiedFactor, CacheIgnoreQueryString (mod_cache docs)."
     )
+
+    def cacheable_method(self, request: http.Request, decision: bool) -> bool:
+        return decision and "Authorization" not in request.headers
+
+    def visible_headers(
+        self, request: http.Request, response: http.Response, headers: http.Headers
+    ) -> http.Headers:
+        value = headers.get("Cache-Control")
+        if value is not None and _qualified_no_cache(value):
+            kept = [i for i in parse_list_header(value) if not _is_qualified_no_cache(i)]
+            if kept:
+                headers["Cache-Control"] = ", ".join(kept)
+            else:
+                del headers["Cache-Control"]
+        return headers
 
     def storable(self, request: http.Request, response: http.Response, decision: bool) -> bool:
         return decision and self.refusal(request, response) is None
@@ -82,9 +105,9 @@ class ApacheModCache(Misbehaviour[ApacheModCacheParams]):
             return f"Broken expires header: {expires_field}"
         if not explicit_age and expires is not None and date is not None and expires < date:
             return "Expires header already expired; not cacheable"
-        # `!control.s_maxage_value || (!control.s_maxage && !control.max_age_value)`: true
-        # whenever s-maxage is absent or 0, whatever max-age says.
-        zero_age = not cc.s_maxage
+        # `!control.s_maxage_value || (!control.s_maxage && !control.max_age_value)`, where
+        # an absent value is -1: s-maxage=0, or max-age=0 without s-maxage.
+        zero_age = cc.s_maxage == 0 or (cc.s_maxage is None and cc.max_age == 0)
         if (cc.must_revalidate or cc.proxy_revalidate) and zero_age and not has_validator:
             return "s-maxage or max-age zero and no Last-Modified or Etag; not cacheable"
         guarded_query = "?" in request.path and not self.params.ignore_query_string
@@ -104,8 +127,8 @@ class ApacheModCache(Misbehaviour[ApacheModCacheParams]):
     ) -> float:
         headers = response.headers
         cc = cache_policy.response_cache_control(headers)
-        if cc.no_cache:
-            return lifetime  # the RFC's 0: stored, revalidated on every use
+        if cc.no_cache is True or cache_policy.pragma_no_cache(headers):
+            return 0.0  # stored, revalidated on every use
         parsed_date = parse_date(headers.get("Date"))
         date = parsed_date.timestamp() if parsed_date is not None else now
         if cc.s_maxage is not None or cc.max_age is not None:
@@ -134,3 +157,13 @@ class ApacheModCache(Misbehaviour[ApacheModCacheParams]):
 
     def _bounded(self, seconds: float) -> float:
         return min(max(seconds, float(self.params.min_expire)), float(self.params.max_expire))
+
+
+def _is_qualified_no_cache(item: str) -> bool:
+    """`no-cache="Set-Cookie"`: no-cache with field names."""
+    name, equals, _ = item.partition("=")
+    return bool(equals) and name.strip().lower() == "no-cache"
+
+
+def _qualified_no_cache(value: str) -> bool:
+    return any(_is_qualified_no_cache(item) for item in parse_list_header(value))

@@ -32,18 +32,23 @@ def _starts(value: str, word: str) -> bool:
 class HaproxyCache(Misbehaviour[HaproxyCacheParams]):
     """HAProxy 2.6's cache, whose rules are its own (doc/configuration.txt 6.1 "Limitation";
     src/cache.c http_action_store_cache and http_calc_maxage; src/http_ana.c
-    http_check_request_for_cacheability and http_check_response_for_cacheability).
+    http_check_request_for_cacheability and http_check_response_for_cacheability), checked
+    against HAProxy 2.6.12 itself where the sources of other versions differ.
+
+    Looked up only for a GET (HEAD is not cached) without Authorization, whose Cache-Control
+    has no value starting with no-cache, max-age, max-stale or min-fresh, and which has no
+    `Pragma: no-cache` without a Cache-Control (TX_CACHE_IGNORE). Such a request's answer is
+    still stored: the client's no-cache only keeps it from the stored copy.
 
     Stored only when all of these hold:
-    - the request is a GET (HEAD is not cached) without Authorization, and its Cache-Control
-      has no value starting with no-store; a request whose Cache-Control has a value starting
-      with no-cache, max-age, max-stale or min-fresh, or that has `Pragma: no-cache` and no
-      Cache-Control, is neither answered from the cache nor stored (TX_CACHE_IGNORE);
+    - the request is a GET; one with Authorization or a Cache-Control value starting with
+      no-store clears TX_CACHEABLE, which only a `public` in the answer sets again;
     - the status is 200 (no 203, 301, 404... at all);
     - the answer has no Vary (`process-vary` is off by default);
-    - no `Pragma: no-cache` (exactly that value), and no Cache-Control value that is exactly
-      private, no-cache, no-store, max-age=0 or s-maxage=0 (each compared whole, so
-      `no-cache="Set-Cookie"` does not count; a later `public` makes it cacheable again);
+    - no `Pragma: no-cache` (exactly that value), no Cache-Control value that is exactly
+      private, no-cache, no-store, max-age=0 or s-maxage=0 (each compared whole; a later
+      `public` makes it cacheable again), and none starting with `no-cache="set-cookie`
+      (TX_CACHE_COOK cleared: not stored either);
     - it has an explicit expiry (a value starting with max-age or s-maxage, or any Expires)
       or a validator (ETag or Last-Modified): "We won't store an entry that has neither a
       cache validator nor an explicit expiration time, as suggested in RFC 7234#3".
@@ -70,12 +75,10 @@ class HaproxyCache(Misbehaviour[HaproxyCacheParams]):
         return not _request_ignores_cache(request.headers)
 
     def storable(self, request: http.Request, response: http.Response, decision: bool) -> bool:
-        if not decision or _request_ignores_cache(request.headers):
-            return False
         headers = response.headers
         if response.status_code != 200 or "Vary" in headers:
             return False
-        return _response_cacheable(headers)
+        return _response_cacheable(_request_keeps_cacheable(request.headers), headers)
 
     def freshness_lifetime(
         self, request: http.Request, response: http.Response, lifetime: float, now: float
@@ -91,32 +94,41 @@ class HaproxyCache(Misbehaviour[HaproxyCacheParams]):
 
 
 def _request_ignores_cache(headers: http.Headers) -> bool:
-    """TX_CACHE_IGNORE or no TX_CACHEABLE after http_check_request_for_cacheability."""
+    """TX_CACHE_IGNORE after http_check_request_for_cacheability: not looked up."""
     if "Authorization" in headers:
         return True
     values = _elements(headers, "Cache-Control")
-    ignore = ("max-age", "no-cache", "max-stale", "min-fresh", "no-store")
+    ignore = ("max-age", "no-cache", "max-stale", "min-fresh")
     if any(_starts(value, word) for value in values for word in ignore):
         return True
     pragma = headers.get("Pragma", "").strip().lower()
     return "Cache-Control" not in headers and pragma == "no-cache"
 
 
-def _response_cacheable(headers: http.Headers) -> bool:
+def _request_keeps_cacheable(headers: http.Headers) -> bool:
+    """TX_CACHEABLE (and TX_CACHE_COOK) still set after the request's check."""
+    if "Authorization" in headers:
+        return False
+    return not any(_starts(v, "no-store") for v in _elements(headers, "Cache-Control"))
+
+
+def _response_cacheable(cacheable: bool, headers: http.Headers) -> bool:
     if headers.get("Pragma", "").strip().lower() == "no-cache":
         return False
-    cacheable, freshness = True, False
+    cook, freshness = cacheable, False
     for value in _elements(headers, "Cache-Control"):
         lowered = value.lower()
         if lowered == "public":
-            cacheable = True
+            cacheable = cook = True
         elif lowered in ("private", "no-cache", "no-store", "max-age=0", "s-maxage=0"):
-            cacheable = False
+            cacheable = cook = False
+        elif _starts(lowered, 'no-cache="set-cookie'):
+            cook = False
         elif _starts(lowered, "s-maxage") or _starts(lowered, "max-age"):
             freshness = True
     freshness = freshness or "Expires" in headers
     validator = "ETag" in headers or "Last-Modified" in headers
-    return cacheable and (freshness or validator)
+    return cacheable and cook and (freshness or validator)
 
 
 def _explicit_lifetime(headers: http.Headers, now: float) -> float | None:

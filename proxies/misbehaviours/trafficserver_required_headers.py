@@ -43,7 +43,9 @@ class TrafficserverRequiredHeaders(Misbehaviour[TrafficserverRequiredHeadersPara
     Other defaults, from records.config: ignore_client_no_cache 1 (the client's no-cache is
     not honoured: list ignore-request-no-cache), ignore_client_cc_max_age 1,
     cache_responses_to_cookies 1, cache_urls_that_look_dynamic 1 (a query URL is cached like
-    any other). An explicit lifetime, no-store and private follow the RFC rules.
+    any other), ignore_server_no_cache 0 (a response's no-cache, and its `Pragma: no-cache`
+    even beside a max-age, keep it from being used without the origin). An explicit lifetime,
+    no-store and private follow the RFC rules.
     """
 
     name = "trafficserver-required-headers"
@@ -56,10 +58,19 @@ class TrafficserverRequiredHeaders(Misbehaviour[TrafficserverRequiredHeadersPara
     )
 
     def storable(self, request: http.Request, response: http.Response, decision: bool) -> bool:
-        if not decision:
-            return False
         headers = response.headers
         cc = cache_policy.response_cache_control(headers)
+        if "Authorization" in request.headers and cc.max_age is not None:
+            # Checked on 9.2.9: an answer to a request with Authorization is stored with a
+            # plain max-age too (RFC 9111 3.5 asks for public, s-maxage or must-revalidate).
+            others = cache_policy.FieldView(
+                (k, v) for k, v in request.headers.items(multi=True) if k.lower() != "authorization"
+            )
+            decision = cache_policy.response_is_storable(response.status_code, others, headers)
+        if not decision or cache_policy.pragma_no_cache(headers):
+            # A response's `Pragma: no-cache` is a no-cache to Traffic Server (checked on
+            # 9.2.9: not stored even with max-age), unless ignore_server_no_cache is on.
+            return False
         explicit = "Expires" in headers or cc.max_age is not None or cc.s_maxage is not None
         if self.params.required_headers == 2:
             return explicit
