@@ -116,6 +116,23 @@ def test_a_template_with_an_unknown_placeholder_is_bad_input_naming_it(tmp_path)
     assert_bad_input(tmp_path, result, "squid-default.conf", "$hostname", "$$")
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        ('product = "squid"', 'product = "sqiud"', "field 'real.product': unknown real product"),
+        ('config = "squid-default.conf"', 'config = "nope.conf"', "no template"),
+    ],
+)
+def test_a_real_table_naming_what_does_not_exist_is_bad_input(tmp_path, old, new, named):
+    shutil.copytree(PROJECT_ROOT / "proxies" / "profiles", tmp_path / "profiles")
+    shutil.copytree(templates_dir(), tmp_path / "real")
+    profile = tmp_path / "profiles" / "squid-default.toml"
+    assert old in profile.read_text()
+    profile.write_text(profile.read_text().replace(old, new))
+    result = lab(tmp_path, "verify", "squid-default", LAB_PROFILES_DIR=str(tmp_path / "profiles"))
+    assert_bad_input(tmp_path, result, "squid-default.toml", named)
+
+
 def test_a_missing_product_is_exit_3_with_its_install_command(tmp_path, monkeypatch):
     real_get = products.get
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 from pathlib import Path
 
 import pytest
 
 from lab.verify.real import real_profiles
-from tests.lab_helpers import LabProcess, component
+from tests.lab_helpers import PROJECT_ROOT, LabProcess, component
 
 # Every product at once, then the simulation: about 30 s for the first seven profiles here.
 VERIFY_TIMEOUT = 600
@@ -27,6 +28,8 @@ def verified(tmp_path_factory: pytest.TempPathFactory) -> dict:
     with LabProcess(["verify", "--all", "--json"], cwd) as lab:
         code, stdout = lab.finish(timeout=VERIFY_TIMEOUT)
     result = json.loads(stdout)
+    # 2 or 3 (a bad [real] table, a product not installed) fail every test, with the reason.
+    assert code in (0, 1), f"lab verify --all: exit {code}: {result.get('error')}"
     result["exit_code"] = code
     return result
 
@@ -71,3 +74,49 @@ def test_ctrl_c_stops_the_products(tmp_path):
     assert code == 130
     assert "every process of the verification was stopped" in lab.stderr
     # LabProcess checked on the way out that no process of the run is left.
+
+
+@pytest.mark.stack
+def test_a_profile_that_no_longer_imitates_its_product_fails_naming_the_cells(tmp_path):
+    """A change that breaks fidelity: nginx-cache-valid without its proxy_cache_valid rule
+    (the heuristic-ttl misbehaviour) no longer caches the header-less status answer."""
+    shutil.copytree(PROJECT_ROOT / "proxies" / "profiles", tmp_path / "profiles")
+    shutil.copytree(PROJECT_ROOT / "proxies" / "real", tmp_path / "real")
+    profile = tmp_path / "profiles" / "nginx-cache-valid.toml"
+    text = profile.read_text("utf-8")
+    rule = '[[misbehaviours]]\nname = "heuristic-ttl"\nttl = 60\nstatuses = [200]\n'
+    assert rule in text
+    profile.write_text(text.replace(rule, ""), "utf-8")
+    env = {"LAB_PROFILES_DIR": str(tmp_path / "profiles")}
+    with LabProcess(["verify", "nginx-cache-valid"], tmp_path, env) as lab:
+        code, stdout = lab.finish(timeout=VERIFY_TIMEOUT)
+    assert code == 1, lab.output
+    assert (
+        "mismatch: nginx-cache-valid fix=none (profile nginx-cache-valid): real hung, "
+        "simulated completed"
+    ) in stdout
+    assert re.search(
+        r"nginx-cache-valid \(nginx version: nginx/[\d.]+, reverse\): \d+ of 17", stdout
+    )
+    assert "cells differ" in stdout.splitlines()[-1]
+
+
+@pytest.mark.stack
+def test_a_lab_killed_with_sigkill_takes_its_squid_along(tmp_path):
+    """Squid drops to the user proxy, which clears the kernel's parent-death signal: the
+    leash (lab/verify/leash.py) keeps it."""
+    with LabProcess(["verify", "squid-default"], tmp_path) as lab:
+        lab.wait_for_stderr("cells through the real products")
+        squid = component(lab.token, "squid-default")
+        assert squid is not None
+        assert any(child.username() == "proxy" for child in squid.children()) or (
+            squid.username() != "root"
+        )
+        temp = Path(next(arg for arg in squid.cmdline() if arg.endswith(".conf"))).parent
+        assert temp.is_dir()
+        # Leaving the block kills the lab with SIGKILL, then checks that no process of its
+        # run is left within 15 s (Squid takes about 3 s to stop).
+    # The leash moved Squid's files into the run folder as it stopped.
+    assert not temp.exists()
+    (kept,) = (tmp_path / "runs").glob("*-verify/squid-default/cache.log")
+    assert "Squid Cache" in kept.read_text()

@@ -5,10 +5,9 @@ filled in, the product checked as installed, run in the foreground under the lab
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import socket
 import string
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from lab.data.errors import BadInput, ComponentError
 from lab.stacks.ports import LOOPBACK, free_port
 from lab.stacks.processes import Component, Supervisor
 from lab.verify import products
+from lab.verify.leash import move_folder
 from lab.verify.products.base import Product
 
 
@@ -45,13 +45,14 @@ class RealSetup:
                 f"profile {name!r} has no [real] table: no real product to verify it against "
                 f"(profiles with one: {having})"
             )
+        where = paths.relative(paths.profiles_dir() / f"{name}.toml")
         template = templates_dir() / profile.real.config
         if not template.is_file():
-            raise BadInput(
-                f"{paths.relative(paths.profiles_dir() / f'{name}.toml')}: field 'real.config': "
-                f"no template {paths.relative(template)}"
-            )
-        product = products.get(profile.real.product)
+            raise BadInput(f"{where}: field 'real.config': no template {paths.relative(template)}")
+        try:
+            product = products.get(profile.real.product)
+        except BadInput as exc:
+            raise BadInput(f"{where}: field 'real.product': {exc}") from None
         fill(template, placeholders(product, 1, 1, Path("/nonexistent")))  # BadInput now
         return cls(name, product, template, profile.real.placement)
 
@@ -110,10 +111,9 @@ class ProductFolder:
         self.path.chmod(0o755)
 
     def keep(self) -> None:
-        """Once the product has stopped: its files into the run folder, the temp folder gone."""
-        with contextlib.suppress(OSError):
-            shutil.copytree(self.path, self.kept, symlinks=True, dirs_exist_ok=True)
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Once the product has stopped: its files into the run folder, the temp folder gone
+        (the leash does it as the product stops; this is for a leash that was killed)."""
+        move_folder(self.path, self.kept)
 
 
 @dataclass
@@ -137,7 +137,9 @@ def launch(
     config.write_text(fill(setup.template, values), "utf-8")
     product.prepare(config, folder)
     version = product.version()
-    component = sup.add(setup.profile, product.command(config, folder), cwd=folder)
+    # On a leash: a product that changes its user would outlive a lab killed with SIGKILL.
+    leash = [sys.executable, "-m", "lab.verify.leash", "--keep-in", str(files.kept.resolve())]
+    component = sup.add(setup.profile, [*leash, *product.command(config, folder)], cwd=folder)
     component.stop_grace = product.stop_grace
 
     def ready() -> RunningProduct:

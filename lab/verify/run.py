@@ -99,9 +99,13 @@ class VerifyResult:
     def headline(self) -> str:
         cells = self.cells
         agreeing = len(cells) - len(self.disagreements)
-        every = "every profile" if len(self.profiles) > 1 else self.profiles[0].profile
+        if len(self.profiles) == 1:
+            one = self.profiles[0]
+            between = f"real {one.product} and the simulated {one.profile}"
+        else:
+            between = f"the real products and their {len(self.profiles)} simulated profiles"
         if self.ok:
-            return f"all {len(cells)} cells agree between the real products and {every}"
+            return f"all {len(cells)} cells agree between {between}"
         return f"{len(self.disagreements)} of {len(cells)} cells differ ({agreeing} agree)"
 
     def to_json(self) -> dict:

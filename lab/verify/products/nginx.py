@@ -4,7 +4,8 @@ The templates say `daemon off;` so the master stays in the foreground under the 
 Supervisor; `-p FOLDER` makes every relative path (pid, logs, proxy_temp, the cache) the run
 folder's, and `-e` sends the error log there from the first line nginx writes (before it has
 read the config, nginx 1.19.5+). Started as root its workers drop to `user www-data;`, so the
-folder is www-data's. See https://nginx.org/en/docs/switches.html.
+folder is www-data's; started by another user, nginx ignores the `user` line with a warning
+(checked with nginx 1.22). See https://nginx.org/en/docs/switches.html.
 """
 
 from __future__ import annotations
