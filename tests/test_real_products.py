@@ -42,7 +42,7 @@ def test_varnish_runs_in_the_foreground_with_the_templates_options(tmp_path: Pat
 
 @pytest.mark.parametrize(
     ("profile", "flags"),
-    [("apache-mod-cache", ["-X", "-f"]), ("haproxy-cache", ["-db", "-f"])],
+    [("apache-mod-cache", ["-DFOREGROUND", "-f"]), ("haproxy-cache", ["-db", "-f"])],
 )
 def test_apache_and_haproxy_run_in_the_foreground_on_the_filled_config(
     profile: str, flags: list[str], tmp_path: Path
