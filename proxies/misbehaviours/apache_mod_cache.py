@@ -44,8 +44,9 @@ class ApacheModCache(Misbehaviour[ApacheModCacheParams]):
     - "No Last-Modified; Etag; Expires; Cache-Control:max-age or Cache-Control:s-maxage
       headers": a 200 with none of these is never stored (so a header-less status answer
       passes, as it should), unless `CacheIgnoreNoLastMod On`;
-    - no-store, private, a request with Authorization (unless s-maxage, must-revalidate,
-      proxy-revalidate or public), `Vary: *`.
+    - no-store, private, `Vary: *` (and a request with Authorization unless s-maxage,
+      must-revalidate, proxy-revalidate or public, a check the default quick handler never
+      lets such a request reach: see below).
     Checked against Apache 2.4.71 itself, three more rules:
     - a request with Authorization neither reads nor feeds the cache, whatever the answer
       says: the quick handler (CacheQuickHandler On, the default) runs before authentication
