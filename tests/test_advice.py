@@ -50,8 +50,10 @@ SERVER_SIDE_FAILING = {
     "squid-override": dict.fromkeys(
         ("no-store", "cc-no-store", "cc-max-age-0", "expires-0"), "hung"
     ),
+    "varnish-builtin": {"expires-0": "hung", "pragma-no-cache": "hung"},
 }
-UNCHECKED_PROFILES = {"shared-cache-leak"}  # its one scenario has a neighbour and query URLs
+# Their one scenario each has a neighbour and query URLs.
+UNCHECKED_PROFILES = {"shared-cache-leak", "apache-ignore-query"}
 
 
 @pytest.fixture
@@ -160,6 +162,10 @@ def test_only_plain_apps_behind_a_proxy_count():
     counted = {scenario.name for scenario in scenarios.load_all() if counts(scenario)}
     assert counted == {
         "antivirus-buffering",
+        "apache-mod-cache",
+        "haproxy-cache",
+        "trafficserver-default",
+        "varnish-builtin",
         "cdn-ignore-query",
         "flaky-network",
         "header-stripping",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.verify.real import real_profiles
+from lab.verify.real import RealSetup, real_profiles
 from tests.lab_helpers import PROJECT_ROOT, LabProcess, component
 
 # Every product at once, then the simulation: about 30 s for the first seven profiles here.
@@ -54,13 +54,17 @@ def test_the_run_keeps_each_products_files_and_leaves_no_temp_folder(verified):
     assert verified["exit_code"] == 0 and verified["ok"]
     run_dir = Path(verified["run_dir"])
     for profile in real_profiles():
-        config = next((run_dir / profile).glob("*.conf"))
+        # The filled template, named as the template is (squid.conf, haproxy.cfg, ...), in the
+        # run folder or, when the profiles need apps of more than one kind, in its group's.
+        (config,) = run_dir.rglob(f"{profile}/{RealSetup.of(profile).template.name}")
         # The product ran in a temp folder its own user could reach; moved here once stopped.
         (temp,) = set(
-            re.findall(r"/\S*lab-verify-" + re.escape(profile) + r"-[^/\s;]+", config.read_text())
+            re.findall(
+                r"/[^\s\"]*lab-verify-" + re.escape(profile) + r"-[^/\s;\"]+", config.read_text()
+            )
         )
         assert not Path(temp).exists()
-        assert (run_dir / f"{profile}.log").exists()
+        assert (config.parent.parent / f"{profile}.log").exists()
 
 
 @pytest.mark.stack

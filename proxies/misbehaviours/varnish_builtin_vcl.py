@@ -1,0 +1,92 @@
+"""Varnish's built-in VCL: what it passes and what it makes hit-for-miss."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from werkzeug.http import parse_date
+
+from proxies import cache_policy
+from proxies.misbehaviours.base import Misbehaviour
+
+if TYPE_CHECKING:
+    from mitmproxy import http
+
+# vcl_beresp_control: a substring search, case-insensitive, anywhere in the field.
+_REFUSED_DIRECTIVES = re.compile(r"no-cache|no-store|private", re.IGNORECASE)
+_NO_STORE = re.compile(r"no-store", re.IGNORECASE)
+
+
+class VarnishBuiltinVcl(Misbehaviour):
+    """The storing rules of Varnish's built-in VCL (`varnishd -x builtin`, Varnish 7.1), which
+    runs after any VCL of the admin's that does not return first. Freshness is not set here:
+    Varnish's TTL (default_ttl for an answer without max-age, s-maxage or Expires, an invalid
+    Expires counting as none) is the heuristic-ttl misbehaviour, its grace stale-while-updating.
+
+    Requests (vcl_recv):
+    - `vcl_req_method`: only GET and HEAD are looked up; every other method is passed.
+    - `vcl_req_authorization`: a request with Authorization is passed ("Not cacheable by
+      default"), whatever the answer says (RFC 9111 3.5 would let s-maxage or public store it).
+    - `vcl_req_cookie`: a request with any Cookie is passed ("Risky to cache by default"): a
+      page whose users carry a session cookie is never cached by a stock Varnish.
+    - The client's Cache-Control and Pragma are never read (list ignore-request-no-cache).
+
+    Answers (vcl_backend_response); each of these is made hit-for-miss (`beresp.uncacheable`,
+    ttl 120 s: the object is not stored, and for two minutes requests for that hash go to the
+    backend without waiting for each other), never stored:
+    - `vcl_beresp_stale`: a TTL of 0 or less (max-age=0, s-maxage=0, an Expires before the
+      Date, bin/varnishd/cache/cache_rfc2616.c RFC2616_Ttl);
+    - `vcl_beresp_cookie`: any Set-Cookie;
+    - `vcl_beresp_control`: Surrogate-Control containing no-store, or, without
+      Surrogate-Control, a Cache-Control matching `(?i:no-cache|no-store|private)`: a
+      substring match, so `no-cache` is refused outright (RFC 9111 would store it and
+      revalidate), and `no-cache="Set-Cookie"` or `private="X"` too;
+    - `vcl_beresp_vary`: `Vary: *` exactly (the whole field).
+    Everything else with a positive TTL is stored: Varnish keeps no Last-Modified heuristic
+    and reads no Pragma, so `Pragma: no-cache` alone changes nothing.
+    """
+
+    name = "varnish-builtin-vcl"
+    summary = "Varnish's builtin.vcl: passes Cookie/Authorization requests, refuses Set-Cookie etc."
+    imitates = (
+        "Varnish 7.1's built-in VCL (`varnishd -x builtin`: vcl_req_method, "
+        "vcl_req_authorization, vcl_req_cookie, vcl_beresp_stale, vcl_beresp_cookie, "
+        "vcl_beresp_control, vcl_beresp_vary, vcl_beresp_hitmiss) with the TTL of "
+        "bin/varnishd/cache/cache_rfc2616.c RFC2616_Ttl."
+    )
+
+    def cacheable_method(self, request: http.Request, decision: bool) -> bool:
+        headers = request.headers
+        if "Authorization" in headers or "Cookie" in headers:
+            return False  # return (pass)
+        return decision and request.method.upper() in cache_policy.CACHEABLE_METHODS
+
+    def storable(self, request: http.Request, response: http.Response, decision: bool) -> bool:
+        headers = response.headers
+        if "Set-Cookie" in headers:
+            return False
+        surrogate = headers.get("Surrogate-Control")
+        if surrogate is not None:
+            if _NO_STORE.search(surrogate):
+                return False
+        elif _REFUSED_DIRECTIVES.search(headers.get("Cache-Control", "")):
+            return False
+        if headers.get("Vary", "").strip() == "*":
+            return False
+        if _explicitly_stale(headers):
+            return False
+        # The RFC's own refusals (a request's no-store, a 206) are kept.
+        return decision
+
+
+def _explicitly_stale(headers: http.Headers) -> bool:
+    """RFC2616_Ttl gives a TTL of 0 or less: s-maxage or max-age 0 (a negative one counts as
+    0), or an Expires before the Date (an unparsable Expires is no Expires: VTIM_parse gives
+    0, 'No expire header, fall back to default')."""
+    cc = cache_policy.response_cache_control(headers)
+    max_age = cc.s_maxage if cc.s_maxage is not None else cc.max_age
+    if max_age is not None:
+        return max_age <= 0
+    expires, date = parse_date(headers.get("Expires")), parse_date(headers.get("Date"))
+    return expires is not None and date is not None and expires < date

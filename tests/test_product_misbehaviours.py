@@ -1,0 +1,356 @@
+"""The four real products' own cache rules (Varnish's built-in VCL, HAProxy's cache, Apache
+mod_cache, Traffic Server's required_headers), each against the RFC 9111 rule it departs from.
+
+Every test drives a real SharedCache (mitmproxy's taddons/tflow, a fake clock, a stand-in
+origin that answers conditional requests) with the misbehaviours built from their registry
+names, as the product's profile lists them. `lab verify` checks the same profiles against the
+products themselves.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from werkzeug.http import http_date
+
+from proxies import profile as profiles
+from proxies.misbehaviours import MisbehaviourError, build, build_one, registry
+from tests.test_shared_cache import START, URL, Lab, make_lab, outcome
+
+PRODUCT_MISBEHAVIOURS = [
+    "apache-mod-cache",
+    "haproxy-cache",
+    "trafficserver-required-headers",
+    "varnish-builtin-vcl",
+]
+DAY_OLD = {"Last-Modified": http_date(START - 86400), "Date": http_date(START)}
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    yield from make_lab()
+
+
+def as_profile(lab: Lab, name: str) -> Lab:
+    """The lab's cache with the misbehaviours of the profile `name`, in its order."""
+    return lab.with_misbehaviours(*build(profiles.read(profiles.profile_path(name)).misbehaviours))
+
+
+def use(lab: Lab, *specs: dict[str, Any]) -> Lab:
+    return lab.with_misbehaviours(*build(list(specs)))
+
+
+def twice(lab: Lab, url: str = URL, **kwargs: Any) -> tuple[str, str]:
+    """What the cache did with the first and the second of two identical requests."""
+    return outcome(lab.fetch(url, **kwargs)), outcome(lab.fetch(url, **kwargs))
+
+
+def fresh_for(lab: Lab, seconds: float, **kwargs: Any) -> bool:
+    """Stored now, a hit `seconds` - 1 later and a miss at `seconds`."""
+    assert outcome(lab.fetch(**kwargs)) == "STORE"
+    lab.advance(seconds - 1)
+    hit = outcome(lab.fetch(**kwargs)) == "HIT"
+    lab.advance(1)
+    return hit and outcome(lab.fetch(**kwargs)) != "HIT"
+
+
+@pytest.mark.parametrize("name", PRODUCT_MISBEHAVIOURS)
+def test_each_is_registered_and_documented(name: str):
+    cls = registry()[name]
+    assert cls.name == name
+    assert cls.summary and len(cls.summary) <= 100
+    assert cls.imitates and cls.__doc__
+    assert cls.Params.model_config.get("extra") == "forbid"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"name": "varnish-builtin-vcl", "ttl": 120},
+        {"name": "haproxy-cache", "max_age": 0},
+        {"name": "apache-mod-cache", "default_expire": -1},
+        {"name": "apache-mod-cache", "CacheIgnoreQueryString": True},
+        {"name": "trafficserver-required-headers", "required_headers": 3},
+        {"name": "trafficserver-required-headers", "heuristic_lm_factor": 2},
+    ],
+)  # fmt: skip
+def test_bad_parameters_are_refused(spec: dict[str, Any]):
+    with pytest.raises(MisbehaviourError, match=spec["name"]):
+        build_one(spec)
+
+
+# -- Varnish: the built-in VCL --------------------------------------------------------------
+
+
+def varnish_ttl_then_grace(lab: Lab, **kwargs: Any) -> bool:
+    """Fresh for default_ttl (120 s), then delivered stale in default_grace (10 s) while a
+    background fetch refreshes it, then fetched."""
+    as_profile(lab, "varnish-builtin")
+    assert outcome(lab.fetch(**kwargs)) == "STORE"
+    lab.advance(119)
+    fresh = lab.fetch(**kwargs)
+    lab.advance(1)
+    graced = lab.fetch(**kwargs)
+    lab.advance(10.5)
+    gone = lab.fetch(**kwargs)
+    return (
+        outcome(fresh) == "HIT"
+        and not fresh.metadata.get("cache_stale")
+        and graced.metadata.get("cache_stale") is True
+        and len(lab.refreshes) == 1
+        and outcome(gone) != "HIT"
+    )
+
+
+def test_varnish_keeps_a_header_less_answer_default_ttl_then_grace(lab: Lab):
+    assert varnish_ttl_then_grace(lab)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Pragma": "no-cache"},  # not read at all
+        {"Expires": "0"},  # unparsable: no Expires, default_ttl
+        DAY_OLD,  # no Last-Modified heuristic: the same flat TTL
+    ],
+)
+def test_varnish_does_not_read_pragma_invalid_expires_or_last_modified(lab: Lab, headers: dict):
+    assert varnish_ttl_then_grace(lab, response_headers=headers)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Cache-Control": "no-cache"},  # RFC 9111 would store it and revalidate
+        {"Cache-Control": 'no-cache="Set-Cookie", max-age=60'},  # a substring match
+        {"Cache-Control": "max-age=60, private"},
+        {"Cache-Control": "no-store"},
+        {"Cache-Control": "max-age=0"},  # ttl <= 0: hit-for-miss
+        {"Expires": http_date(START - 10), "Date": http_date(START)},
+        {"Set-Cookie": "session=1", "Cache-Control": "max-age=60"},
+        {"Vary": "*"},
+        {"Surrogate-Control": "no-store", "Cache-Control": "max-age=60"},
+    ],
+)
+def test_varnish_makes_these_hit_for_miss(lab: Lab, headers: dict):
+    as_profile(lab, "varnish-builtin")
+    assert twice(lab, response_headers=headers) == ("MISS", "MISS")
+
+
+@pytest.mark.parametrize("header", [{"Cookie": "session=1"}, {"Authorization": "Bearer x"}])
+def test_varnish_passes_requests_with_cookie_or_authorization(lab: Lab, header: dict):
+    as_profile(lab, "varnish-builtin")
+    headers = {"Cache-Control": "public, s-maxage=60"}  # RFC 9111 3.5 would store this
+    assert twice(lab, request_headers=header, response_headers=headers) == ("BYPASS", "BYPASS")
+    assert len(lab.origin_hits) == 2
+
+
+def test_varnish_ignores_the_clients_no_cache(lab: Lab):
+    as_profile(lab, "varnish-builtin")
+    lab.fetch()
+    reload = lab.fetch(request_headers={"Cache-Control": "no-cache", "Pragma": "no-cache"})
+    assert outcome(reload) == "HIT"
+
+
+# -- HAProxy: the cache section ----------------------------------------------------------------
+
+
+def test_haproxy_never_stores_an_answer_without_expiry_or_validator(lab: Lab):
+    as_profile(lab, "haproxy-cache")
+    assert twice(lab) == ("MISS", "MISS")
+
+
+@pytest.mark.parametrize("validator", [{"ETag": '"v1"'}, DAY_OLD])
+def test_haproxy_keeps_a_validator_only_answer_its_max_age(lab: Lab, validator: dict):
+    # No heuristic fraction: a day-old Last-Modified gets max-age (60), not 10% of a day.
+    assert fresh_for(as_profile(lab, "haproxy-cache"), 60, response_headers=validator)
+
+
+@pytest.mark.parametrize(("cache_control", "seconds"), [("max-age=30", 30), ("max-age=600", 60)])
+def test_haproxy_caps_explicit_expiry_at_max_age(lab: Lab, cache_control: str, seconds: int):
+    headers = {"Cache-Control": cache_control}
+    assert fresh_for(as_profile(lab, "haproxy-cache"), seconds, response_headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Cache-Control": "no-cache", "ETag": '"v1"'}, 200),
+        ({"Cache-Control": "max-age=0", "ETag": '"v1"'}, 200),
+        ({"Pragma": "no-cache", "Cache-Control": "max-age=60"}, 200),
+        ({"Cache-Control": "max-age=60", "Vary": "Accept-Encoding"}, 200),  # process-vary off
+        ({"Expires": "0"}, 200),  # invalid: expired
+        ({"Cache-Control": "max-age=60"}, 404),  # only 200
+    ],
+)
+def test_haproxy_refuses(lab: Lab, headers: dict, status: int):
+    as_profile(lab, "haproxy-cache")
+    assert outcome(lab.fetch(response_headers=headers, status=status)) == "MISS"
+    assert outcome(lab.fetch(response_headers=headers, status=status)) == "MISS"
+
+
+def test_haproxy_caches_only_get(lab: Lab):
+    as_profile(lab, "haproxy-cache")
+    headers = {"Cache-Control": "max-age=60"}
+    assert twice(lab, method="HEAD", response_headers=headers) == ("BYPASS", "BYPASS")
+
+
+@pytest.mark.parametrize(
+    "request_headers",
+    [{"Cache-Control": "no-cache"}, {"Cache-Control": "max-age=0"}, {"Pragma": "no-cache"}],
+)
+def test_haproxy_a_request_that_ignores_the_cache_still_feeds_it(lab: Lab, request_headers: dict):
+    # Checked on HAProxy 2.6.12: TX_CACHE_IGNORE keeps the request from the stored copy only.
+    as_profile(lab, "haproxy-cache")
+    headers = {"Cache-Control": "max-age=60"}
+    assert outcome(lab.fetch(response_headers=headers)) == "STORE"
+    assert outcome(lab.fetch(request_headers=request_headers, response_headers=headers)) == "STORE"
+    assert outcome(lab.fetch()) == "HIT"
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "stored"), [("max-age=60", False), ("public, max-age=60", True)]
+)
+def test_haproxy_authorization_is_never_served_and_stored_only_if_public(
+    lab: Lab, cache_control: str, stored: bool
+):
+    as_profile(lab, "haproxy-cache")
+    auth = {"Authorization": "Basic eDp5"}
+    headers = {"Cache-Control": cache_control}
+    lab.fetch(request_headers=auth, response_headers=headers)
+    assert (outcome(lab.fetch(response_headers=headers)) == "HIT") is stored
+    assert outcome(lab.fetch(request_headers=auth, response_headers=headers)) != "HIT"
+
+
+def test_haproxy_no_cache_set_cookie_keeps_it_out(lab: Lab):
+    as_profile(lab, "haproxy-cache")
+    headers = {"Cache-Control": 'no-cache="Set-Cookie", max-age=60'}  # TX_CACHE_COOK cleared
+    assert twice(lab, response_headers=headers) == ("MISS", "MISS")
+
+
+# -- Apache httpd: mod_cache -------------------------------------------------------------------
+
+
+def test_apache_never_stores_a_200_without_any_validator_or_expiry(lab: Lab):
+    as_profile(lab, "apache-mod-cache")
+    assert twice(lab) == ("MISS", "MISS")
+
+
+@pytest.mark.parametrize(
+    ("last_modified_age", "lifetime"),
+    [(86400, 8640), (100 * 86400, 86400)],  # 10% of the age, at most CacheMaxExpire (a day)
+)
+def test_apache_last_modified_factor_within_max_expire(lab: Lab, last_modified_age, lifetime):
+    headers = {"Last-Modified": http_date(START - last_modified_age), "Date": http_date(START)}
+    assert fresh_for(as_profile(lab, "apache-mod-cache"), lifetime, response_headers=headers)
+
+
+def test_apache_an_etag_alone_gets_default_expire(lab: Lab):
+    assert fresh_for(as_profile(lab, "apache-mod-cache"), 3600, response_headers={"ETag": '"v"'})
+
+
+@pytest.mark.parametrize("headers", [{"Expires": "0"}, {"Expires": "0"} | DAY_OLD])
+def test_apache_does_not_store_a_broken_expires(lab: Lab, headers: dict):
+    as_profile(lab, "apache-mod-cache")
+    assert twice(lab, response_headers=headers) == ("MISS", "MISS")
+
+
+def test_apache_refuses_a_query_url_without_explicit_expiry(lab: Lab):
+    as_profile(lab, "apache-mod-cache")
+    assert twice(lab, f"{URL}?task_id=1", response_headers=DAY_OLD) == ("MISS", "MISS")
+    explicit = {"Cache-Control": "max-age=60"}
+    assert twice(lab, f"{URL}?task_id=1", response_headers=explicit) == ("STORE", "HIT")
+
+
+@pytest.mark.parametrize(
+    "request_headers", [{"Authorization": "Basic eDp5"}, {"Authorization": "Bearer x"}]
+)
+def test_apache_leaves_requests_with_authorization_alone(lab: Lab, request_headers: dict):
+    # The quick handler runs before authentication: no lookup, no store, even for public.
+    as_profile(lab, "apache-mod-cache")
+    headers = {"Cache-Control": "public, max-age=60"}
+    assert twice(lab, request_headers=request_headers, response_headers=headers) == (
+        "BYPASS",
+        "BYPASS",
+    )
+    assert outcome(lab.fetch(response_headers=headers)) == "STORE"  # nothing was stored
+
+
+@pytest.mark.parametrize(
+    ("headers", "second"),
+    [
+        ({"Pragma": "no-cache", "Cache-Control": "max-age=60"}, "MISS"),  # no-cache, no validator
+        ({"Pragma": "no-cache"} | DAY_OLD, "REVALIDATED"),
+        ({"Cache-Control": 'no-cache="Set-Cookie", max-age=60'}, "HIT"),  # fields only
+        ({"Cache-Control": "must-revalidate, max-age=60"}, "HIT"),
+        ({"Cache-Control": "must-revalidate, max-age=0"}, "MISS"),
+    ],
+)
+def test_apache_pragma_and_no_cache_forms(lab: Lab, headers: dict, second: str):
+    as_profile(lab, "apache-mod-cache")
+    lab.fetch(response_headers=headers)
+    assert outcome(lab.fetch(response_headers=headers)) == second
+
+
+def test_apache_no_cache_is_stored_and_revalidated(lab: Lab):
+    as_profile(lab, "apache-mod-cache")
+    headers = {"Cache-Control": "no-cache", "ETag": '"v1"'}
+    assert outcome(lab.fetch(response_headers=headers)) == "STORE"
+    assert outcome(lab.fetch(response_headers=headers)) == "REVALIDATED"
+
+
+def test_apache_ignore_query_string_shares_one_entry_between_queries(lab: Lab):
+    as_profile(lab, "apache-ignore-query")
+    first = lab.fetch(f"{URL}?task_id=1", response_headers=DAY_OLD, content=b"task 1")
+    assert outcome(first) == "STORE"
+    other = lab.fetch(f"{URL}?task_id=2", response_headers=DAY_OLD, content=b"task 2")
+    assert outcome(other) == "HIT" and other.response.content == b"task 1"
+
+
+# -- Traffic Server: required_headers ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [{}, DAY_OLD, {"Pragma": "no-cache"}, {"ETag": '"v"'}])
+def test_trafficserver_default_stores_only_an_explicit_lifetime(lab: Lab, headers: dict):
+    as_profile(lab, "trafficserver-default")
+    assert twice(lab, response_headers=headers) == ("MISS", "MISS")
+    lab.origin_hits.clear()
+    assert fresh_for(lab, 60, url=URL + "/x", response_headers={"Cache-Control": "max-age=60"})
+
+
+def test_trafficserver_a_responses_pragma_no_cache_is_not_stored(lab: Lab):
+    as_profile(lab, "trafficserver-default")
+    headers = {"Pragma": "no-cache", "Cache-Control": "max-age=60"}
+    assert twice(lab, response_headers=headers) == ("MISS", "MISS")
+
+
+@pytest.mark.parametrize(("cache_control", "stored"), [("max-age=60", True), ("", False)])
+def test_trafficserver_stores_an_authorized_answer_with_max_age(lab: Lab, cache_control, stored):
+    as_profile(lab, "trafficserver-default")
+    headers = {"Cache-Control": cache_control, "ETag": '"v"'} if cache_control else {}
+    lab.fetch(request_headers={"Authorization": "Basic eDp5"}, response_headers=headers)
+    assert (outcome(lab.fetch(response_headers=headers)) == "HIT") is stored
+
+
+def test_trafficserver_default_ignores_the_clients_no_cache(lab: Lab):
+    as_profile(lab, "trafficserver-default")
+    lab.fetch(response_headers={"Cache-Control": "max-age=60"})
+    assert outcome(lab.fetch(request_headers={"Cache-Control": "no-cache"})) == "HIT"
+
+
+@pytest.mark.parametrize(
+    ("level", "headers", "lifetime"),
+    [
+        (1, DAY_OLD, 8640),  # 10% of a day, within [1 h, 1 day]
+        (1, {"Last-Modified": http_date(START - 600), "Date": http_date(START)}, 3600),  # min
+        (0, {}, 3600),  # nothing at all: heuristic_min_lifetime
+    ],
+)
+def test_trafficserver_heuristic_below_level_two(lab: Lab, level: int, headers: dict, lifetime):
+    use(lab, {"name": "trafficserver-required-headers", "required_headers": level})
+    assert fresh_for(lab, lifetime, response_headers=headers)
+
+
+def test_trafficserver_level_one_still_refuses_a_header_less_answer(lab: Lab):
+    use(lab, {"name": "trafficserver-required-headers", "required_headers": 1})
+    assert twice(lab) == ("MISS", "MISS")
