@@ -14,6 +14,7 @@ from werkzeug.http import http_date
 
 from proxies.misbehaviours import MisbehaviourError, build, build_one, registry
 from proxies.misbehaviours.squid_refresh_pattern import squid_lifetime
+from tests.test_product_misbehaviours import PRODUCT_MISBEHAVIOURS
 from tests.test_shared_cache import START, URL, Lab, make_lab, outcome
 
 # The cache misbehaviours written with this test (ignore-query-in-key predates it).
@@ -52,7 +53,7 @@ def use(lab: Lab, *specs: dict[str, Any]) -> Lab:
 # -- the registry ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", CACHE_MISBEHAVIOURS)
+@pytest.mark.parametrize("name", [*CACHE_MISBEHAVIOURS, *PRODUCT_MISBEHAVIOURS])
 def test_each_is_registered_and_documented(name: str):
     cls = registry()[name]
     assert cls.name == name
