@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import signal
 import stat
+import subprocess
+import sys
 
 import psutil
 import pytest
@@ -121,3 +123,18 @@ def test_a_worker_busy_with_a_task_that_never_ends_dies_with_the_lab_on_sigkill(
         lab.proc.kill()
         lab.proc.wait()
         assert_nothing_left(lab.token, within=15)
+
+
+def test_a_child_whose_lab_died_before_it_asked_for_the_death_signal_dies_at_once():
+    # The kernel sends the parent-death signal only for a death after the prctl: a child whose
+    # lab was killed between the fork and the prctl must notice (its parent is no longer the
+    # lab) and die then, with the same signal.
+    code = (
+        "import signal; from lab.stacks.processes import _die_with_parent; "
+        "_die_with_parent(signal.SIGKILL, 1)"  # 1: not our parent, as after the lab's death
+    )
+    done = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    code = "import os, signal; from lab.stacks.processes import _die_with_parent; "
+    code += "_die_with_parent(signal.SIGKILL, os.getppid())"  # the lab still there: carry on
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

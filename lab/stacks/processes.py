@@ -45,13 +45,17 @@ def component_kind(name: str) -> str:
     return name.split("-", 1)[0]
 
 
-def _die_with_parent(death_signal: int) -> None:
+def _die_with_parent(death_signal: int, parent_pid: int) -> None:
     # If the lab itself is killed with SIGKILL, its children get a signal from the kernel
     # instead of living on (Linux only; elsewhere the finally blocks have to do).
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, death_signal)
+        # A lab killed between the fork and the prctl above sends no signal any more: the
+        # child would live on (a worker outlived a lab SIGKILLed while it started stacks).
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), death_signal)
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -93,6 +97,7 @@ class Component:
                     preexec_fn=functools.partial(
                         _die_with_parent,
                         DEATH_SIGNAL_BY_COMPONENT.get(component_kind(self.name), signal.SIGTERM),
+                        os.getpid(),
                     ),
                 )
             except OSError as exc:
