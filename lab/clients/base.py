@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -67,6 +68,9 @@ class ClientBase:
     task_duration: float
     log_path: Path
     status_url_style: str = "path"
+    # HTTPS: the run's CAs, the only ones the Python client trusts (the browser is given
+    # them at launch); None: the default context (plain HTTP needs none).
+    verify: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")

@@ -76,9 +76,10 @@ def tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def http_client(**options: Any) -> httpx.Client:
-    """An httpx client as the lab uses them: no proxy or certificates from the environment."""
-    return httpx.Client(trust_env=False, verify=tls_context(), **options)
+def http_client(verify: ssl.SSLContext | None = None, **options: Any) -> httpx.Client:
+    """An httpx client as the lab uses them: no proxy or certificates from the environment;
+    `verify`: the run's own CAs for HTTPS."""
+    return httpx.Client(trust_env=False, verify=verify or tls_context(), **options)
 
 
 def http_error(response: httpx.Response) -> str:
@@ -101,7 +102,10 @@ class PollingClient(ClientBase):
             raise ValueError(f"status_url_style {self.status_url_style!r}: not one of {known}")
         super().__post_init__()
         self._http = http_client(
-            proxy=self.proxy_url, timeout=REQUEST_TIMEOUT, follow_redirects=False
+            proxy=self.proxy_url,
+            timeout=REQUEST_TIMEOUT,
+            follow_redirects=False,
+            verify=self.verify,
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="polling-client", daemon=True)

@@ -152,7 +152,7 @@ def _start(
 ) -> tuple[AppStack, ProxyEndpoint | None, BrowserHost | None, BrokerRuntime]:
     """The run's browser, broker, app stack and proxy, started through `resources`."""
     sup = resources.sup
-    browser, browser_ready = resources.browser(client)
+    browser, browser_ready = resources.browser(client, https=scenario.tls is not None)
     profile = profiles.load(scenario.proxy) if scenario.uses_proxy and not proxy_url else None
     broker_rt = resources.broker(broker, scenario)
     progress(f"broker: {broker_rt.label}")
@@ -164,11 +164,12 @@ def _start(
         scenario, fix, broker_rt, task_duration=task_duration(scenario), port=app_port
     )
     proxy_ready = None
+    tls = {"tls_mode": scenario.tls, "tls": resources.tls() if scenario.tls else None}
     if profile and profile.mode == "forward":
-        proxy_ready = launch_proxy(sup, profile.name, profile, None, single=True)
+        proxy_ready = launch_proxy(sup, profile.name, profile, None, single=True, **tls)
     app = app_ready()
     if profile and profile.mode == "reverse":
-        proxy_ready = launch_proxy(sup, profile.name, profile, app.url, single=True)
+        proxy_ready = launch_proxy(sup, profile.name, profile, app.url, single=True, **tls)
     proxy: ProxyEndpoint | None = proxy_ready() if proxy_ready else None
     if proxy_url:
         proxy = external_proxy(proxy_url, proxy_mode)
