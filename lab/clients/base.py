@@ -84,6 +84,8 @@ class ClientBase:
         self.polls: list[Poll] = []
         # Written into every line after time and event ({"client": "browser"} for the page).
         self.log_label: dict[str, str] = {}
+        # HTTPS: the first certificate the client accepted ({"subject", "issuer"}).
+        self.tls_seen: dict[str, str] | None = None
 
     @property
     def last_state(self) -> str | None:
@@ -107,6 +109,15 @@ class ClientBase:
 
     def screenshot(self, path: Path) -> bool:
         return False
+
+    def saw_certificate(self, subject: str | None, issuer: str | None) -> None:
+        """The certificate a connection was shown and accepted: the first is kept, each new
+        one is logged (client.jsonl, event "tls")."""
+        seen = {"subject": subject or "?", "issuer": issuer or "?"}
+        if seen != self.tls_seen:
+            self.log("tls", **seen)
+        if self.tls_seen is None:
+            self.tls_seen = seen
 
     # -- what the UI shows, logged as it changes
     def record(self, poll: Poll) -> None:

@@ -29,6 +29,8 @@ import httpx
 
 from lab.clients.base import ClientBase
 from lab.clients.poll import Poll, new_poll, read_answer
+from lab.clients.probe_tls import names_in
+from lab.judging.tls_path import display_name
 from sample_app.strategies import DetectStale, is_retryable
 
 REQUEST_TIMEOUT = 10.0
@@ -338,6 +340,12 @@ class PollingClient(ClientBase):
     def _trace(self, event: str, info: dict[str, Any]) -> None:
         if event == "connection.connect_tcp.complete":
             self._streams.append(info["return_value"])
+        elif event.endswith(".start_tls.complete"):
+            # HTTPS (straight, or inside a proxy's CONNECT tunnel): the certificate accepted.
+            ssl_object = info["return_value"].get_extra_info("ssl_object")
+            if ssl_object is not None and (der := ssl_object.getpeercert(True)):
+                issuer, subject = names_in(der)
+                self.saw_certificate(display_name(subject), display_name(issuer))
 
 
 def shut_down(streams: list[Any]) -> None:

@@ -13,6 +13,7 @@ from lab.data.errors import ComponentError, RunStopped
 from lab.data.kinds import CLIENTS as CLIENTS  # the CLI's --client choices
 from lab.data.scenarios import Scenario
 from lab.judging.evidence import Evidence, StackEventReaders, Verdict, judge
+from lab.judging.tls_path import certificate_line, path_facts
 from lab.runs.cell import CellRun, run_cell, task_duration
 from lab.runs.lifecycle import Progress, RunResources, new_run_dir
 from lab.runs.schedule import MAX_ATTEMPTS
@@ -43,7 +44,7 @@ def gather_evidence(cell: CellRun, readers: StackEventReaders) -> Evidence:
 def verdict_for(cell: CellRun, readers: StackEventReaders) -> Verdict:
     """The cell's one judgement, made when it ends."""
     evidence = gather_evidence(cell, readers)
-    return judge(
+    verdict = judge(
         cell.scenario,
         cell.fix,
         cell.observed,
@@ -57,6 +58,13 @@ def verdict_for(cell: CellRun, readers: StackEventReaders) -> Verdict:
         # A proxy the lab did not start is named by its URL, not by the scenario's profile.
         proxy=cell.proxy.profile if cell.proxy and cell.proxy.events is None else None,
     )
+    if cell.scenario.tls:
+        proxy = cell.proxy.profile if cell.proxy else "none"
+        verdict.tls = path_facts(cell.scenario.tls, proxy, cell.client.kind, cell.client.tls_seen)
+        if verdict.first_stale_answer is not None and cell.client.tls_seen:
+            # The stale answer came over TLS too: from whom the client accepted it.
+            verdict.first_stale_answer["tls_certificate"] = certificate_line(verdict.tls)
+    return verdict
 
 
 def run(

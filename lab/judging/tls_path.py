@@ -1,0 +1,52 @@
+"""Where TLS ended on an HTTPS run's path, and which certificate the client accepted from
+which CA: the evidence that shows why HTTPS did or did not keep the proxy from caching."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# What each TLS mode (a scenario's `tls`) means for the proxy, in the verdict's words.
+TERMINATED_AT = {
+    "tunnel": "the app: the proxy passed CONNECT through and saw only encrypted bytes",
+    "inspect": (
+        "the proxy ({proxy}), an inspecting gateway: it showed the client a certificate of its "
+        "own CA and opened TLS of its own to the app"
+    ),
+    "edge": (
+        "the proxy ({proxy}), a CDN edge with a certificate for the site's name: it fetched "
+        "from the app over HTTPS of its own"
+    ),
+}
+TRUSTED = {
+    "python": "the run's CAs only (tls/trust.pem: origin CA and gateway CA)",
+    "browser": (
+        "the run's keys only (--ignore-certificate-errors-spki-list: origin CA, gateway CA, "
+        "app and edge certificates); no trust store touched"
+    ),
+}
+
+
+def path_facts(mode: str, proxy: str, client: str, seen: dict[str, str] | None) -> dict[str, Any]:
+    """The verdict's `tls`: mode, where TLS ended, what the client trusted and was shown."""
+    return {
+        "mode": mode,
+        "terminated_at": TERMINATED_AT[mode].format(proxy=proxy),
+        "client_trusted": TRUSTED.get(client, TRUSTED["python"]),
+        "certificate": seen,
+    }
+
+
+def certificate_line(facts: dict[str, Any]) -> str:
+    """ "certificate 127.0.0.1 issued by <CA>", or why there is none."""
+    cert = facts.get("certificate")
+    if not cert:
+        return "no certificate recorded by the client"
+    return f"certificate {cert.get('subject')} issued by {cert.get('issuer')}"
+
+
+def display_name(rfc4514: str | None) -> str | None:
+    """A certificate name as a browser shows it: its CN, else its O, else the whole name."""
+    if not rfc4514:
+        return rfc4514
+    parts = dict(part.split("=", 1) for part in rfc4514.split(",") if "=" in part)
+    return parts.get("CN") or parts.get("O") or rfc4514
