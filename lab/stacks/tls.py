@@ -15,6 +15,7 @@ written outside `<run>/tls/`, and no system or user trust store is read for trus
 from __future__ import annotations
 
 import base64
+import datetime
 import functools
 import hashlib
 import ssl
@@ -23,13 +24,21 @@ from pathlib import Path
 
 import trustme
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+from cryptography.x509.oid import NameOID
 
 from lab.stacks.ports import LOOPBACK
 
 TLS_FOLDER = "tls"
 ORIGIN_CA_NAME = "proxy-cache-lab origin CA (a public CA)"
-GATEWAY_CA_NAME = "proxy-cache-lab inspecting gateway CA (installed on the managed laptop)"
+GATEWAY_CA_NAME = "proxy-cache-lab gateway CA (the company's root)"
 EDGE_NAME = "proxy-cache-lab CDN edge"
 APP_NAME = "proxy-cache-lab app"
 
@@ -70,14 +79,55 @@ def spki_sha256(cert_pem: bytes) -> str:
     return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
+def named_ca(name: str, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> trustme.CA:
+    """A trustme CA whose name has a common name: trustme's own CAs carry only O and OU, and
+    Chromium's DevTools report a certificate's issuer by its CN alone (empty without one), so
+    the browser client could not say which CA it accepted. Extensions as trustme's own CA."""
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "proxy-cache-lab"),
+        ]
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=9), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    return trustme.CA.from_pem(cert.public_bytes(Encoding.PEM), key_pem)
+
+
 def make(run_dir: Path) -> RunTls:
     """Make the run's CAs and certificates in `<run_dir>/tls/` (keys readable by the owner
     only). About 0.1 s: RSA for the gateway CA, as mitmproxy makes its own."""
     folder = run_dir / TLS_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
-    origin = trustme.CA(organization_name=ORIGIN_CA_NAME)
-    gateway = trustme.CA(organization_name=GATEWAY_CA_NAME, key_type=trustme.KeyType.RSA)
+    origin = named_ca(ORIGIN_CA_NAME, ec.generate_private_key(ec.SECP256R1()))
+    gateway = named_ca(GATEWAY_CA_NAME, rsa.generate_private_key(65537, 2048))
     app = origin.issue_cert(LOOPBACK, common_name=LOOPBACK, organization_name=APP_NAME)
     edge = origin.issue_cert(LOOPBACK, common_name=LOOPBACK, organization_name=EDGE_NAME)
 
