@@ -29,8 +29,7 @@ import httpx
 
 from lab.clients.base import ClientBase
 from lab.clients.poll import Poll, new_poll, read_answer
-from lab.clients.probe_tls import names_in
-from lab.judging.tls_path import display_name
+from lab.clients.probe_tls import accepted
 from sample_app.strategies import DetectStale, is_retryable
 
 REQUEST_TIMEOUT = 10.0
@@ -104,10 +103,7 @@ class PollingClient(ClientBase):
             raise ValueError(f"status_url_style {self.status_url_style!r}: not one of {known}")
         super().__post_init__()
         self._http = http_client(
-            proxy=self.proxy_url,
-            timeout=REQUEST_TIMEOUT,
-            follow_redirects=False,
-            verify=self.verify,
+            self.verify, proxy=self.proxy_url, timeout=REQUEST_TIMEOUT, follow_redirects=False
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="polling-client", daemon=True)
@@ -340,12 +336,8 @@ class PollingClient(ClientBase):
     def _trace(self, event: str, info: dict[str, Any]) -> None:
         if event == "connection.connect_tcp.complete":
             self._streams.append(info["return_value"])
-        elif event.endswith(".start_tls.complete"):
-            # HTTPS (straight, or inside a proxy's CONNECT tunnel): the certificate accepted.
-            ssl_object = info["return_value"].get_extra_info("ssl_object")
-            if ssl_object is not None and (der := ssl_object.getpeercert(True)):
-                issuer, subject = names_in(der)
-                self.saw_certificate(display_name(subject), display_name(issuer))
+        elif event.endswith(".start_tls.complete") and (seen := accepted(info["return_value"])):
+            self.saw_certificate(*seen)  # HTTPS, straight or in a proxy's CONNECT tunnel
 
 
 def shut_down(streams: list[Any]) -> None:

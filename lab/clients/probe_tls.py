@@ -104,3 +104,22 @@ def names_in(der: bytes) -> tuple[str | None, str | None]:
         return None, None
     cert = x509.load_der_x509_certificate(der)
     return cert.issuer.rfc4514_string(), cert.subject.rfc4514_string()
+
+
+def accepted(stream: Any) -> tuple[str | None, str | None] | None:
+    """(subject, issuer) of the certificate a verified TLS stream (httpcore's) was shown, as
+    a browser names them; None when the stream is not TLS."""
+    ssl_object = stream.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(True) if ssl_object is not None else None
+    if not der:
+        return None
+    issuer, subject = names_in(der)
+    return display_name(subject), display_name(issuer)
+
+
+def display_name(rfc4514: str | None) -> str | None:
+    """A certificate name as a browser shows it: its CN, else its O, else the whole name."""
+    if not rfc4514:
+        return rfc4514
+    parts = dict(part.split("=", 1) for part in rfc4514.split(",") if "=" in part)
+    return parts.get("CN") or parts.get("O") or rfc4514

@@ -42,11 +42,3 @@ def certificate_line(facts: dict[str, Any]) -> str:
     if not cert:
         return "no certificate recorded by the client"
     return f"certificate {cert.get('subject')} issued by {cert.get('issuer')}"
-
-
-def display_name(rfc4514: str | None) -> str | None:
-    """A certificate name as a browser shows it: its CN, else its O, else the whole name."""
-    if not rfc4514:
-        return rfc4514
-    parts = dict(part.split("=", 1) for part in rfc4514.split(",") if "=" in part)
-    return parts.get("CN") or parts.get("O") or rfc4514
