@@ -205,3 +205,19 @@ def test_https_cells_in_the_browser(tmp_path, token):
     assert_https_cells(result)
     assert_nothing_left(token)
     assert store_snapshot() == before
+
+
+def test_lab_up_refuses_an_https_scenario_before_starting_anything(tmp_path):
+    from rich.console import Console
+
+    from lab.runs import workshop
+
+    with pytest.raises(BadInput, match=r"field 'tls' \(tunnel\): lab up serves plain HTTP only"):
+        workshop.up(
+            scenarios.load("https-tunnel"),
+            "none",
+            tmp_path,
+            lambda _: None,
+            console=Console(file=open(os.devnull, "w")),  # noqa: SIM115 - closed with the test
+        )
+    assert list(tmp_path.iterdir()) == []
