@@ -221,3 +221,69 @@ def test_lab_up_refuses_an_https_scenario_before_starting_anything(tmp_path):
             console=Console(file=open(os.devnull, "w")),  # noqa: SIM115 - closed with the test
         )
     assert list(tmp_path.iterdir()) == []
+
+
+# -- lab probe --cacert: was TLS intercepted on the path? ----------------------------------------
+def test_cacert_that_is_not_a_ca_file_is_bad_input(tmp_path):
+    from click.testing import CliRunner
+
+    from lab.cli import main
+
+    missing = tmp_path / "nope.pem"
+    result = CliRunner().invoke(main, ["probe", "https://127.0.0.1:9/", "--cacert", str(missing)])
+    assert result.exit_code == 2
+    assert f"--cacert '{missing}': not a readable PEM CA file" in result.output
+
+
+@pytest.mark.stack
+def test_the_probe_tells_an_intercepted_path_with_the_servers_own_ca(tmp_path, token):
+    """The sample app on HTTPS (a thread of this process); the probe with --cacert (the
+    origin CA) straight, through a tunnelling proxy and through an inspecting one."""
+    from werkzeug.serving import make_server
+
+    from lab.cli.probe import run_probe
+    from lab.data import profiles
+    from lab.runs.lifecycle import RunResources, new_run_dir
+    from lab.stacks.stack import launch_proxy
+    from sample_app.config import AppConfig
+    from sample_app.web import create_app
+
+    folder = new_run_dir(tmp_path, "probe-tls")
+    with RunResources(folder) as resources:
+        certs = resources.tls()
+        app = create_app(AppConfig.standalone(tmp_path / "app"))
+        server = make_server(
+            tls.LOOPBACK, 0, app, threaded=True, ssl_context=(certs.app_cert, certs.app_key)
+        )
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        try:
+            url = f"https://{tls.LOOPBACK}:{server.server_port}/_cache-probe"
+            corporate = profiles.load("corporate-cache")
+            waits = {
+                mode: launch_proxy(
+                    resources.sup,
+                    f"p-{mode}",
+                    corporate,
+                    None,
+                    single=False,
+                    tls_mode=mode,
+                    tls=certs,
+                )
+                for mode in ("tunnel", "inspect")
+            }
+            proxies = {mode: wait().address for mode, wait in waits.items()}
+            stop = threading.Event()
+            seen = {
+                way: run_probe(url, proxy, 2, 0.05, stop, True, str(certs.origin_ca)).tls
+                for way, proxy in [("straight", None), *proxies.items()]
+            }
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert seen["straight"].verified and seen["tunnel"].verified
+    assert seen["tunnel"].issuer.endswith(tls.ORIGIN_CA_NAME)
+    inspected = seen["inspect"]
+    assert not inspected.verified and inspected.to_json()["intercepted"] is True
+    assert tls.GATEWAY_CA_NAME in inspected.issuer
+    assert "INTERCEPTED TLS" in inspected.lines()[1]
+    assert_nothing_left(token)
