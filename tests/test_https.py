@@ -12,6 +12,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
 from lab.clients import browser
@@ -19,7 +20,7 @@ from lab.data import scenarios
 from lab.data.errors import BadInput
 from lab.stacks import tls
 from lab.stacks.stack import tls_args
-from tests.lab_helpers import assert_nothing_left
+from tests.lab_helpers import assert_nothing_left, processes_with_token
 
 TRUST_STORES = [Path("/etc/ssl/certs"), Path.home() / ".pki" / "nssdb"]
 
@@ -153,14 +154,34 @@ HTTPS_CELLS = {
 }
 
 
-def run_https_matrix(tmp_path: Path, client: str):
+def listening_addresses(token: str) -> set[str]:
+    """Where the lab's processes (mitmdumps, app servers, workers; Chromium) listen."""
+    found = set()
+    for proc in processes_with_token(token):
+        try:
+            connections = proc.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        found |= {c.laddr.ip for c in connections if c.status == psutil.CONN_LISTEN}
+    return found
+
+
+def run_https_matrix(tmp_path: Path, client: str, token: str):
+    """The three HTTPS scenarios with none and nonce; once every stack is up, every listener
+    of the lab's processes is on 127.0.0.1."""
     from lab.runs import matrix
+
+    listening: list[set[str]] = []
+
+    def progress(message: str) -> None:
+        if "up after" in message:
+            listening.append(listening_addresses(token))
 
     loaded = [scenarios.load(name) for name in ("https-tunnel", "https-inspecting-gateway")]
     loaded.append(scenarios.load("https-cdn"))
-    return matrix.run_matrix(
-        loaded, ["none", "nonce"], tmp_path, progress=lambda _: None, client=client
-    )
+    result = matrix.run_matrix(loaded, ["none", "nonce"], tmp_path, progress, client=client)
+    assert listening and listening[0] == {tls.LOOPBACK}, listening
+    return result
 
 
 def assert_https_cells(result) -> None:
@@ -180,7 +201,7 @@ def assert_https_cells(result) -> None:
 @pytest.mark.stack
 def test_https_cells_with_the_python_client(tmp_path, token):
     before = store_snapshot()
-    result = run_https_matrix(tmp_path, "python")
+    result = run_https_matrix(tmp_path, "python", token)
     assert_https_cells(result)
     assert_nothing_left(token)
     assert store_snapshot() == before
@@ -201,7 +222,7 @@ def test_https_cells_in_the_browser(tmp_path, token):
             pytest.fail(f"the browser client cannot run on CI: {missing}")
         pytest.skip(f"the browser client cannot run here: {missing}")
     before = store_snapshot()
-    result = run_https_matrix(tmp_path, "browser")
+    result = run_https_matrix(tmp_path, "browser", token)
     assert_https_cells(result)
     assert_nothing_left(token)
     assert store_snapshot() == before
