@@ -308,3 +308,15 @@ def test_the_probe_tells_an_intercepted_path_with_the_servers_own_ca(tmp_path, t
     assert tls.GATEWAY_CA_NAME in inspected.issuer
     assert "INTERCEPTED TLS" in inspected.lines()[1]
     assert_nothing_left(token)
+
+
+def test_the_tls_evidence_does_not_guess_about_a_proxy_the_lab_did_not_start():
+    from lab.judging.tls_path import certificate_line, path_facts
+
+    seen = {"subject": "127.0.0.1", "issuer": tls.GATEWAY_CA_NAME}
+    own = path_facts("inspect", "corporate-cache", "python", seen)
+    assert own["terminated_at"].startswith("the proxy (corporate-cache), an inspecting gateway")
+    outside = path_facts("inspect", "127.0.0.1:3128", "python", seen, external=True)
+    assert outside["terminated_at"].startswith("not known: 127.0.0.1:3128")
+    assert certificate_line(outside) == f"certificate 127.0.0.1 issued by {tls.GATEWAY_CA_NAME}"
+    assert certificate_line(path_facts("tunnel", "x", "browser", None)).startswith("no certif")

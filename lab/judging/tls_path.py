@@ -26,11 +26,18 @@ TRUSTED = {
 }
 
 
-def path_facts(mode: str, proxy: str, client: str, seen: dict[str, str] | None) -> dict[str, Any]:
-    """The verdict's `tls`: mode, where TLS ended, what the client trusted and was shown."""
+def path_facts(
+    mode: str, proxy: str, client: str, seen: dict[str, str] | None, *, external: bool = False
+) -> dict[str, Any]:
+    """The verdict's `tls`: mode, where TLS ended, what the client trusted and was shown.
+    `external`: a proxy the lab did not start (--proxy-url), whose TLS the lab cannot know:
+    only the certificate tells."""
+    where = TERMINATED_AT[mode].format(proxy=proxy)
+    if external:
+        where = f"not known: {proxy} is a proxy the lab did not start (see the certificate)"
     return {
         "mode": mode,
-        "terminated_at": TERMINATED_AT[mode].format(proxy=proxy),
+        "terminated_at": where,
         "client_trusted": TRUSTED.get(client, TRUSTED["python"]),
         "certificate": seen,
     }

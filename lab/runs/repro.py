@@ -60,7 +60,10 @@ def verdict_for(cell: CellRun, readers: StackEventReaders) -> Verdict:
     )
     if cell.scenario.tls:
         proxy = cell.proxy.profile if cell.proxy else "none"
-        verdict.tls = path_facts(cell.scenario.tls, proxy, cell.client.kind, cell.client.tls_seen)
+        outside = cell.proxy is not None and cell.proxy.events is None
+        verdict.tls = path_facts(
+            cell.scenario.tls, proxy, cell.client.kind, cell.client.tls_seen, external=outside
+        )
         if verdict.first_stale_answer is not None and cell.client.tls_seen:
             # The stale answer came over TLS too: from whom the client accepted it.
             verdict.first_stale_answer["tls_certificate"] = certificate_line(verdict.tls)
