@@ -45,6 +45,9 @@ class AppConfig:
     task_events: str | None = None
     # The web server writes {"host", "port", "pid"} here once it listens.
     ready_file: str | None = None
+    # HTTPS: the server's certificate chain and key (PEM files); both None: plain HTTP.
+    tls_cert: str | None = None
+    tls_key: str | None = None
     # Which status URL the app hands out and the page polls: a key of strategies.json's
     # status_paths ("path": /tasks/<id>/status, "query": /status?task_id=<id>). Both are served.
     status_url_style: str = "path"

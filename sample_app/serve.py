@@ -57,14 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(config)
     app.wsgi_app = CellPrefix(app.wsgi_app)  # type: ignore[method-assign]
     warm_up_broker(app.extensions["celery"])
-    server = make_server(config.host, config.port, app, threaded=True)
+    # HTTPS when the config names a certificate: werkzeug wraps the socket with this context.
+    ssl_context = (config.tls_cert, config.tls_key) if config.tls_cert else None
+    server = make_server(config.host, config.port, app, threaded=True, ssl_context=ssl_context)
     host, port = server.server_address[:2]
+    scheme = "https" if ssl_context else "http"
     # serve_forever only returns after shutdown(), which must come from another thread;
     # raising out of it on SIGTERM is the simple way to stop cleanly.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if config.ready_file:
-        write_json_atomically(config.ready_file, {"host": host, "port": port, "pid": os.getpid()})
-    print(f"sample app listening on http://{host}:{port}/", flush=True)
+        write_json_atomically(
+            config.ready_file, {"host": host, "port": port, "pid": os.getpid(), "scheme": scheme}
+        )
+    print(f"sample app listening on {scheme}://{host}:{port}/", flush=True)
     try:
         server.serve_forever()
     except (KeyboardInterrupt, SystemExit):

@@ -46,6 +46,7 @@ from lab.data.errors import (
     BadInput,
 )
 from lab.data.kinds import DEFAULT_MATRIX_CONCURRENCY
+from lab.judging.tls_path import certificate_line
 
 # The run, judging and report modules (httpx, jinja2, part of mitmproxy) are imported by the
 # command that needs them: every `lab` process, `lab list` and `lab --help` included, would
@@ -142,10 +143,15 @@ def _print_evidence(v: Verdict) -> None:
         headers = ", ".join(
             f"{k}={stale[k]}" for k in ("age", "date", "via", "cache_control") if stale.get(k)
         )
+        over_tls = f"; over TLS, {stale['tls_certificate']}" if stale.get("tls_certificate") else ""
         table.add_row(
             "first stale answer",
-            f"poll {stale['seq']} at {stale['at']} s: {headers or 'no cache headers'}",
+            f"poll {stale['seq']} at {stale['at']} s: {headers or 'no cache headers'}{over_tls}",
         )
+    if tls := v.tls:
+        table.add_row("tls", f"{tls['mode']}: terminated at {tls['terminated_at']}")
+        table.add_row("", f"client accepted {certificate_line(tls)}")
+        table.add_row("", f"client trusted {tls['client_trusted']}")
     table.add_row("evidence", paths.relative(Path(v.run_dir)))
     out.print(table)
     if v.lesson:

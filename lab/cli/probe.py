@@ -9,6 +9,7 @@ import json
 import sys
 import threading
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import click
@@ -48,8 +49,16 @@ DEFAULT_INTERVAL = 0.25  # the lab's (and the sample page's) poll interval
     metavar="S",
     help="Seconds between one strategy's polls.",
 )
+@click.option(
+    "--cacert",
+    metavar="FILE",
+    help="https: the server's own CA (PEM). The certificate the path shows is verified with it "
+    "alone: one it does not verify means something on the path intercepted TLS.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
-def probe_command(url: str, proxy: str | None, polls: int, interval: float, as_json: bool) -> None:
+def probe_command(
+    url: str, proxy: str | None, polls: int, interval: float, cacert: str | None, as_json: bool
+) -> None:
     """Find a cache on the path to URL, and which of the lab's fixes gets through it.
 
     URL is an app's probe endpoint (http://HOST:PORT/_cache-probe, see cache_probe), or any
@@ -62,7 +71,7 @@ def probe_command(url: str, proxy: str | None, polls: int, interval: float, as_j
     stop = threading.Event()
     with guarded(as_json, "interrupted"):
         try:
-            result = run_probe(url, proxy, polls, interval, stop, as_json)
+            result = run_probe(url, proxy, polls, interval, stop, as_json, cacert)
         finally:
             stop.set()  # the polling threads end at their next wait
     if as_json:
@@ -73,7 +82,13 @@ def probe_command(url: str, proxy: str | None, polls: int, interval: float, as_j
 
 
 def run_probe(
-    url: str, proxy: str | None, polls: int, interval: float, stop: threading.Event, quiet: bool
+    url: str,
+    proxy: str | None,
+    polls: int,
+    interval: float,
+    stop: threading.Event,
+    quiet: bool,
+    cacert: str | None = None,
 ) -> ProbeResult:
     # Imported here, not at the top: every `lab` command loads this module.
     from lab.clients import probe as probe_client
@@ -81,7 +96,7 @@ def run_probe(
     from lab.judging.probe_result import judge_plain, judge_probe
 
     started = time.monotonic()
-    route = resolve(url, proxy)
+    route = replace(resolve(url, proxy), cacert=cacert)
     say = (lambda _m: None) if quiet else progress
     say(route.describe())
     look = probe_client.first_look(route)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -67,6 +68,9 @@ class ClientBase:
     task_duration: float
     log_path: Path
     status_url_style: str = "path"
+    # HTTPS: the run's CAs, the only ones the Python client trusts (the browser is given
+    # them at launch); None: the default context (plain HTTP needs none).
+    verify: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
@@ -80,6 +84,8 @@ class ClientBase:
         self.polls: list[Poll] = []
         # Written into every line after time and event ({"client": "browser"} for the page).
         self.log_label: dict[str, str] = {}
+        # HTTPS: the first certificate the client accepted ({"subject", "issuer"}).
+        self.tls_seen: dict[str, str] | None = None
 
     @property
     def last_state(self) -> str | None:
@@ -103,6 +109,15 @@ class ClientBase:
 
     def screenshot(self, path: Path) -> bool:
         return False
+
+    def saw_certificate(self, subject: str | None, issuer: str | None) -> None:
+        """The certificate a connection was shown and accepted: the first is kept, each new
+        one is logged (client.jsonl, event "tls")."""
+        seen = {"subject": subject or "?", "issuer": issuer or "?"}
+        if seen != self.tls_seen:
+            self.log("tls", **seen)
+        if self.tls_seen is None:
+            self.tls_seen = seen
 
     # -- what the UI shows, logged as it changes
     def record(self, poll: Poll) -> None:

@@ -29,6 +29,7 @@ import httpx
 
 from lab.clients.base import ClientBase
 from lab.clients.poll import Poll, new_poll, read_answer
+from lab.clients.probe_tls import accepted
 from sample_app.strategies import DetectStale, is_retryable
 
 REQUEST_TIMEOUT = 10.0
@@ -76,9 +77,10 @@ def tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def http_client(**options: Any) -> httpx.Client:
-    """An httpx client as the lab uses them: no proxy or certificates from the environment."""
-    return httpx.Client(trust_env=False, verify=tls_context(), **options)
+def http_client(verify: ssl.SSLContext | None = None, **options: Any) -> httpx.Client:
+    """An httpx client as the lab uses them: no proxy or certificates from the environment;
+    `verify`: the run's own CAs for HTTPS."""
+    return httpx.Client(trust_env=False, verify=verify or tls_context(), **options)
 
 
 def http_error(response: httpx.Response) -> str:
@@ -101,7 +103,7 @@ class PollingClient(ClientBase):
             raise ValueError(f"status_url_style {self.status_url_style!r}: not one of {known}")
         super().__post_init__()
         self._http = http_client(
-            proxy=self.proxy_url, timeout=REQUEST_TIMEOUT, follow_redirects=False
+            self.verify, proxy=self.proxy_url, timeout=REQUEST_TIMEOUT, follow_redirects=False
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="polling-client", daemon=True)
@@ -334,6 +336,8 @@ class PollingClient(ClientBase):
     def _trace(self, event: str, info: dict[str, Any]) -> None:
         if event == "connection.connect_tcp.complete":
             self._streams.append(info["return_value"])
+        elif event.endswith(".start_tls.complete") and (seen := accepted(info["return_value"])):
+            self.saw_certificate(*seen)  # HTTPS, straight or in a proxy's CONNECT tunnel
 
 
 def shut_down(streams: list[Any]) -> None:

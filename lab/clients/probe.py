@@ -22,6 +22,7 @@ from lab.clients.polling import BROWSER_FETCH_CACHE
 from lab.clients.probe_route import Route, failure, gateway_failure
 from lab.clients.probe_tls import (
     TlsFacts,
+    cacert_context,
     facts_from,
     peer_certificate,
     system_context,
@@ -101,7 +102,8 @@ def first_look(route: Route) -> FirstLook:
     """GET the URL. Unreachable (exit 3) when no answer came, or a gateway spoke for a server
     it could not reach; on https a certificate this machine cannot verify is named and the
     probe goes on without verification."""
-    verify, tls_problem = system_context(), None
+    verify = cacert_context(route.cacert) if route.cacert else system_context()
+    tls_problem = None
     try:
         answer, body, der = _look(route, verify)
     except httpx.HTTPError as exc:
@@ -114,7 +116,7 @@ def first_look(route: Route) -> FirstLook:
             answer, body, der = _look(route, verify)
         except httpx.HTTPError as again:
             raise failure(route, again) from None
-    tls = facts_from(der, tls_problem is None, tls_problem) if route.https else None
+    tls = facts_from(der, tls_problem is None, tls_problem, route.cacert) if route.https else None
     index = read_index(body) if answer.status == 200 else None
     if index is None and (gone := gateway_failure(route, answer.status or 0)) is not None:
         raise gone

@@ -36,6 +36,7 @@ class Route:
     url: str  # as given, checked: http(s)://host[:port]/path
     proxy: str | None  # the forward proxy every request goes through; None: straight there
     source: str  # where the proxy came from: "--proxy", "HTTP_PROXY", ..., or why there is none
+    cacert: str | None = None  # https: the server's own CA to verify with (--cacert)
 
     @property
     def https(self) -> bool:

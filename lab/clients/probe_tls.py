@@ -30,10 +30,23 @@ class TlsFacts:
     issuer: str | None  # the server certificate's issuer, as the client saw it
     subject: str | None
     problem: str | None  # why it did not verify
+    cacert: str | None = None  # verified with the server's own CA (--cacert), not the system's
 
     def lines(self) -> list[str]:
         said = [SEEN_THROUGH_TLS]
-        if self.verified:
+        if self.cacert and self.verified:
+            said.append(
+                f"certificate verified with the server's own CA ({self.cacert}), issued by "
+                f"{self.issuer}: TLS was not intercepted on this path"
+            )
+        elif self.cacert:
+            said.append(
+                f"certificate NOT issued by the server's own CA ({self.cacert}; {self.problem}) "
+                f"but by {self.issuer or 'unknown'}: something on the path INTERCEPTED TLS "
+                "(an inspecting gateway whose CA this machine may trust) and can read and cache "
+                "every request. Probed without verification (nothing secret is sent)."
+            )
+        elif self.verified:
             said.append(f"certificate verified with the system store, issued by {self.issuer}")
         else:
             said.append(
@@ -49,6 +62,8 @@ class TlsFacts:
             "issuer": self.issuer,
             "subject": self.subject,
             "problem": self.problem,
+            "cacert": self.cacert,
+            "intercepted": (not self.verified) if self.cacert else None,
         }
 
 
@@ -78,10 +93,23 @@ def verification_problem(exc: httpx.HTTPError) -> str | None:
     return text if "CERTIFICATE_VERIFY_FAILED" in text else None
 
 
-def facts_from(der: bytes | None, verified: bool, problem: str | None) -> TlsFacts:
+def facts_from(
+    der: bytes | None, verified: bool, problem: str | None, cacert: str | None = None
+) -> TlsFacts:
     """Issuer and subject of the server certificate (DER) the answer came with."""
     issuer, subject = names_in(der) if der is not None else (None, None)
-    return TlsFacts(verified, issuer, subject, problem)
+    return TlsFacts(verified, issuer, subject, problem, cacert)
+
+
+def cacert_context(path: str) -> ssl.SSLContext:
+    """Only the server's own CA (`lab probe --cacert`): a chain it does not verify was made
+    by something on the path. BadInput (exit 2) naming the file when it holds no CA."""
+    from lab.data.errors import BadInput
+
+    try:
+        return ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise BadInput(f"--cacert {path!r}: not a readable PEM CA file ({exc})") from None
 
 
 def peer_certificate(response: httpx.Response) -> bytes | None:
@@ -104,3 +132,22 @@ def names_in(der: bytes) -> tuple[str | None, str | None]:
         return None, None
     cert = x509.load_der_x509_certificate(der)
     return cert.issuer.rfc4514_string(), cert.subject.rfc4514_string()
+
+
+def accepted(stream: Any) -> tuple[str | None, str | None] | None:
+    """(subject, issuer) of the certificate a verified TLS stream (httpcore's) was shown, as
+    a browser names them; None when the stream is not TLS."""
+    ssl_object = stream.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(True) if ssl_object is not None else None
+    if not der:
+        return None
+    issuer, subject = names_in(der)
+    return display_name(subject), display_name(issuer)
+
+
+def display_name(rfc4514: str | None) -> str | None:
+    """A certificate name as a browser shows it: its CN, else its O, else the whole name."""
+    if not rfc4514:
+        return rfc4514
+    parts = dict(part.split("=", 1) for part in rfc4514.split(",") if "=" in part)
+    return parts.get("CN") or parts.get("O") or rfc4514

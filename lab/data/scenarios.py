@@ -108,6 +108,10 @@ class LoadSetup(BaseModel):
     page_document_kb: Annotated[int, Field(ge=0, le=4096)] = 0
 
 
+TlsMode = Literal["tunnel", "inspect", "edge"]
+TLS_PROXY_MODES: dict[str, str] = {"tunnel": "forward", "inspect": "forward", "edge": "reverse"}
+
+
 class Scenario(NamedFile):
     situation: Annotated[Paragraph, Field(min_length=1)]
     lesson: Paragraph = ""
@@ -124,6 +128,12 @@ class Scenario(NamedFile):
     brokers: Annotated[list[BrokerKind], Field(min_length=1)] = list(BROKERS)
     redis: RedisSetup = RedisSetup()
     load: LoadSetup = LoadSetup()
+    # HTTPS on the poll's path (None: plain HTTP). The app serves HTTPS with a certificate of the
+    # run's origin CA, and the proxy (a forward profile) "tunnel"s: passes CONNECT through, sees
+    # nothing; or "inspect"s: terminates TLS with the run's gateway CA, which the client trusts
+    # as a managed laptop does. A reverse profile's "edge" terminates TLS with a certificate of
+    # the origin CA for the name the client uses and fetches from the app over HTTPS.
+    tls: TlsMode | None = None
     # Which clients reproduce it: a scenario about the browser's own HTTP cache is "browser"
     # only, since the Python client has no HTTP cache of its own to be fooled by.
     clients: list[ClientKind] = list(CLIENTS)
@@ -171,6 +181,21 @@ class Scenario(NamedFile):
         poll_interval = info.data.get("poll_interval")
         if poll_interval is not None and value <= poll_interval:
             raise ValueError(f"must be longer than poll_interval ({poll_interval:g} s)")
+        return value
+
+    @field_validator("tls")
+    @classmethod
+    def tls_fits_the_profile(cls, value: str | None, info: ValidationInfo) -> str | None:
+        proxy = info.data.get("proxy")
+        if value is None or proxy is None:
+            return value
+        if proxy == NO_PROXY:
+            raise ValueError("needs a proxy profile (tunnel, inspect: forward; edge: reverse)")
+        mode = profiles.described(proxy).mode
+        if TLS_PROXY_MODES[value] != mode:
+            raise ValueError(
+                f"{value!r} needs a {TLS_PROXY_MODES[value]} proxy profile; {proxy!r} is {mode}"
+            )
         return value
 
     @property

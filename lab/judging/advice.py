@@ -164,9 +164,11 @@ def _where(advice: FixAdvice) -> str:
 
 def counts(scenario: Scenario) -> bool:
     """A scenario that stands for a plain app behind its profile: the story's app, worker and
-    results, no other traffic, no neighbours, run by the python client."""
+    results, no other traffic, no neighbours, run by the python client, over plain HTTP (an
+    HTTPS scenario is about what TLS hides from the profile, not about the profile)."""
     return (
         scenario.uses_proxy
+        and scenario.tls is None
         and scenario.app == AppSetup()
         and scenario.worker == WorkerSetup()
         and scenario.results == ResultsSetup()

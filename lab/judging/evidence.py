@@ -189,6 +189,9 @@ class Verdict:
     verdict_at: float | None = None
     hang_window: float | None = None
     proxy_visible: bool = False
+    # HTTPS runs: where TLS ended, what the client trusted and the certificate it accepted
+    # (lab/judging/tls_path.py); None over plain HTTP.
+    tls: dict[str, Any] | None = None
     # Where the truth about the task came from: the lab's own "worker" record, or for an audit
     # of the user's app a "direct" poller of the same task (no proxy).
     ground_truth: str = "worker"

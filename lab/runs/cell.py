@@ -96,6 +96,7 @@ def make_client(
         "task_duration": task_duration(scenario),
         "log_path": log_path,
         "status_url_style": scenario.app.status_url_style,
+        "verify": app.tls.client_context() if app.tls else None,
     }
     if browser is not None:
         from lab.clients.browser import BrowserClient

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from lab.data.kinds import CLIENTS
 from lab.data.scenarios import Scenario
+from lab.stacks import tls as run_tls
 from lab.stacks.brokers import BrokerChoice, BrokerRuntime, start_broker
 from lab.stacks.processes import Supervisor
 from lab.stacks.redis_memory import RedisMemoryWatch
@@ -59,6 +60,7 @@ class RunResources:
         self._cleanups = ExitStack()
         self._broker_cleanups = ExitStack()
         self.brokers: list[BrokerRuntime] = []
+        self._tls: run_tls.RunTls | None = None
 
     def __enter__(self) -> RunResources:
         # Unwound last: a shared broker's queues are deleted only once no process uses them.
@@ -74,10 +76,19 @@ class RunResources:
     ) -> bool:
         return self._cleanups.__exit__(exc_type, exc, traceback)
 
-    def browser(self, client: str) -> tuple[BrowserHost | None, Callable[[], BrowserHost] | None]:
+    def tls(self) -> run_tls.RunTls:
+        """The run's certificates (lab/stacks/tls.py), made on first use in the run folder."""
+        if self._tls is None:
+            self._tls = run_tls.make(self.run_dir)
+        return self._tls
+
+    def browser(
+        self, client: str, https: bool = False
+    ) -> tuple[BrowserHost | None, Callable[[], BrowserHost] | None]:
         """For client "browser": a Chromium starting in the background (its log in the run
         folder) and the function that waits for it; (None, None) for the Python client.
-        ComponentError at once when Chromium or Playwright is missing."""
+        ComponentError at once when Chromium or Playwright is missing. `https`: it accepts
+        the run's certificates (RunTls.chromium_args), and nothing else that is not public."""
         if client not in CLIENTS:
             raise ValueError(f"client {client!r}: not one of {', '.join(CLIENTS)}")
         if client != "browser":
@@ -85,6 +96,8 @@ class RunResources:
         from lab.clients.browser import BrowserHost
 
         host = BrowserHost(self.sup.run_id, self.run_dir / "browser.log")
+        if https:
+            host.extra_args = self.tls().chromium_args()
         self._cleanups.callback(host.close)
         return host, host.launch()
 
@@ -130,6 +143,7 @@ class RunResources:
             fix=fix,
             load=scenario.load,
             port=port,
+            tls=self.tls() if scenario.tls else None,
         )
 
         def up() -> AppStack:

@@ -30,7 +30,7 @@ from lab.runs.schedule import (
     run_in_turn,
     start_order,
 )
-from lab.runs.shared_stacks import cell_key, needs_own_stack, start_stacks
+from lab.runs.shared_stacks import cell_key, needs_own_stack, proxy_key, start_stacks
 from lab.stacks.brokers import BrokerChoice, BrokerRuntime, redis_server_installed
 from lab.stacks.stack import ProxyEndpoint, external_proxy
 
@@ -202,7 +202,7 @@ def run_matrix(
         run_dir, [sc.name for sc in scenarios], fixes, client=client, broker=broker
     )
     with RunResources(run_dir) as resources:
-        browser, browser_ready = resources.browser(client)
+        browser, browser_ready = resources.browser(client, https=any(sc.tls for sc, _ in cells))
         runtimes: dict[str, BrokerRuntime] = {}
         for kind in sorted({broker or sc.default_broker for sc, _ in shared}):
             runtimes[kind] = resources.broker(BrokerChoice(kind, broker_url if broker else None))
@@ -290,7 +290,7 @@ def run_matrix(
                 akey = cell_key(sc, fix, runtimes, broker)
                 proxy = None
                 if sc.uses_proxy:
-                    proxy = proxies.get((sc.proxy, "*")) or proxies[(sc.proxy, akey)]
+                    proxy = proxies[proxy_key(sc, akey)]
                 starts.wait(check_alive)
                 cell_dir = attempt_dir(run_dir / f"round-{round_no}" / f"{sc.name}--{fix}", attempt)
                 run = run_cell(

@@ -13,6 +13,7 @@ from lab.data.errors import ComponentError, RunStopped
 from lab.data.kinds import CLIENTS as CLIENTS  # the CLI's --client choices
 from lab.data.scenarios import Scenario
 from lab.judging.evidence import Evidence, StackEventReaders, Verdict, judge
+from lab.judging.tls_path import certificate_line, path_facts
 from lab.runs.cell import CellRun, run_cell, task_duration
 from lab.runs.lifecycle import Progress, RunResources, new_run_dir
 from lab.runs.schedule import MAX_ATTEMPTS
@@ -43,7 +44,7 @@ def gather_evidence(cell: CellRun, readers: StackEventReaders) -> Evidence:
 def verdict_for(cell: CellRun, readers: StackEventReaders) -> Verdict:
     """The cell's one judgement, made when it ends."""
     evidence = gather_evidence(cell, readers)
-    return judge(
+    verdict = judge(
         cell.scenario,
         cell.fix,
         cell.observed,
@@ -57,6 +58,16 @@ def verdict_for(cell: CellRun, readers: StackEventReaders) -> Verdict:
         # A proxy the lab did not start is named by its URL, not by the scenario's profile.
         proxy=cell.proxy.profile if cell.proxy and cell.proxy.events is None else None,
     )
+    if cell.scenario.tls:
+        proxy = cell.proxy.profile if cell.proxy else "none"
+        outside = cell.proxy is not None and cell.proxy.events is None
+        verdict.tls = path_facts(
+            cell.scenario.tls, proxy, cell.client.kind, cell.client.tls_seen, external=outside
+        )
+        if verdict.first_stale_answer is not None and cell.client.tls_seen:
+            # The stale answer came over TLS too: from whom the client accepted it.
+            verdict.first_stale_answer["tls_certificate"] = certificate_line(verdict.tls)
+    return verdict
 
 
 def run(
@@ -152,7 +163,7 @@ def _start(
 ) -> tuple[AppStack, ProxyEndpoint | None, BrowserHost | None, BrokerRuntime]:
     """The run's browser, broker, app stack and proxy, started through `resources`."""
     sup = resources.sup
-    browser, browser_ready = resources.browser(client)
+    browser, browser_ready = resources.browser(client, https=scenario.tls is not None)
     profile = profiles.load(scenario.proxy) if scenario.uses_proxy and not proxy_url else None
     broker_rt = resources.broker(broker, scenario)
     progress(f"broker: {broker_rt.label}")
@@ -164,11 +175,12 @@ def _start(
         scenario, fix, broker_rt, task_duration=task_duration(scenario), port=app_port
     )
     proxy_ready = None
+    tls = {"tls_mode": scenario.tls, "tls": resources.tls() if scenario.tls else None}
     if profile and profile.mode == "forward":
-        proxy_ready = launch_proxy(sup, profile.name, profile, None, single=True)
+        proxy_ready = launch_proxy(sup, profile.name, profile, None, single=True, **tls)
     app = app_ready()
     if profile and profile.mode == "reverse":
-        proxy_ready = launch_proxy(sup, profile.name, profile, app.url, single=True)
+        proxy_ready = launch_proxy(sup, profile.name, profile, app.url, single=True, **tls)
     proxy: ProxyEndpoint | None = proxy_ready() if proxy_ready else None
     if proxy_url:
         proxy = external_proxy(proxy_url, proxy_mode)

@@ -16,7 +16,7 @@ from lab.runs.cell import task_duration
 from lab.runs.lifecycle import RunResources
 from lab.stacks.brokers import BrokerRuntime
 from lab.stacks.proxy_hosts import ProxyKey, launch_proxy_group
-from lab.stacks.stack import AppStack, ProxyEndpoint, external_proxy, stack_key
+from lab.stacks.stack import AppStack, ProxyEndpoint, external_proxy, launch_proxy, stack_key
 
 
 def needs_own_stack(scenario: Scenario) -> bool:
@@ -36,6 +36,15 @@ def cell_key(sc: Scenario, fix: str, brokers: dict[str, BrokerRuntime], forced: 
     """Which shared app stack serves the cell: its broker and its set-up."""
     kind = forced or sc.default_broker
     return f"{kind}-{stack_key(sc, fix)}" if len(brokers) > 1 else stack_key(sc, fix)
+
+
+def proxy_key(sc: Scenario, akey: str) -> ProxyKey:
+    """Which proxy serves the cell: a forward profile's serves every app ("*"), one per TLS
+    mode (tunnel and inspect are mitmproxy's own options: a process each); a reverse
+    profile's fronts the cell's app stack (an HTTPS one for the TLS edge)."""
+    if profiles.described(sc.proxy).mode == "reverse":
+        return (sc.proxy, akey)
+    return (sc.proxy, f"*-{sc.tls}" if sc.tls else "*")
 
 
 def start_stacks(
@@ -73,9 +82,17 @@ def start_stacks(
             )
     wanted = {(sc.proxy, cell_key(sc, fix, brokers, forced)) for sc, fix in cells if sc.uses_proxy}
     loaded = {name: profiles.load(name) for name, _ in wanted}
+    # The HTTPS cells' proxies: a mitmdump each, with the TLS mode's own options.
+    tls_cells = {
+        proxy_key(sc, cell_key(sc, fix, brokers, forced)): sc
+        for sc, fix in cells
+        if sc.uses_proxy and sc.tls
+    }
+    wanted -= {(sc.proxy, cell_key(sc, fix, brokers, forced)) for sc, fix in cells if sc.tls}
     proxies: dict[ProxyKey, ProxyEndpoint] = {}
     if proxy_url:
         external = {name: external_proxy(proxy_url, proxy_mode) for name, _ in wanted}
+        external |= {sc.proxy: external_proxy(proxy_url, proxy_mode) for sc in tls_cells.values()}
     if not external:
         # A forward proxy serves every app; a reverse proxy stands in front of one app. The
         # profiles share mitmdumps per kind (forward now, reverse once the apps are up), five
@@ -86,14 +103,43 @@ def start_stacks(
         forward_ready = launch_proxy_group(
             resources.sup, "proxy-forward", [((name, "*"), loaded[name], None) for name in forward]
         )
+        tls_waits = {
+            pkey: _launch_tls_proxy(resources, pkey, sc, None)
+            for pkey, sc in tls_cells.items()
+            if sc.tls != "edge"
+        }
         apps = {key: wait() for key, wait in app_waits.items()}
+        tls_waits |= {
+            pkey: _launch_tls_proxy(resources, pkey, sc, apps[pkey[1]].url)
+            for pkey, sc in tls_cells.items()
+            if sc.tls == "edge"
+        }
         reverse_ready = launch_proxy_group(
             resources.sup,
             "proxy-reverse",
             [((name, akey), loaded[name], apps[akey].url) for name, akey in reverse],
         )
-        proxies = forward_ready() | reverse_ready()
+        proxies = forward_ready() | reverse_ready() | {k: wait() for k, wait in tls_waits.items()}
     else:
         apps = {key: wait() for key, wait in app_waits.items()}
-        proxies = {(name, "*"): external[name] for name, _ in wanted}
+        cell_proxies = [(sc, cell_key(sc, fix, brokers, forced)) for sc, fix in cells]
+        proxies = {
+            proxy_key(sc, akey): external[sc.proxy] for sc, akey in cell_proxies if sc.uses_proxy
+        }
     return apps, proxies
+
+
+def _launch_tls_proxy(
+    resources: RunResources, pkey: ProxyKey, sc: Scenario, app_url: str | None
+) -> Callable[[], ProxyEndpoint]:
+    name, akey = pkey
+    label = f"{name}-tls-{sc.tls}" if akey.startswith("*") else f"{name}-{akey}"
+    return launch_proxy(
+        resources.sup,
+        label,
+        profiles.load(name),
+        app_url,
+        single=False,
+        tls_mode=sc.tls,
+        tls=resources.tls(),
+    )

@@ -47,6 +47,12 @@ def up(
 ) -> None:
     """Run until Ctrl-C (or `until()` is true); every process is stopped on the way out."""
     exposed = host not in LOOPBACK_HOSTS
+    if scenario.tls is not None:
+        # Its page would need the run's CA in the visitor's browser: not for a room.
+        raise BadInput(
+            f"scenario {scenario.name!r}: field 'tls' ({scenario.tls}): lab up serves plain "
+            "HTTP only; run HTTPS scenarios with lab repro or lab matrix"
+        )
     if exposed and not scenario.uses_proxy:
         raise BadInput(
             f"--host {host}: scenario {scenario.name!r} has no proxy to put authentication on; "

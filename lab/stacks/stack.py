@@ -20,6 +20,7 @@ from lab.stacks.brokers import BrokerRuntime, queue_name
 from lab.stacks.ports import LOOPBACK
 from lab.stacks.processes import Component, Supervisor, log_tail, read_ready_file
 from lab.stacks.proxy_url import proxy_label
+from lab.stacks.tls import RunTls
 from sample_app import result_fixes
 from sample_app.config import AppConfig
 
@@ -75,6 +76,7 @@ class AppStack:
     origin_events: Path
     worker_proc: Component | None = None
     broker: str = "sqlite"
+    tls: RunTls | None = None  # the app serves HTTPS with the run's certificates
 
     def worker_exit(self) -> str | None:
         """How the worker ended during the run, when the scenario allows it to (may_exit)."""
@@ -93,8 +95,9 @@ class ProxyEndpoint:
     key: str
     profile: str
     mode: str
-    address: str  # http://127.0.0.1:PORT
+    address: str  # http://127.0.0.1:PORT (https:// for a reverse proxy's TLS edge)
     events: Path | None  # None for an external proxy: the lab cannot see inside it
+    tls: str | None = None  # the scenario's TLS mode the proxy runs in (tunnel/inspect/edge)
 
     def client_route(self, app_url: str) -> tuple[str, str | None]:
         """(base URL the client requests, forward proxy URL or None)."""
@@ -123,8 +126,10 @@ def app_key(setup: AppSetup, worker: WorkerSetup) -> str:
 
 def stack_key(scenario: Scenario, fix: str) -> str:
     """app_key, plus what a result backend fix or the scenario's [results] change: stacks
-    that differ in them cannot be shared."""
+    that differ in them cannot be shared; and HTTPS (every TLS mode shares one HTTPS app)."""
     parts = [app_key(scenario.app, scenario.worker)]
+    if scenario.tls is not None:
+        parts.append("https")
     if scenario.results.expires_s is not None:
         parts.append(f"expires-{scenario.results.expires_s:g}".replace(".", "-"))
     if result_fixes.get(fix) is not None:
@@ -147,6 +152,7 @@ def launch_app_stack(
     fix: str | None = None,
     load: LoadSetup | None = None,
     port: int = 0,
+    tls: RunTls | None = None,
 ) -> Callable[[], AppStack]:
     """Start the processes; return a function that waits for them and gives the AppStack.
 
@@ -154,7 +160,8 @@ def launch_app_stack(
     fixed when a real reverse proxy must be pointed at it.
 
     `broker`: where messages and results go (default: SQLite files in the run folder);
-    `fix`: a result backend fix (sample_app/result_fixes.py) changes the stack's set-up.
+    `fix`: a result backend fix (sample_app/result_fixes.py) changes the stack's set-up;
+    `tls`: the app serves HTTPS with the run's certificate for 127.0.0.1.
     """
     run_dir = sup.run_dir
     suffix = "" if single else f"-{key}"
@@ -183,6 +190,8 @@ def launch_app_stack(
         status_last_modified_age_s=setup.status_last_modified_age_s,
         **(result_fix.app_flags() if result_fix else {}),
         document_kb=load.page_document_kb if load is not None else 0,
+        tls_cert=str(tls.app_cert) if tls else None,
+        tls_key=str(tls.app_key) if tls else None,
     )
     config_path = run_dir / f"app-config{suffix}.json"
     config.dump(config_path)
@@ -222,13 +231,14 @@ def launch_app_stack(
             key=key,
             setup=setup,
             worker=worker,
-            url=f"http://{LOOPBACK}:{port}",
+            url=f"{'https' if tls else 'http'}://{LOOPBACK}:{port}",
             config=config,
             backend=backend,
             task_events=events,
             origin_events=Path(config.origin_events or ""),
             worker_proc=worker_proc,
             broker=broker.kind,
+            tls=tls,
         )
 
     return ready
@@ -244,10 +254,13 @@ def launch_proxy(
     listen_host: str = LOOPBACK,
     modes: list[str] | None = None,
     extra_args: list[str] | None = None,
+    tls_mode: str | None = None,
+    tls: RunTls | None = None,
 ) -> Callable[[], ProxyEndpoint]:
     """Start mitmdump with the profile; return a function that waits and gives the endpoint.
 
     A reverse-mode profile needs the app's URL; a forward proxy can start before the app.
+    `tls_mode` with the run's `tls`: the scenario's TLS mode (tls_args).
     """
     run_dir = sup.run_dir
     suffix = "" if single else f"-{key}"
@@ -278,6 +291,7 @@ def launch_proxy(
             f"observer_ready={ready_file}",
             *mode_args,
             *profiles.mitmdump_args(profile),
+            *(tls_args(tls_mode, tls, f"proxy{suffix}") if tls_mode else []),
             *(extra_args or []),
         ],
     )
@@ -285,9 +299,32 @@ def launch_proxy(
     def ready() -> ProxyEndpoint:
         sup.wait_until(proc, lambda: read_ready_file(ready_file) is not None, "its ready file")
         port = (read_ready_file(ready_file) or {})["port"]
-        return ProxyEndpoint(key, profile.name, profile.mode, f"http://{LOOPBACK}:{port}", events)
+        scheme = "https" if tls_mode == "edge" else "http"
+        address = f"{scheme}://{LOOPBACK}:{port}"
+        return ProxyEndpoint(key, profile.name, profile.mode, address, events, tls_mode)
 
     return ready
+
+
+def tls_args(mode: str, tls: RunTls | None, name: str) -> list[str]:
+    """mitmproxy's own options for a TLS mode, one mitmdump per mode (they are the process's).
+
+    tunnel: `ignore_hosts` matches every host, so a CONNECT is passed through as bytes (what a
+    forward proxy without TLS inspection does); inspect: the gateway CA is the `confdir`'s
+    mitmproxy-ca.pem, so mitmproxy makes each host's certificate from it; edge: `certs` serves
+    the origin CA's certificate for 127.0.0.1. The two that terminate TLS verify the app's
+    certificate with the origin CA (`ssl_verify_upstream_trusted_ca`), as a real gateway or
+    CDN verifies the origin. A confdir of the run's own in every case: mitmproxy would
+    otherwise make its CA in ~/.mitmproxy.
+    """
+    assert tls is not None, "a TLS mode needs the run's certificates"
+    confdir = tls.folder / name
+    upstream = ["--set", f"ssl_verify_upstream_trusted_ca={tls.origin_ca}"]
+    if mode == "tunnel":
+        return ["--set", "ignore_hosts=.*", "--set", f"confdir={confdir}"]
+    if mode == "inspect":
+        return ["--set", f"confdir={tls.gateway_confdir}", *upstream]
+    return ["--set", f"certs=*={tls.edge_pem}", "--set", f"confdir={confdir}", *upstream]
 
 
 def external_proxy(url: str, mode: str) -> ProxyEndpoint:

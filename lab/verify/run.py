@@ -150,8 +150,14 @@ class Group:
 
 
 def profile_scenarios(profile: str) -> list[Scenario]:
-    """The scenarios whose proxy is the profile, that the Python client reproduces."""
-    return [sc for sc in scenarios.load_all() if sc.proxy == profile and sc.runs_with(CLIENT)]
+    """The scenarios whose proxy is the profile, that the Python client reproduces, over plain
+    HTTP (the real products are started for plain HTTP; the HTTPS scenarios' TLS modes are
+    mitmproxy's)."""
+    return [
+        sc
+        for sc in scenarios.load_all()
+        if sc.proxy == profile and sc.runs_with(CLIENT) and sc.tls is None
+    ]
 
 
 def plan(setups: list[RealSetup]) -> list[Group]:

@@ -89,7 +89,7 @@ class BrowserClient(ClientBase):
         if opening.cancelled():
             self._fail_setup(f"opening {self.page_url} was cancelled")
         if (exc := opening.exception()) is not None:
-            self._fail_setup(f"could not open {self.page_url}: {first_line(exc)}")
+            self._fail_setup(f"could not open {self.page_url}: {first_line(exc)}{tls_hint(exc)}")
 
     def _fail_setup(self, problem: str) -> NoReturn:
         self.setup_failed = problem
@@ -147,7 +147,9 @@ class BrowserClient(ClientBase):
             await self._open()
         except Exception as exc:  # noqa: BLE001 - reported by check_alive, in the runner's thread
             if not self._stopping:
-                self.setup_failed = f"could not open {self.page_url}: {first_line(exc)}"
+                self.setup_failed = (
+                    f"could not open {self.page_url}: {first_line(exc)}{tls_hint(exc)}"
+                )
                 self.log("setup_failed", error=self.setup_failed)
             return
         # The user clicks Start: the page takes it from here.
@@ -222,3 +224,18 @@ class BrowserClient(ClientBase):
             foreign_task_id=shown.get("foreignTaskId"),
             error=self.error,
         )
+
+
+def tls_hint(exc: BaseException) -> str:
+    """What a certificate error means here: the lab never adds its CAs to a trust store, it
+    names the run's keys to Chromium (--ignore-certificate-errors-spki-list); a Chromium that
+    ignores that switch (LAB_CHROMIUM naming another browser, or a policy) cannot run HTTPS
+    scenarios."""
+    if "ERR_CERT_" not in str(exc):
+        return ""
+    return (
+        " (Chromium did not accept the run's certificate: the lab trusts its CAs only through "
+        "--ignore-certificate-errors-spki-list, never through a trust store, and this Chromium "
+        "did not honour it; use Debian's chromium-headless-shell or chromium, or the Python "
+        "client)"
+    )

@@ -120,6 +120,7 @@ class BrowserHost:
         self.run_id = run_id
         self.log_path = log_path
         self.version: str | None = None
+        self.extra_args: list[str] = []  # set before launch: the run's TLS trust
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="browser-loop", daemon=True)
         self._playwright: Playwright | None = None
@@ -212,7 +213,7 @@ class BrowserHost:
         self._browser = await self._playwright.chromium.launch(
             executable_path=executable,
             headless=True,
-            args=CHROMIUM_FLAGS,
+            args=[*CHROMIUM_FLAGS, *self.extra_args],
             env=env,
             # The lab stops the browser itself, in its finally blocks, on Ctrl-C or SIGTERM.
             handle_sigint=False,
@@ -226,7 +227,7 @@ class BrowserHost:
             "launched",
             executable=executable,
             version=self.version,
-            args=CHROMIUM_FLAGS,
+            args=[*CHROMIUM_FLAGS, *self.extra_args],
             seconds=round(time.monotonic() - began, 3),
         )
 

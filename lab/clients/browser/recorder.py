@@ -181,6 +181,8 @@ class NetworkRecorder:
         if tracked is None:
             return
         response = event["response"]
+        if details := response.get("securityDetails"):
+            self.client.saw_certificate(details.get("subjectName"), details.get("issuer"))
         tracked.status = response["status"]
         tracked.headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
         tracked.mime = response.get("mimeType")
