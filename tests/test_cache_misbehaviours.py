@@ -27,6 +27,7 @@ CACHE_MISBEHAVIOURS = [
     "ignore-request-no-cache",
     "ignore-vary",
     "negative-cache",
+    "no-age",
     "no-invalidation",
     "no-revalidation",
     "squid-negative-status",
@@ -573,3 +574,18 @@ def test_squid_negative_status_reuses_no_error_even_with_max_age(lab: Lab, statu
     assert outcome(lab.fetch(f"{URL}/ok", response_headers=fresh)) == "STORE"
     assert outcome(lab.fetch(f"{URL}/ok", response_headers=fresh)) == "HIT"  # a 200 is kept
 
+
+def test_no_age_counts_life_from_storing_and_sends_no_age_of_its_own(lab: Lab):
+    use(lab, {"name": "no-age"})
+    old = {"Cache-Control": "max-age=60", "Age": "100", "Date": http_date(START - 100)}
+    assert outcome(lab.fetch(response_headers=old)) == "STORE"  # RFC 9111: stale on arrival
+    lab.advance(30)
+    hit = lab.fetch()
+    assert outcome(hit) == "HIT" and hit.metadata["cache_age"] == 30  # the lab's own event
+    assert hit.response.headers.get_all("Age") == ["100"]  # the origin's, not updated
+    lab.advance(31)
+    assert outcome(lab.fetch(response_headers=old)) == "STORE"  # 61 s after storing: stale
+    lab.fetch(f"{URL}/plain", response_headers={"Cache-Control": "max-age=60"})
+    lab.advance(5)
+    plain = lab.fetch(f"{URL}/plain")
+    assert outcome(plain) == "HIT" and "Age" not in plain.response.headers
