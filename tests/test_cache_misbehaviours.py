@@ -30,6 +30,7 @@ CACHE_MISBEHAVIOURS = [
     "no-age",
     "no-invalidation",
     "no-revalidation",
+    "squid-304-update",
     "squid-negative-status",
     "squid-refresh-pattern",
     "stale-on-error",
@@ -589,3 +590,21 @@ def test_no_age_counts_life_from_storing_and_sends_no_age_of_its_own(lab: Lab):
     lab.advance(5)
     plain = lab.fetch(f"{URL}/plain")
     assert outcome(plain) == "HIT" and "Age" not in plain.response.headers
+
+
+def test_squid_304_update_takes_every_field_of_the_304(lab: Lab):
+    use(lab, {"name": "squid-304-update"})
+    first = {"Cache-Control": "max-age=10", "ETag": '"v1"', "Content-MD5": "old"}
+    lab.fetch(response_headers=first)
+    lab.advance(11)
+    second = {**first, "Content-MD5": "new", "Vary": "X-Other"}
+    again = lab.fetch(response_headers=second)  # the origin answers 304 to our If-None-Match
+    assert outcome(again) == "REVALIDATED"
+    assert again.response.headers["Content-MD5"] == "new"  # RFC 9111 3.2 keeps the old one
+    assert "Vary" not in again.response.headers  # Squid leaves Vary alone
+    lab.advance(11)
+    other = {"Cache-Control": "max-age=10", "ETag": '"v2"'}
+    relabelled = lab.fetch(response_headers=other, status=304, content=b"")
+    assert outcome(relabelled) == "REVALIDATED"  # RFC 9111 4.3.4: not ours, passed on
+    assert relabelled.response.headers["ETag"] == '"v2"'
+    assert relabelled.response.content == b"body"
