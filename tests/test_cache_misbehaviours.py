@@ -31,6 +31,7 @@ CACHE_MISBEHAVIOURS = [
     "no-invalidation",
     "no-revalidation",
     "squid-304-update",
+    "squid-hit-fields",
     "squid-negative-status",
     "squid-refresh-pattern",
     "stale-on-error",
@@ -608,3 +609,17 @@ def test_squid_304_update_takes_every_field_of_the_304(lab: Lab):
     assert outcome(relabelled) == "REVALIDATED"  # RFC 9111 4.3.4: not ours, passed on
     assert relabelled.response.headers["ETag"] == '"v2"'
     assert relabelled.response.content == b"body"
+
+
+def test_squid_hit_fields_drop_set_cookie_and_trim_its_own_304s(lab: Lab):
+    use(lab, {"name": "squid-hit-fields"})
+    fields = {"Cache-Control": "max-age=60", "ETag": '"v1"', "Set-Cookie": "a=b"}
+    stored = lab.fetch(response_headers=fields)
+    assert stored.response.headers["Set-Cookie"] == "a=b"  # forwarded answers keep it
+    hit = lab.fetch()
+    assert outcome(hit) == "HIT" and "Set-Cookie" not in hit.response.headers
+    not_modified = lab.fetch(request_headers={"If-None-Match": '"v1"'})
+    assert outcome(not_modified) == "HIT" and not_modified.response.status_code == 304
+    assert "ETag" not in not_modified.response.headers  # RFC 9110 15.4.5 wants it
+    assert "Cache-Control" not in not_modified.response.headers
+    assert "Age" in not_modified.response.headers
