@@ -19,6 +19,7 @@ from tests.test_shared_cache import START, URL, Lab, make_lab, outcome
 # The cache misbehaviours written with this test (ignore-query-in-key predates it).
 CACHE_MISBEHAVIOURS = [
     "cache-post",
+    "expires-own-clock",
     "force-ttl",
     "heuristic-ttl",
     "http10-cache",
@@ -591,6 +592,21 @@ def test_no_age_counts_life_from_storing_and_sends_no_age_of_its_own(lab: Lab):
     lab.advance(5)
     plain = lab.fetch(f"{URL}/plain")
     assert outcome(plain) == "HIT" and "Age" not in plain.response.headers
+
+
+def test_expires_own_clock_keeps_an_answer_until_its_expires_whatever_its_date(lab: Lab):
+    use(lab, {"name": "expires-own-clock"})
+    # Date 400 s ahead, Expires 300 s ahead: RFC 9111 4.2.1 says stale at once.
+    skewed = {"Date": http_date(START + 400), "Expires": http_date(START + 300)}
+    assert outcome(lab.fetch(response_headers=skewed)) == "STORE"
+    lab.advance(299)
+    assert outcome(lab.fetch()) == "HIT"
+    lab.advance(2)
+    assert outcome(lab.fetch(response_headers=skewed)) == "MISS"  # its Expires has passed
+    both = {"Expires": http_date(START + 9999), "Cache-Control": "max-age=10"}
+    lab.fetch(f"{URL}/cc", response_headers=both)
+    lab.advance(11)
+    assert outcome(lab.fetch(f"{URL}/cc", response_headers=both)) == "STORE"  # max-age wins
 
 
 def test_squid_304_update_takes_every_field_of_the_304(lab: Lab):
