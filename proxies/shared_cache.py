@@ -3,6 +3,14 @@
     mitmdump -s proxies/shared_cache.py --set cache_heuristic_ttl=300
 
 Alone it is a plain cache; lab_addons.py puts the profile's misbehaviours in front of it.
+
+The outcome of each flow is put in ``flow.metadata["cache"]``: HIT (a stored answer, fresh or
+allowed stale, or a 304 for the client's copy), REVALIDATED (the stored answer after a 304 from
+the origin), STORE (forwarded and stored), MISS (forwarded, not stored) or BYPASS (not the
+cache's business: method, request no-store, disabled). Answers from the cache get an ``Age``
+field (unless a misbehaviour removes it) and ``flow.metadata["cache_age"]``, always. Why an
+answer was kept, and what the misbehaviours did to the key or the lookup, go in more metadata
+(proxies/cache_rule.py).
 """
 
 from __future__ import annotations
@@ -48,12 +56,7 @@ class SharedCache:
     stale-while-revalidate / stale-if-error (RFC 5861) or a misbehaviour allow it, never when
     must-revalidate / proxy-revalidate / s-maxage forbid it (unless a misbehaviour says so).
 
-    The outcome of each flow is put in ``flow.metadata["cache"]``: HIT (a stored answer, fresh
-    or allowed stale, or a 304 for the client's copy), REVALIDATED (the stored answer after a
-    304 from the origin), STORE (forwarded and stored), MISS (forwarded, not stored) or BYPASS
-    (not the cache's business: method, request no-store, disabled). Answers from the cache get
-    an ``Age`` field and ``flow.metadata["cache_age"]``. Why an answer was kept, and what the
-    misbehaviours did to the key or the lookup, go in more metadata (proxies/cache_rule.py).
+    Its outcomes and metadata: see the module's docstring.
     """
 
     def __init__(self, misbehaviours: Callable[[], Sequence[Misbehaviour]] = lambda: ()) -> None:
