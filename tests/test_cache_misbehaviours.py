@@ -26,6 +26,7 @@ CACHE_MISBEHAVIOURS = [
     "ignore-no-store",
     "ignore-private",
     "ignore-request-no-cache",
+    "ignore-must-understand",
     "ignore-vary",
     "negative-cache",
     "no-age",
@@ -639,3 +640,12 @@ def test_squid_hit_fields_drop_set_cookie_and_trim_its_own_304s(lab: Lab):
     assert "ETag" not in not_modified.response.headers  # RFC 9110 15.4.5 wants it
     assert "Cache-Control" not in not_modified.response.headers
     assert "Age" in not_modified.response.headers
+
+
+def test_ignore_must_understand_stores_an_unknown_status_with_max_age(lab: Lab):
+    fields = {"Cache-Control": "max-age=3600, must-understand"}
+    assert outcome(lab.fetch(response_headers=fields, status=599)) == "MISS"  # RFC 9111 5.2.2.3
+    use(lab, {"name": "ignore-must-understand"})
+    assert outcome(lab.fetch(f"{URL}/n", response_headers=fields, status=599)) == "STORE"
+    assert outcome(lab.fetch(f"{URL}/n", status=599)) == "HIT"
+
