@@ -32,6 +32,7 @@ CACHE_MISBEHAVIOURS = [
     "no-age",
     "no-invalidation",
     "no-revalidation",
+    "no-store-set-cookie",
     "squid-304-update",
     "squid-hit-fields",
     "squid-negative-status",
@@ -649,3 +650,11 @@ def test_ignore_must_understand_stores_an_unknown_status_with_max_age(lab: Lab):
     assert outcome(lab.fetch(f"{URL}/n", response_headers=fields, status=599)) == "STORE"
     assert outcome(lab.fetch(f"{URL}/n", status=599)) == "HIT"
 
+
+def test_no_store_set_cookie_keeps_no_answer_with_set_cookie(lab: Lab):
+    use(lab, {"name": "no-store-set-cookie"})
+    fields = {"Cache-Control": "max-age=60, public", "Set-Cookie": "a=b"}
+    assert outcome(lab.fetch(response_headers=fields)) == "MISS"  # RFC 9111 3 would store it
+    assert outcome(lab.fetch(response_headers=fields)) == "MISS"
+    assert outcome(lab.fetch(f"{URL}/plain", response_headers={"Cache-Control": "max-age=60"}))
+    assert outcome(lab.fetch(f"{URL}/plain")) == "HIT"
