@@ -1,5 +1,5 @@
 """The HTTP caching test suite (http-tests/cache-tests, npm `http-cache-tests`, pinned in
-lab/stacks/cache_tests.py) against a lab profile, as a shared cache in reverse mode.
+lab/verify/cache_tests.py) against a lab profile, as a shared cache in reverse mode.
 
     .venv/bin/python bench/cache_tests.py --profile rfc [--json]
     .venv/bin/python bench/cache_tests.py --profile squid-default --real  # vs Squid 5.7
@@ -12,9 +12,10 @@ the suite's CLI against the proxy and counts with the suite's own determineTestR
 (dependencies honoured). Prints required tests passed / evaluated, the optional and check tests,
 and each failing required test with the suite's reason; `--json`: one JSON object. With
 `--real`, the suite runs first through the real product the profile's [real] table names
-(bench/_real_products.py: lab verify's template and start-up, as a reverse proxy), then through
+(lab/verify/suite.py: lab verify's template and start-up, as a reverse proxy), then through
 the profile, and prints test by test where their results differ (the required tests with the
-same result, of all required tests). Everything
+same result, of all required tests): lab/verify/suite.py, as `lab verify PROFILE --suite`
+runs it. Everything
 is on loopback and every process is stopped on every way out. Exit 0 done, 2 bad input, 3 a
 component could not start, 130 interrupted.
 """
@@ -27,79 +28,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lab.data import profiles
 from lab.data.errors import EXIT_INTERRUPTED, LabError
-from lab.runs.lifecycle import RunResources, new_run_dir
-from lab.stacks import cache_tests
-from lab.stacks.stack import launch_proxy
-
-sys.path.insert(0, str(Path(__file__).parent))
-import _real_products  # noqa: E402
+from lab.verify import cache_tests, suite
 
 # Published figures on the suite's site (cache-tests.fyi) for real shared caches, required tests.
 PUBLISHED = "Caddy ~92.4%, Squid ~87%, nginx ~75%"
-
-
-def run_profile(name: str, runs_dir: Path) -> cache_tests.SuiteResults:
-    """The suite through the lab's proxy with profile `name`, reverse mode."""
-    profile = profiles.load(name).model_copy(update={"mode": "reverse"})
-    with RunResources(new_run_dir(runs_dir, f"cache-tests-{name}")) as resources:
-        origin = cache_tests.start_origin(resources.sup)
-        endpoint = launch_proxy(resources.sup, "proxy", profile, origin, single=True)()
-        return cache_tests.run_suite(endpoint.address, resources.sup)
-
-
-def run_real(name: str, runs_dir: Path) -> tuple[str, cache_tests.SuiteResults]:
-    """The suite through the real product of profile `name`, in front of the suite's origin:
-    (the product's version, the results)."""
-    with RunResources(new_run_dir(runs_dir, f"cache-tests-real-{name}")) as resources:
-        origin = cache_tests.start_origin(resources.sup)
-        port = int(origin.rsplit(":", 1)[1])
-        address, version = _real_products.start(name, resources.sup, port)
-        return version, cache_tests.run_suite(address, resources.sup)
-
-
-def agreement(
-    real: cache_tests.SuiteResults, profile: cache_tests.SuiteResults
-) -> tuple[list[str], list[tuple[cache_tests.TestResult, cache_tests.TestResult]]]:
-    """The required tests with the same result through both, and the pairs that differ."""
-    theirs = profile.by_id()
-    same, differ = [], []
-    for test in real.of_kind("required"):
-        other = theirs[test.id]
-        if other.result == test.result:
-            same.append(test.id)
-        else:
-            differ.append((test, other))
-    return same, differ
-
-
-def agreement_summary(
-    product: str, name: str, real: cache_tests.SuiteResults, profile: cache_tests.SuiteResults
-) -> str:
-    """`product`: the real product's version line."""
-    same, differ = agreement(real, profile)
-    total = len(same) + len(differ)
-    lines = [
-        f"{product} (reverse): " + _score(real),
-        f"profile {name} (reverse): " + _score(profile),
-        f"same result on {len(same)} of {total} required tests ({100 * len(same) / total:.1f}%)",
-    ]
-    if differ:
-        lines.append(f"different ({len(differ)}): test: real / {name}")
-    for test, other in differ:
-        lines.append(f"  {test.id}: {_said(test)} / {_said(other)}")
-    return "\n".join(lines)
-
-
-def _said(test: cache_tests.TestResult) -> str:
-    return f"{test.result} ({test.reason})" if test.reason else test.result
-
-
-def _score(results: cache_tests.SuiteResults) -> str:
-    passed, evaluated = len(results.required_passed), len(results.required_evaluated)
-    percent = 100 * passed / evaluated if evaluated else 0.0
-    return f"required {passed} passed of {evaluated} evaluated ({percent:.1f}%)"
 
 
 def summary(name: str, results: cache_tests.SuiteResults) -> str:
@@ -144,8 +77,10 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as folder:
             runs_dir = args.runs_dir or Path(folder)
-            version, real = run_real(args.profile, runs_dir) if args.real else ("", None)
-            results = run_profile(args.profile, runs_dir)
+            if args.real:
+                agreement = suite.compare(args.profile, runs_dir)
+            else:
+                results = suite.run_profile(args.profile, runs_dir)
     except LabError as exc:
         print(f"cache_tests: {exc}", file=sys.stderr)
         if tail := getattr(exc, "log_tail", ""):
@@ -153,23 +88,8 @@ def main() -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    if real is not None:
-        if args.json:
-            same, differ = agreement(real, results)
-            doc = {
-                "product": version,
-                "profile": args.profile,
-                "same": len(same),
-                "required": len(same) + len(differ),
-                "different": [
-                    {"id": a.id, "real": _said(a), args.profile: _said(b)} for a, b in differ
-                ],
-                "real": real.to_json(),
-                "simulated": results.to_json(),
-            }
-            print(json.dumps(doc))
-        else:
-            print(agreement_summary(version, args.profile, real, results))
+    if args.real:
+        print(json.dumps(agreement.to_json()) if args.json else agreement.summary())
         return 0
     if args.json:
         print(json.dumps({"profile": args.profile, **results.to_json()}))

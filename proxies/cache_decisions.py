@@ -69,12 +69,45 @@ class CacheRules:
             decision = m.revalidates(request, decision)
         return decision
 
+    def accepts_304(
+        self, request: http.Request, stored: http.Headers, not_modified: http.Headers
+    ) -> bool:
+        """RFC 9111 4.3.4: does the origin's 304 select the stored answer, as the
+        misbehaviours leave it?"""
+        decision = cache_policy.validates_stored(stored, not_modified)
+        if decision:
+            return True
+        for m in self.in_scope(request):
+            decision = m.accepts_304(request, decision)
+        return decision
+
+    def kept_on_304(self, request: http.Request) -> frozenset[str]:
+        """The stored fields a refreshing 304 leaves alone, as the misbehaviours leave them."""
+        names = cache_policy.NOT_UPDATED_BY_304
+        for m in self.in_scope(request):
+            names = m.kept_on_304(request, names)
+        return names
+
     def invalidates(self, request: http.Request, response: http.Response) -> bool:
         """RFC 9111 4.4's invalidation after an unsafe method, as the misbehaviours leave it."""
         decision = True
         for m in self.in_scope(request):
             decision = m.invalidates(request, response, decision)
         return decision
+
+    def initial_age(self, request: http.Request, headers: http.Headers, now: float) -> float:
+        """RFC 9111 4.2.3's age on arrival, as the misbehaviours leave it."""
+        age = cache_policy.initial_age(headers, now)
+        for m in self.in_scope(request):
+            age = m.initial_age(request, headers, age, now)
+        return age
+
+    def from_store(
+        self, request: http.Request, stored: http.Response, answer: http.Response
+    ) -> None:
+        """The misbehaviours' edits to an answer built from the store (Age, Set-Cookie)."""
+        for m in self.in_scope(request):
+            m.from_store(request, stored, answer)
 
     def stale_allowed(
         self, request: http.Request, entry: CacheEntry, now: float, *, upstream_failed: bool
@@ -173,7 +206,7 @@ class CacheRules:
         return CacheEntry(
             response=response,
             stored_at=now,
-            initial_age=cache_policy.initial_age(initial_headers, now),
+            initial_age=self.initial_age(request, initial_headers, now),
             lifetime=lifetime,
             vary_fields=fields,
             vary_values=cache_policy.vary_values(fields, request.headers),

@@ -76,10 +76,12 @@ class CacheEntry:
         if said:
             metadata[cache_rule.SERVE_NOTE] = said
 
-    def freshened_by(self, not_modified: http.Response) -> http.Response:
-        """A copy of the stored response with the 304's fields (RFC 9111 4.3.4)."""
+    def freshened_by(
+        self, not_modified: http.Response, kept: frozenset[str] = cache_policy.NOT_UPDATED_BY_304
+    ) -> http.Response:
+        """A copy of the stored response with the 304's fields but the `kept` ones (RFC 9111
+        4.3.4)."""
         response = snapshot(self.response)
-        kept = cache_policy.NOT_UPDATED_BY_304
         kept |= cache_policy.not_stored_fields(not_modified.headers)
         for name in {name.lower() for name in not_modified.headers}:
             if name not in kept:

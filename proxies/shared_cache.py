@@ -3,6 +3,14 @@
     mitmdump -s proxies/shared_cache.py --set cache_heuristic_ttl=300
 
 Alone it is a plain cache; lab_addons.py puts the profile's misbehaviours in front of it.
+
+The outcome of each flow is put in ``flow.metadata["cache"]``: HIT (a stored answer, fresh or
+allowed stale, or a 304 for the client's copy), REVALIDATED (the stored answer after a 304 from
+the origin), STORE (forwarded and stored), MISS (forwarded, not stored) or BYPASS (not the
+cache's business: method, request no-store, disabled). Answers from the cache get an ``Age``
+field (unless a misbehaviour removes it) and ``flow.metadata["cache_age"]``, always. Why an
+answer was kept, and what the misbehaviours did to the key or the lookup, go in more metadata
+(proxies/cache_rule.py).
 """
 
 from __future__ import annotations
@@ -48,12 +56,7 @@ class SharedCache:
     stale-while-revalidate / stale-if-error (RFC 5861) or a misbehaviour allow it, never when
     must-revalidate / proxy-revalidate / s-maxage forbid it (unless a misbehaviour says so).
 
-    The outcome of each flow is put in ``flow.metadata["cache"]``: HIT (a stored answer, fresh
-    or allowed stale, or a 304 for the client's copy), REVALIDATED (the stored answer after a
-    304 from the origin), STORE (forwarded and stored), MISS (forwarded, not stored) or BYPASS
-    (not the cache's business: method, request no-store, disabled). Answers from the cache get
-    an ``Age`` field and ``flow.metadata["cache_age"]``. Why an answer was kept, and what the
-    misbehaviours did to the key or the lookup, go in more metadata (proxies/cache_rule.py).
+    Its outcomes and metadata: see the module's docstring.
     """
 
     def __init__(self, misbehaviours: Callable[[], Sequence[Misbehaviour]] = lambda: ()) -> None:
@@ -191,17 +194,25 @@ class SharedCache:
             response.status_code, response.reason = 304, "Not Modified"
             response.raw_content = b""
         response.timestamp_start = response.timestamp_end = now
-        self._answer(flow, response, age, "HIT", "STALE" if stale else "HIT")
+        self._answer(flow, entry.response, response, age, "HIT", "STALE" if stale else "HIT")
         if stale:
             flow.metadata["cache_stale"] = True
         entry.hits += 1
         entry.record(flow.metadata, (note, stale_note))
 
     def _answer(
-        self, flow: http.HTTPFlow, response: http.Response, age: int, outcome: str, shown: str
+        self,
+        flow: http.HTTPFlow,
+        stored: http.Response,
+        response: http.Response,
+        age: int,
+        outcome: str,
+        shown: str,
     ) -> None:
-        """Answer the flow from the cache: `outcome` for the log, `shown` in X-Cache."""
+        """Answer the flow with `response`, built from `stored`: `outcome` for the log,
+        `shown` in X-Cache; the misbehaviours may edit it (nginx sends no Age of its own)."""
         response.headers["Age"] = str(age)
+        self.rules.from_store(flow.request, stored, response)
         _decorate(response, shown, self.settings)
         flow.response = response
         flow.metadata["cache"] = outcome
@@ -218,7 +229,7 @@ class SharedCache:
         not_modified = flow.response
         assert not_modified is not None
         ours = bool(flow.metadata.get("cache_validating"))
-        if not cache_policy.validates_stored(entry.response.headers, not_modified.headers):
+        if not self.rules.accepts_304(flow.request, entry.response.headers, not_modified.headers):
             if ours:
                 self.store.drop(key, entry)  # a 304 for another copy: ours cannot be trusted
             _decorate(not_modified, "MISS", self.settings)
@@ -233,7 +244,7 @@ class SharedCache:
             not_modified.timestamp_start,
             not_modified.timestamp_end,
         )
-        self._answer(flow, response, age, "REVALIDATED", "REVALIDATED")
+        self._answer(flow, refreshed, response, age, "REVALIDATED", "REVALIDATED")
         if kept is not None:
             kept.record(flow.metadata)
 
@@ -248,11 +259,12 @@ class SharedCache:
         """RFC 9111 4.3.4: the stored response with the 304's fields, its age, reset to the
         304's own, and the refreshed entry. The entry is replaced by the refreshed one, or
         dropped if the new fields forbid keeping it (this answer may still use it: None)."""
-        response = entry.freshened_by(not_modified)
+        response = entry.freshened_by(not_modified, self.rules.kept_on_304(flow.request))
         refreshed = _entry(self, flow, response, now, not_modified.headers)
         if refreshed is None:
             self.store.drop(key, entry)
-            return response, int(cache_policy.initial_age(not_modified.headers, now)), None
+            age = self.rules.initial_age(flow.request, not_modified.headers, now)
+            return response, int(age), None
         if self.store.get(key) is entry:
             self.store.put(key, refreshed)
         return response, int(refreshed.current_age(now)), refreshed

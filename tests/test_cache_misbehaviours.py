@@ -20,16 +20,23 @@ from tests.test_shared_cache import START, URL, Lab, make_lab, outcome
 # The cache misbehaviours written with this test (ignore-query-in-key predates it).
 CACHE_MISBEHAVIOURS = [
     "cache-post",
+    "expires-own-clock",
     "force-ttl",
     "heuristic-ttl",
     "http10-cache",
     "ignore-no-store",
     "ignore-private",
     "ignore-request-no-cache",
+    "ignore-must-understand",
     "ignore-vary",
     "negative-cache",
+    "no-age",
     "no-invalidation",
     "no-revalidation",
+    "no-store-set-cookie",
+    "squid-304-update",
+    "squid-hit-fields",
+    "squid-negative-status",
     "squid-refresh-pattern",
     "stale-on-error",
     "stale-while-updating",
@@ -561,3 +568,94 @@ def test_squid_gives_no_heuristic_freshness_to_statuses_it_never_caches(lab: Lab
     lab.addon.store.clear()
     lab.fetch(response_headers=last_modified)  # a 200 gets 20% of a day
     assert outcome(lab.fetch()) == "HIT"
+
+
+@pytest.mark.parametrize("status", [204, 303, 404, 503, 599])
+def test_squid_negative_status_reuses_no_error_even_with_max_age(lab: Lab, status: int):
+    # Squid 5.7 fails the HTTP caching test suite's status-*-fresh for these statuses.
+    use(lab, {"name": "squid-negative-status"})
+    fresh = {"Cache-Control": "max-age=3600"}
+    assert outcome(lab.fetch(response_headers=fresh, status=status)) == "MISS"
+    assert outcome(lab.fetch(response_headers=fresh, status=status)) == "MISS"
+    assert outcome(lab.fetch(f"{URL}/ok", response_headers=fresh)) == "STORE"
+    assert outcome(lab.fetch(f"{URL}/ok", response_headers=fresh)) == "HIT"  # a 200 is kept
+
+
+def test_no_age_counts_life_from_storing_and_sends_no_age_of_its_own(lab: Lab):
+    use(lab, {"name": "no-age"})
+    old = {"Cache-Control": "max-age=60", "Age": "100", "Date": http_date(START - 100)}
+    assert outcome(lab.fetch(response_headers=old)) == "STORE"  # RFC 9111: stale on arrival
+    lab.advance(30)
+    hit = lab.fetch()
+    assert outcome(hit) == "HIT" and hit.metadata["cache_age"] == 30  # the lab's own event
+    assert hit.response.headers.get_all("Age") == ["100"]  # the origin's, not updated
+    lab.advance(31)
+    assert outcome(lab.fetch(response_headers=old)) == "STORE"  # 61 s after storing: stale
+    lab.fetch(f"{URL}/plain", response_headers={"Cache-Control": "max-age=60"})
+    lab.advance(5)
+    plain = lab.fetch(f"{URL}/plain")
+    assert outcome(plain) == "HIT" and "Age" not in plain.response.headers
+
+
+def test_expires_own_clock_keeps_an_answer_until_its_expires_whatever_its_date(lab: Lab):
+    use(lab, {"name": "expires-own-clock"})
+    # Date 400 s ahead, Expires 300 s ahead: RFC 9111 4.2.1 says stale at once.
+    skewed = {"Date": http_date(START + 400), "Expires": http_date(START + 300)}
+    assert outcome(lab.fetch(response_headers=skewed)) == "STORE"
+    lab.advance(299)
+    assert outcome(lab.fetch()) == "HIT"
+    lab.advance(2)
+    assert outcome(lab.fetch(response_headers=skewed)) == "MISS"  # its Expires has passed
+    both = {"Expires": http_date(START + 9999), "Cache-Control": "max-age=10"}
+    lab.fetch(f"{URL}/cc", response_headers=both)
+    lab.advance(11)
+    assert outcome(lab.fetch(f"{URL}/cc", response_headers=both)) == "STORE"  # max-age wins
+
+
+def test_squid_304_update_takes_every_field_of_the_304(lab: Lab):
+    use(lab, {"name": "squid-304-update"})
+    first = {"Cache-Control": "max-age=10", "ETag": '"v1"', "Content-MD5": "old"}
+    lab.fetch(response_headers=first)
+    lab.advance(11)
+    second = {**first, "Content-MD5": "new", "Vary": "X-Other"}
+    again = lab.fetch(response_headers=second)  # the origin answers 304 to our If-None-Match
+    assert outcome(again) == "REVALIDATED"
+    assert again.response.headers["Content-MD5"] == "new"  # RFC 9111 3.2 keeps the old one
+    assert "Vary" not in again.response.headers  # Squid leaves Vary alone
+    lab.advance(11)
+    other = {"Cache-Control": "max-age=10", "ETag": '"v2"'}
+    relabelled = lab.fetch(response_headers=other, status=304, content=b"")
+    assert outcome(relabelled) == "REVALIDATED"  # RFC 9111 4.3.4: not ours, passed on
+    assert relabelled.response.headers["ETag"] == '"v2"'
+    assert relabelled.response.content == b"body"
+
+
+def test_squid_hit_fields_drop_set_cookie_and_trim_its_own_304s(lab: Lab):
+    use(lab, {"name": "squid-hit-fields"})
+    fields = {"Cache-Control": "max-age=60", "ETag": '"v1"', "Set-Cookie": "a=b"}
+    stored = lab.fetch(response_headers=fields)
+    assert stored.response.headers["Set-Cookie"] == "a=b"  # forwarded answers keep it
+    hit = lab.fetch()
+    assert outcome(hit) == "HIT" and "Set-Cookie" not in hit.response.headers
+    not_modified = lab.fetch(request_headers={"If-None-Match": '"v1"'})
+    assert outcome(not_modified) == "HIT" and not_modified.response.status_code == 304
+    assert "ETag" not in not_modified.response.headers  # RFC 9110 15.4.5 wants it
+    assert "Cache-Control" not in not_modified.response.headers
+    assert "Age" in not_modified.response.headers
+
+
+def test_ignore_must_understand_stores_an_unknown_status_with_max_age(lab: Lab):
+    fields = {"Cache-Control": "max-age=3600, must-understand"}
+    assert outcome(lab.fetch(response_headers=fields, status=599)) == "MISS"  # RFC 9111 5.2.2.3
+    use(lab, {"name": "ignore-must-understand"})
+    assert outcome(lab.fetch(f"{URL}/n", response_headers=fields, status=599)) == "STORE"
+    assert outcome(lab.fetch(f"{URL}/n", status=599)) == "HIT"
+
+
+def test_no_store_set_cookie_keeps_no_answer_with_set_cookie(lab: Lab):
+    use(lab, {"name": "no-store-set-cookie"})
+    fields = {"Cache-Control": "max-age=60, public", "Set-Cookie": "a=b"}
+    assert outcome(lab.fetch(response_headers=fields)) == "MISS"  # RFC 9111 3 would store it
+    assert outcome(lab.fetch(response_headers=fields)) == "MISS"
+    assert outcome(lab.fetch(f"{URL}/plain", response_headers={"Cache-Control": "max-age=60"}))
+    assert outcome(lab.fetch(f"{URL}/plain")) == "HIT"

@@ -1,4 +1,4 @@
-"""The HTTP caching test suite (lab/stacks/cache_tests.py): counted with the suite's own
+"""The HTTP caching test suite (lab/verify/cache_tests.py): counted with the suite's own
 determineTestResult, and the rfc profile's figure against the best published one (issue 13
 item 4). Needs Node and the suite installed (bench/cache_tests.py installs it on first use)."""
 
@@ -11,8 +11,8 @@ import pytest
 
 from lab.data import profiles
 from lab.runs.lifecycle import RunResources, new_run_dir
-from lab.stacks import cache_tests
 from lab.stacks.stack import launch_proxy
+from lab.verify import cache_tests
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or not (cache_tests.package_dir() / "cli.mjs").exists(),

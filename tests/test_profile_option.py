@@ -63,9 +63,14 @@ def test_a_profile_by_name_sets_its_options_and_misbehaviours():
         tctx.options.update(profile="squid-override")
         assert tctx.options.cache_add_headers is True
         assert tctx.options.cache_heuristic_lm_percent == 0
-        (refresh_patterns,) = json.loads(tctx.options.misbehaviours)
+        refresh_patterns, *others = json.loads(tctx.options.misbehaviours)
         assert refresh_patterns["name"] == "squid-refresh-pattern"
         assert len(refresh_patterns["lines"]) == 4
+        assert [m["name"] for m in others] == [
+            "squid-negative-status",
+            "squid-304-update",
+            "squid-hit-fields",
+        ]
 
 
 def test_the_translation_is_the_labs():

@@ -40,12 +40,20 @@ DEFAULT_CONCURRENCY = 48  # lab.runs.matrix's, without importing it for `lab --h
     show_default=True,
     help="Cells running at once on each side.",
 )
+@click.option(
+    "--suite",
+    is_flag=True,
+    help="Also run the HTTP caching test suite through each real product and its profile, "
+    "and print how many required tests have the same result (needs Node; the exit code is "
+    "still the cells').",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @runs_dir_option
 def verify_command(
     profile: str | None,
     all_profiles: bool,
     concurrency: int,
+    suite: bool,
     as_json: bool,
     runs_dir: Path | None,
 ) -> None:
@@ -54,7 +62,10 @@ def verify_command(
 
     The cells: every scenario whose proxy is PROFILE, with every fix that applies, polled by
     the Python client. The product runs from the system's packages on 127.0.0.1, its
-    configuration the template in proxies/real/ filled in.
+    configuration the template in proxies/real/ filled in. With --suite, the HTTP caching
+    test suite (npm http-cache-tests, installed on first use) then runs through each product,
+    as a reverse proxy, and through its profile, and the required tests with the same result
+    are counted (the goal: 90%); the exit code is still the cells'.
     """
     # Imported here, not at the top: every `lab` command loads this module.
     from lab.verify import run as verify_run
@@ -67,7 +78,7 @@ def verify_command(
         if not chosen:
             raise BadInput("lab verify --all: no profile has a [real] table")
         result = verify_run.run_verify(
-            chosen, runs_dir or paths.runs_dir(), progress, concurrency=concurrency
+            chosen, runs_dir or paths.runs_dir(), progress, concurrency=concurrency, suite=suite
         )
     if as_json:
         click.echo(json.dumps(result.to_json()))
@@ -108,6 +119,9 @@ def print_verification(result: VerifyResult) -> None:
     Console(highlight=False, width=max(out.width, needed)).print(table)
     for cell in result.disagreements:
         click.echo(f"{'mismatch' if cell.status == 'differs' else 'not judged'}: {cell.describe()}")
+    for agreement in result.suites:
+        click.echo(f"suite, {agreement.profile}:")
+        click.echo(agreement.summary())
     for verification in result.profiles:
         click.echo(verification.summary())
     click.echo(f"results: {paths.relative(result.run_dir / 'verify.json')}")

@@ -26,6 +26,8 @@ from lab.stacks.ports import free_port
 from lab.stacks.proxy_url import check_app_port
 from lab.stacks.stack import external_proxy, stack_key
 from lab.verify.real import ProductFolder, RealSetup, RunningProduct, launch
+from lab.verify.suite import SuiteAgreement
+from lab.verify.suite import compare as compare_suite
 
 NOT_JUDGED = "not judged"  # a cell the machine was too slow to test on that side
 VERIFY_JSON = "verify.json"
@@ -83,6 +85,8 @@ class VerifyResult:
     run_dir: Path
     profiles: list[ProfileVerification]
     seconds: float = 0.0
+    # With --suite: the HTTP caching test suite through each real product and its profile.
+    suites: list[SuiteAgreement] = field(default_factory=list)
 
     @property
     def cells(self) -> list[CellComparison]:
@@ -109,7 +113,7 @@ class VerifyResult:
         return f"{len(self.disagreements)} of {len(cells)} cells differ ({agreeing} agree)"
 
     def to_json(self) -> dict:
-        return {
+        found = {
             "run_dir": str(self.run_dir),
             "seconds": round(self.seconds, 3),
             "ok": self.ok,
@@ -138,6 +142,9 @@ class VerifyResult:
                 for p in self.profiles
             ],
         }
+        if self.suites:
+            found["suite"] = [agreement.to_json(tests=False) for agreement in self.suites]
+        return found
 
 
 @dataclass
@@ -192,9 +199,11 @@ def run_verify(
     progress: Progress,
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
+    suite: bool = False,
 ) -> VerifyResult:
     """Check every profile's [real] set-up and product first (BadInput, exit 2; a product not
-    installed, exit 3), then run each group through the real products and the simulation."""
+    installed, exit 3), then run each group through the real products and the simulation;
+    with `suite`, then the HTTP caching test suite through each product and its profile."""
     began = time.monotonic()
     setups = [RealSetup.of(name) for name in profile_names]
     groups = plan(setups)
@@ -223,6 +232,10 @@ def run_verify(
             verifications[profile].version = version
         _compare(group, real, simulated, verifications)
     result = VerifyResult(run_dir, list(verifications.values()))
+    if suite:
+        for setup in setups:
+            progress(f"{setup.profile}: the HTTP caching test suite, real and simulated")
+            result.suites.append(compare_suite(setup.profile, run_dir / "suite"))
     result.seconds = time.monotonic() - began
     (run_dir / VERIFY_JSON).write_text(json.dumps(result.to_json(), indent=2), "utf-8")
     return result

@@ -145,6 +145,21 @@ class Misbehaviour(Generic[P]):
     def vary_fields(self, response: http.Response, fields: tuple[str, ...]) -> tuple[str, ...]:
         return fields
 
+    def initial_age(
+        self, request: http.Request, headers: http.Headers, age: float, now: float
+    ) -> float:
+        """The answer's age when it reached the cache (RFC 9111 4.2.3: the larger of its Age
+        field and now minus its Date); `headers`: the fields that give it."""
+        return age
+
+    def from_store(
+        self, request: http.Request, stored: http.Response, answer: http.Response
+    ) -> None:
+        """Edit an answer the cache built from a stored one (a hit, a stale answer, one
+        revalidated by a 304) after the cache set its Age field (RFC 9111 4): `stored` is the
+        stored response as kept. The cache's own events still say where the answer came from.
+        """
+
     def explain_lifetime(self, request: http.Request, response: http.Response) -> str:
         """A few words on how its `freshness_lifetime` chose the lifetime it gave this response
         (which rule line, which step), logged with the stored answer; asked only when it set
@@ -161,6 +176,16 @@ class Misbehaviour(Generic[P]):
         """Does the cache add its stored answer's validators to the request it sends for a
         stale or no-cache entry (RFC 9111 4.3.1)?"""
         return decision
+
+    def accepts_304(self, request: http.Request, decision: bool) -> bool:
+        """May a 304 from the origin refresh the stored answer, although its validators name
+        another one (RFC 9111 4.3.4: decision False then)? Asked only for such a 304."""
+        return decision
+
+    def kept_on_304(self, request: http.Request, names: frozenset[str]) -> frozenset[str]:
+        """The stored answer's fields (lower case) that a refreshing 304 leaves as they are
+        (RFC 9111 3.2: Content-Length, the content's coding, range and digest, hop-by-hop)."""
+        return names
 
     def invalidates(self, request: http.Request, response: http.Response, decision: bool) -> bool:
         """Does this non-error answer to an unsafe method drop the stored answers for its URL
