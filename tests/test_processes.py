@@ -4,6 +4,7 @@ component that cannot start, or the lab itself being killed. Everything listens 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import stat
 import subprocess
@@ -138,3 +139,33 @@ def test_a_child_whose_lab_died_before_it_asked_for_the_death_signal_dies_at_onc
     code = "import os, signal; from lab.stacks.processes import _die_with_parent; "
     code += "_die_with_parent(signal.SIGKILL, os.getppid())"  # the lab still there: carry on
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_a_ctrl_c_while_a_child_starts_comes_once_the_child_is_known(tmp_path, monkeypatch):
+    # A Ctrl-C inside Popen (after the fork, before Popen returned) lost the child: the
+    # Supervisor never stopped it. Held back, it interrupts the lab once the child is recorded.
+    from lab.stacks import processes
+
+    real_popen = subprocess.Popen
+
+    def popen_then_ctrl_c(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # lands before Popen has returned
+        return proc
+
+    monkeypatch.setattr(processes.subprocess, "Popen", popen_then_ctrl_c)
+    sleeper = processes.Component(
+        "sleeper",
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        tmp_path / "sleeper.log",
+        dict(os.environ),
+    )
+    with pytest.raises(KeyboardInterrupt):
+        sleeper.start()
+    try:
+        assert sleeper.proc is not None and sleeper.alive()
+    finally:
+        if sleeper.proc is not None:
+            sleeper.proc.kill()
+            sleeper.proc.wait(timeout=60)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
