@@ -202,6 +202,12 @@ class Scenario(NamedFile):
     def uses_proxy(self) -> bool:
         return self.proxy != NO_PROXY
 
+    @property
+    def over_plain_http(self) -> bool:
+        """Polled over plain HTTP: what `lab probe`, `lab verify` and the audit's advice compare
+        with (an HTTPS scenario's path differs: a tunnel hides everything from its cache)."""
+        return self.tls is None
+
     @field_validator("expected_by_client")
     @classmethod
     def known_client_fixes(

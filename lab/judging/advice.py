@@ -168,7 +168,7 @@ def counts(scenario: Scenario) -> bool:
     HTTPS scenario is about what TLS hides from the profile, not about the profile)."""
     return (
         scenario.uses_proxy
-        and scenario.tls is None
+        and scenario.over_plain_http
         and scenario.app == AppSetup()
         and scenario.worker == WorkerSetup()
         and scenario.results == ResultsSetup()

@@ -56,11 +56,12 @@ def expected_verdicts(scenario: Scenario, tested: list[str]) -> dict[str, str]:
 
 
 def proxy_scenarios() -> list[Scenario]:
-    """The scenarios that put a proxy profile on the path, as the Python matrix runs them, in
-    plain HTTP: an HTTPS scenario's path differs (a tunnel hides everything from its cache), so
-    https-tunnel would make corporate-cache look like no cache at all."""
+    """The scenarios that put a proxy profile on the path, as the Python matrix runs them, over
+    plain HTTP (https-tunnel would make corporate-cache look like no cache at all)."""
     return [
-        s for s in scenarios.load_all() if s.uses_proxy and s.runs_with(CLIENT) and s.tls is None
+        s
+        for s in scenarios.load_all()
+        if s.uses_proxy and s.runs_with(CLIENT) and s.over_plain_http
     ]
 
 

@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lab.data import fixes, scenarios
 from lab.data.errors import BadInput
@@ -163,7 +164,7 @@ def profile_scenarios(profile: str) -> list[Scenario]:
     return [
         sc
         for sc in scenarios.load_all()
-        if sc.proxy == profile and sc.runs_with(CLIENT) and sc.tls is None
+        if sc.proxy == profile and sc.runs_with(CLIENT) and sc.over_plain_http
     ]
 
 
@@ -219,15 +220,7 @@ def run_verify(
         group_setups = [s for s in setups if s.profile in wanted]
         real, versions = _run_real(group, group_setups, here, progress, concurrency)
         progress(f"the same {_cells(group)} cells through the simulated profiles")
-        simulated = run_matrix(
-            group.scenarios,
-            group.fixes,
-            here,
-            progress,
-            concurrency=concurrency,
-            client=CLIENT,
-            run_dir=here / "simulated",
-        )
+        simulated = _run_side(group, here / "simulated", progress, concurrency)
         for profile, version in versions.items():
             verifications[profile].version = version
         _compare(group, real, simulated, verifications)
@@ -239,6 +232,23 @@ def run_verify(
     result.seconds = time.monotonic() - began
     (run_dir / VERIFY_JSON).write_text(json.dumps(result.to_json(), indent=2), "utf-8")
     return result
+
+
+def _run_side(
+    group: Group, run_dir: Path, progress: Progress, concurrency: int, **real_only: Any
+) -> MatrixResult:
+    """One side's matrix of the group's cells: the simulation, or (with the real products as
+    external proxies and the app on their port) the real products."""
+    return run_matrix(
+        group.scenarios,
+        group.fixes,
+        run_dir.parent,
+        progress,
+        concurrency=concurrency,
+        client=CLIENT,
+        run_dir=run_dir,
+        **real_only,
+    )
 
 
 def _cells(group: Group) -> int:
@@ -271,14 +281,11 @@ def _run_real(
             progress(f"{product.setup.profile}: {product.version} at {product.url}")
         external = {p.setup.profile: external_proxy(p.url, p.setup.placement) for p in running}
         progress(f"{_cells(group)} cells through the real products")
-        real = run_matrix(
-            group.scenarios,
-            group.fixes,
-            here,
+        real = _run_side(
+            group,
+            here / "real",
             progress,
-            concurrency=concurrency,
-            client=CLIENT,
-            run_dir=here / "real",
+            concurrency,
             app_port=app_port,
             external_proxies=external,
             also_alive=sup.check_all_alive,
