@@ -1,7 +1,8 @@
-"""What the examples' one fix, `Cache-Control: no-store` on the status answer, cannot get
-through, from the lab's own scenario files (`lab audit` prints the same under "which fix you
-need"; tests/test_examples.py checks this table against them). Behind these profiles the fixed
-apps still fail: their tests say so as strict expected failures, so a change either way shows.
+"""Why the examples' fix is not a header alone: what `Cache-Control: no-store` on the status
+answer cannot get through, from the lab's own scenario files (`lab audit` prints the same under
+"which fix you need"; tests/test_examples.py checks this table against them). The fixed flows
+(`audit-fixed.toml`) add the story's own fix, a fresh nonce path segment on every poll, and
+retries, and complete behind every profile, these four included.
 """
 
 NO_STORE_IS_NOT_ENOUGH = {

@@ -193,3 +193,12 @@ def test_a_bad_command_line_value_is_named_by_its_option():
         flows.from_options(None, **{"app.url": "http://127.0.0.1:1", "status.path": "/x"})
     with pytest.raises(BadInput, match=r"^--app-cmd: the first command is the web server"):
         flows.from_options(None, **{"app.commands": ("python3 app.py",)})
+
+
+def test_a_nonce_in_the_status_path_is_new_on_every_poll():
+    flow = flows.from_options(
+        None, **{"app.url": "http://127.0.0.1:1", "status.path": "/jobs/{id}/{nonce}"}
+    )
+    first, second = flow.status_path("abc"), flow.status_path("abc")
+    assert first.startswith("/jobs/abc/") and second.startswith("/jobs/abc/")
+    assert first != second and "{nonce}" not in first

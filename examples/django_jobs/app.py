@@ -79,7 +79,7 @@ def start_job(request: HttpRequest) -> JsonResponse:
 
 
 @require_GET
-def job_status(request: HttpRequest, job_id: str) -> JsonResponse:
+def job_status(request: HttpRequest, job_id: str, nonce: str = "") -> JsonResponse:
     with _lock:
         status = _jobs.get(job_id, {}).get("status")
     if status is None:
@@ -91,4 +91,9 @@ def job_status(request: HttpRequest, job_id: str) -> JsonResponse:
     return answer
 
 
-urlpatterns = [path("jobs", start_job), path("jobs/<str:job_id>", job_status)]
+urlpatterns = [
+    path("jobs", start_job),
+    path("jobs/<str:job_id>", job_status),
+    # The page's half of the fix: a fresh last segment on each poll, a URL no cache has seen.
+    path("jobs/<str:job_id>/<str:nonce>", job_status),
+]

@@ -91,7 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"id": job.id}
 
     @app.get("/jobs/{job_id}")
-    async def job_status(job_id: str) -> JSONResponse:
+    # The page's half of the fix: a fresh last segment on each poll, a URL no cache has seen.
+    @app.get("/jobs/{job_id}/{nonce}")
+    async def job_status(job_id: str, nonce: str = "") -> JSONResponse:
         job = table.get(job_id)
         if job is None:
             return status_answer(404, {"detail": f"no job {job_id}"})

@@ -147,7 +147,9 @@ def add_routes(app: Flask) -> None:
         return jsonify(result_id=result.id)
 
     @app.get("/result/<id>")
-    def task_result(id: str) -> Response:
+    # The page's half of the fix: a fresh last segment on each poll, a URL no cache has seen.
+    @app.get("/result/<id>/<nonce>")
+    def task_result(id: str, nonce: str = "") -> Response:
         result = current_app.extensions["celery"].AsyncResult(id)
         ready = result.ready()
         answer = jsonify(

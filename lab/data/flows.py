@@ -9,6 +9,7 @@ a home-made `{"status": "done"}`; any field given overrides its preset.
 from __future__ import annotations
 
 import json
+import secrets
 import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +28,9 @@ DEFAULT_AUDIT_CONCURRENCY = 32  # cells of an audit running at once
 JsonValue = str | bool | int | float
 HEADER_PREFIX = "header:"
 ID_PLACEHOLDER = "{id}"
+# In the status path: a fresh random value on every poll, as a page that busts caches sends it
+# (the story's fix), in a path segment or the query string.
+NONCE_PLACEHOLDER = "{nonce}"
 PLACEHOLDERS = ("{port}", "{data_dir}", "{python}")
 
 SHAPES: dict[str, dict[str, Any]] = {
@@ -240,7 +244,9 @@ class Flow(_Strict):
         return (self.base_dir / (self.app.cwd or ".")).resolve()
 
     def status_path(self, task_id: str) -> str:
-        return self.status.path.replace(ID_PLACEHOLDER, task_id)
+        """The status request's path for this task; each call draws a new `{nonce}`."""
+        path = self.status.path.replace(ID_PLACEHOLDER, task_id)
+        return path.replace(NONCE_PLACEHOLDER, secrets.token_hex(8))
 
     @property
     def two_users(self) -> bool:
