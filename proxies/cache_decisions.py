@@ -95,6 +95,13 @@ class CacheRules:
             decision = m.invalidates(request, response, decision)
         return decision
 
+    def invalidates_locations(self, request: http.Request, response: http.Response) -> bool:
+        """RFC 9111 4.4's invalidation of Location and Content-Location, as left."""
+        decision = True
+        for m in self.in_scope(request):
+            decision = m.invalidates_locations(request, response, decision)
+        return decision
+
     def initial_age(self, request: http.Request, headers: http.Headers, now: float) -> float:
         """RFC 9111 4.2.3's age on arrival, as the misbehaviours leave it."""
         age = cache_policy.initial_age(headers, now)

@@ -324,7 +324,9 @@ def _invalidate(rules: CacheRules, store: EntryStore, flow: http.HTTPFlow) -> No
         return
     if not 200 <= response.status_code < 400 or not rules.invalidates(request, response):
         return
-    targets = [request, *_same_origin_locations(request, response)]
+    targets = [request]
+    if rules.invalidates_locations(request, response):
+        targets += _same_origin_locations(request, response)
     for target in targets:
         for method in cache_policy.CACHEABLE_METHODS:
             key = rules.key(target, method)

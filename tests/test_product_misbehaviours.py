@@ -299,6 +299,44 @@ def test_apache_ignore_query_string_shares_one_entry_between_queries(lab: Lab):
     assert outcome(other) == "HIT" and other.response.content == b"task 1"
 
 
+@pytest.mark.parametrize(
+    ("method", "status", "dropped"),
+    [
+        ("POST", 201, True),
+        ("PUT", 200, True),
+        ("DELETE", 204, True),
+        ("POST", 302, False),  # only a 2xx answer invalidates
+        ("M-SEARCH", 200, False),  # only PUT, POST and DELETE
+    ],
+)
+def test_apache_invalidates_on_2xx_to_put_post_delete(lab, method, status, dropped):
+    as_profile(lab, "apache-mod-cache")
+    lab.fetch(response_headers={"Cache-Control": "max-age=60"})
+    lab.fetch(method=method, status=status)
+    assert outcome(lab.fetch()) == ("MISS" if dropped else "HIT")
+
+
+@pytest.mark.parametrize("field", ["Location", "Content-Location"])
+def test_apache_invalidates_only_the_request_url(lab: Lab, field: str):
+    # RFC 9111 4.4 lets a cache drop the same-origin Location too; mod_cache never does.
+    as_profile(lab, "apache-mod-cache")
+    other = "http://app.test:8080/api/tasks/43/status"
+    lab.fetch(other, response_headers={"Cache-Control": "max-age=60"})
+    lab.fetch(method="POST", response_headers={field: "/api/tasks/43/status"}, status=201)
+    assert outcome(lab.fetch(other)) == "HIT"
+
+
+def test_apache_a_stored_answer_is_dated_when_served(lab: Lab):
+    as_profile(lab, "apache-mod-cache")
+    headers = {"Cache-Control": "max-age=60", "Date": http_date(START)}
+    lab.fetch(response_headers=headers)
+    lab.advance(10)
+    hit = lab.fetch(response_headers=headers)
+    assert outcome(hit) == "HIT"
+    assert hit.response.headers["Date"] == http_date(START + 10)
+    assert hit.response.headers["Age"] == "10"
+
+
 # -- Traffic Server: required_headers ----------------------------------------------------------
 
 

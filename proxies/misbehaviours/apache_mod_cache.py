@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from email.utils import formatdate
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
@@ -16,6 +18,8 @@ if TYPE_CHECKING:
 # cache_save_filter: "RFC2616 13.4 we are allowed to cache 200, 203, 206, 300, 301 or 410"
 # (410 is not in its test; 304 only refreshes a stored entity).
 STORED_STATUSES = frozenset({200, 203, 206, 300, 301, 304})
+# cache_quick_handler: the methods whose 2xx answer invalidates the URL's stored answer.
+INVALIDATING_METHODS = frozenset({"PUT", "POST", "DELETE"})
 
 
 class ApacheModCacheParams(Parameters):
@@ -55,6 +59,14 @@ class ApacheModCache(Misbehaviour[ApacheModCacheParams]):
       (cache_util.c ap_cache_control): stored only to be revalidated on every use;
     - `no-cache="Set-Cookie"` (with field names) is not a no-cache: the answer is used
       fresh, only the named fields are not stored.
+    Where it drops and serves stored answers:
+    - invalidation (mod_cache.c cache_quick_handler, AH02461 "PUT/POST/DELETE: Adding
+      CACHE_INVALIDATE filter"; cache_invalidate_filter): only PUT, POST and DELETE without
+      Authorization, only on a 2xx answer, and only the request's own URL: never the answers
+      stored for its Location or Content-Location, nor for another method (M-SEARCH);
+    - an answer from the store carries the time it was served as Date: the quick handler
+      answers before mod_proxy marks the request as proxied, so the core's header filter
+      (http_filters.c basic_http_header) writes the current time, not the stored Date.
     A stored answer is fresh for s-maxage, else max-age (bounded by CacheMinExpire and
     CacheMaxExpire), else until its Expires, else CacheLastModifiedFactor (0.1) of its
     Last-Modified age (bounded the same way: at most a day), else CacheDefaultExpire (an hour:
@@ -73,6 +85,25 @@ class ApacheModCache(Misbehaviour[ApacheModCacheParams]):
 
     def cacheable_method(self, request: http.Request, decision: bool) -> bool:
         return decision and "Authorization" not in request.headers
+
+    def invalidates(self, request: http.Request, response: http.Response, decision: bool) -> bool:
+        return (
+            decision
+            and request.method.upper() in INVALIDATING_METHODS
+            and 200 <= response.status_code < 300
+            and "Authorization" not in request.headers
+        )
+
+    def invalidates_locations(
+        self, request: http.Request, response: http.Response, decision: bool
+    ) -> bool:
+        return False
+
+    def from_store(
+        self, request: http.Request, stored: http.Response, answer: http.Response
+    ) -> None:
+        served = answer.timestamp_start or time.time()
+        answer.headers["Date"] = formatdate(served, usegmt=True)
 
     def visible_headers(
         self, request: http.Request, response: http.Response, headers: http.Headers

@@ -192,6 +192,13 @@ class Misbehaviour(Generic[P]):
         (and its same-origin Location and Content-Location, RFC 9111 4.4)?"""
         return decision
 
+    def invalidates_locations(
+        self, request: http.Request, response: http.Response, decision: bool
+    ) -> bool:
+        """When an unsafe method's answer invalidates its URL, does it drop the answers stored
+        for its same-origin Location and Content-Location too (RFC 9111 4.4: a cache may)?"""
+        return decision
+
     # -- flow hooks (Misbehaving addon) -----------------------------------------------------
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         return None
