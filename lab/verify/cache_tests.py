@@ -194,7 +194,7 @@ def run_suite(base_url: str, sup: Supervisor, *, timeout: float = RUN_TIMEOUT) -
     began = time.monotonic()
     cli = sup.add(
         "cache-tests-cli",
-        [node, "--no-warnings", str(NODE_SCRIPTS / "cli.mjs"), str(package)],
+        [node, "--no-warnings", "cli.mjs"],
         # As `npm run cli` sets them (cli.mjs reads npm_config_X, else npm_package_config_X):
         # an empty id runs every test.
         extra_env={
