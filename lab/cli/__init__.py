@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lab.cli.agent import agent_command
 from lab.cli.audit import audit_command
 from lab.cli.options import (
     BROKER_LIST,
@@ -192,6 +193,26 @@ def _print_evidence(v: Verdict) -> None:
     show_default=True,
     help="With --client browser: a screenshot of each cell that did not match, or of all.",
 )
+@click.option(
+    "--dispatch",
+    "dispatch_url",
+    metavar="REDIS_URL",
+    default=None,
+    help="Send the cells to the `lab agent`s serving this Redis instead of running them here.",
+)
+@click.option(
+    "--evidence-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --dispatch: a folder every agent can write (else evidence comes in the results).",
+)
+@click.option(
+    "--cell-deadline",
+    type=click.FloatRange(1, 86400),
+    default=None,
+    help="With --dispatch: seconds a cell may take from its sending (default: its own longest "
+    "wait plus a redelivery).",
+)
 @run_options
 def matrix_command(
     only_scenarios: str | None,
@@ -200,6 +221,9 @@ def matrix_command(
     concurrency: int,
     broker_list: str | None,
     screenshots: str,
+    dispatch_url: str | None,
+    evidence_dir: Path | None,
+    cell_deadline: float | None,
     run: RunOptions,
 ) -> None:
     """Run every scenario against every fix that applies, and print the table.
@@ -227,7 +251,24 @@ def matrix_command(
             "client": run.client,
             "screenshots": screenshots,
         }
-        if len(brokers) > 1:
+        if dispatch_url:
+            check_for_dispatch(dispatch_url, run, brokers)
+        elif evidence_dir or cell_deadline:
+            raise BadInput("--evidence-dir and --cell-deadline go with --dispatch")
+        if dispatch_url:
+            from lab.runs import dispatch
+
+            result = dispatch.run_dispatched_matrix(
+                runs_root=run.runs_root,
+                progress=progress,
+                dispatch_url=dispatch_url,
+                evidence_dir=evidence_dir,
+                deadline=cell_deadline,
+                broker=brokers[0] if brokers else None,
+                **{k: v for k, v in common.items() if k not in NOT_DISPATCHED},
+            )
+            publish.publish_matrix(result, selection.scenarios)
+        elif len(brokers) > 1:
             comparison = broker_comparison.run_broker_comparison(
                 brokers, run.runs_root, progress, broker_url=run.broker_url, **common
             )
@@ -252,6 +293,24 @@ def matrix_command(
     else:
         _print_matrix(result)
     sys.exit(EXIT_MATCHED if result.ok else EXIT_MISMATCH)
+
+
+NOT_DISPATCHED = ("proxy_url", "proxy_mode", "app_port")  # checked away by check_for_dispatch
+
+
+def check_for_dispatch(url: str, run: RunOptions, brokers: list[str]) -> None:
+    """What --dispatch cannot go with, found before anything is sent."""
+    from lab.runs.agent_protocol import check_dispatch_url
+
+    check_dispatch_url(url)
+    for given, option in (
+        (run.proxy_url, "--proxy-url"),
+        (run.app_port, "--app-port"),
+        (run.broker_url, "--broker-url"),
+        (len(brokers) > 1, "--brokers"),
+    ):
+        if given:
+            raise BadInput(f"--dispatch and {option}: agents run the lab's own stacks only")
 
 
 def _print_comparison(comparison: broker_comparison.BrokerComparison) -> None:
@@ -359,6 +418,7 @@ def up_command(
     sys.exit(0)
 
 
+main.add_command(agent_command)
 main.add_command(audit_command)
 main.add_command(probe_command)
 main.add_command(verify_command)

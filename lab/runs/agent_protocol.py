@@ -9,14 +9,16 @@ agent is lost, so the broker hands a cell whose agent died to another agent.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from celery import Celery
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lab.data import fixes, scenarios
 from lab.data.errors import BadInput
 from lab.data.kinds import BrokerKind, ClientKind
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 APP_NAME = "proxy-cache-lab-agents"
 QUEUE = "lab.cells"  # the sample app's worker listens on "celery"; agents only on this one
@@ -93,7 +95,9 @@ def check_against_own_data(
 
 def celery_app(broker_url: str, redeliver_after: float = DEFAULT_REDELIVER_AFTER) -> Celery:
     """The lab's Celery app for agents and coordinator: the broker is also the result
-    backend (a Redis URL)."""
+    backend (a Redis URL). Celery is imported here: `lab --help` does not pay for it."""
+    from celery import Celery
+
     app = Celery(APP_NAME, broker=broker_url, backend=broker_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",
