@@ -237,6 +237,10 @@ def matrix_command(
     with guarded(run.as_json, "interrupted: every process of the matrix was stopped"):
         say = functools.partial(err.print, markup=False)
         selection = check_for_matrix(only_scenarios, only_fixes, broker_list, run, say)
+        if dispatch_url:
+            check_for_dispatch(dispatch_url, run, selection.brokers)
+        elif evidence_dir or cell_deadline:
+            raise BadInput("--evidence-dir and --cell-deadline go with --dispatch")
         check_proxy_options(run)
         check_app_port_alone(run)
         brokers = selection.brokers
@@ -251,10 +255,6 @@ def matrix_command(
             "client": run.client,
             "screenshots": screenshots,
         }
-        if dispatch_url:
-            check_for_dispatch(dispatch_url, run, brokers)
-        elif evidence_dir or cell_deadline:
-            raise BadInput("--evidence-dir and --cell-deadline go with --dispatch")
         if dispatch_url:
             from lab.runs import dispatch
 

@@ -23,6 +23,17 @@ from lab.data.kinds import BROKERS, CLIENTS
 from lab.runs.agent_protocol import DEFAULT_REDELIVER_AFTER, check_dispatch_url
 
 
+def _log_to_stderr() -> None:
+    """The agent's own lines (each cell taken, judged or rejected) on stderr, whatever Celery
+    does with the root logger."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s lab agent: %(message)s"))
+    logger = logging.getLogger("lab.agent")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 @click.command("agent")
 @click.argument("url", metavar="REDIS_URL")
 @click.option(
@@ -79,9 +90,7 @@ def agent_command(
         selection = check_for_matrix(only_scenarios, only_fixes, None, options, say)
         if not selection.scenarios:
             raise BadInput("no scenario left for this agent")
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-        )
+        _log_to_stderr()
         run_dir = new_run_dir(runs_dir or paths.runs_dir(), "agent")
         worker = agent.Agent(
             selection.scenarios,

@@ -67,8 +67,9 @@ def parse(body: Any) -> CellMessage:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "message"
-        value = first.get("input")
-        raise Rejected(f"field {where}={value!r}: {first['msg']}") from None
+        if first["type"] == "missing":
+            raise Rejected(f"field {where}: {first['msg']}") from None
+        raise Rejected(f"field {where}={first.get('input')!r}: {first['msg']}") from None
 
 
 def check_against_own_data(
