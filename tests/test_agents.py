@@ -144,7 +144,7 @@ def agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agents]:
                 ).__enter__()
             )
         for agent in started:
-            agent.wait_for_stderr("agent ready", timeout=90)
+            agent.wait_for_stderr("agent ready", timeout=300)
         yield Agents(url, started, folder)
     finally:
         for agent in started:
@@ -179,6 +179,7 @@ def local_matrix(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.mark.stack
+@pytest.mark.timeout(600)  # two agents and a local matrix start first, on a shared machine
 def test_two_agents_give_the_local_matrix_cell_for_cell(agents, local_matrix, tmp_path):
     code, result, lab = run_matrix(tmp_path / "dispatched", "--dispatch", agents.url)
     assert code == 0, lab.output
@@ -200,6 +201,7 @@ def test_two_agents_give_the_local_matrix_cell_for_cell(agents, local_matrix, tm
 
 
 @pytest.mark.stack
+@pytest.mark.timeout(600)  # two agents and a local matrix start first, on a shared machine
 def test_a_bad_message_is_rejected_and_the_agent_keeps_serving(agents):
     app = celery_app(agents.url)
     try:
@@ -227,6 +229,7 @@ def test_a_bad_message_is_rejected_and_the_agent_keeps_serving(agents):
 
 
 @pytest.mark.stack
+@pytest.mark.timeout(600)  # two agents and a local matrix start first, on a shared machine
 def test_killing_an_agent_mid_matrix_still_judges_every_cell_once(agents, local_matrix, tmp_path):
     victim, survivor = agents.agents
     (tmp_path / "run").mkdir()
