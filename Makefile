@@ -59,7 +59,7 @@ format: $(STAMP) ## ruff format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## Timing goals: repro speed, matrix time and stability, requests/s per profile, brokers, audit, probe
+bench: $(STAMP) ## Timing goals: repro speed, matrix time and stability, requests/s per profile, brokers, audit, probe, dispatch
 	$(BIN)/python bench/repro_speed.py
 	$(BIN)/python bench/matrix_time.py
 	$(BIN)/python bench/stability.py
@@ -69,6 +69,7 @@ bench: $(STAMP) ## Timing goals: repro speed, matrix time and stability, request
 	$(BIN)/python bench/brokers.py
 	$(BIN)/python bench/audit_time.py
 	$(BIN)/python bench/probe_time.py
+	$(BIN)/python bench/dispatch.py
 
 clean: ## Remove run folders and caches (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lab.cli.agent import agent_command
+from lab.cli.agent import NOT_DISPATCHED, agent_command, check_for_dispatch, dispatch_options
 from lab.cli.audit import audit_command
 from lab.cli.options import (
     BROKER_LIST,
@@ -193,26 +193,7 @@ def _print_evidence(v: Verdict) -> None:
     show_default=True,
     help="With --client browser: a screenshot of each cell that did not match, or of all.",
 )
-@click.option(
-    "--dispatch",
-    "dispatch_url",
-    metavar="REDIS_URL",
-    default=None,
-    help="Send the cells to the `lab agent`s serving this Redis instead of running them here.",
-)
-@click.option(
-    "--evidence-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="With --dispatch: a folder every agent can write (else evidence comes in the results).",
-)
-@click.option(
-    "--cell-deadline",
-    type=click.FloatRange(1, 86400),
-    default=None,
-    help="With --dispatch: seconds a cell may take from its sending (default: its own longest "
-    "wait plus a redelivery).",
-)
+@dispatch_options
 @run_options
 def matrix_command(
     only_scenarios: str | None,
@@ -293,24 +274,6 @@ def matrix_command(
     else:
         _print_matrix(result)
     sys.exit(EXIT_MATCHED if result.ok else EXIT_MISMATCH)
-
-
-NOT_DISPATCHED = ("proxy_url", "proxy_mode", "app_port")  # checked away by check_for_dispatch
-
-
-def check_for_dispatch(url: str, run: RunOptions, brokers: list[str]) -> None:
-    """What --dispatch cannot go with, found before anything is sent."""
-    from lab.runs.agent_protocol import check_dispatch_url
-
-    check_dispatch_url(url)
-    for given, option in (
-        (run.proxy_url, "--proxy-url"),
-        (run.app_port, "--app-port"),
-        (run.broker_url, "--broker-url"),
-        (len(brokers) > 1, "--brokers"),
-    ):
-        if given:
-            raise BadInput(f"--dispatch and {option}: agents run the lab's own stacks only")
 
 
 def _print_comparison(comparison: broker_comparison.BrokerComparison) -> None:

@@ -12,6 +12,7 @@ import click
 from lab.cli.options import (
     FIX_LIST,
     SCENARIO_LIST,
+    Command,
     RunOptions,
     check_for_matrix,
     runs_dir_option,
@@ -104,3 +105,51 @@ def agent_command(
             worker.warm(resources, progress)
             agent.serve(worker, url, redeliver_after, progress)
     sys.exit(0)
+
+
+def dispatch_options(f: Command) -> Command:
+    """`lab matrix`'s options for sending its cells to agents."""
+    for option in reversed(DISPATCH_OPTIONS):
+        f = option(f)
+    return f
+
+
+DISPATCH_OPTIONS = [
+    click.option(
+        "--dispatch",
+        "dispatch_url",
+        metavar="REDIS_URL",
+        default=None,
+        help="Send the cells to the `lab agent`s serving this Redis instead of running them here.",
+    ),
+    click.option(
+        "--evidence-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="With --dispatch: a folder every agent can write (else evidence comes back in "
+        "the results).",
+    ),
+    click.option(
+        "--cell-deadline",
+        type=click.FloatRange(1, 86400),
+        default=None,
+        help="With --dispatch: seconds a cell may take from its sending (default: its own longest "
+        "wait plus a redelivery).",
+    ),
+]
+
+
+NOT_DISPATCHED = ("proxy_url", "proxy_mode", "app_port")  # checked away by check_for_dispatch
+
+
+def check_for_dispatch(url: str, run: RunOptions, brokers: list[str]) -> None:
+    """What --dispatch cannot go with, found before anything is sent."""
+    check_dispatch_url(url)
+    for given, option in (
+        (run.proxy_url, "--proxy-url"),
+        (run.app_port, "--app-port"),
+        (run.broker_url, "--broker-url"),
+        (len(brokers) > 1, "--brokers"),
+    ):
+        if given:
+            raise BadInput(f"--dispatch and {option}: agents run the lab's own stacks only")
