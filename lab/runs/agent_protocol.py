@@ -113,6 +113,8 @@ def celery_app(broker_url: str, redeliver_after: float = DEFAULT_REDELIVER_AFTER
         # One cell reserved per free thread: an agent never sits on cells another could run.
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
+        # The agent prints its own lines (ready, each cell) on its own stderr.
+        worker_redirect_stdouts=False,
         broker_connection_retry_on_startup=False,
         broker_transport_options={
             "visibility_timeout": redeliver_after,
