@@ -69,7 +69,7 @@ format: $(STAMP) ## ruff format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bytecode ## Timing goals: repro speed, matrix time and stability, requests/s per profile, brokers, audit, probe
+bench: bytecode ## Timing goals: repro speed, matrix time and stability, requests/s per profile, brokers, audit, probe, dispatch
 	$(BIN)/python bench/repro_speed.py
 	$(BIN)/python bench/matrix_time.py
 	$(BIN)/python bench/stability.py
@@ -79,6 +79,7 @@ bench: bytecode ## Timing goals: repro speed, matrix time and stability, request
 	$(BIN)/python bench/brokers.py
 	$(BIN)/python bench/audit_time.py
 	$(BIN)/python bench/probe_time.py
+	$(BIN)/python bench/dispatch.py
 
 clean: ## Remove run folders and caches (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache

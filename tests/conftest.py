@@ -126,3 +126,29 @@ def story_repro(tmp_path_factory: pytest.TempPathFactory) -> StoryRepro:
         )
     publish.publish_run(verdict, scenario)  # as `lab repro` does once the run returns
     return StoryRepro(verdict, value)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """`pytest -n auto` (pytest-xdist): tests that share a costly fixture are sent to one
+    worker (below), not spread over workers that would each build it again."""
+    if config.pluginmanager.hasplugin("xdist") and getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test that uses a session- or module-scoped fixture of this suite (a whole matrix,
+    two agents, a real product) joins that fixture's xdist group. Every worker has its own
+    ports, temporary folders and the pytest plugin's proxies anyway: only the cost is shared."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        for name in sorted(item.fixturenames):
+            defs = info.name2fixturedefs.get(name)
+            if not defs or defs[-1].scope not in ("session", "module"):
+                continue
+            if not defs[-1].baseid.startswith(("tests", "examples")):
+                continue  # pytest's and the plugin's own: one per worker is what they are for
+            group = name if defs[-1].scope == "session" else f"{defs[-1].baseid}::{name}"
+            item.add_marker(pytest.mark.xdist_group(group))
+            break

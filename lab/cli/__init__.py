@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lab.cli.agent import NOT_DISPATCHED, agent_command, check_for_dispatch, dispatch_options
 from lab.cli.audit import audit_command
 from lab.cli.options import (
     BROKER_LIST,
@@ -192,6 +193,7 @@ def _print_evidence(v: Verdict) -> None:
     show_default=True,
     help="With --client browser: a screenshot of each cell that did not match, or of all.",
 )
+@dispatch_options
 @run_options
 def matrix_command(
     only_scenarios: str | None,
@@ -200,6 +202,9 @@ def matrix_command(
     concurrency: int,
     broker_list: str | None,
     screenshots: str,
+    dispatch_url: str | None,
+    evidence_dir: Path | None,
+    cell_deadline: float | None,
     run: RunOptions,
 ) -> None:
     """Run every scenario against every fix that applies, and print the table.
@@ -213,6 +218,10 @@ def matrix_command(
     with guarded(run.as_json, "interrupted: every process of the matrix was stopped"):
         say = functools.partial(err.print, markup=False)
         selection = check_for_matrix(only_scenarios, only_fixes, broker_list, run, say)
+        if dispatch_url:
+            check_for_dispatch(dispatch_url, run, selection.brokers)
+        elif evidence_dir or cell_deadline:
+            raise BadInput("--evidence-dir and --cell-deadline go with --dispatch")
         check_proxy_options(run)
         check_app_port_alone(run)
         brokers = selection.brokers
@@ -227,7 +236,20 @@ def matrix_command(
             "client": run.client,
             "screenshots": screenshots,
         }
-        if len(brokers) > 1:
+        if dispatch_url:
+            from lab.runs import dispatch
+
+            result = dispatch.run_dispatched_matrix(
+                runs_root=run.runs_root,
+                progress=progress,
+                dispatch_url=dispatch_url,
+                evidence_dir=evidence_dir,
+                deadline=cell_deadline,
+                broker=brokers[0] if brokers else None,
+                **{k: v for k, v in common.items() if k not in NOT_DISPATCHED},
+            )
+            publish.publish_matrix(result, selection.scenarios)
+        elif len(brokers) > 1:
             comparison = broker_comparison.run_broker_comparison(
                 brokers, run.runs_root, progress, broker_url=run.broker_url, **common
             )
@@ -359,6 +381,7 @@ def up_command(
     sys.exit(0)
 
 
+main.add_command(agent_command)
 main.add_command(audit_command)
 main.add_command(probe_command)
 main.add_command(verify_command)

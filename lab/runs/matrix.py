@@ -14,24 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lab.data.errors import RunStopped
 from lab.data.kinds import DEFAULT_MATRIX_CONCURRENCY
 from lab.data.scenarios import Scenario
-from lab.judging.evidence import StackEventReaders, Verdict
+from lab.judging.evidence import Verdict
 from lab.runs import repro
-from lab.runs.cell import run_cell
 from lab.runs.lifecycle import Progress, RunResources, new_run_dir
-from lab.runs.repro import verdict_for, write_json
-from lab.runs.schedule import (
-    CELL_STARTS_PER_SECOND,
-    MAX_ATTEMPTS,
-    StartPacer,
-    attempt_dir,
-    run_in_turn,
-    start_order,
-)
-from lab.runs.shared_stacks import cell_key, needs_own_stack, proxy_key, start_stacks
-from lab.stacks.brokers import BrokerChoice, BrokerRuntime, redis_server_installed
+from lab.runs.repro import write_json
+from lab.runs.schedule import MAX_ATTEMPTS, attempt_dir, run_in_turn, start_order
+from lab.runs.shared_stacks import needs_own_stack
+from lab.runs.warm_stacks import AliveCheck, warm_stacks
+from lab.stacks.brokers import BrokerChoice, redis_server_installed
 from lab.stacks.stack import ProxyEndpoint, external_proxy
 
 NOT_JUDGED = "not judged"  # a cell's outcome in a round where the machine was too slow for it
@@ -40,7 +32,6 @@ DEFAULT_CONCURRENCY = DEFAULT_MATRIX_CONCURRENCY
 # beside the shared cells.
 OWN_STACK_CONCURRENCY = 8
 MATRIX_JSON = "matrix.json"  # the result, for machines; the pages are lab.reports' work
-ALIVE_CHECK_EVERY = 0.1  # seconds: how stale "every component is alive" may be in a cell
 
 
 @dataclass
@@ -202,51 +193,32 @@ def run_matrix(
         run_dir, [sc.name for sc in scenarios], fixes, client=client, broker=broker
     )
     with RunResources(run_dir) as resources:
-        browser, browser_ready = resources.browser(client, https=any(sc.tls for sc, _ in cells))
-        runtimes: dict[str, BrokerRuntime] = {}
-        for kind in sorted({broker or sc.default_broker for sc, _ in shared}):
-            runtimes[kind] = resources.broker(BrokerChoice(kind, broker_url if broker else None))
-            progress(f"broker: {runtimes[kind].label}")
         progress(f"starting the stacks for {len(scenarios)} scenarios")
-        apps, proxies = start_stacks(
+        stacks = warm_stacks(
             resources,
             shared,
-            concurrency,
-            proxy_url,
-            proxy_mode,
-            runtimes,
-            broker,
-            app_port,
-            external_proxies,
+            progress,
+            client=client,
+            broker=broker,
+            broker_url=broker_url,
+            concurrency=concurrency,
+            proxy_url=proxy_url,
+            proxy_mode=proxy_mode,
+            app_port=app_port,
+            external_proxies=external_proxies,
+            https=any(sc.tls for sc, _ in cells),
         )
-        if browser_ready:
-            browser_ready()
         progress(
-            f"{len(apps)} app stacks and {len(set(map(id, proxies.values())))} proxies up after "
-            f"{time.monotonic() - began:.1f} s; running {len(cells)} cells x {repeat}"
+            f"{len(stacks.apps)} app stacks and {len(set(map(id, stacks.proxies.values())))} "
+            f"proxies up after {time.monotonic() - began:.1f} s; running {len(cells)} cells x "
+            f"{repeat}"
         )
-        alive_lock = threading.Lock()
-        # Set when the matrix is interrupted: every running cell gives up at its next check
-        # instead of waiting out its verdict (a browser cell may still be waiting to open).
-        stopping = threading.Event()
-
-        checked_at = [0.0]
-
-        def check_alive() -> None:
-            if stopping.is_set():
-                raise CellsStopped
-            # Every running cell asks many times a second; one check per interval answers all.
-            if time.monotonic() - checked_at[0] < ALIVE_CHECK_EVERY:
-                return
-            with alive_lock:
-                if time.monotonic() - checked_at[0] < ALIVE_CHECK_EVERY:
-                    return
-                resources.check_alive("during the matrix")
-                if also_alive is not None:
-                    also_alive("during the matrix")
-                if browser is not None:
-                    browser.check_alive("during the matrix")
-                checked_at[0] = time.monotonic()  # only after a check that passed
+        browser = stacks.browser
+        check_alive = AliveCheck(
+            resources,
+            "during the matrix",
+            [c for c in (also_alive, browser and browser.check_alive) if c is not None],
+        )
 
         def own_stack(cell: tuple[Scenario, str], round_no: int) -> Verdict:
             sc, fix = cell
@@ -266,85 +238,98 @@ def run_matrix(
                 proxy_url=outside.address if outside else None,
                 proxy_mode=outside.mode if outside else "forward",
                 broker=BrokerChoice(broker or sc.default_broker, broker_url if broker else None),
-                should_stop=stopping.is_set,
+                should_stop=check_alive.stopping.is_set,
                 screenshots=screenshots,
             )
 
+        def one(i: int, attempt: int, round_no: int) -> Verdict:
+            sc, fix = shared[i]
+            cell_dir = attempt_dir(run_dir / f"round-{round_no}" / f"{sc.name}--{fix}", attempt)
+            _, verdict = stacks.run_shared(
+                sc,
+                fix,
+                cell_dir,
+                f"/_lab/r{round_no}a{attempt}-{sc.name}--{fix}",
+                check_alive,
+                attempt=attempt,
+                screenshots=screenshots,
+            )
+            return verdict
+
         result.startup_seconds = time.monotonic() - began
-        starts = StartPacer(CELL_STARTS_PER_SECOND)
-        readers = StackEventReaders()  # the shared evidence files, each read as it grows
-        for round_no in range(1, repeat + 1):
-            round_began = time.monotonic()
-            untested_before: dict[tuple[str, str], str] = {}  # why a cell is run again
-
-            def run_again(verdict: Verdict, untested_before=untested_before) -> bool:
-                """A mismatch on a run that tested nothing (the machine was too slow)."""
-                if verdict.inconclusive and verdict.untested is not None:
-                    untested_before[(verdict.scenario, verdict.fix)] = verdict.untested
-                return verdict.inconclusive
-
-            def one(
-                i: int, attempt: int, round_no: int = round_no, untested_before=untested_before
-            ) -> Verdict:
-                sc, fix = shared[i]
-                akey = cell_key(sc, fix, runtimes, broker)
-                proxy = None
-                if sc.uses_proxy:
-                    proxy = proxies[proxy_key(sc, akey)]
-                starts.wait(check_alive)
-                cell_dir = attempt_dir(run_dir / f"round-{round_no}" / f"{sc.name}--{fix}", attempt)
-                run = run_cell(
-                    sc,
-                    fix,
-                    apps[akey],
-                    proxy,
-                    cell_dir,
-                    check_alive,
-                    # Each run its own cache namespace on the shared proxy (see CellPrefix).
-                    path_prefix=f"/_lab/r{round_no}a{attempt}-{sc.name}--{fix}",
-                    browser=browser,
-                    screenshots=screenshots,
-                )
-                run.attempt = attempt
-                # Judged once, when the cell ends: its verdict decides whether it runs again.
-                verdict = verdict_for(run, readers)
-                verdict.run_dir = str(cell_dir)
-                verdict.retried_because = untested_before.get((sc.name, fix))
-                return verdict
-
-            with ThreadPoolExecutor(max_workers=OWN_STACK_CONCURRENCY) as own_pool:
-                own_futures = [own_pool.submit(own_stack, cell, round_no) for cell in own]
-                try:
-                    done = run_in_turn(start_order(shared), one, run_again, concurrency, stopping)
-                    own_verdicts = [future.result() for future in own_futures]
-                except BaseException:
-                    stopping.set()
-                    raise
-            verdicts = [done[i] for i in range(len(shared))]
-            for verdict in verdicts:
-                write_json(Path(verdict.run_dir) / "result.json", verdict.to_json())
-            by_cell = {(sc.name, fix): v for (sc, fix), v in zip(shared, verdicts, strict=True)}
-            by_cell.update(
-                {(sc.name, fix): v for (sc, fix), v in zip(own, own_verdicts, strict=True)}
-            )
-            verdicts = [by_cell[(sc.name, fix)] for sc, fix in cells]
-            result.rounds.append(
-                {(sc.name, fix): v for (sc, fix), v in zip(cells, verdicts, strict=True)}
-            )
-            result.round_seconds.append(time.monotonic() - round_began)
-            counts = result.round_counts()[-1]
-            progress(
-                f"round {round_no}: {counts['mismatches']} of {counts['cells']} cells did not "
-                f"match, {counts['not_judged']} could not be judged, {counts['run_again']} "
-                "were run again"
-            )
+        run_rounds(
+            result,
+            cells,
+            shared,
+            own,
+            one,
+            own_stack,
+            repeat,
+            concurrency,
+            check_alive.stopping,
+            progress,
+        )
         result.seconds = time.monotonic() - began
         write_json(run_dir / MATRIX_JSON, result.to_json())
         return result
 
 
-class CellsStopped(RunStopped):
-    """Raised in the cells still running when the matrix is interrupted or fails."""
+RunShared = Callable[[int, int, int], Verdict]  # (index in `shared`, attempt, round) -> verdict
+RunOwn = Callable[[tuple[Scenario, str], int], Verdict]  # (cell, round) -> its last verdict
+
+
+def run_rounds(
+    result: MatrixResult,
+    cells: list[tuple[Scenario, str]],
+    shared: list[tuple[Scenario, str]],
+    own: list[tuple[Scenario, str]],
+    run_shared: RunShared,
+    run_own: RunOwn,
+    repeat: int,
+    concurrency: int,
+    stopping: threading.Event,
+    progress: Progress,
+) -> None:
+    """Every round of the matrix, in the order and at the pace lab/runs/schedule.py sets
+    (`lab matrix` runs the cells itself, `lab matrix --dispatch` sends them to agents):
+    a shared cell that tested nothing runs again at the back of the line; the cells with
+    stacks of their own run beside them. Each round's verdicts go to `result`."""
+    for round_no in range(1, repeat + 1):
+        round_began = time.monotonic()
+        untested_before: dict[tuple[str, str], str] = {}  # why a cell is run again
+
+        def run_again(verdict: Verdict, untested_before=untested_before) -> bool:
+            """A mismatch on a run that tested nothing (the machine was too slow)."""
+            if verdict.inconclusive and verdict.untested is not None:
+                untested_before[(verdict.scenario, verdict.fix)] = verdict.untested
+            return verdict.inconclusive
+
+        def one(i: int, attempt: int, round_no=round_no, untested_before=untested_before):
+            verdict = run_shared(i, attempt, round_no)
+            verdict.retried_because = untested_before.get((shared[i][0].name, shared[i][1]))
+            return verdict
+
+        with ThreadPoolExecutor(max_workers=OWN_STACK_CONCURRENCY) as own_pool:
+            own_futures = [own_pool.submit(run_own, cell, round_no) for cell in own]
+            try:
+                done = run_in_turn(start_order(shared), one, run_again, concurrency, stopping)
+                own_verdicts = [future.result() for future in own_futures]
+            except BaseException:
+                stopping.set()
+                raise
+        verdicts = [done[i] for i in range(len(shared))]
+        for verdict in verdicts:
+            write_json(Path(verdict.run_dir) / "result.json", verdict.to_json())
+        by_cell = {(sc.name, fix): v for (sc, fix), v in zip(shared, verdicts, strict=True)}
+        by_cell.update({(sc.name, fix): v for (sc, fix), v in zip(own, own_verdicts, strict=True)})
+        result.rounds.append({(sc.name, fix): by_cell[(sc.name, fix)] for sc, fix in cells})
+        result.round_seconds.append(time.monotonic() - round_began)
+        counts = result.round_counts()[-1]
+        progress(
+            f"round {round_no}: {counts['mismatches']} of {counts['cells']} cells did not "
+            f"match, {counts['not_judged']} could not be judged, {counts['run_again']} "
+            "were run again"
+        )
 
 
 def defeats(result: MatrixResult) -> dict[str, list[str]]:

@@ -1,0 +1,255 @@
+"""`lab matrix --dispatch URL`: the matrix's cells sent to `lab agent`s through a broker.
+
+The coordinator starts no stack: it sends each cell as a task on the lab's own queue, in the
+order and with the re-runs the local matrix uses (lab/runs/matrix.py `run_rounds`), takes each
+cell's verdict once (by its cell id: a cell an agent ran twice, after a redelivery, counts once),
+puts the evidence where a local run has it, and gives the same MatrixResult, so the table,
+files and exit code are a local run's. A cell no agent finished within its deadline is an
+error that names it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import tarfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, states
+
+from lab.data.errors import ComponentError
+from lab.data.scenarios import Scenario
+from lab.judging.evidence import Verdict
+from lab.runs.agent_protocol import (
+    DEFAULT_REDELIVER_AFTER,
+    QUEUE,
+    TASK_NAME,
+    CellMessage,
+    celery_app,
+)
+from lab.runs.cell import TASK_START_GRACE
+from lab.runs.lifecycle import Progress, new_run_dir
+from lab.runs.matrix import MATRIX_JSON, MatrixResult, run_rounds
+from lab.runs.repro import write_json
+from lab.runs.schedule import MAX_ATTEMPTS, attempt_dir
+from lab.runs.shared_stacks import needs_own_stack
+
+RESULT_POLL_S = 0.1  # how often a waiting cell looks for its result
+# Beyond the cell's own longest wait: a redelivery after a lost agent, and an agent's start.
+DEADLINE_SLACK_S = DEFAULT_REDELIVER_AFTER + 60.0
+
+
+def cell_deadline(scenario: Scenario) -> float:
+    """Seconds a cell may take from its sending to its verdict before it is an error."""
+    longest = scenario.task_duration + 3 * scenario.hang_window + TASK_START_GRACE
+    return longest + DEADLINE_SLACK_S
+
+
+class Dispatcher:
+    """Sends cells and waits for their verdicts; each cell id is counted once."""
+
+    def __init__(
+        self,
+        app: Celery,
+        run_dir: Path,
+        progress: Progress,
+        *,
+        client: str,
+        broker: str | None,
+        screenshots: str,
+        evidence_dir: Path | None,
+        deadline: float | None,
+        stopping: threading.Event,
+    ) -> None:
+        self.app = app
+        self.run_dir = run_dir
+        self.progress = progress
+        self.token = f"{run_dir.name}-{uuid.uuid4().hex[:6]}"
+        self.client = client
+        self.broker = broker
+        self.screenshots = screenshots
+        self.evidence_dir = evidence_dir
+        self.deadline = deadline
+        self.stopping = stopping
+        self.counted: set[str] = set()
+        self.pending: set[str] = set()
+        self.judged = 0
+        self._lock = threading.Lock()
+
+    def run(self, sc: Scenario, fix: str, round_no: int, attempt: int, cell_dir: Path) -> Verdict:
+        message = CellMessage(
+            run=self.token,
+            scenario=sc.name,
+            fix=fix,
+            round=round_no,
+            attempt=attempt,
+            client=self.client,  # type: ignore[arg-type]
+            broker=self.broker,  # type: ignore[arg-type]
+            screenshots=self.screenshots,  # type: ignore[arg-type]
+            evidence_dir=str(self.evidence_dir) if self.evidence_dir else None,
+        )
+        cell_id = message.cell_id
+        # The task id is the cell id: a redelivered cell keeps it, and its result one key.
+        with self._lock:
+            self.pending.add(cell_id)
+        self.app.send_task(TASK_NAME, args=[message.model_dump()], task_id=cell_id, queue=QUEUE)
+        allowed = self.deadline or cell_deadline(sc) * (MAX_ATTEMPTS if needs_own_stack(sc) else 1)
+        payload = self._wait(cell_id, allowed)
+        with self._lock:
+            self.pending.discard(cell_id)
+            if cell_id in self.counted:  # never: one waiter per cell id; kept as a guard
+                raise RuntimeError(f"cell {cell_id} came back twice")
+            self.counted.add(cell_id)
+            self.judged += 1
+            judged = self.judged
+        verdict = Verdict.from_json(payload["verdict"])
+        _take_evidence(payload.get("evidence") or {}, cell_dir)
+        verdict.run_dir = str(cell_dir)
+        write_json(cell_dir / "result.json", verdict.to_json())
+        self.progress(
+            f"{judged} cells judged: {sc.name} fix={fix} {verdict.observed} "
+            f"(round {round_no}, run {attempt}, by {payload.get('agent')})"
+        )
+        return verdict
+
+    def _wait(self, cell_id: str, allowed: float) -> dict[str, Any]:
+        backend = self.app.backend
+        give_up = time.monotonic() + allowed
+        while True:
+            if self.stopping.is_set():
+                raise DispatchStopped(cell_id)
+            meta = backend.get_task_meta(cell_id)
+            status = meta.get("status")
+            if status == states.SUCCESS:
+                backend.forget(cell_id)
+                return meta["result"]
+            if status in states.PROPAGATE_STATES:
+                backend.forget(cell_id)
+                raise ComponentError("lab agent", f"cell {cell_id}: {meta.get('result')}")
+            if time.monotonic() > give_up:
+                raise ComponentError(
+                    "lab matrix --dispatch",
+                    f"cell {cell_id}: no agent finished it within {allowed:.0f} s "
+                    f"({'picked up' if status == states.STARTED else 'never picked up'}; "
+                    f"are agents serving queue {QUEUE} on this broker?)",
+                )
+            time.sleep(RESULT_POLL_S)
+
+    def revoke_pending(self) -> None:
+        """Cells still queued when the coordinator gives up: no agent runs them for nothing."""
+        with self._lock:
+            pending = sorted(self.pending)
+        if pending:
+            try:
+                self.app.control.revoke(pending)
+            except Exception as exc:  # noqa: BLE001 - best effort on the way out
+                self.progress(f"could not revoke {len(pending)} queued cells: {exc}")
+
+
+class DispatchStopped(Exception):
+    """A waiting cell gives up: the matrix was interrupted or another cell failed."""
+
+
+def _take_evidence(evidence: dict[str, Any], cell_dir: Path) -> None:
+    """The cell's folder where a local run keeps it; the paths in its result files mended."""
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    if "tar_gz" in evidence:
+        data = base64.b64decode(evidence["tar_gz"])
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            tar.extractall(cell_dir, filter="data")
+    elif "dir" in evidence:
+        shutil.copytree(evidence["dir"], cell_dir, dirs_exist_ok=True)
+        shutil.rmtree(evidence["dir"], ignore_errors=True)
+    elif "kept_at" in evidence:
+        (cell_dir / "evidence-elsewhere.txt").write_text(
+            f"too big to send back ({evidence.get('bytes')} bytes): {evidence['kept_at']}\n"
+        )
+    # An own-stack cell's result files (a lab repro run, attempt-N/ inside) name the agent's
+    # folders: the pages are drawn here.
+    for result_file in cell_dir.rglob("result.json"):
+        data = json.loads(result_file.read_text("utf-8"))
+        if "run_dir" in data:
+            data["run_dir"] = str(result_file.parent)
+            write_json(result_file, data)
+
+
+def run_dispatched_matrix(
+    scenarios: list[Scenario],
+    fixes: list[str],
+    runs_root: Path,
+    progress: Progress,
+    *,
+    dispatch_url: str,
+    evidence_dir: Path | None = None,
+    deadline: float | None = None,
+    repeat: int = 1,
+    concurrency: int = 48,
+    client: str = "python",
+    broker: str | None = None,
+    screenshots: str = "mismatches",
+    run_dir: Path | None = None,
+) -> MatrixResult:
+    """`run_matrix`'s result, the cells run by agents. concurrency: cells in flight at once
+    (every agent's threads together)."""
+    began = time.monotonic()
+    scenarios = [
+        sc for sc in scenarios if sc.runs_with(client) and (broker is None or sc.runs_on(broker))
+    ]
+    app = celery_app(dispatch_url)
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as exc:  # noqa: BLE001 - kombu raises the transport's own errors
+        raise ComponentError("dispatch broker", f"{dispatch_url}: {exc}") from None
+    run_dir = run_dir or new_run_dir(runs_root, "matrix")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cells = [(sc, fix) for sc in scenarios for fix in fixes if sc.applies(fix)]
+    own = [cell for cell in cells if needs_own_stack(cell[0])]
+    shared = [cell for cell in cells if not needs_own_stack(cell[0])]
+    result = MatrixResult(
+        run_dir, [sc.name for sc in scenarios], fixes, client=client, broker=broker
+    )
+    stopping = threading.Event()
+    dispatcher = Dispatcher(
+        app,
+        run_dir,
+        progress,
+        client=client,
+        broker=broker,
+        screenshots=screenshots,
+        evidence_dir=evidence_dir,
+        deadline=deadline,
+        stopping=stopping,
+    )
+    progress(f"sending {len(cells)} cells x {repeat} to the agents on {dispatch_url}")
+
+    def one(i: int, attempt: int, round_no: int) -> Verdict:
+        sc, fix = shared[i]
+        cell_dir = attempt_dir(run_dir / f"round-{round_no}" / f"{sc.name}--{fix}", attempt)
+        return dispatcher.run(sc, fix, round_no, attempt, cell_dir)
+
+    def own_stack(cell: tuple[Scenario, str], round_no: int) -> Verdict:
+        sc, fix = cell
+        return dispatcher.run(
+            sc, fix, round_no, 1, run_dir / f"round-{round_no}" / f"{sc.name}--{fix}"
+        )
+
+    try:
+        run_rounds(
+            result, cells, shared, own, one, own_stack, repeat, concurrency, stopping, progress
+        )
+    except BaseException:
+        stopping.set()
+        dispatcher.revoke_pending()
+        raise
+    finally:
+        app.close()
+    result.seconds = time.monotonic() - began
+    write_json(run_dir / MATRIX_JSON, result.to_json())
+    return result
