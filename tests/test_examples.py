@@ -72,6 +72,35 @@ def test_flask_add_queues_the_task_in_the_data_dir(clean_env, tmp_path):
     assert answer.json["result_id"] in message.read_text()
 
 
+def test_flask_a_queued_message_appears_whole(clean_env, tmp_path, monkeypatch):
+    """kombu's own filesystem transport creates the message file empty and then writes it: a
+    worker reading in between died (celery/kombu#1551). The example's writes it beside the
+    queue and renames it in, so the queue folder never holds a partial file."""
+    import os
+
+    seen_in_queue: list[int] = []
+    real_replace = os.replace
+
+    def replace(src: str, dst: str) -> None:
+        seen_in_queue.append(len(list((tmp_path / "broker" / "queue").glob("*.msg"))))
+        assert Path(src).stat().st_size > 0  # whole before it is moved in
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    answer = flask_client(tmp_path).post("/add", json={"a": 1, "b": 2, "seconds": 0})
+    assert answer.status_code == 200
+    assert seen_in_queue == [0]  # nothing in the queue folder until the rename
+    (message,) = (tmp_path / "broker" / "queue").glob("*.msg")
+    assert answer.json["result_id"] in message.read_text()
+    assert not list((tmp_path / "broker" / "queue-staging").iterdir())
+
+
+def test_flask_answers_a_nonce_segment_after_the_status_path(clean_env, tmp_path):
+    client = flask_client(tmp_path)
+    task = uuid.uuid4()
+    assert client.get(f"/result/{task}/a1b2").json == client.get(f"/result/{task}").json
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [

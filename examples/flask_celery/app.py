@@ -98,6 +98,8 @@ def celery_settings(settings: Mapping[str, str | None]) -> dict[str, Any]:
         for folder in folders.values():
             folder.mkdir(parents=True, exist_ok=True)
         conf["broker_url"] = "filesystem://"
+        # kombu's filesystem transport, but a message file appears whole (atomic_filesystem.py).
+        conf["broker_transport"] = "examples.flask_celery.atomic_filesystem:Transport"
         conf["broker_transport_options"] = {
             # One folder in and out: the web app writes messages where the worker reads them.
             "data_folder_in": str(folders["queue"]),
