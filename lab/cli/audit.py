@@ -202,12 +202,12 @@ def print_audit(result: AuditResult, page: Path | None) -> None:
     from lab.reports.look import look_of
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("profile [mode]" + (", TLS" if result.tls else ""), no_wrap=True)
+    table.add_column(escape("profile [mode" + (", TLS]" if result.tls else "]")), no_wrap=True)
     for strategy in result.strategies:
         table.add_column(strategy, justify="center")
     for profile in result.profiles:
         tls = f", {result.tls['profiles'][profile]['mode']}" if result.tls else ""
-        row = [f"{profile} [{profiles.load(profile).mode}{tls}]"]
+        row = [escape(f"{profile} [{profiles.load(profile).mode}{tls}]")]
         for strategy in result.strategies:
             cell = result.cells[(profile, strategy)]
             look = look_of(cell.outcome)

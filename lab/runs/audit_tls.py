@@ -51,7 +51,7 @@ class AuditTls:
     @property
     def app_ca_label(self) -> str:
         if self.made_by_lab:
-            return "the run's origin CA, which issued the app's {certfile}"
+            return "the run's origin CA (it issued the app's {certfile})"
         return f"your CA ({relative(self.app_ca)})"
 
     def trust_file(self, mode: str | None) -> Path:
@@ -72,7 +72,7 @@ class AuditTls:
         run_ca = {"inspect": "the run's gateway CA", "edge": "the run's origin CA (the edge's)"}
         if mode in run_ca and not (mode == "edge" and self.made_by_lab):
             return f"{self.app_ca_label} and {run_ca[mode]}, nothing else"
-        return f"{self.app_ca_label} only"
+        return f"{self.app_ca_label}, nothing else"
 
     def proxy_args(self, mode: str, name: str) -> list[str]:
         """mitmdump's options for the mode (one mitmdump per mode: they are the process's)."""
