@@ -149,7 +149,8 @@ def test_an_app_its_ca_does_not_verify_is_exit_3_with_nothing_left(tmp_path, tok
     other.cert_pem.write_to_path(str(tmp_path / "other-ca.pem"))
     flow = tiny_https_flow(tmp_path, signer, "other-ca.pem")
     code, doc, run = audit_json(tmp_path, str(flow), "--profiles", "corporate-cache")
-    assert code == 3 and doc is None, run.stderr
+    assert code == 3 and doc is not None and doc["exit_code"] == 3, run.stderr
+    assert "is not verified by your CA" in doc["error"]
     errors = [line for line in run.stderr_lines if line.startswith("error:")]
     assert len(errors) == 1, run.stderr
     assert "is not verified by your CA (" in errors[0] and "other-ca.pem" in errors[0]
@@ -207,3 +208,32 @@ def test_a_flow_names_its_cacert_relative_to_itself(tmp_path):
     assert flow.https and flow.cacert == (tmp_path / "sub" / "ca.pem").resolve()
     made = flows.Flow.model_validate({"app": {"commands": ["x {port} {certfile} {keyfile}"]}})
     assert made.https and made.makes_certificate and made.cacert is None
+
+
+@pytest.mark.stack
+def test_https_tunnel_through_a_real_squid_given_as_proxy_url(tmp_path, token):
+    """`lab repro https-tunnel --proxy-url` with a real Squid as the forward proxy: the client
+    sends CONNECT, Squid tunnels it (TCP_TUNNEL in its access log) and the poll completes; the
+    verdict shows the app's own certificate and does not claim where TLS ended."""
+    from lab.runs.lifecycle import RunResources
+    from lab.verify.real import ProductFolder, RealSetup, launch
+
+    setup = RealSetup.of("squid-default")
+    if not setup.product.installed:
+        pytest.skip("squid is not installed (apt-get install -y squid)")
+    with RunResources(tmp_path / "squid-run") as resources:
+        folder = ProductFolder(resources.sup.run_dir, "squid-default")
+        squid = launch(resources.sup, setup, None, folder)()
+        with LabProcess(
+            ["repro", "https-tunnel", "--fix", "none", "--proxy-url", squid.url, "--json"],
+            tmp_path,
+        ) as run:
+            code, _ = run.finish(180)
+        access_log = (folder.path / "access.log").read_text("utf-8")
+    assert code == 0, run.stderr
+    verdict = json.loads("\n".join(run.stdout_lines))
+    assert verdict["observed"] == "completed" and verdict["polls"]["from_cache"] == 0
+    assert verdict["tls"]["terminated_at"].startswith("not known: external proxy")
+    assert verdict["tls"]["certificate"]["issuer"].startswith("proxy-cache-lab origin CA")
+    assert "TCP_TUNNEL/200" in access_log and "CONNECT 127.0.0.1:" in access_log
+    assert_nothing_left(token)

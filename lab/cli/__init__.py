@@ -96,7 +96,7 @@ def repro(scenario: str, fix: str, run: RunOptions) -> None:
             scenario, fix, run.broker, run.broker_url, run.proxy_url
         )
         check_client(loaded, run.client)
-        check_proxy_options(run)
+        check_proxy_options(run, [loaded])
         check_app_port_alone(run)
         verdict = repro_run.run_until_tested(
             loaded,
@@ -213,7 +213,7 @@ def matrix_command(
     with guarded(run.as_json, "interrupted: every process of the matrix was stopped"):
         say = functools.partial(err.print, markup=False)
         selection = check_for_matrix(only_scenarios, only_fixes, broker_list, run, say)
-        check_proxy_options(run)
+        check_proxy_options(run, selection.scenarios)
         check_app_port_alone(run)
         brokers = selection.brokers
         common = {
