@@ -221,6 +221,7 @@ def test_https_tunnel_through_a_real_squid_given_as_proxy_url(tmp_path, token):
     setup = RealSetup.of("squid-default")
     if not setup.product.installed:
         pytest.skip("squid is not installed (apt-get install -y squid)")
+    (tmp_path / "squid-run").mkdir()
     with RunResources(tmp_path / "squid-run") as resources:
         folder = ProductFolder(resources.sup.run_dir, "squid-default")
         squid = launch(resources.sup, setup, None, folder)()
