@@ -238,3 +238,20 @@ def test_https_tunnel_through_a_real_squid_given_as_proxy_url(tmp_path, token):
     assert verdict["tls"]["certificate"]["issuer"].startswith("proxy-cache-lab origin CA")
     assert "TCP_TUNNEL/200" in access_log and "CONNECT 127.0.0.1:" in access_log
     assert_nothing_left(token)
+
+
+@pytest.mark.stack
+def test_the_plugins_audit_starts_an_https_app_with_a_certificate_of_the_run(tmp_path, token):
+    from lab.plugin.audits import AppPool, make_auditor
+
+    flow = tmp_path / "made.toml"
+    made = TINY_HTTPS_FLOW.replace('cacert = "%(cacert)s"\n', "") % {
+        "app": TINY_APP, "cert": "{certfile}", "key": "{keyfile}",
+    }  # fmt: skip
+    flow.write_text(made, "utf-8")
+    with AppPool(tmp_path / "runs") as apps:
+        audit = make_auditor(apps, tmp_path / "runs")
+        inspected = audit(flow, profiles=["corporate-cache"], tls="inspect")
+    assert inspected.outcome("corporate-cache") == "hung", str(inspected)
+    assert inspected.result.tls["profiles"]["corporate-cache"]["mode"] == "inspect"
+    assert_nothing_left(token)
