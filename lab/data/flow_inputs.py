@@ -5,16 +5,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from lab.data.errors import BadInput
 from lab.data.paths import relative
 
-if TYPE_CHECKING:
-    from lab.data.flows import Flow
+
+class FlowFiles(Protocol):
+    """What check_files reads of a Flow (lab/data/flows.py imports this module)."""
+
+    app: Any
+
+    @property
+    def cwd(self) -> Path: ...
+    @property
+    def base_dir(self) -> Path: ...
+    @property
+    def makes_certificate(self) -> bool: ...
+    @property
+    def cacert(self) -> Path | None: ...
 
 
-def check_files(flow: Flow, where: str, given: set[str] = frozenset()) -> None:
+def check_files(flow: FlowFiles, where: str, given: set[str] = frozenset()) -> None:
     """What a model cannot check alone: the folder to run in and the Procfile exist, the CA
     file holds a CA."""
     if flow.app.started_by_lab and not flow.cwd.is_dir():

@@ -81,17 +81,25 @@ def fill_in(text: str, port: int, data_dir: Path, tls: RunTls | None = None) -> 
 def answers_http(url: str, verify: ssl.SSLContext | None = None, ca: str = "") -> bool:
     """The web server answered a GET with anything but a server error. `verify`: an https://
     app's CA (`ca` names it): a certificate it does not verify is ComponentError (exit 3)."""
-    from lab.clients.probe_tls import verification_problem
-
     try:
         with httpx.Client(trust_env=False, timeout=READY_PROBE_TIMEOUT, verify=verify or True) as c:
             return c.get(url).status_code < 500
     except httpx.HTTPError as exc:
-        if verify is not None and (problem := verification_problem(exc)):
+        if verify is not None and (problem := _certificate_problem(exc)):
             raise ComponentError(
                 "app", f"the certificate of {url} is not verified by {ca}: {problem}"
             ) from None
         return False
+
+
+def _certificate_problem(exc: BaseException) -> str | None:
+    """The certificate verification error behind a failed request, or None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_message or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def reach(flow: Flow, verify: ssl.SSLContext | None = None, ca: str = "") -> UserApp:
