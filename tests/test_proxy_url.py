@@ -130,3 +130,15 @@ def test_a_reverse_proxy_forwards_to_the_app_port(tmp_path, mitmdump):
     # Every poll went through the reverse proxy, which answered most from its cache.
     assert verdict["polls"]["from_cache"] > verdict["polls"]["reached_origin"]
     assert f"app at http://127.0.0.1:{app_port}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["repro", "https-cdn"], ["matrix", "--scenarios", "https-cdn"]]
+)
+def test_a_reverse_proxy_url_for_an_https_scenario_is_bad_input(tmp_path, command):
+    # The client trusts only the run's CAs, made per run: no reverse proxy can have its cert.
+    result = lab(
+        tmp_path, *command, "--proxy-url", "http://127.0.0.1:1", "--proxy-mode", "reverse",
+        "--app-port", "20000",
+    )  # fmt: skip
+    assert_bad_input(tmp_path, result, "--proxy-mode reverse: https-cdn is HTTPS")

@@ -97,7 +97,7 @@ def repro(scenario: str, fix: str, run: RunOptions) -> None:
             scenario, fix, run.broker, run.broker_url, run.proxy_url
         )
         check_client(loaded, run.client)
-        check_proxy_options(run)
+        check_proxy_options(run, [loaded])
         check_app_port_alone(run)
         verdict = repro_run.run_until_tested(
             loaded,
@@ -222,7 +222,7 @@ def matrix_command(
             check_for_dispatch(dispatch_url, run, selection.brokers)
         elif evidence_dir or cell_deadline:
             raise BadInput("--evidence-dir and --cell-deadline go with --dispatch")
-        check_proxy_options(run)
+        check_proxy_options(run, selection.scenarios)
         check_app_port_alone(run)
         brokers = selection.brokers
         common = {

@@ -72,6 +72,7 @@ def build_flow(flow_file: Path | None, options: dict[str, Any]) -> flows.Flow:
             "app.url": options["app_url"],
             "app.commands": options["app_cmd"] or None,
             "app.procfile": options["procfile"],
+            "app.cacert": options["cacert"],
             "start.method": start_method or None,
             "start.path": start_path,
             "start.json": (
@@ -104,6 +105,18 @@ def build_flow(flow_file: Path | None, options: dict[str, Any]) -> flows.Flow:
     "$PORT; then its worker).",
 )
 @click.option("--procfile", metavar="FILE", help="Start the app from a Procfile (web on $PORT).")
+@click.option(
+    "--cacert",
+    metavar="FILE",
+    help="The CA (PEM) that verifies an https:// app's certificate; the pollers trust it alone.",
+)
+@click.option(
+    "--tls",
+    "forward_tls",
+    type=click.Choice(["tunnel", "inspect"]),
+    help="HTTPS app: forward profiles tunnel CONNECT (default) or inspect TLS like a managed "
+    "laptop's gateway; reverse profiles always terminate TLS at their edge.",
+)
 @click.option("--start", metavar="'METHOD /path'", help="The request that starts the work.")
 @click.option("--start-json", metavar="JSON", help="Its JSON body.")
 @click.option("--task-id-at", metavar="PATH", help="Where the task id is: a.b, or header:Location.")
@@ -144,6 +157,7 @@ def audit_command(
     profile_list: str | None,
     client_fixes: str | None,
     concurrency: int,
+    forward_tls: str | None,
     as_json: bool,
     runs_dir: Path | None,
     **options: Any,
@@ -159,6 +173,11 @@ def audit_command(
 
     with guarded(as_json, "interrupted: every process of the audit was stopped"):
         flow = build_flow(flow_file, options)
+        if forward_tls and not flow.https:
+            raise BadInput(
+                f"--tls {forward_tls}: the app is plain HTTP (an https:// app needs --cacert, "
+                "or {certfile}/{keyfile} in its command)"
+            )
         chosen = choose_profiles(profile_list)
         strategies = choose_strategies(client_fixes)
         result = audit_run.run_audit(
@@ -168,6 +187,7 @@ def audit_command(
             runs_dir or paths.runs_dir(),
             progress,
             concurrency=concurrency,
+            forward_tls=forward_tls or "tunnel",  # type: ignore[arg-type]
         )
         page = publish_audit(result)
     if as_json:
@@ -182,11 +202,12 @@ def print_audit(result: AuditResult, page: Path | None) -> None:
     from lab.reports.look import look_of
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("profile [mode]", no_wrap=True)
+    table.add_column(escape("profile [mode" + (", TLS]" if result.tls else "]")), no_wrap=True)
     for strategy in result.strategies:
         table.add_column(strategy, justify="center")
     for profile in result.profiles:
-        row = [f"{profile} [{profiles.load(profile).mode}]"]
+        tls = f", {result.tls['profiles'][profile]['mode']}" if result.tls else ""
+        row = [escape(f"{profile} [{profiles.load(profile).mode}{tls}]")]
         for strategy in result.strategies:
             cell = result.cells[(profile, strategy)]
             look = look_of(cell.outcome)
@@ -203,6 +224,8 @@ def print_audit(result: AuditResult, page: Path | None) -> None:
     for cell in result.cells.values():
         if cell.not_applicable and cell.profile == result.profiles[0]:
             click.echo(f"{cell.strategy}: not used: {cell.not_applicable}")
+    for line in result.tls_lines():
+        click.echo(f"tls: {line}")
     if result.status_sample is not None:
         sample = result.status_sample
         out.print(f"[bold]the status answer, straight from the app[/] (HTTP {sample.status}):")

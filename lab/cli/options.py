@@ -177,10 +177,14 @@ def run_options(f: Command) -> Command:
     return command  # type: ignore[return-value]
 
 
-def check_proxy_options(run: RunOptions) -> None:
+def check_proxy_options(run: RunOptions, chosen: list[scenarios.Scenario] | None = None) -> None:
     """--proxy-url, --proxy-mode and --app-port, before anything starts: BadInput (exit 2)
     when they cannot go together, ComponentError (exit 3) when the proxy cannot be reached or
-    the app's port is taken. Called after every other input check."""
+    the app's port is taken. Called after every other input check.
+
+    An HTTPS scenario goes through a forward --proxy-url as CONNECT (a real Squid tunnels it);
+    a reverse one cannot be given one: its client trusts only the run's CAs, made per run, so
+    no proxy set up beforehand can hold a certificate it accepts."""
     if run.proxy_url is None:
         return
     check_proxy_url(run.proxy_url)
@@ -188,6 +192,13 @@ def check_proxy_options(run: RunOptions) -> None:
         raise BadInput(
             "--proxy-mode reverse needs --app-port PORT: the reverse proxy at --proxy-url "
             "must forward to the app at 127.0.0.1:PORT"
+        )
+    https = [sc.name for sc in chosen or [] if sc.tls is not None]
+    if run.proxy_mode == "reverse" and https:
+        raise BadInput(
+            f"--proxy-mode reverse: {', '.join(https)} is HTTPS, and its client trusts only the "
+            "run's own CAs, made per run: no reverse proxy set up beforehand can show it a "
+            "certificate; use a forward --proxy-url (CONNECT), or leave these scenarios out"
         )
     check_proxy_reachable(run.proxy_url)
     if run.app_port is not None:

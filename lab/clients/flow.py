@@ -194,9 +194,11 @@ def build_client(
     log_path: Any,
     given_task_id: str | None = None,
     retries: int | None = None,
+    verify: Any = None,
 ) -> FlowClient:
     """A client polling the flow with one client strategy (`app` or a client fix); `retries`
-    overrides the failed polls in a row it tolerates."""
+    overrides the failed polls in a row it tolerates; `verify`: the CAs an HTTPS app's
+    poller trusts (an ssl.SSLContext, lab/runs/audit_tls.py)."""
     own = strategy == APP_POLLING
     if retries is None and own:
         retries = flow.polling.retries
@@ -211,4 +213,5 @@ def build_client(
         flow=flow,
         given_task_id=given_task_id,
         retries=retries,
+        verify=verify,
     )

@@ -8,7 +8,6 @@ a home-made `{"status": "done"}`; any field given overrides its preset.
 
 from __future__ import annotations
 
-import json
 import secrets
 import shlex
 from pathlib import Path
@@ -17,6 +16,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from lab.data.errors import BadInput
+from lab.data.flow_inputs import (  # noqa: F401 - the flow's API
+    ca_file_problem,
+    check_files,
+    parse_json_option,
+    parse_request_line,
+    procfile_commands,
+)
 from lab.data.paths import relative
 from lab.data.tomlfile import load_model
 
@@ -31,7 +37,10 @@ ID_PLACEHOLDER = "{id}"
 # In the status path: a fresh random value on every poll, as a page that busts caches sends it
 # (the story's fix), in a path segment or the query string.
 NONCE_PLACEHOLDER = "{nonce}"
-PLACEHOLDERS = ("{port}", "{data_dir}", "{python}")
+PLACEHOLDERS = ("{port}", "{data_dir}", "{python}", "{certfile}", "{keyfile}")
+# An app the lab starts serves HTTPS with a certificate made for the run when its commands or
+# environment name these (lab/runs/audit_tls.py); the pollers then trust the run's CA.
+TLS_PLACEHOLDERS = ("{certfile}", "{keyfile}")
 
 SHAPES: dict[str, dict[str, Any]] = {
     "celery": {
@@ -68,6 +77,9 @@ class AppSpec(_Strict):
     `procfile`: the first command, or the Procfile's `web`, is the web server on `{port}`)."""
 
     url: str | None = None
+    # The CA file that verifies the app's certificate (an https:// app); relative to the flow
+    # file. The pollers trust it and nothing else (no system store).
+    cacert: str | None = None
     commands: list[Annotated[str, Field(min_length=1)]] = []
     procfile: str | None = None
     cwd: str | None = None  # relative to the flow file; default its folder
@@ -83,8 +95,8 @@ class AppSpec(_Strict):
         from urllib.parse import urlsplit
 
         parts = urlsplit(value)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"must be an http:// URL with a host, got {value!r}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
         return value.rstrip("/")
 
     @field_validator("commands")
@@ -108,7 +120,25 @@ class AppSpec(_Strict):
                 "the first command is the web server: it must bind the port the lab chooses, "
                 "written {port} (or $PORT)"
             )
+        if self.url is not None and self.url.startswith("https://") and self.cacert is None:
+            raise ValueError(
+                "an https:// app needs the CA file that verifies its certificate: cacert "
+                "(--cacert FILE)"
+            )
+        if self.url is not None and self.url.startswith("http://") and self.cacert is not None:
+            raise ValueError("cacert is for an https:// app; this url is http://")
+        if self.cacert is not None and self.makes_certificate:
+            raise ValueError(
+                "give cacert (the app's own certificate) or {certfile}/{keyfile} (one the lab "
+                "makes), not both"
+            )
         return self
+
+    @property
+    def makes_certificate(self) -> bool:
+        """The commands or environment ask for a certificate made for the run."""
+        texts = [*self.commands, *self.env.values()]
+        return any(mark in text for text in texts for mark in TLS_PLACEHOLDERS)
 
     @property
     def started_by_lab(self) -> bool:
@@ -243,6 +273,27 @@ class Flow(_Strict):
     def cwd(self) -> Path:
         return (self.base_dir / (self.app.cwd or ".")).resolve()
 
+    @property
+    def makes_certificate(self) -> bool:
+        """The app the lab starts asks for a certificate made for the run ({certfile} or
+        {keyfile} in its commands, environment or Procfile)."""
+        if self.app.makes_certificate:
+            return True
+        if self.app.procfile is None:
+            return False
+        lines = procfile_commands(self.base_dir / self.app.procfile)
+        return any(mark in command for _, command in lines for mark in TLS_PLACEHOLDERS)
+
+    @property
+    def https(self) -> bool:
+        """The app answers over HTTPS: at an https:// URL, or started with a certificate."""
+        return self.app.cacert is not None or self.makes_certificate
+
+    @property
+    def cacert(self) -> Path | None:
+        """The user's CA file, resolved (a flow file's relative path is relative to it)."""
+        return (self.base_dir / self.app.cacert).resolve() if self.app.cacert else None
+
     def status_path(self, task_id: str) -> str:
         """The status request's path for this task; each call draws a new `{nonce}`."""
         path = self.status.path.replace(ID_PLACEHOLDER, task_id)
@@ -279,36 +330,6 @@ def load(path: Path) -> Flow:
     return flow
 
 
-def check_files(flow: Flow, where: str) -> None:
-    """What a model cannot check alone: the folder to run in and the Procfile exist."""
-    if flow.app.started_by_lab and not flow.cwd.is_dir():
-        raise BadInput(f"{where}: field 'app.cwd': no such folder {relative(flow.cwd)}")
-    if flow.app.procfile is not None:
-        procfile = flow.base_dir / flow.app.procfile
-        procfile_commands(procfile, where)
-
-
-def procfile_commands(path: Path, where: str = "") -> list[tuple[str, str]]:
-    """A Procfile's (name, command) lines, `web` first; BadInput when it has none or no web."""
-    label = where or relative(path)
-    try:
-        text = path.read_text("utf-8")
-    except OSError as exc:
-        raise BadInput(f"{label}: field 'app.procfile': cannot read it: {exc}") from None
-    entries: list[tuple[str, str]] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        name, sep, command = line.partition(":")
-        if not sep or not name.strip() or not command.strip():
-            raise BadInput(f"{relative(path)}:{number}: not a 'name: command' line: {line!r}")
-        entries.append((name.strip(), command.strip()))
-    web = [entry for entry in entries if entry[0] == "web"]
-    if not web:
-        raise BadInput(f"{relative(path)}: no 'web:' line (the web server on $PORT)")
-    return web + [entry for entry in entries if entry[0] != "web"]
-
-
 def from_options(base: Flow | None, **given: Any) -> Flow:
     """A flow from command-line values laid over `base` (a file's flow, or the defaults):
     `given` maps "section.field" to a value; None means not given."""
@@ -320,13 +341,16 @@ def from_options(base: Flow | None, **given: Any) -> Flow:
         section, _, field = key.partition(".")
         data.setdefault(section, {})
         if section == "app" and field in ("url", "commands", "procfile"):
-            for other in ("url", "commands", "procfile"):
+            # Another app: the file's CA belonged to the file's app (--cacert comes after).
+            for other in ("url", "commands", "procfile", "cacert"):
                 data["app"].pop(other, None)
+        if key == "app.cacert":
+            value = str(Path(value).resolve())  # the command line's is relative to its folder
         data[section][field] = list(value) if isinstance(value, tuple) else value
     where = relative(Path(source)) if source else "command line"
     given_now = {key for key, value in given.items() if value is not None and value != ()}
     flow = _validate(data, where, given_now).from_file(source)
-    check_files(flow, where)
+    check_files(flow, where, given_now)
     return flow
 
 
@@ -336,6 +360,7 @@ OPTIONS = {
     "app.url": "--app-url",
     "app.commands": "--app-cmd",
     "app.procfile": "--procfile",
+    "app.cacert": "--cacert",
     "start.method": "--start",
     "start.path": "--start",
     "start.json": "--start-json",
@@ -363,7 +388,11 @@ def _validate(data: dict[str, Any], where: str, given: set[str] = frozenset()) -
         problem = first["msg"].removeprefix("Value error, ")
         if field == "app" and first["type"] == "missing":
             raise BadInput(f"{where}: no app: give --app-url, --app-cmd or a flow file") from None
-        if field in given or (field == "app" and given & {"app.commands", "app.url"}):
+        if field == "app" and (options := given & {"app.commands", "app.url", "app.cacert"}):
+            # The app's checks span its fields: name the options given, in the order typed.
+            named = "/".join(OPTIONS[key] for key in sorted(options, key=list(OPTIONS).index))
+            raise BadInput(f"{named}: {problem}") from None
+        if field in given:
             raise BadInput(f"{OPTIONS.get(field, field)}: {problem}") from None
         raise BadInput(f"{where}: field '{field}': {problem}") from None
 
@@ -371,20 +400,3 @@ def _validate(data: dict[str, Any], where: str, given: set[str] = frozenset()) -
 def _safe_name(stem: str) -> str:
     name = "".join(c if c.isalnum() or c in "_.-" else "-" for c in stem)
     return name if name and name[0].isalnum() else f"app-{name}"
-
-
-def parse_request_line(text: str, what: str) -> tuple[str, str]:
-    """'POST /tasks' (or just '/tasks') as (method, path); BadInput naming the option."""
-    words = text.split()
-    if len(words) == 1:
-        words = ["", words[0]]
-    if len(words) != 2 or not words[1].startswith("/"):
-        raise BadInput(f"{what}: expected 'METHOD /path', got {text!r}")
-    return words[0].upper(), words[1]
-
-
-def parse_json_option(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise BadInput(f"{what}: not JSON: {exc}") from None

@@ -41,7 +41,7 @@ def load_model(path: Path, model: type[M]) -> M:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "(file)"
-        problem = first["msg"]
+        problem = first["msg"].removeprefix("Value error, ")  # a validator's own words
         if first["type"] != "missing" and not isinstance(first.get("input", {}), dict | list):
             problem += f" (got {first['input']!r})"
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""

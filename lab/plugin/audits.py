@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from lab.data.errors import BadInput
 from lab.plugin.proxies import profiles_for
 from lab.reports.audit_page import publish_audit, summary_lines
 from lab.runs import audit as audit_run
+from lab.runs.audit_tls import ForwardTls
 from lab.runs.lifecycle import RunResources, new_run_dir
 from lab.stacks import user_app
 
@@ -26,6 +28,7 @@ class AppPool:
         self.folder = folder
         self._stack = contextlib.ExitStack()
         self._urls: dict[str, str] = {}
+        self._cas: dict[str, Path] = {}  # an HTTPS app's CA, by flow
         self._lock = threading.Lock()
 
     def __enter__(self) -> AppPool:
@@ -44,8 +47,18 @@ class AppPool:
             if key not in self._urls:
                 resources = RunResources(new_run_dir(self.folder, f"app-{flow.name}"))
                 self._stack.enter_context(resources)
-                self._urls[key] = user_app.launch(resources.sup, flow).ready().url
+                made, verify, ca = None, None, ""
+                if flow.https:  # its own CA, or the run's for {certfile}/{keyfile}
+                    made = resources.tls() if flow.makes_certificate else None
+                    self._cas[key] = flow.cacert or resources.tls().origin_ca
+                    verify, ca = ssl.create_default_context(cafile=self._cas[key]), "its CA"
+                launch = user_app.launch(resources.sup, flow, made, verify, ca)
+                self._urls[key] = launch.ready().url
             return self._urls[key]
+
+    def cacert_of(self, flow: flows.Flow) -> Path | None:
+        """The CA of an HTTPS app url_of started (None: plain HTTP)."""
+        return self._cas.get(flow.model_dump_json() + (flow.source or ""))
 
 
 def as_flow(flow: flows.Flow | str | Path) -> flows.Flow:
@@ -85,10 +98,14 @@ def make_auditor(apps: AppPool, folder: Path) -> Callable[..., Audit]:
         profiles: Sequence[str] | None = None,
         client_fixes: Sequence[str] = (),
         concurrency: int = audit_run.DEFAULT_CONCURRENCY,
+        tls: ForwardTls = "tunnel",
     ) -> Audit:
         loaded = as_flow(flow)
         if loaded.app.started_by_lab:
-            loaded = flows.from_options(loaded, **{"app.url": apps.url_of(loaded)})
+            running = {"app.url": apps.url_of(loaded)}
+            if (ca := apps.cacert_of(loaded)) is not None:
+                running["app.cacert"] = str(ca)
+            loaded = flows.from_options(loaded, **running)
         chosen = profiles_for(profiles, None)
         for fix in client_fixes:
             if fix not in audit_run.STRATEGIES[1:]:
@@ -100,6 +117,7 @@ def make_auditor(apps: AppPool, folder: Path) -> Callable[..., Audit]:
             folder,
             progress=lambda _line: None,
             concurrency=concurrency,
+            forward_tls=tls,
         )
         return Audit(result, publish_audit(result))
 

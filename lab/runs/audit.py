@@ -34,12 +34,12 @@ from lab.judging.advice import (
 )
 from lab.judging.audit import CellFacts
 from lab.judging.evidence import Verdict
-from lab.runs.audit_cell import run_audit_cell
+from lab.runs.audit_cell import CellTls, run_audit_cell
+from lab.runs.audit_tls import AuditTls, ForwardTls, for_audit, launch_audit_proxies
 from lab.runs.lifecycle import Progress, RunResources, new_run_dir
 from lab.runs.repro import write_json
 from lab.runs.schedule import MAX_ATTEMPTS
 from lab.stacks import user_app
-from lab.stacks.proxy_hosts import launch_proxy_group
 from lab.stacks.stack import ProxyEndpoint
 from sample_app import strategies
 
@@ -112,6 +112,17 @@ class AuditResult:
     lint: list[HeaderNote] = field(default_factory=list)
     freshness: str = ""
     recommendation: Recommendation | None = None
+    tls: dict[str, Any] | None = None  # an HTTPS app: where TLS ended for each profile
+
+    def tls_lines(self) -> list[str]:
+        """Where TLS ended, one line per profile (and what the pollers trusted)."""
+        if not self.tls:
+            return []
+        lines = [
+            f"{p}: TLS {m['mode']}, ended at {m['ended_at']}"
+            for p, m in self.tls["profiles"].items()
+        ]
+        return [*lines, f"the direct poller trusted {self.tls['direct_trusted']}"]
 
     @property
     def ok(self) -> bool:
@@ -146,6 +157,7 @@ class AuditResult:
                 else None
             ),
             "recommendation": self.recommendation.to_json() if self.recommendation else None,
+            "tls": self.tls,
             "cells": [
                 {
                     "profile": cell.profile,
@@ -168,7 +180,9 @@ def run_audit(
     progress: Progress,
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
+    forward_tls: ForwardTls = "tunnel",
 ) -> AuditResult:
+    """`forward_tls`: how forward profiles meet an HTTPS app (lab/runs/audit_tls.py)."""
     began = time.monotonic()
     run_dir = new_run_dir(runs_root, f"audit-{flow.name}")
     book = strategies.load()
@@ -180,34 +194,34 @@ def run_audit(
     try:
         with RunResources(run_dir) as resources:
             sup = resources.sup
+            tls = for_audit(resources.tls(), flow.cacert, forward_tls) if flow.https else None
+            direct = tls.context(None) if tls else None
+            ca = tls.app_ca_label if tls else ""
             if flow.app.started_by_lab:
                 progress(f"starting the app: {', '.join(n for n, _ in user_app.commands(flow))}")
-                launch = user_app.launch(sup, flow)
+                made = resources.tls() if flow.makes_certificate else None
+                launch = user_app.launch(sup, flow, made, direct, ca)
                 app_url, app_ready = launch.url, launch.ready
             else:
-                app = user_app.reach(flow)
+                app = user_app.reach(flow, direct, ca)
                 app_url, app_ready = app.url, lambda: app
             loaded = checked.result()
 
             def start_proxies(url: str, name: str) -> Callable[[], dict[Any, ProxyEndpoint]]:
-                """Every cell's listener, forward and reverse alike, a few to a mitmdump: the
-                app's address is known before it is up (the lab chose its port)."""
-                wanted = [
-                    ((profile.name, strategy), profile, url if profile.mode == "reverse" else None)
-                    for profile in loaded
-                    for strategy in strategy_names
-                ]
-                return launch_proxy_group(sup, name, wanted, LISTENERS_PER_PROXY_PROCESS)
+                return launch_audit_proxies(
+                    sup, name, loaded, strategy_names, url, LISTENERS_PER_PROXY_PROCESS, tls
+                )
 
             proxies_ready = start_proxies(app_url, "proxies")
             app = app_ready()
             progress(f"app up at {app.url}")
             if app.url != app_url:  # its first port was taken: the reverse listeners follow it
                 proxies_ready = start_proxies(app.url, "proxies-again")
-            sample, unusable = trial(flow, book, app.url, run_dir, strategy_names)
+            sample, unusable = trial(flow, book, app.url, run_dir, strategy_names, direct)
             endpoints = proxies_ready()
             result = AuditResult(flow, run_dir, app.url, profile_names, strategy_names)
             result.status_sample = sample
+            result.tls = tls.summary(loaded) if tls else None
             result.startup_seconds = time.monotonic() - began
             progress(
                 f"all up after {result.startup_seconds:.1f} s: {len(endpoints)} cells "
@@ -235,6 +249,7 @@ def run_audit(
                         app.url,
                         run_dir / "cells" / f"{cell.profile}--{cell.strategy}",
                         check_alive,
+                        tls,
                     )
                     for cell in runnable
                 ]
@@ -270,16 +285,18 @@ def _run_until_tested(
     app_url: str,
     cell_dir: Path,
     check_alive: Any,
+    tls: AuditTls | None = None,
 ) -> None:
     """The cell, run again (on the same listener, a new task) while a run tested nothing, up
     to MAX_ATTEMPTS runs; the last run's verdict stands, "not judged" if it still tested
     nothing."""
     # The listener is this cell's alone: its record is read on from where the last run stopped.
     record = JsonLinesTail(proxy.events) if proxy.events is not None else None
+    over_tls = CellTls.of(tls, proxy) if tls else None
     for attempt in range(1, MAX_ATTEMPTS + 1):
         here = cell_dir if attempt == 1 else cell_dir / f"attempt-{attempt}"
         run = run_audit_cell(
-            flow, book, cell.strategy, proxy, record, app_url, here, check_alive, attempt
+            flow, book, cell.strategy, proxy, record, app_url, here, check_alive, attempt, over_tls
         )
         cell.verdict, cell.facts = run.verdict, run.facts
         if run.verdict.untested:
@@ -295,13 +312,15 @@ def trial(
     app_url: str,
     run_dir: Path,
     strategy_names: list[str],
+    verify: Any = None,
 ) -> tuple[StatusSample | None, dict[str, str]]:
     """Start the work once and read its status once, straight at the app: a flow that does not
     fit the app is bad input (exit 2), an app that fails is exit 3. Returns the app's own status
     answer and, for each client strategy the app does not accept, why."""
     client = build_client(
-        flow, book, APP_POLLING, base_url=app_url, proxy_url=None, log_path=run_dir / "trial.jsonl"
-    )
+        flow, book, APP_POLLING, base_url=app_url, proxy_url=None,
+        log_path=run_dir / "trial.jsonl", verify=verify,
+    )  # fmt: skip
     where = _where(flow)
     start = f"{flow.start.method} {flow.start.path}"
     try:
@@ -330,7 +349,9 @@ def trial(
         unusable = {
             strategy: why
             for strategy in strategy_names
-            if (why := _not_accepted(flow, book, strategy, app_url, client.task_id, run_dir))
+            if (
+                why := _not_accepted(flow, book, strategy, app_url, client.task_id, run_dir, verify)
+            )
         }
         return sample, unusable
     finally:
@@ -344,6 +365,7 @@ def _not_accepted(
     app_url: str,
     task_id: str | None,
     run_dir: Path,
+    verify: Any = None,
 ) -> str | None:
     """Why the app does not take this client strategy's status request (a POST, or a nonce
     segment after its status path), from one such request straight at the app."""
@@ -357,6 +379,7 @@ def _not_accepted(
         proxy_url=None,
         log_path=run_dir / f"trial-{strategy}.jsonl",
         given_task_id=task_id,
+        verify=verify,
     )
     try:
         probe.start_once()

@@ -3,11 +3,12 @@ beside a direct poller of the same task (ground truth), and judged when it ends.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab.clients.base import start_neighbours
 from lab.clients.flow import FlowClient, build_client
@@ -17,12 +18,32 @@ from lab.data.scenarios import Outcome
 from lab.judging.audit import CellFacts, judge_cell
 from lab.judging.evidence import Verdict
 from lab.judging.proof import kept_asking
+from lab.judging.tls_path import certificate_line
 from lab.stacks.stack import ProxyEndpoint
 from sample_app.strategies import StrategyBook
+
+if TYPE_CHECKING:
+    from lab.runs.audit_tls import AuditTls
 
 WAIT_STEP = 0.05
 START_ANSWER_TIMEOUT = 15.0  # for the page's start request to be answered through the proxy
 DIRECT_RETRIES = 5  # the ground truth rides out a passing failure of the app
+
+
+@dataclass(frozen=True)
+class CellTls:
+    """An HTTPS app's cell: what its two pollers trust, and how TLS met the cell's proxy."""
+
+    proxied: ssl.SSLContext
+    direct: ssl.SSLContext
+    facts: Callable[[dict[str, str] | None], dict[str, Any]]  # the verdict's `tls`
+
+    @classmethod
+    def of(cls, tls: AuditTls, proxy: ProxyEndpoint) -> CellTls:
+        mode = proxy.tls or tls.mode_for(proxy.mode)
+        return cls(
+            tls.context(mode), tls.context(None), lambda seen: tls.facts(mode, proxy.profile, seen)
+        )
 
 
 @dataclass
@@ -71,10 +92,11 @@ def run_audit_cell(
     cell_dir: Path,
     check_alive: Callable[[], None],
     attempt: int = 1,
+    tls: CellTls | None = None,
 ) -> CellRun:
     """One run of the cell. `proxy_record`: the listener's events file, read as it grows and
     kept from one run of the cell to the next, so each run reads only what came since the last
-    (None: the proxy keeps no record)."""
+    (None: the proxy keeps no record). `tls`: the app is HTTPS."""
     cell_dir.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     base_url, proxy_url = proxy.client_route(app_url)
@@ -82,7 +104,7 @@ def run_audit_cell(
     def client_for(log: str, **more: Any) -> FlowClient:
         return build_client(
             flow, book, strategy, base_url=base_url, proxy_url=proxy_url,
-            log_path=cell_dir / log, **more,
+            log_path=cell_dir / log, verify=tls.proxied if tls else None, **more,
         )  # fmt: skip
 
     neighbours = [client_for("client-neighbour-1.jsonl")] if flow.two_users else []
@@ -101,6 +123,7 @@ def run_audit_cell(
                 log_path=cell_dir / "direct.jsonl",
                 given_task_id=client.task_id,
                 retries=DIRECT_RETRIES,
+                verify=tls.direct if tls else None,
             )
             direct.start()
         return direct
@@ -145,6 +168,11 @@ def run_audit_cell(
     )
     if observed is None and verdict.untested is None:
         verdict.untested = "no ground truth: the direct path showed no final state"
+    if tls is not None:
+        # Where TLS ended and whose certificate the poller accepted, as the https scenarios say.
+        verdict.tls = tls.facts(client.tls_seen)
+        if verdict.first_stale_answer is not None and client.tls_seen:
+            verdict.first_stale_answer["tls_certificate"] = certificate_line(verdict.tls)
     verdict.run_dir = str(cell_dir)
     return CellRun(verdict, facts)
 

@@ -7,6 +7,7 @@ seventeen profiles: the profiles that can share a process go a few to each
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 
@@ -18,10 +19,12 @@ from lab.stacks.stack import ProxyEndpoint, launch_proxy, mitmdump_executable
 PROFILES_PER_PROXY_PROCESS = 5  # listeners of one mitmdump in a matrix
 ProxyKey = tuple[str, str]  # (profile, "*" for a forward proxy or the app stack it fronts)
 Listener = tuple[str, profiles.Profile, str | None]  # key, profile, app URL of a reverse one
+# A TLS mode's mitmproxy options for one process, by its name (its own confdir): TlsOptions.
+TlsOptions = tuple[str, Callable[[str], list[str]]]
 
 
 def launch_proxy_host(
-    sup: Supervisor, name: str, listeners: list[Listener]
+    sup: Supervisor, name: str, listeners: list[Listener], tls: TlsOptions | None = None
 ) -> Callable[[], dict[str, ProxyEndpoint]]:
     """Start one mitmdump for several profiles, one listener each (proxies/lab_listeners.py):
     `listeners` are (key, profile, app URL for a reverse profile or None). Return a function
@@ -29,6 +32,7 @@ def launch_proxy_host(
 
     mitmproxy cannot report the port it chose for several listeners, so the lab picks free
     ports; one taken in between is tried again with new ports (as for the lab's Redis).
+    `tls`: (mode, options) for every listener, as for an HTTPS scenario (stack.tls_args).
     """
     run_dir = sup.run_dir
     ready_file = run_dir / f"{name}.ready.json"
@@ -64,6 +68,7 @@ def launch_proxy_host(
                 "--set",
                 f"listeners_ready={ready_file}",
                 *modes,
+                *(tls[1](name) if tls else []),
             ],
         )
         return proc, ports
@@ -76,8 +81,11 @@ def launch_proxy_host(
     def ready() -> dict[str, ProxyEndpoint]:
         _, ports = start_retrying_taken_ports(sup, first, start, wait)
         return {
-            key: ProxyEndpoint(
-                key, profile.name, profile.mode, f"http://{LOOPBACK}:{ports[key]}", events[key]
+            key: with_tls(
+                ProxyEndpoint(
+                    key, profile.name, profile.mode, f"http://{LOOPBACK}:{ports[key]}", events[key]
+                ),
+                tls[0] if tls else None,
             )
             for key, profile, _ in listeners
         }
@@ -90,14 +98,21 @@ def launch_proxy_group(
     name: str,
     wanted: list[tuple[ProxyKey, profiles.Profile, str | None]],
     per_process: int = PROFILES_PER_PROXY_PROCESS,
+    tls: TlsOptions | None = None,
 ) -> Callable[[], dict[ProxyKey, ProxyEndpoint]]:
     """A few listeners a mitmdump (`per_process`) for the profiles that can share one, one each
-    for the others; return a function that waits for them all and gives each key's endpoint."""
+    for the others; return a function that waits for them all and gives each key's endpoint.
+    `tls`: every process in one TLS mode (launch_proxy_host)."""
     shared = [item for item in wanted if profiles.can_share_a_process(item[1])]
     waits: dict[ProxyKey, Callable[[], ProxyEndpoint]] = {}
     for pkey, profile, app_url in wanted:
         if (pkey, profile, app_url) not in shared:
-            waits[pkey] = launch_proxy(sup, _listener_label(pkey), profile, app_url, single=False)
+            label = _listener_label(pkey)
+            own = tls[1](f"proxy-{label}") if tls else None
+            waits[pkey] = _tls_endpoint(
+                launch_proxy(sup, label, profile, app_url, single=False, extra_args=own),
+                tls[0] if tls else None,
+            )
     labels = {_listener_label(pkey): pkey for pkey, _, _ in shared}
     # A few profiles a process: one mitmdump is one core at most, and the cells starting
     # together would all wait for it.
@@ -107,6 +122,7 @@ def launch_proxy_group(
             sup,
             f"{name}-{n}",
             [(_listener_label(pkey), profile, url) for pkey, profile, url in group],
+            tls,
         )
         for n, group in enumerate(groups, 1)
     ]
@@ -118,6 +134,21 @@ def launch_proxy_group(
         return endpoints | {pkey: wait() for pkey, wait in waits.items()}
 
     return ready
+
+
+def with_tls(endpoint: ProxyEndpoint, mode: str | None) -> ProxyEndpoint:
+    """The endpoint of a listener in a TLS mode: an edge is reached over HTTPS."""
+    if mode is None:
+        return endpoint
+    scheme = "https" if mode == "edge" else "http"
+    address = endpoint.address.replace("http://", f"{scheme}://", 1)
+    return dataclasses.replace(endpoint, address=address, tls=mode)
+
+
+def _tls_endpoint(
+    ready: Callable[[], ProxyEndpoint], mode: str | None
+) -> Callable[[], ProxyEndpoint]:
+    return lambda: with_tls(ready(), mode)
 
 
 def _listener_label(pkey: ProxyKey) -> str:

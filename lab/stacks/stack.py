@@ -306,7 +306,9 @@ def launch_proxy(
     return ready
 
 
-def tls_args(mode: str, tls: RunTls | None, name: str) -> list[str]:
+def tls_args(
+    mode: str, tls: RunTls | None, name: str, *, upstream_ca: Path | None = None
+) -> list[str]:
     """mitmproxy's own options for a TLS mode, one mitmdump per mode (they are the process's).
 
     tunnel: `ignore_hosts` matches every host, so a CONNECT is passed through as bytes (what a
@@ -314,12 +316,12 @@ def tls_args(mode: str, tls: RunTls | None, name: str) -> list[str]:
     mitmproxy-ca.pem, so mitmproxy makes each host's certificate from it; edge: `certs` serves
     the origin CA's certificate for 127.0.0.1. The two that terminate TLS verify the app's
     certificate with the origin CA (`ssl_verify_upstream_trusted_ca`), as a real gateway or
-    CDN verifies the origin. A confdir of the run's own in every case: mitmproxy would
-    otherwise make its CA in ~/.mitmproxy.
+    CDN verifies the origin (`upstream_ca`: another app's CA, for `lab audit`). A confdir of
+    the run's own in every case: mitmproxy would otherwise make its CA in ~/.mitmproxy.
     """
     assert tls is not None, "a TLS mode needs the run's certificates"
     confdir = tls.folder / name
-    upstream = ["--set", f"ssl_verify_upstream_trusted_ca={tls.origin_ca}"]
+    upstream = ["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca or tls.origin_ca}"]
     if mode == "tunnel":
         return ["--set", "ignore_hosts=.*", "--set", f"confdir={confdir}"]
     if mode == "inspect":

@@ -6,6 +6,11 @@ The web server is the first command (a Procfile's `web`); the lab chooses its po
 it as `{port}` in the command, and as `$PORT` (Heroku's convention, which most Procfiles use).
 Commands run through `/bin/sh -c`, as foreman and Heroku run a Procfile's, with the lab's own
 environment's programs first on PATH.
+
+An HTTPS app (lab/runs/audit_tls.py) is asked for at https:// and its certificate verified with
+the app's CA alone: one that CA does not verify is a ComponentError (exit 3) at once, never a
+wait for an app that will not answer. `{certfile}` and `{keyfile}` are the run's certificate
+for 127.0.0.1 and its key (in `<run>/tls/`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import ssl
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +31,7 @@ from lab.data.errors import ComponentError
 from lab.data.flows import Flow
 from lab.stacks.ports import LOOPBACK, free_port, start_retrying_taken_ports
 from lab.stacks.processes import Component, Supervisor
+from lab.stacks.tls import RunTls
 
 PREFIX = "app-"  # the user's processes: app-web, app-worker... (their logs: app-web.log)
 READY_PROBE_TIMEOUT = 2.0
@@ -59,8 +66,11 @@ def commands(flow: Flow) -> list[tuple[str, str]]:
     return named
 
 
-def fill_in(text: str, port: int, data_dir: Path) -> str:
+def fill_in(text: str, port: int, data_dir: Path, tls: RunTls | None = None) -> str:
     """The placeholders of a command or env value, each quoted for the shell where needed."""
+    if tls is not None:
+        text = text.replace("{certfile}", shlex.quote(str(tls.app_cert)))
+        text = text.replace("{keyfile}", shlex.quote(str(tls.app_key)))
     return (
         text.replace("{port}", str(port))
         .replace("{data_dir}", str(data_dir))
@@ -68,20 +78,35 @@ def fill_in(text: str, port: int, data_dir: Path) -> str:
     )
 
 
-def answers_http(url: str) -> bool:
-    """The web server answered a GET with anything but a server error."""
+def answers_http(url: str, verify: ssl.SSLContext | None = None, ca: str = "") -> bool:
+    """The web server answered a GET with anything but a server error. `verify`: an https://
+    app's CA (`ca` names it): a certificate it does not verify is ComponentError (exit 3)."""
     try:
-        with httpx.Client(trust_env=False, timeout=READY_PROBE_TIMEOUT) as client:
-            return client.get(url).status_code < 500
-    except httpx.HTTPError:
+        with httpx.Client(trust_env=False, timeout=READY_PROBE_TIMEOUT, verify=verify or True) as c:
+            return c.get(url).status_code < 500
+    except httpx.HTTPError as exc:
+        if verify is not None and (problem := _certificate_problem(exc)):
+            raise ComponentError(
+                "app", f"the certificate of {url} is not verified by {ca}: {problem}"
+            ) from None
         return False
 
 
-def reach(flow: Flow) -> UserApp:
+def _certificate_problem(exc: BaseException) -> str | None:
+    """The certificate verification error behind a failed request, or None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_message or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def reach(flow: Flow, verify: ssl.SSLContext | None = None, ca: str = "") -> UserApp:
     """An app already running: it must answer its ready path, else ComponentError (exit 3)."""
     assert flow.app.url is not None
     probe = f"{flow.app.url}{flow.app.ready_path}"
-    if not answers_http(probe):
+    if not answers_http(probe, verify, ca):
         raise ComponentError("app", f"no HTTP answer below 500 at {probe} (is it running?)")
     return UserApp(flow.app.url)
 
@@ -95,17 +120,26 @@ class Launch:
     ready: Callable[[], UserApp]
 
 
-def launch(sup: Supervisor, flow: Flow) -> Launch:
+def launch(
+    sup: Supervisor,
+    flow: Flow,
+    tls: RunTls | None = None,
+    verify: ssl.SSLContext | None = None,
+    ca: str = "",
+) -> Launch:
     """Start the flow's commands. `ready()` waits until the web server answers (every process
     still alive) and gives the app; a port taken between the lab's choice and the server's bind
-    is chosen again (as for the lab's own servers), so its URL may then differ from `url`."""
+    is chosen again (as for the lab's own servers), so its URL may then differ from `url`.
+    `verify` (with `ca`, its name): the app serves HTTPS; `tls`: the run's certificates for
+    `{certfile}`/`{keyfile}`."""
+    scheme = "https" if verify is not None else "http"
     data_dir = sup.run_dir / "app-data"
     data_dir.mkdir(parents=True, exist_ok=True)
     named = commands(flow)
 
     def start() -> tuple[Component, int]:
         port = free_port()
-        env = {name: fill_in(value, port, data_dir) for name, value in flow.app.env.items()}
+        env = {name: fill_in(value, port, data_dir, tls) for name, value in flow.app.env.items()}
         env["PORT"] = str(port)
         # The lab's own environment's programs first (gunicorn, celery, uvicorn installed beside
         # it), as `uv run` or an activated venv would have them: a Procfile names programs.
@@ -116,7 +150,7 @@ def launch(sup: Supervisor, flow: Flow) -> Launch:
         for name, command in named:
             component = sup.add(
                 f"{PREFIX}{name}",
-                ["/bin/sh", "-c", fill_in(command, port, data_dir)],
+                ["/bin/sh", "-c", fill_in(command, port, data_dir, tls)],
                 extra_env=env,
                 cwd=flow.cwd,
             )
@@ -125,10 +159,10 @@ def launch(sup: Supervisor, flow: Flow) -> Launch:
         return started[0], port
 
     def wait(web: Component, port: int) -> None:
-        url = f"http://{LOOPBACK}:{port}{flow.app.ready_path}"
+        url = f"{scheme}://{LOOPBACK}:{port}{flow.app.ready_path}"
         sup.wait_until(
             web,
-            lambda: answers_http(url),
+            lambda: answers_http(url, verify, ca),
             f"an answer to GET {flow.app.ready_path} on port {port}",
             timeout=flow.app.start_timeout_s,
         )
@@ -138,9 +172,9 @@ def launch(sup: Supervisor, flow: Flow) -> Launch:
     def ready() -> UserApp:
         _, port = start_retrying_taken_ports(sup, first, _restart(sup, start), wait)
         ours = [c for c in sup.components if c.name.startswith(PREFIX)]
-        return UserApp(f"http://{LOOPBACK}:{port}", ours)
+        return UserApp(f"{scheme}://{LOOPBACK}:{port}", ours)
 
-    return Launch(f"http://{LOOPBACK}:{first[1]}", ready)
+    return Launch(f"{scheme}://{LOOPBACK}:{first[1]}", ready)
 
 
 def _restart(
