@@ -34,8 +34,7 @@ DEFAULT_AUDIT_CONCURRENCY = 32  # cells of an audit running at once
 JsonValue = str | bool | int | float
 HEADER_PREFIX = "header:"
 ID_PLACEHOLDER = "{id}"
-# In the status path: a fresh random value on every poll, as a page that busts caches sends it
-# (the story's fix), in a path segment or the query string.
+# In the status path: a fresh random value on every poll (a page's cache buster: the story's fix).
 NONCE_PLACEHOLDER = "{nonce}"
 PLACEHOLDERS = ("{port}", "{data_dir}", "{python}", "{certfile}", "{keyfile}")
 # An app the lab starts serves HTTPS with a certificate made for the run when its commands or
@@ -295,9 +294,8 @@ class Flow(_Strict):
         return (self.base_dir / self.app.cacert).resolve() if self.app.cacert else None
 
     def status_path(self, task_id: str) -> str:
-        """The status request's path for this task; each call draws a new `{nonce}`."""
         path = self.status.path.replace(ID_PLACEHOLDER, task_id)
-        return path.replace(NONCE_PLACEHOLDER, secrets.token_hex(8))
+        return path.replace(NONCE_PLACEHOLDER, secrets.token_hex(8))  # a new one on each call
 
     @property
     def two_users(self) -> bool:
