@@ -141,6 +141,9 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
     app.extensions["result_collector"] = collector
 
     def read_status(task_id: str) -> dict[str, Any]:
+        # When the state was read, not when the answer was logged: a read just before the task
+        # finished, logged just after, is not the app answering stale (the lab's judge).
+        g.state_read_at = time.time()
         result = celery.AsyncResult(task_id, backend=results)
         try:
             state = result.state
@@ -373,6 +376,7 @@ def create_app(config: AppConfig, celery: Celery | None = None) -> Flask:
             # A 304 has no body: the state it confirmed is the one the app read.
             state=body.get("state") or g.get("state"),
             seq=body.get("seq"),
+            state_read_at=g.get("state_read_at"),
             cache_control=response.headers.get("Cache-Control"),
             **({"error": body.get("error")} if response.status_code >= 500 else {}),
         )

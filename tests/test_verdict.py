@@ -204,3 +204,16 @@ def test_a_cell_not_judged_is_neither_a_mismatch_nor_ok():
     )
     good = {NONE: ("hung", "hung", None), NONCE: ("completed", "completed", None)}
     assert matrix_of(unjudged, good).flips == {NONE: [NOT_JUDGED, "hung"]}
+
+
+def test_a_read_from_before_the_finish_logged_after_it_does_not_blame_the_app():
+    """Under load the app read PENDING just before the task finished and logged the request
+    just after: the status stopped at the proxy, not at an app answering stale."""
+    ev = evidence([poll(0.3, 0.31, "PENDING")], finished=1.2)
+    ev.ui_state = "hung"
+    late_log = {"time": T0 + 1.25, "state_read_at": T0 + 1.19, "state": "PENDING"}
+    ev.origin_status_requests = [{"time": T0 + 0.3, "state": "PENDING"}, late_log]
+    assert ev.stopped_at(Outcome.hung, FINAL) == "proxy"
+    # A read after the finish that still said PENDING is the app's own fault.
+    ev.origin_status_requests[1] = {**late_log, "state_read_at": T0 + 1.21}
+    assert ev.stopped_at(Outcome.hung, FINAL) == "origin"

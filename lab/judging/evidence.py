@@ -141,10 +141,16 @@ class Evidence:
             return "result backend"
         origin_final = any(e.get("state") in final_states for e in self.origin_status_requests)
         if not origin_final:
-            after = [e for e in self.origin_status_requests if e["time"] > self.task_finished_at]
+            after = [e for e in self.origin_status_requests if read_at(e) > self.task_finished_at]
             if after:
                 return "origin"
         return "proxy" if self.uses_proxy else "client"
+
+
+def read_at(request: dict[str, Any]) -> float:
+    """When the app read the state it answered (its log line is written after the answer, and
+    under load a read from before the task finished can be logged after it)."""
+    return request.get("state_read_at") or request["time"]
 
 
 @dataclass
@@ -320,7 +326,7 @@ def untested_because(
             f"{answer.state}: the task finished before any poll reached the app"
         )
     if result_lifetime:
-        reads = sorted(e["time"] for e in ev.origin_status_requests if e["time"] >= finished)
+        reads = sorted(read_at(e) for e in ev.origin_status_requests if read_at(e) >= finished)
         if not reads or reads[0] - finished > result_lifetime:
             late = f"{reads[0] - finished:.2f} s" if reads else "never"
             return (
