@@ -23,9 +23,7 @@ from lab.cli.audit import audit_command
 from lab.cli.options import (
     BROKER_LIST,
     FIX,
-    FIX_LIST,
     SCENARIO,
-    SCENARIO_LIST,
     RunOptions,
     broker_options,
     check_app_port_alone,
@@ -36,6 +34,7 @@ from lab.cli.options import (
     check_proxy_options,
     run_options,
     runs_dir_option,
+    selection_options,
 )
 from lab.cli.output import err, guarded, out, progress, terminate_as_interrupt
 from lab.cli.probe import probe_command
@@ -160,10 +159,7 @@ def _print_evidence(v: Verdict) -> None:
 
 
 @main.command("matrix")
-@click.option(
-    "--scenarios", "only_scenarios", type=SCENARIO_LIST, metavar="A,B", help="Only these scenarios."
-)
-@click.option("--fixes", "only_fixes", type=FIX_LIST, metavar="X,Y", help="Only these fixes.")
+@selection_options
 @click.option(
     "--repeat",
     type=click.IntRange(1, 100),

@@ -10,12 +10,11 @@ from pathlib import Path
 import click
 
 from lab.cli.options import (
-    FIX_LIST,
-    SCENARIO_LIST,
     Command,
     RunOptions,
     check_for_matrix,
     runs_dir_option,
+    selection_options,
 )
 from lab.cli.output import err, guarded, progress
 from lab.data import paths
@@ -37,10 +36,7 @@ def _log_to_stderr() -> None:
 
 @click.command("agent")
 @click.argument("url", metavar="REDIS_URL")
-@click.option(
-    "--scenarios", "only_scenarios", type=SCENARIO_LIST, metavar="A,B", help="Only these scenarios."
-)
-@click.option("--fixes", "only_fixes", type=FIX_LIST, metavar="X,Y", help="Only these fixes.")
+@selection_options
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 256),

@@ -100,6 +100,20 @@ class RunOptions:
         return self.runs_dir or paths.runs_dir()
 
 
+def selection_options(f: Command) -> Command:
+    """--scenarios and --fixes: the part of the matrix a command runs (lab matrix, lab agent)."""
+    f = click.option(
+        "--fixes", "only_fixes", type=FIX_LIST, metavar="X,Y", help="Only these fixes."
+    )(f)
+    return click.option(
+        "--scenarios",
+        "only_scenarios",
+        type=SCENARIO_LIST,
+        metavar="A,B",
+        help="Only these scenarios.",
+    )(f)
+
+
 def runs_dir_option(f: Command) -> Command:
     return click.option(
         "--runs-dir",

@@ -33,7 +33,7 @@ from lab.runs.cell import CellRun
 from lab.runs.lifecycle import Progress, RunResources
 from lab.runs.repro import write_json
 from lab.runs.schedule import MAX_ATTEMPTS
-from lab.runs.shared_stacks import needs_own_stack
+from lab.runs.shared_stacks import needs_own_stack, split_cells
 from lab.runs.warm_stacks import AliveCheck, WarmStacks, warm_stacks
 from lab.stacks.brokers import BrokerChoice
 
@@ -68,10 +68,7 @@ class Agent:
 
     def warm(self, resources: RunResources, progress: Progress) -> None:
         """Start the stacks of every shared cell this agent has; return once they are up."""
-        cells = [
-            (sc, fix) for sc in self.scenarios.values() for fix in self.fixes if sc.applies(fix)
-        ]
-        shared = [cell for cell in cells if not needs_own_stack(cell[0])]
+        cells, _, shared = split_cells(self.scenarios.values(), self.fixes)
         self.stacks = warm_stacks(
             resources,
             shared,

@@ -38,7 +38,7 @@ from lab.runs.lifecycle import Progress, new_run_dir
 from lab.runs.matrix import MATRIX_JSON, MatrixResult, run_rounds
 from lab.runs.repro import write_json
 from lab.runs.schedule import MAX_ATTEMPTS, attempt_dir
-from lab.runs.shared_stacks import needs_own_stack
+from lab.runs.shared_stacks import needs_own_stack, split_cells
 
 RESULT_POLL_S = 0.1  # how often a waiting cell looks for its result
 # Beyond the cell's own longest wait: a redelivery after a lost agent, and an agent's start.
@@ -209,9 +209,7 @@ def run_dispatched_matrix(
         raise ComponentError("dispatch broker", f"{dispatch_url}: {exc}") from None
     run_dir = run_dir or new_run_dir(runs_root, "matrix")
     run_dir.mkdir(parents=True, exist_ok=True)
-    cells = [(sc, fix) for sc in scenarios for fix in fixes if sc.applies(fix)]
-    own = [cell for cell in cells if needs_own_stack(cell[0])]
-    shared = [cell for cell in cells if not needs_own_stack(cell[0])]
+    cells, own, shared = split_cells(scenarios, fixes)
     result = MatrixResult(
         run_dir, [sc.name for sc in scenarios], fixes, client=client, broker=broker
     )

@@ -21,7 +21,7 @@ from lab.runs import repro
 from lab.runs.lifecycle import Progress, RunResources, new_run_dir
 from lab.runs.repro import write_json
 from lab.runs.schedule import MAX_ATTEMPTS, attempt_dir, run_in_turn, start_order
-from lab.runs.shared_stacks import needs_own_stack
+from lab.runs.shared_stacks import split_cells
 from lab.runs.warm_stacks import AliveCheck, warm_stacks
 from lab.stacks.brokers import BrokerChoice, redis_server_installed
 from lab.stacks.stack import ProxyEndpoint, external_proxy
@@ -186,9 +186,7 @@ def run_matrix(
         run_dir = new_run_dir(runs_root, "matrix")
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-    cells = [(sc, fix) for sc in scenarios for fix in fixes if sc.applies(fix)]
-    own = [cell for cell in cells if needs_own_stack(cell[0])]
-    shared = [cell for cell in cells if not needs_own_stack(cell[0])]
+    cells, own, shared = split_cells(scenarios, fixes)
     result = MatrixResult(
         run_dir, [sc.name for sc in scenarios], fixes, client=client, broker=broker
     )

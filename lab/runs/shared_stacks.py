@@ -7,7 +7,7 @@ stack of their own instead (`lab repro`'s, one each).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from lab.data import profiles
 from lab.data.errors import BadInput
@@ -22,6 +22,19 @@ from lab.stacks.stack import AppStack, ProxyEndpoint, external_proxy, launch_pro
 def needs_own_stack(scenario: Scenario) -> bool:
     """A cell that fills its broker (a [load] stream, a capped Redis) cannot share one."""
     return bool(scenario.load.tasks) or scenario.redis.maxmemory != "0"
+
+
+Cell = tuple[Scenario, str]
+
+
+def split_cells(
+    scenarios: Iterable[Scenario], fixes: Iterable[str]
+) -> tuple[list[Cell], list[Cell], list[Cell]]:
+    """Every (scenario, fix) that applies; those that need a stack of their own; the rest."""
+    fixes = list(fixes)
+    cells = [(sc, fix) for sc in scenarios for fix in fixes if sc.applies(fix)]
+    own = [cell for cell in cells if needs_own_stack(cell[0])]
+    return cells, own, [cell for cell in cells if not needs_own_stack(cell[0])]
 
 
 def app_stacks_needed(cells: list[tuple[Scenario, str]]) -> list[str]:
