@@ -275,7 +275,7 @@ class SharedCache:
         if response is None or response.raw_content is None:  # streamed bodies aren't kept
             return None
         stored = snapshot(response)
-        for name in cache_policy.not_stored_fields(response.headers):
+        for name in self.rules.not_stored_fields(flow.request, response):
             stored.headers.pop(name, None)  # removes every line of the field
         entry = _entry(self, flow, stored, now, response.headers)
         if entry is None or entry.size > self.settings.max_bytes:
@@ -324,7 +324,9 @@ def _invalidate(rules: CacheRules, store: EntryStore, flow: http.HTTPFlow) -> No
         return
     if not 200 <= response.status_code < 400 or not rules.invalidates(request, response):
         return
-    targets = [request, *_same_origin_locations(request, response)]
+    targets = [request]
+    if rules.invalidates_locations(request, response):
+        targets += _same_origin_locations(request, response)
     for target in targets:
         for method in cache_policy.CACHEABLE_METHODS:
             key = rules.key(target, method)
