@@ -96,11 +96,18 @@ class CacheRules:
         return decision
 
     def invalidates_locations(self, request: http.Request, response: http.Response) -> bool:
-        """RFC 9111 4.4's invalidation of Location and Content-Location, as left."""
+        """RFC 9111 4.4's invalidation of the same-origin Location and Content-Location."""
         decision = True
         for m in self.in_scope(request):
             decision = m.invalidates_locations(request, response, decision)
         return decision
+
+    def not_stored_fields(self, request: http.Request, response: http.Response) -> frozenset[str]:
+        """RFC 9111 3.1's fields removed before storing, as the misbehaviours leave them."""
+        names = frozenset(cache_policy.not_stored_fields(response.headers))
+        for m in self.in_scope(request):
+            names = m.not_stored_fields(request, names)
+        return names
 
     def initial_age(self, request: http.Request, headers: http.Headers, now: float) -> float:
         """RFC 9111 4.2.3's age on arrival, as the misbehaviours leave it."""

@@ -275,7 +275,7 @@ class SharedCache:
         if response is None or response.raw_content is None:  # streamed bodies aren't kept
             return None
         stored = snapshot(response)
-        for name in cache_policy.not_stored_fields(response.headers):
+        for name in self.rules.not_stored_fields(flow.request, response):
             stored.headers.pop(name, None)  # removes every line of the field
         entry = _entry(self, flow, stored, now, response.headers)
         if entry is None or entry.size > self.settings.max_bytes:

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from mitmproxy import http
+from mitmproxy.test import tflow, tutils
 from werkzeug.http import http_date
 
 from proxies import profile as profiles
@@ -22,6 +24,9 @@ PRODUCT_MISBEHAVIOURS = [
     "apache-mod-cache",
     "haproxy-cache",
     "trafficserver-required-headers",
+    "trafficserver-invalidation",
+    "trafficserver-304-update",
+    "trafficserver-field-parsing",
     "varnish-builtin-vcl",
 ]
 DAY_OLD = {"Last-Modified": http_date(START - 86400), "Date": http_date(START)}
@@ -384,3 +389,155 @@ def test_trafficserver_heuristic_below_level_two(lab: Lab, level: int, headers: 
 def test_trafficserver_level_one_still_refuses_a_header_less_answer(lab: Lab):
     use(lab, {"name": "trafficserver-required-headers", "required_headers": 1})
     assert twice(lab) == ("MISS", "MISS")
+
+
+# -- HAProxy 2.6.12's src/cache.c: Age, max-age parsing, revalidation, invalidation ----------
+
+
+@pytest.mark.parametrize(
+    ("age", "stored"),
+    [
+        ("30", True),
+        ("0", False),  # strl2llrc gives 0: not > 0
+        ("abc", False),
+        ("-7200", False),
+        ("7200;foo=bar", False),
+        ("0, 7200", False),  # only the first value is read
+        ("3600", False),  # more than the answer's own max-age
+    ],
+)
+def test_haproxy_stores_only_a_positive_age_within_the_answers_lifetime(
+    lab: Lab, age: str, stored: bool
+):
+    as_profile(lab, "haproxy-cache")
+    headers = {"Cache-Control": "max-age=600", "Age": age}
+    assert (outcome(lab.fetch(response_headers=headers)) == "STORE") is stored
+
+
+def test_haproxy_age_adds_to_the_served_age_but_not_to_the_lifetime(lab: Lab):
+    as_profile(lab, "haproxy-cache")
+    headers = {"Cache-Control": "max-age=600", "Age": "500", "Date": http_date(START - 900)}
+    lab.fetch(response_headers=headers)
+    lab.advance(10)
+    hit = lab.fetch()
+    assert outcome(hit) == "HIT" and hit.response.headers["Age"] == "510"  # Date not read
+    lab.advance(49)
+    assert outcome(lab.fetch()) == "HIT"  # capped at 60 s in the cache, whatever Age said
+    lab.advance(1)
+    assert outcome(lab.fetch(response_headers=headers)) == "STORE"
+
+
+@pytest.mark.parametrize("cache_control", ["max-age='3600'", "max-age=-1", "s-maxage=x"])
+def test_haproxy_an_unreadable_max_age_is_never_served(lab: Lab, cache_control: str):
+    as_profile(lab, "haproxy-cache")
+    headers = {"Cache-Control": cache_control, "ETag": '"v1"'}
+    assert twice(lab, response_headers=headers) == ("MISS", "MISS")
+
+
+def test_haproxy_fetches_a_stale_entry_again_without_validators(lab: Lab):
+    as_profile(lab, "haproxy-cache")
+    headers = {"Cache-Control": "max-age=10", "ETag": '"v1"'}
+    lab.fetch(response_headers=headers)
+    lab.advance(11)
+    assert outcome(lab.fetch(response_headers=headers)) == "STORE"
+    assert "If-None-Match" not in lab.origin_requests[-1].headers
+
+
+def test_haproxy_invalidates_the_requests_own_url_only(lab: Lab):
+    as_profile(lab, "haproxy-cache")
+    fresh = {"Cache-Control": "max-age=60"}
+    other = f"{URL}/other"
+    lab.fetch(response_headers=fresh)
+    lab.fetch(other, response_headers=fresh)
+    lab.fetch(method="POST", response_headers={"Location": other, "Content-Location": other})
+    assert outcome(lab.fetch(other)) == "HIT"  # RFC 9111 4.4 lets a cache drop it too
+    assert outcome(lab.fetch(response_headers=fresh)) == "STORE"
+
+
+def test_haproxy_stores_the_fields_connection_names(lab: Lab):
+    as_profile(lab, "haproxy-cache")
+    headers = {"Cache-Control": "max-age=60", "Connection": "a", "A": "1"}
+    lab.fetch(response_headers=headers)
+    hit = lab.fetch()
+    assert outcome(hit) == "HIT" and hit.response.headers["A"] == "1"
+
+
+# -- Traffic Server 9.2: invalidation, stored fields, 304 merge, field parsing ------------------
+
+
+def test_trafficserver_invalidates_after_its_methods_and_only_the_own_url(lab: Lab):
+    as_profile(lab, "trafficserver-default")
+    fresh = {"Cache-Control": "max-age=60"}
+    other = f"{URL}/other"
+    lab.fetch(response_headers=fresh)
+    lab.fetch(other, response_headers=fresh)
+    lab.fetch(method="M-SEARCH")
+    assert outcome(lab.fetch()) == "HIT"  # an unknown method deletes nothing
+    lab.fetch(method="PUT", status=201, response_headers={"Content-Location": other})
+    assert outcome(lab.fetch(other)) == "HIT"
+    assert outcome(lab.fetch(response_headers=fresh)) == "STORE"
+
+
+def test_trafficserver_stores_no_set_cookie_but_the_fields_connection_names(lab: Lab):
+    as_profile(lab, "trafficserver-default")
+    headers = {"Cache-Control": "max-age=60", "Set-Cookie": "a=b", "Connection": "a", "A": "1"}
+    assert lab.fetch(response_headers=headers).response.headers["Set-Cookie"] == "a=b"
+    hit = lab.fetch()
+    assert outcome(hit) == "HIT" and "Set-Cookie" not in hit.response.headers
+    assert hit.response.headers["A"] == "1"
+
+
+def test_trafficserver_merges_a_304_by_its_own_list(lab: Lab):
+    as_profile(lab, "trafficserver-default")
+    first = {
+        "Cache-Control": "max-age=10",
+        "ETag": '"v1"',
+        "Content-MD5": "old",
+        "Content-Type": "text/plain",
+    }
+    lab.fetch(response_headers=first)
+    lab.advance(11)
+    second = {**first, "Content-MD5": "new", "Content-Type": "text/html"}
+    again = lab.fetch(response_headers=second)
+    assert outcome(again) == "REVALIDATED"
+    assert again.response.headers["Content-MD5"] == "new"  # RFC 9111 3.2 keeps "old"
+    assert again.response.headers["Content-Type"] == "text/plain"  # RFC 9111 takes the 304's
+    lab.advance(11)
+    other = {"Cache-Control": "max-age=10", "ETag": '"v2"'}
+    relabelled = lab.fetch(response_headers=other, status=304, content=b"")
+    assert outcome(relabelled) == "REVALIDATED" and relabelled.response.status_code == 200
+    assert relabelled.response.headers["ETag"] == '"v2"'
+
+
+@pytest.mark.parametrize(
+    ("headers", "cached"),
+    [
+        ({"Cache-Control": "max-age='3600'"}, True),  # mime_parse_integer skips the quote
+        ({"Cache-Control": "max-age=3600", "Age": "7200.0"}, False),  # Age 7200
+        ({"Cache-Control": "max-age=3600", "Age": "7200;foo=bar"}, False),
+        ({"Cache-Control": "max-age=3600", "Age": "abc"}, True),  # Age 0
+    ],
+)
+def test_trafficserver_reads_numbers_by_their_digits(lab: Lab, headers: dict, cached: bool):
+    as_profile(lab, "trafficserver-default")
+    lab.fetch(response_headers=headers)
+    assert (outcome(lab.fetch(response_headers=headers)) == "HIT") is cached
+
+
+def test_trafficserver_reads_the_first_vary_line_only(lab: Lab):
+    as_profile(lab, "trafficserver-default")
+    fields = http.Headers([(b"Cache-Control", b"max-age=60"), (b"Vary", b""), (b"Vary", b"*")])
+    first = tflow.tflow()
+    first.request.url = URL
+    lab.addon.request(first)
+    first.response = tutils.tresp(headers=fields, content=b"body")
+    lab.addon.response(first)
+    assert outcome(first) == "STORE"  # RFC 9110 5.3: one list, "*": never reused
+    assert outcome(lab.fetch()) == "HIT"
+
+
+def test_trafficserver_stores_an_answer_to_authorization_with_expires(lab: Lab):
+    as_profile(lab, "trafficserver-default")
+    headers = {"Expires": http_date(START + 3600), "Date": http_date(START)}
+    assert outcome(lab.fetch(request_headers={"Authorization": "x"}, response_headers=headers))
+    assert outcome(lab.fetch()) == "HIT"

@@ -195,9 +195,14 @@ class Misbehaviour(Generic[P]):
     def invalidates_locations(
         self, request: http.Request, response: http.Response, decision: bool
     ) -> bool:
-        """When an unsafe method's answer invalidates its URL, does it drop the answers stored
-        for its same-origin Location and Content-Location too (RFC 9111 4.4: a cache may)?"""
+        """When that answer drops its URL's stored answers, does it also drop those of its
+        same-origin Location and Content-Location (RFC 9111 4.4 lets a cache)?"""
         return decision
+
+    def not_stored_fields(self, request: http.Request, names: frozenset[str]) -> frozenset[str]:
+        """The response fields (lower case) the cache removes before storing an answer: the
+        hop-by-hop ones and those its Connection field names (RFC 9111 3.1)."""
+        return names
 
     # -- flow hooks (Misbehaving addon) -----------------------------------------------------
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:

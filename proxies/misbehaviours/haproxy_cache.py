@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import time
 from typing import TYPE_CHECKING
 
 from werkzeug.http import parse_date
 
+from proxies.cache_policy import HOP_BY_HOP
 from proxies.misbehaviours._cache_rules import Seconds
 from proxies.misbehaviours.base import Misbehaviour, Parameters
 
@@ -57,6 +60,19 @@ class HaproxyCache(Misbehaviour[HaproxyCacheParams]):
     `max-age` itself, 60 s by default, however old its Last-Modified: no heuristic fraction.
     So the plain poll (no headers) is never cached, but the last-modified anti-fix is, for a
     flat minute. The stale entry is never revalidated: HAProxy fetches it again.
+
+    A max-age or s-maxage whose value (after one optional `"`) is not a number, or is
+    negative, makes http_calc_maxage return -1: the entry expires before it is stored, so it
+    is never served (`max-age='3600'` included). The Age field (http_action_store_cache):
+    only the first value of the first line counts, read by strl2llrc; unless it is a positive
+    number no larger than the answer's own explicit lifetime (0 without one) the answer is
+    not stored, so `Age: 0`, `abc`, `-7200`, `7200;foo=bar` and `0, 7200` all keep it out.
+    A stored answer's age is that value plus its time in the cache (Date is not read), and
+    it expires when its capped lifetime has passed in the cache, whatever Age said.
+
+    A successful unsafe request drops the entry for its own URL only, never those of its
+    Location or Content-Location. The fields a Connection header names are stored and
+    served again: HAProxy's store copies the header blocks as they are.
     """
 
     name = "haproxy-cache"
@@ -68,6 +84,22 @@ class HaproxyCache(Misbehaviour[HaproxyCacheParams]):
         "http_check_response_for_cacheability)."
     )
 
+    def revalidates(self, request: http.Request, decision: bool) -> bool:
+        return False  # the 2.6 cache sends no conditional request of its own
+
+    def invalidates_locations(
+        self, request: http.Request, response: http.Response, decision: bool
+    ) -> bool:
+        return False  # only txn->cache_hash, the request's own key, is dropped
+
+    def not_stored_fields(self, request: http.Request, names: frozenset[str]) -> frozenset[str]:
+        return names & HOP_BY_HOP
+
+    def initial_age(
+        self, request: http.Request, headers: http.Headers, age: float, now: float
+    ) -> float:
+        return float(max(0, _age_value(headers) or 0))
+
     def cacheable_method(self, request: http.Request, decision: bool) -> bool:
         return decision and request.method.upper() == "GET"
 
@@ -78,17 +110,26 @@ class HaproxyCache(Misbehaviour[HaproxyCacheParams]):
         headers = response.headers
         if response.status_code != 200 or "Vary" in headers:
             return False
-        return _response_cacheable(_request_keeps_cacheable(request.headers), headers)
+        if not _response_cacheable(_request_keeps_cacheable(request.headers), headers):
+            return False
+        effective, explicit = _calc_maxage(headers, self.params.max_age, time.time())
+        if effective < 0:
+            return False  # stored already expired: never served
+        if "Age" not in headers:
+            return True
+        age = _age_value(headers)
+        return age is not None and 0 < age <= explicit
 
     def freshness_lifetime(
         self, request: http.Request, response: http.Response, lifetime: float, now: float
     ) -> float:
-        cap = float(self.params.max_age)
-        explicit = _explicit_lifetime(response.headers, now)
-        return cap if explicit is None else min(explicit, cap)
+        effective, _ = _calc_maxage(response.headers, self.params.max_age, now)
+        # The entry expires `effective` seconds after it was stored; our cache counts the
+        # answer's Age against the lifetime, so it is added back.
+        return float(effective + max(0, _age_value(response.headers) or 0))
 
     def explain_lifetime(self, request: http.Request, response: http.Response) -> str:
-        if _explicit_lifetime(response.headers, 0.0) is None:
+        if _calc_maxage(response.headers, self.params.max_age, 0.0)[1] == 0:
             return f"a validator and no expiry: the cache section's max-age {self.params.max_age}"
         return f"its own expiry, capped at the cache section's max-age {self.params.max_age}"
 
@@ -131,27 +172,61 @@ def _response_cacheable(cacheable: bool, headers: http.Headers) -> bool:
     return cacheable and cook and (freshness or validator)
 
 
-def _explicit_lifetime(headers: http.Headers, now: float) -> float | None:
-    """http_calc_maxage without the cap: None when the answer names no expiry at all."""
-    smaxage = maxage = None
+def _calc_maxage(headers: http.Headers, cap: int, now: float) -> tuple[int, int]:
+    """http_calc_maxage: the entry's lifetime (the cap, -1 for an invalid max-age or
+    s-maxage) and the answer's own explicit lifetime (0 without one)."""
+    smaxage = maxage = expires = -1
     for value in _elements(headers, "Cache-Control"):
-        name, _, number = value.partition("=")
-        seconds = _seconds(number)
-        if name.strip().lower() == "s-maxage" and seconds is not None:
-            smaxage = seconds
-        elif name.strip().lower() == "max-age" and seconds is not None:
-            maxage = seconds
-    if smaxage is not None and smaxage > 0:
-        return smaxage
-    if maxage is not None and maxage > 0:
-        return maxage
-    if smaxage is None and maxage is None and "Expires" in headers:
-        expires = parse_date(headers.get("Expires"))
+        for word in ("s-maxage", "max-age"):
+            argument = _directive_value(value, word)
+            if argument is None:
+                continue
+            number = _strtol(argument[1:] if argument.startswith('"') else argument)
+            if number is None or number < 0:
+                return -1, 0
+            if word == "s-maxage":
+                smaxage = number
+            else:
+                maxage = number
+    if maxage == -1 and smaxage == -1 and "Expires" in headers:
+        date = parse_date(headers.get_all("Expires")[0])
         # RFC 7234 5.3: an invalid date is a date in the past, already expired.
-        return 0.0 if expires is None else max(0.0, expires.timestamp() - now)
-    return None
+        expires = 0 if date is None else max(0, int(date.timestamp() - now))
+    for own in (smaxage, maxage):
+        if own > 0:
+            return min(own, cap), own
+    if expires >= 0:
+        return min(expires, cap), expires
+    return cap, 0
 
 
-def _seconds(text: str) -> float | None:
-    text = text.strip().strip('"')
-    return float(text) if text.isdigit() else None
+def _directive_value(value: str, word: str) -> str | None:
+    """directive_value: what follows `word=` (the word compared case-insensitively)."""
+    if not value.lower().startswith(word) or value[len(word) : len(word) + 1] != "=":
+        return None
+    return value[len(word) + 1 :] or None
+
+
+def _strtol(text: str) -> int | None:
+    """C's strtol in base 10: leading blanks and a sign, then digits; None without digits."""
+    match = re.match(r"\s*([+-]?\d+)", text)
+    return int(match.group(1)) if match else None
+
+
+def _age_value(headers: http.Headers) -> int | None:
+    """The first value of the first Age line, read as strl2llrc does (None: refused). It
+    only rejects characters above '9', so '7200.0' reads as 7199980 and ';' is refused."""
+    lines = headers.get_all("Age")
+    if not lines:
+        return None
+    text = lines[0].split(",")[0].strip()
+    sign, digits = (-1, text[1:]) if text.startswith("-") else (1, text)
+    if not text or (sign < 0 and not digits):
+        return 0 if text == "-" else None
+    number = 0
+    for char in digits:
+        step = ord(char) - ord("0")
+        if step > 9:
+            return None
+        number = number * 10 + step
+    return sign * number

@@ -9,6 +9,7 @@ from werkzeug.http import parse_date
 
 from proxies import cache_policy
 from proxies.misbehaviours.base import Misbehaviour, Parameters
+from proxies.misbehaviours.trafficserver_field_parsing import cooked_cache_control
 
 if TYPE_CHECKING:
     from mitmproxy import http
@@ -58,11 +59,14 @@ class TrafficserverRequiredHeaders(Misbehaviour[TrafficserverRequiredHeadersPara
     )
 
     def storable(self, request: http.Request, response: http.Response, decision: bool) -> bool:
-        headers = response.headers
+        # max-age='3600' is max-age 3600 to Traffic Server (trafficserver-field-parsing).
+        headers = cooked_cache_control(response.headers.copy())
         cc = cache_policy.response_cache_control(headers)
-        if "Authorization" in request.headers and cc.max_age is not None:
+        if "Authorization" in request.headers:
             # Checked on 9.2.9: an answer to a request with Authorization is stored with a
-            # plain max-age too (RFC 9111 3.5 asks for public, s-maxage or must-revalidate).
+            # plain max-age or Expires too (RFC 9111 3.5 asks for public, s-maxage or
+            # must-revalidate): only HttpTransact::AuthenticationNeeded, when a stored answer
+            # is served to a request with Authorization, looks at it.
             others = cache_policy.FieldView(
                 (k, v) for k, v in request.headers.items(multi=True) if k.lower() != "authorization"
             )
@@ -81,7 +85,7 @@ class TrafficserverRequiredHeaders(Misbehaviour[TrafficserverRequiredHeadersPara
     def freshness_lifetime(
         self, request: http.Request, response: http.Response, lifetime: float, now: float
     ) -> float:
-        headers = response.headers
+        headers = cooked_cache_control(response.headers.copy())
         if cache_policy.explicit_lifetime(headers, now) is not None:
             return lifetime  # the RFC's: max-age, s-maxage, Expires
         low = float(self.params.heuristic_min_lifetime)
