@@ -36,12 +36,14 @@ class StaleWhileUpdating(ServesStale):
     With `wait_for_refresh`, the stale answer that started the refresh leaves only once the
     refresh has reached the origin, as in Varnish: cache_req_fsm.c's cnt_lookup calls
     VBF_Fetch(..., VBF_BACKGROUND) before it delivers the stale object, and VBF_Fetch, for a
-    background fetch, waits until the fetch has made its backend request
-    (`ObjWaitState(oc, BOS_REQ_DONE)`, cache_fetch.c). So a client that asks the origin
-    right after its stale answer (the HTTP caching test suite does: /state/) finds the
-    conditional request there. mitmproxy shows no moment between "request sent" and "answer
-    headers back", so the answer waits for the refresh's answer headers (or its error), at
-    most REFRESH_WAIT seconds: one origin turn longer than Varnish.
+    background fetch, waits for `ObjWaitState(oc, BOS_REQ_DONE)` (cache_fetch.c), which the
+    fetch thread sets once its conditional backend request is built (vbf_stp_mkbereq, for a
+    request without a body) and then sends at once. So a client that asks the origin right
+    after its stale answer (the HTTP caching test suite does: /state/) finds the conditional
+    request there. mitmproxy shows no moment between "request sent" and "answer headers
+    back", so the answer waits for the refresh's answer headers (or its error), at most
+    REFRESH_WAIT seconds: about one origin turn longer than Varnish, which only orders the
+    two rather than waiting.
     """
 
     name = "stale-while-updating"
