@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Awaitable, Sequence
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
@@ -57,13 +58,27 @@ class Misbehaving:
         for misbehaviour in self.in_scope(flow):
             misbehaviour.responseheaders(flow)
 
-    def response(self, flow: http.HTTPFlow) -> None:
-        for misbehaviour in self.in_scope(flow):
-            misbehaviour.response(flow)
+    def response(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """In profile order; a misbehaviour that holds the answer back returns an awaitable,
+        which mitmproxy awaits, and the ones after it run once it is done."""
+        chain = self.in_scope(flow)
+        for at, misbehaviour in enumerate(chain):
+            result = misbehaviour.response(flow)
+            if inspect.isawaitable(result):
+                return _then(result, chain[at + 1 :], flow)
+        return None
 
     def error(self, flow: http.HTTPFlow) -> None:
         for misbehaviour in self.in_scope(flow):
             misbehaviour.error(flow)
+
+
+async def _then(held: Awaitable[None], rest: Sequence[Misbehaviour], flow: http.HTTPFlow) -> None:
+    await held
+    for misbehaviour in rest:
+        result = misbehaviour.response(flow)
+        if inspect.isawaitable(result):
+            await result
 
 
 addons = [Misbehaving()]

@@ -28,6 +28,7 @@ from proxies import cache_policy, cache_rule, targeted_fields
 from proxies.cache_decisions import CacheRules
 from proxies.cache_settings import OPTION_NAMES, Settings, add_options
 from proxies.cache_store import CacheEntry, EntryStore, snapshot
+from proxies.misbehaviours._cache_rules import REFRESH_FLOW
 from proxies.misbehaviours.base import CacheKey, Misbehaviour
 
 VIA = "1.1 proxy-cache-lab"
@@ -288,7 +289,7 @@ class SharedCache:
         if entry.updating_since is not None and now - entry.updating_since < REFRESH_TIMEOUT:
             return  # one refresh at a time (nginx: "updating")
         entry.updating_since = now
-        self.refresh_in_background(_refresh_of(flow))
+        self.refresh_in_background(_started_refresh(flow))
 
 
 def _entry(
@@ -362,6 +363,13 @@ def _refresh_of(flow: http.HTTPFlow) -> http.HTTPFlow:
     for name in ("If-None-Match", "If-Modified-Since"):
         refresh.request.headers.pop(name, None)
     refresh.metadata = {"cache_refresh": True}
+    return refresh
+
+
+def _started_refresh(flow: http.HTTPFlow) -> http.HTTPFlow:
+    """`_refresh_of(flow)`, also named in the client flow's metadata (REFRESH_FLOW), so a
+    misbehaviour can hold the stale answer until the refresh has reached the origin."""
+    refresh = flow.metadata[REFRESH_FLOW] = _refresh_of(flow)
     return refresh
 
 

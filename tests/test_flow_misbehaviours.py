@@ -229,6 +229,46 @@ def idle() -> Iterator[tuple[Misbehaving, CloseIdleConnections, FakeClock]]:
         yield addon, misbehaviour, clock
 
 
+def test_a_response_hook_may_hold_the_answer_and_the_later_ones_wait_for_it():
+    # stale-while-updating with wait_for_refresh holds a stale answer; a later misbehaviour's
+    # response hook sees the flow only once the hold is over.
+    from proxies.misbehaviours import build
+    from proxies.misbehaviours._cache_rules import REFRESH_FLOW
+    from proxies.misbehaviours.base import Misbehaviour
+
+    seen: list[http.HTTPFlow] = []
+
+    class Recorder(Misbehaviour):
+        name = "recorder"
+        summary = imitates = "a test's"
+
+        def response(self, flow: http.HTTPFlow) -> None:
+            seen.append(flow)
+
+    addon = Misbehaving()
+    spec = {"name": "stale-while-updating", "max_stale": 10, "wait_for_refresh": True}
+    addon.active = [*build([spec]), Recorder()]
+    plain = get(STATUS_URL.format(task=1))
+    plain.response = tutils.tresp()
+    assert addon.response(plain) is None  # nothing to wait for: as before, synchronous
+    assert seen == [plain]
+    refresh = get(STATUS_URL.format(task=2))
+    stale = get(STATUS_URL.format(task=2))
+    stale.metadata[REFRESH_FLOW] = refresh
+    stale.response = tutils.tresp()
+
+    async def hold() -> None:
+        held = asyncio.ensure_future(addon.response(stale))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not held.done() and seen == [plain]
+        refresh.error = Error("the origin is away")  # an error ends the hold as well
+        await asyncio.wait_for(held, timeout=5)
+        assert seen == [plain, stale]
+
+    asyncio.run(hold())
+
+
 def exchange(addon: Misbehaving, conn: Any, clock: FakeClock, took: float = 0.01):
     """One request on `conn` and, unless killed, its response `took` seconds later."""
     f = get(STATUS_URL.format(task=1))

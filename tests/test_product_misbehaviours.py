@@ -7,6 +7,7 @@ names, as the product's profile lists them. `lab verify` checks the same profile
 products themselves.
 """
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from werkzeug.http import http_date
 
 from proxies import profile as profiles
 from proxies.misbehaviours import MisbehaviourError, build, build_one
+from proxies.misbehaviours._cache_rules import REFRESH_FLOW
 from tests.test_shared_cache import START, URL, Lab, make_lab, outcome
 
 # Registered and documented: checked with the other cache misbehaviours in test_cache_misbehaviours.
@@ -28,6 +30,7 @@ PRODUCT_MISBEHAVIOURS = [
     "trafficserver-304-update",
     "trafficserver-field-parsing",
     "varnish-builtin-vcl",
+    "varnish-range-check",
 ]
 DAY_OLD = {"Last-Modified": http_date(START - 86400), "Date": http_date(START)}
 
@@ -147,6 +150,91 @@ def test_varnish_ignores_the_clients_no_cache(lab: Lab):
     lab.fetch()
     reload = lab.fetch(request_headers={"Cache-Control": "no-cache", "Pragma": "no-cache"})
     assert outcome(reload) == "HIT"
+
+
+@pytest.mark.parametrize("status", [201, 303, 308, 403, 500, 503, 599])
+def test_varnish_never_stores_a_status_outside_rfc2616_ttl(lab: Lab, status: int):
+    # RFC 9111 would store each with its own max-age; RFC2616_Ttl's default case gives -1.
+    as_profile(lab, "varnish-builtin")
+    headers = {"Cache-Control": "max-age=60"}
+    assert twice(lab, status=status, response_headers=headers) == ("MISS", "MISS")
+
+
+@pytest.mark.parametrize("status", [302, 307])
+def test_varnish_stores_a_302_or_307_only_with_its_own_lifetime(lab: Lab, status: int):
+    as_profile(lab, "varnish-builtin")
+    assert twice(lab, status=status) == ("MISS", "MISS")  # no default_ttl for them
+    own = {"Cache-Control": "max-age=60"}
+    assert twice(lab, f"{URL}/own", status=status, response_headers=own) == ("STORE", "HIT")
+
+
+def test_varnish_reads_no_cache_control_refusal_beside_surrogate_control(lab: Lab):
+    as_profile(lab, "varnish-builtin")
+    headers = {"Cache-Control": "no-store, private", "Surrogate-Control": "max-age=60"}
+    assert twice(lab, response_headers=headers) == ("STORE", "HIT")
+    lab.advance(119)  # default_ttl
+    assert lab.fetch().metadata.get("cache_stale") is None
+
+
+@pytest.mark.parametrize("vary", ["*, *", ", *", "*, Foo"])
+def test_varnish_takes_a_star_inside_a_vary_list_for_a_header_name(lab: Lab, vary: str):
+    as_profile(lab, "varnish-builtin")
+    headers = {"Vary": vary, "Cache-Control": "max-age=60"}
+    foo = {"Foo": "1"}
+    assert twice(lab, request_headers=foo, response_headers=headers) == ("STORE", "HIT")
+    other = lab.fetch(request_headers={"Foo": "2"}, response_headers=headers)
+    assert outcome(other) == ("HIT" if "Foo" not in vary else "STORE")
+
+
+def test_varnish_takes_a_304_with_another_etag_and_its_content_md5(lab: Lab):
+    as_profile(lab, "varnish-builtin")
+    first = {"Cache-Control": "max-age=10", "ETag": '"v1"', "Content-MD5": "old"}
+    lab.fetch(response_headers=first)
+    lab.advance(30)  # past ttl and grace: fetched, conditionally
+    other = {"Cache-Control": "max-age=10", "ETag": '"v2"', "Content-MD5": "new"}
+    merged = lab.fetch(response_headers=other, status=304, content=b"")
+    assert outcome(merged) == "REVALIDATED"  # RFC 9111 4.3.4: not ours, passed on
+    assert (merged.response.headers["ETag"], merged.response.headers["Content-MD5"]) == (
+        '"v2"',
+        "new",
+    )
+    assert outcome(lab.fetch()) == "HIT"
+
+
+def test_varnish_stale_answer_waits_for_its_background_fetch(lab: Lab):
+    as_profile(lab, "varnish-builtin")
+    swu = next(m for m in lab.addon.misbehaviours() if m.name == "stale-while-updating")
+    lab.fetch(response_headers={"Cache-Control": "max-age=1", "ETag": '"a"'})
+    lab.advance(2)  # in grace
+    stale = lab.fetch()
+    (refresh,) = lab.refreshes
+    assert stale.metadata[REFRESH_FLOW] is refresh
+    assert swu.response(lab.fetch()) is None  # the second stale hit started no refresh
+
+    async def held_until_the_refresh_is_back() -> None:
+        held = asyncio.ensure_future(swu.response(stale))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not held.done()
+        refresh.response = tutils.tresp(status_code=304)
+        await asyncio.wait_for(held, timeout=5)
+
+    asyncio.run(held_until_the_refresh_is_back())
+
+
+def range_checked(request_headers: dict[str, str], response_headers: dict[str, str]) -> int:
+    (check,) = build([{"name": "varnish-range-check"}])
+    flow = tflow.tflow(resp=True)
+    flow.request.headers.update(request_headers)
+    flow.response.headers.update(response_headers)
+    check.response(flow)
+    return flow.response.status_code
+
+
+def test_varnish_fails_a_fetch_with_a_content_range_it_did_not_ask_for():
+    assert range_checked({}, {"Content-Range": "bytes 0-3/4"}) == 503
+    assert range_checked({"Range": "bytes=0-3"}, {"Content-Range": "bytes 0-3/4"}) == 200
+    assert range_checked({}, {}) == 200
 
 
 # -- HAProxy: the cache section ----------------------------------------------------------------

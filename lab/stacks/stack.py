@@ -289,6 +289,10 @@ def launch_proxy(
             f"observer_events={events}",
             "--set",
             f"observer_ready={ready_file}",
+            # The cache's background refreshes (stale-while-revalidate, stale-while-updating)
+            # run side by side, as Varnish's and nginx's do, not one after another.
+            "--set",
+            "client_replay_concurrency=-1",
             *mode_args,
             *profiles.mitmdump_args(profile),
             *(tls_args(tls_mode, tls, f"proxy{suffix}") if tls_mode else []),

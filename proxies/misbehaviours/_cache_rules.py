@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from mitmproxy import http
 
 
+# flow.metadata: the background refresh (the replayed HTTPFlow) a stale answer started; the
+# SharedCache sets it, a misbehaviour may hold the stale answer until the refresh is out.
+REFRESH_FLOW = "cache_refresh_flow"
+
 Seconds = Annotated[int, Field(ge=1)]
 Status = Annotated[int, Field(ge=200, le=599)]
 

@@ -211,7 +211,8 @@ class Misbehaviour(Generic[P]):
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         return None
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    def response(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """May return an awaitable to hold the answer back until it is done."""
         return None
 
     def error(self, flow: http.HTTPFlow) -> None:

@@ -25,7 +25,11 @@ class NoInvalidation(Misbehaviour):
         "method passes (only proxy_cache_purge, part of the commercial subscription, does, on "
         "request). The HTTP caching test suite's published nginx results (http-cache-tests "
         "0.4.5, results/nginx.json) fail every invalidate-* test, and so does nginx 1.22.1 "
-        "here (bench/cache_tests.py --product nginx)."
+        "here (bench/cache_tests.py --product nginx). Varnish 7.1's built-in VCL: vcl_recv "
+        "passes every method but GET and HEAD (vcl_req_method) and a pass never touches the "
+        "objects in cache; only a VCL's own `return (purge)` or ban removes them (Varnish's "
+        "users-guide, purging.rst); Varnish 7.1.1 fails every invalidate-* test here "
+        "(`lab verify varnish-builtin --suite`)."
     )
 
     def invalidates(self, request: http.Request, response: http.Response, decision: bool) -> bool:
