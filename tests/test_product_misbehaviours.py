@@ -629,3 +629,20 @@ def test_trafficserver_stores_an_answer_to_authorization_with_expires(lab: Lab):
     headers = {"Expires": http_date(START + 3600), "Date": http_date(START)}
     assert outcome(lab.fetch(request_headers={"Authorization": "x"}, response_headers=headers))
     assert outcome(lab.fetch()) == "HIT"
+
+
+@pytest.mark.parametrize(("status", "served"), [(599, 500), (499, 500), (299, 500), (404, 404)])
+def test_apache_serves_a_stored_status_it_has_no_line_for_as_500(lab, status, served):
+    # http_protocol.c status_lines: no line for 299, 499, 599; ap_get_status_line gives 500's.
+    as_profile(lab, "apache-mod-cache")
+    headers = {"Cache-Control": "max-age=60"}
+    first = lab.fetch(status=status, response_headers=headers)
+    assert outcome(first) == "STORE" and first.response.status_code == status
+    second = lab.fetch(status=status, response_headers=headers)
+    assert outcome(second) == "HIT" and second.response.status_code == served
+
+
+def test_apache_does_not_serve_a_204_from_the_store(lab: Lab):
+    as_profile(lab, "apache-mod-cache")
+    headers = {"Cache-Control": "max-age=60"}
+    assert twice(lab, status=204, response_headers=headers, content=b"") == ("MISS", "MISS")

@@ -194,7 +194,9 @@ def run_suite(base_url: str, sup: Supervisor, *, timeout: float = RUN_TIMEOUT) -
     began = time.monotonic()
     cli = sup.add(
         "cache-tests-cli",
-        [node, "--no-warnings", "cli.mjs"],
+        # The suite's CLI, its client retrying once a request a reused connection lost before
+        # any answer (cache_tests_node/cli.mjs says why).
+        [node, "--no-warnings", str(NODE_SCRIPTS / "cli.mjs"), str(package)],
         # As `npm run cli` sets them (cli.mjs reads npm_config_X, else npm_package_config_X):
         # an empty id runs every test.
         extra_env={

@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 STORED_STATUSES = frozenset({200, 203, 206, 300, 301, 304})
 # cache_quick_handler: the methods whose 2xx answer invalidates the URL's stored answer.
 INVALIDATING_METHODS = frozenset({"PUT", "POST", "DELETE"})
+# modules/http/http_protocol.c status_lines: the statuses Apache 2.4 has a status line for. An
+# answer served from the store has no status line of its own (mod_proxy sets r->status_line
+# only for what it forwards), and ap_get_status_line gives an unknown status the 500 line.
+KNOWN_STATUSES = frozenset(
+    [*range(100, 104), *range(200, 209), 226, *range(300, 309), *range(400, 419)]
+    + [421, 422, 423, 424, 426, 428, 429, 431, 451, *range(500, 509), 510, 511]
+)
 
 
 class ApacheModCacheParams(Parameters):
@@ -66,7 +73,13 @@ class ApacheModCache(Misbehaviour[ApacheModCacheParams]):
       stored for its Location or Content-Location, nor for another method (M-SEARCH);
     - an answer from the store carries the time it was served as Date: the quick handler
       answers before mod_proxy marks the request as proxied, so the core's header filter
-      (http_filters.c basic_http_header) writes the current time, not the stored Date.
+      (http_filters.c basic_http_header) writes the current time, not the stored Date;
+    - a stored answer whose status Apache has no status line for (299, 499, 599: not in
+      http_protocol.c status_lines) is served as "500 Internal Server Error": only mod_proxy
+      copies the origin's status line, and ap_get_status_line maps an unknown status to the
+      500 line (observed: the suite's status-599-fresh, "Response 2 status is 500, not 599");
+    - a 204 is not served from the store (observed against 2.4.71, the suite's
+      status-204-fresh with max-age; the source line that refuses it was not found).
     A stored answer is fresh for s-maxage, else max-age (bounded by CacheMinExpire and
     CacheMaxExpire), else until its Expires, else CacheLastModifiedFactor (0.1) of its
     Last-Modified age (bounded the same way: at most a day), else CacheDefaultExpire (an hour:
@@ -104,6 +117,8 @@ class ApacheModCache(Misbehaviour[ApacheModCacheParams]):
     ) -> None:
         served = answer.timestamp_start or time.time()
         answer.headers["Date"] = formatdate(served, usegmt=True)
+        if answer.status_code not in KNOWN_STATUSES:
+            answer.status_code, answer.reason = 500, "Internal Server Error"
 
     def visible_headers(
         self, request: http.Request, response: http.Response, headers: http.Headers
@@ -129,6 +144,8 @@ class ApacheModCache(Misbehaviour[ApacheModCacheParams]):
         expires = parse_date(expires_field)
         date = parse_date(headers.get("Date"))
         has_validator = "ETag" in headers or parse_date(headers.get("Last-Modified")) is not None
+        if response.status_code == 204:
+            return "204 No Content (observed, not stored)"
         if response.status_code not in STORED_STATUSES and not (
             expires_field is not None or "Cache-Control" in headers
         ):
