@@ -16,6 +16,7 @@ from proxies.observer import Observer
 from proxies.profile import UseProfile
 from proxies.shared_cache import SharedCache
 from proxies.stream_passthrough import StreamPassThrough
+from proxies.warm_spare import WarmSpare
 
 
 def make_addons() -> list[object]:
@@ -27,6 +28,7 @@ def make_addons() -> list[object]:
         misbehaving,
         SharedCache(misbehaviours=lambda: misbehaving.active),
         Observer(),
+        WarmSpare(),
     ]
 
 

@@ -549,7 +549,7 @@ def test_strip_response_headers_sets_others(set_value: Any):
 @pytest.mark.parametrize(("strip", "cache_outcome"), [(True, "MISS"), (False, "STORE")])
 def test_stripped_headers_are_unseen_by_the_proxys_own_cache(strip: bool, cache_outcome: str):
     """The lab's order, misbehaviours before the cache: with max-age stripped, nothing stored."""
-    _profile, passthrough, addon, cache, _observer = lab_addons.make_addons()
+    _profile, passthrough, addon, cache, _observer, _spare = lab_addons.make_addons()
     spec = {"name": "strip-response-headers", "names": ["Cache-Control"]}
     with taddons.context(passthrough, addon, cache) as tctx:
         tctx.configure(addon, misbehaviours=json.dumps([spec] if strip else []))

@@ -99,3 +99,45 @@ def test_a_users_tests_with_the_proxy_the_audit_and_one_result_per_profile(user_
     import os
 
     assert_nothing_left(os.environ[TOKEN_VAR], within=15.0)
+
+
+def test_the_warm_spare_becomes_the_first_proxy_asked_for(user_project):
+    """The plugin starts a spare proxy as it collects a test using `lab_proxy`; the first
+    profile asked for (here a reverse one) takes it, the next one starts as usual; a session
+    whose only such test is skipped stops its spare unused."""
+    import os
+
+    user_project.makepyfile(
+        test_spare="""
+        def test_two_profiles(lab_app, lab_proxy):
+            url = lab_app("fixed.toml")
+            cdn = lab_proxy("cdn-ignore-query", target=url)
+            assert cdn.mode == "reverse" and cdn.url != url
+            cdn.session.get("/?v=1")
+            cdn.session.get("/?v=2")  # the query is not in this CDN's key
+            assert cdn.served_from_cache("/?v=2")
+            corporate = lab_proxy("corporate-cache")
+            assert corporate.mode == "forward" and corporate.url != cdn.url
+            corporate.session.get(url + "/")
+            corporate.session.get(url + "/")
+            assert corporate.served_from_cache(url + "/")
+        """
+    )
+    result = user_project.runpytest_subprocess("-v", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    spares = list(user_project.path.glob("**/proxies/*/spare-spare.json"))
+    assert spares, "the first proxy was not the spare"
+    assert_nothing_left(os.environ[TOKEN_VAR], within=15.0)
+
+    user_project.makepyfile(
+        test_spare="""
+        import pytest
+
+        @pytest.mark.skip(reason="the proxy is never asked for")
+        def test_never(lab_proxy):
+            pass
+        """
+    )
+    result = user_project.runpytest_subprocess("-v", "-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=1)
+    assert_nothing_left(os.environ[TOKEN_VAR], within=15.0)

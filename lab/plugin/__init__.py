@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 PROFILES_OPTION = "--lab-profiles"
 MARKER = "lab_profiles"
+# The session's proxy pool, started as soon as a collected test uses `lab_proxy`.
+EARLY_POOL = pytest.StashKey["ProxyPool"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -67,11 +69,38 @@ def _lab_session_dir(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return tmp_path_factory.mktemp("proxy-cache-lab")
 
 
-@pytest.fixture(scope="session")
-def _lab_proxy_pool(_lab_session_dir: Any) -> Iterator[ProxyPool]:
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A test will ask for a proxy: start a warm spare now (lab/stacks/spare.py), so that
+    mitmproxy's imports, most of a proxy's start-up, overlap the session's own start. In the
+    main thread: a child's parent-death signal follows the thread that started it."""
+    config = session.config
+    factory = getattr(config, "_tmp_path_factory", None)
+    if config.option.collectonly or factory is None:
+        return
+    if not any("lab_proxy" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
     from lab.plugin.proxies import ProxyPool
 
-    with ProxyPool(_lab_session_dir / "proxies") as pool:
+    pool = ProxyPool(factory.mktemp("proxy-cache-lab") / "proxies").__enter__()
+    config.stash[EARLY_POOL] = pool
+    pool.start_spare()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    pool = session.config.stash.get(EARLY_POOL, None)
+    if pool is not None:  # no test took it (all skipped or deselected later): stop its spare
+        del session.config.stash[EARLY_POOL]
+        pool.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def _lab_proxy_pool(request: pytest.FixtureRequest, _lab_session_dir: Any) -> Iterator[ProxyPool]:
+    from lab.plugin.proxies import ProxyPool
+
+    early = request.config.stash.get(EARLY_POOL, None)
+    if early is not None:
+        del request.config.stash[EARLY_POOL]
+    with early or ProxyPool(_lab_session_dir / "proxies") as pool:
         yield pool
 
 

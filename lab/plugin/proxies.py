@@ -17,6 +17,7 @@ from lab.data import profiles
 from lab.data.errors import BadInput
 from lab.data.jsonl import read_jsonl
 from lab.runs.lifecycle import RunResources, new_run_dir
+from lab.stacks.spare import SpareProxy, launch_spare
 from lab.stacks.stack import ProxyEndpoint, launch_proxy
 
 ALL = "all"
@@ -104,13 +105,26 @@ class ProxyPool:
         self.resources = RunResources(new_run_dir(folder, "proxies"))
         self._proxies: dict[tuple[str, str | None], LabProxy] = {}
         self._lock = threading.Lock()
+        self._spare: SpareProxy | None = None
+        self._entered = False  # entered early by the plugin, then again by its fixture
+
+    def start_spare(self) -> None:
+        """Start a proxy whose profile is given later: the first `get` takes it, its start-up
+        already done."""
+        with self._lock:
+            if self._spare is None:
+                self._spare = launch_spare(self.resources.sup, "spare")
 
     def __enter__(self) -> ProxyPool:
-        self.resources.__enter__()
+        if not self._entered:
+            self._entered = True
+            self.resources.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.resources.__exit__(*exc)
+        if self._entered:
+            self._entered = False
+            self.resources.__exit__(*exc)
 
     def get(self, profile: str, target: str | None = None) -> LabProxy:
         # Read, not checked with the addons (a second of imports): mitmdump checks the options
@@ -123,8 +137,12 @@ class ProxyPool:
         with self._lock:
             if key not in self._proxies:
                 label = f"{profile}-{len(self._proxies) + 1}"
-                ready = launch_proxy(self.resources.sup, label, loaded, target, single=False)
-                endpoint: ProxyEndpoint = ready()
+                spare, self._spare = self._spare, None
+                endpoint: ProxyEndpoint = (
+                    spare.claim(loaded, target)
+                    if spare is not None
+                    else launch_proxy(self.resources.sup, label, loaded, target, single=False)()
+                )
                 assert endpoint.events is not None
                 self._proxies[key] = LabProxy(
                     profile,
