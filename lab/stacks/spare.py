@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from lab.data import profiles
 from lab.stacks.ports import LOOPBACK
 from lab.stacks.processes import Component, Supervisor, read_ready_file
-from lab.stacks.stack import ProxyEndpoint, mitmdump_executable
+from lab.stacks.stack import ProxyEndpoint, mitmdump_executable, reverse_settings
 from sample_app.events import write_json_atomically
 
 
@@ -29,7 +29,7 @@ class SpareProxy:
         specs = [f"observer_events={events}"]
         if profile.mode == "reverse":
             assert app_url is not None
-            specs += [f"mode=reverse:{app_url}", "keep_host_header=true"]
+            specs += reverse_settings(app_url)
         args = profiles.mitmdump_args(profile)
         specs += [value for flag, value in zip(args[::2], args[1::2], strict=True)]
         assert all(flag == "--set" for flag in args[::2]), args

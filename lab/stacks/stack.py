@@ -244,6 +244,17 @@ def launch_app_stack(
     return ready
 
 
+# The app sees the Host its client asked for, as behind a real reverse proxy configured to
+# pass it on (nginx's proxy_set_header Host, Varnish's default).
+KEEP_HOST_HEADER = "keep_host_header=true"
+
+
+def reverse_settings(app_url: str) -> list[str]:
+    """mitmdump's `--set` values for a reverse-mode profile in front of the app at app_url:
+    `launch_proxy` passes them at start, a warm spare (lab/stacks/spare.py) when claimed."""
+    return [f"mode=reverse:{app_url}", KEEP_HOST_HEADER]
+
+
 def launch_proxy(
     sup: Supervisor,
     key: str,
@@ -270,11 +281,10 @@ def launch_proxy(
     if modes:
         # Several listeners in one process (lab up: reverse and forward), sharing one cache.
         mode_args = [arg for mode in modes for arg in ("--mode", mode)]
+        mode_args += ["--set", KEEP_HOST_HEADER]
     elif profile.mode == "reverse":
         assert app_url is not None
-        mode_args += ["--mode", f"reverse:{app_url}"]
-    if profile.mode == "reverse" or modes:
-        mode_args += ["--set", "keep_host_header=true"]
+        mode_args += [arg for spec in reverse_settings(app_url) for arg in ("--set", spec)]
     import proxies.lab_addons as addons_script
 
     proc = sup.add(
