@@ -1,4 +1,5 @@
-"""`lab agent`: a Celery worker of the lab's own that runs matrix cells on its host.
+"""`lab agent`: a Celery worker of the lab's own that runs matrix cells on its host (and, as
+asked with --serve, profile verifications and audits of its own flow files: `handle_job`).
 
 It starts the matrix's shared stacks for every cell it has (its scenarios x every fix, for its
 client and broker) once, keeps them warm, and runs each cell it is sent on them exactly as
@@ -28,7 +29,16 @@ from lab.data.errors import ComponentError
 from lab.data.scenarios import Scenario
 from lab.judging.evidence import Verdict
 from lab.runs import repro
-from lab.runs.agent_protocol import CellMessage, Rejected, check_against_own_data, parse
+from lab.runs.agent_protocol import (
+    AuditMessage,
+    CellMessage,
+    Failed,
+    Message,
+    Rejected,
+    VerifyMessage,
+    check_against_own_data,
+    parse,
+)
 from lab.runs.cell import CellRun
 from lab.runs.lifecycle import Progress, RunResources
 from lab.runs.repro import write_json
@@ -55,7 +65,11 @@ class Agent:
         client: str = "python",
         broker: str | None = None,
         concurrency: int = 8,
+        serves: frozenset[str] = frozenset({"cell"}),
+        flows: list[Any] | None = None,
     ) -> None:
+        self.serves = serves  # message kinds: cell, verify, audit
+        self.flows = flows or []  # lab/runs/dispatch_audit.py's AgentFlow: the --flow files
         self.scenarios = {sc.name: sc for sc in scenarios}
         self.fixes = fixes
         self.run_dir = run_dir
@@ -92,6 +106,13 @@ class Agent:
     def handle(self, body: Any) -> dict[str, Any]:
         """One message: checked (Rejected), run, judged; the result the coordinator reads."""
         message = parse(body)
+        if message.kind not in self.serves:
+            raise Rejected(
+                f"kind {message.kind!r}: this agent does not serve it (it serves "
+                f"{', '.join(sorted(self.serves))}; lab agent --serve)"
+            )
+        if not isinstance(message, CellMessage):
+            return self.handle_job(message)
         scenario = check_against_own_data(message, set(self.scenarios), self.client, self.broker)
         assert self.stacks is not None and self.check_alive is not None, "warm() first"
         delivery = uuid.uuid4().hex[:10]  # a redelivered cell never meets its own cache keys
@@ -129,7 +150,33 @@ class Agent:
             "cell": message.cell_id,
             "agent": self.name,
             "verdict": verdict.to_json(),
-            "evidence": _hand_over(cell_dir, message, delivery),
+            "evidence": hand_over(cell_dir, message.evidence_dir, message.run, delivery),
+        }
+
+    def handle_job(self, message: Message) -> dict[str, Any]:
+        """A profile's verification or audit, run here from start to end (its own stacks, not
+        the warm ones); Rejected or Failed with a one-line reason."""
+        delivery = uuid.uuid4().hex[:10]
+        folder = self.run_dir / message.kind / message.run / delivery
+        log.info("%s %s: running (%s)", message.kind, message.cell_id, delivery)
+        found: dict[str, Any]
+        if isinstance(message, VerifyMessage):
+            from lab.runs.dispatch_verify import serve_verify
+
+            found, run_dir = serve_verify(message, folder)
+        elif isinstance(message, AuditMessage):
+            from lab.runs.dispatch_audit import serve_audit
+
+            found, run_dir = serve_audit(message, self.flows, folder)
+        else:  # pragma: no cover - parse() knows no other kind
+            raise Rejected(f"kind {message.kind!r}: not served")
+        log.info("%s %s: %s", message.kind, message.cell_id, found.get("headline"))
+        return {
+            "cell": message.cell_id,
+            "agent": self.name,
+            message.kind: found,
+            "agent_dir": str(run_dir),
+            "evidence": hand_over(run_dir, message.evidence_dir, message.run, delivery),
         }
 
     def _write_evidence_slice(self, run: CellRun, verdict: Verdict, cell_dir: Path) -> None:
@@ -165,11 +212,11 @@ def _own_broker(scenario: Scenario, forced: str | None) -> BrokerChoice:
     return BrokerChoice(forced or scenario.default_broker, None)
 
 
-def _hand_over(cell_dir: Path, message: CellMessage, delivery: str) -> dict[str, Any]:
+def hand_over(cell_dir: Path, evidence_dir: str | None, run: str, delivery: str) -> dict[str, Any]:
     """The evidence folder for the coordinator: copied into the shared folder it named, or
     packed into the result when small enough; else left here, and said where."""
-    if message.evidence_dir:
-        place = Path(message.evidence_dir) / message.run / delivery / cell_dir.name
+    if evidence_dir:
+        place = Path(evidence_dir) / run / delivery / cell_dir.name
         shutil.copytree(cell_dir, place)
         return {"dir": str(place)}
     packed = io.BytesIO()
@@ -198,6 +245,9 @@ def serve(agent: Agent, broker_url: str, redeliver_after: float, progress: Progr
             return agent.handle(args[0])
         except Rejected as exc:
             log.warning("rejected a cell message: %s", exc)
+            raise CellRejected(f"{agent.name}: {exc}") from None
+        except Failed as exc:
+            log.warning("failed: %s", exc)
             raise CellRejected(f"{agent.name}: {exc}") from None
         except ComponentError as exc:
             died.append(exc)
