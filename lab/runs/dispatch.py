@@ -11,6 +11,7 @@ error that names it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import shutil
@@ -213,6 +214,9 @@ def take_evidence(evidence: dict[str, Any], cell_dir: Path) -> None:
     elif "dir" in evidence:
         shutil.copytree(evidence["dir"], cell_dir, dirs_exist_ok=True)
         shutil.rmtree(evidence["dir"], ignore_errors=True)
+        for parent in Path(evidence["dir"]).parents[:2]:  # the delivery's and the run's folders
+            with contextlib.suppress(OSError):
+                parent.rmdir()  # only when empty: another cell's may still be there
     elif "kept_at" in evidence:
         (cell_dir / "evidence-elsewhere.txt").write_text(
             f"too big to send back ({evidence.get('bytes')} bytes): {evidence['kept_at']}\n"
