@@ -26,7 +26,7 @@ from lab.runs.agent_protocol import (
     parse,
 )
 from lab.runs.dispatch_audit import check_audit, load_flow, sha256_of
-from lab.runs.dispatch_verify import check_verify
+from lab.verify.dispatch import check_verify
 from lab.verify.products import Product
 from tests.lab_helpers import LabProcess, free_loopback_port, wait_for
 

@@ -99,9 +99,11 @@ def agent_command(
     installed here. Audits: of the --flow files only. Any other message is rejected with a
     one-line reason.
     """
+    from lab.reports.audit_page import publish_audit
     from lab.runs import agent
-    from lab.runs.dispatch_audit import load_flow
+    from lab.runs.dispatch_audit import load_flow, serve_audit
     from lab.runs.lifecycle import RunResources, new_run_dir
+    from lab.verify.dispatch import serve_verify
 
     with guarded(False, "stopped: every process of the agent was stopped", exit_on_stop=0):
         check_dispatch_url(url, "REDIS_URL")
@@ -125,7 +127,10 @@ def agent_command(
             broker=broker,
             concurrency=concurrency,
             serves=serves,
-            flows=flows,
+            jobs={
+                "verify": serve_verify,
+                "audit": functools.partial(serve_audit, have=flows, publish=publish_audit),
+            },
         )
         for found in flows:
             progress(f"serving audits of {found.name} (sha256 {found.sha256[:12]}...)")
@@ -167,7 +172,8 @@ DISPATCH_OPTIONS = [
         "dispatch_url",
         metavar="REDIS_URL",
         default=None,
-        help="Send the cells to the `lab agent`s serving this Redis instead of running them here.",
+        help="Send the cells (verify, audit: a profile at a time) to the `lab agent`s serving this "
+        "Redis instead of running them here.",
     ),
     click.option(
         "--evidence-dir",

@@ -88,7 +88,7 @@ def verify_command(
             raise BadInput("lab verify --all: no profile has a [real] table")
         if dispatch_url:
             from lab.runs.agent_protocol import check_dispatch_url
-            from lab.runs.dispatch_verify import run_dispatched_verify
+            from lab.verify.dispatch import run_dispatched_verify
 
             check_dispatch_url(dispatch_url)
             result = run_dispatched_verify(

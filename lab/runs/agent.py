@@ -22,6 +22,7 @@ import signal
 import socket
 import tarfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,10 @@ from lab.data.scenarios import Scenario
 from lab.judging.evidence import Verdict
 from lab.runs import repro
 from lab.runs.agent_protocol import (
-    AuditMessage,
     CellMessage,
     Failed,
     Message,
     Rejected,
-    VerifyMessage,
     check_against_own_data,
     parse,
 )
@@ -48,6 +47,9 @@ from lab.runs.warm_stacks import AliveCheck, WarmStacks, warm_stacks
 from lab.stacks.brokers import BrokerChoice
 
 log = logging.getLogger("lab.agent")
+# A verification's or an audit's runner: (message, a folder of its own) -> (the result for the
+# coordinator, the run folder to hand over); Rejected or Failed with a one-line reason.
+Job = Callable[[Any, Path], tuple[dict[str, Any], Path]]
 # Evidence folders up to this size (gzip'd tar) come back in the result; bigger ones need a
 # shared --evidence-dir (a report with screenshots is about 100 kB).
 INLINE_EVIDENCE_LIMIT = 4 * 1024 * 1024
@@ -66,10 +68,12 @@ class Agent:
         broker: str | None = None,
         concurrency: int = 8,
         serves: frozenset[str] = frozenset({"cell"}),
-        flows: list[Any] | None = None,
+        jobs: dict[str, Job] | None = None,
     ) -> None:
         self.serves = serves  # message kinds: cell, verify, audit
-        self.flows = flows or []  # lab/runs/dispatch_audit.py's AgentFlow: the --flow files
+        # What runs a verify or audit message (lab/verify/dispatch.py, lab/runs/dispatch_audit.py),
+        # given by `lab agent`: the layers above this one (verify, reports) are its to wire.
+        self.jobs = jobs or {}
         self.scenarios = {sc.name: sc for sc in scenarios}
         self.fixes = fixes
         self.run_dir = run_dir
@@ -159,17 +163,10 @@ class Agent:
         delivery = uuid.uuid4().hex[:10]
         folder = self.run_dir / message.kind / message.run / delivery
         log.info("%s %s: running (%s)", message.kind, message.cell_id, delivery)
-        found: dict[str, Any]
-        if isinstance(message, VerifyMessage):
-            from lab.runs.dispatch_verify import serve_verify
-
-            found, run_dir = serve_verify(message, folder)
-        elif isinstance(message, AuditMessage):
-            from lab.runs.dispatch_audit import serve_audit
-
-            found, run_dir = serve_audit(message, self.flows, folder)
-        else:  # pragma: no cover - parse() knows no other kind
-            raise Rejected(f"kind {message.kind!r}: not served")
+        job = self.jobs.get(message.kind)
+        if job is None:
+            raise Rejected(f"kind {message.kind!r}: this agent does not serve it")
+        found, run_dir = job(message, folder)
         log.info("%s %s: %s", message.kind, message.cell_id, found.get("headline"))
         return {
             "cell": message.cell_id,

@@ -4,7 +4,7 @@ agent's own data.
 
 Three kinds of message, told by their `kind` field (one task name, one queue): a matrix cell
 ("cell", the default: a message without `kind` is one), one profile's verification ("verify",
-lab/runs/dispatch_verify.py) and one profile's audit of a flow file ("audit",
+lab/verify/dispatch.py) and one profile's audit of a flow file ("audit",
 lab/runs/dispatch_audit.py). A message names a scenario, fix, profile or flow file (by name and
 sha256), nothing else: it never carries code or files to run. JSON only (no pickle). Messages
 are acknowledged late and rejected when their agent is lost, so the broker hands one whose

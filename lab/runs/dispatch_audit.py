@@ -19,6 +19,7 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,11 +99,15 @@ def check_audit(message: AuditMessage, have: list[AgentFlow]) -> Flow:
 
 
 def serve_audit(
-    message: AuditMessage, have: list[AgentFlow], folder: Path
+    message: AuditMessage,
+    folder: Path,
+    *,
+    have: list[AgentFlow],
+    publish: Callable[[AuditResult], object],
 ) -> tuple[dict[str, Any], Path]:
-    """The profiles' audit run here, its reports drawn: (the result for the coordinator, the
-    run folder to hand over). Failed (one line) if the run ended in error."""
-    from lab.reports.audit_page import publish_audit
+    """The profiles' audit run here, its reports drawn (`publish`: lab.reports.audit_page's,
+    given by `lab agent`): (the result for the coordinator, the run folder to hand over).
+    Failed (one line) if the run ended in error."""
     from lab.runs.audit import run_audit
 
     flow = check_audit(message, have)
@@ -122,7 +127,7 @@ def serve_audit(
         )
     except (BadInput, ComponentError) as exc:
         raise Failed(f"lab audit {message.flow}: {one_line(exc)}") from None
-    publish_audit(result)
+    publish(result)
     return result.to_json(), result.run_dir
 
 
