@@ -309,3 +309,23 @@ def test_an_own_stack_cell_and_evidence_dir_through_the_dispatch(one_agent, tmp_
     assert json.loads((folder / "result.json").read_text("utf-8"))["run_dir"] == str(folder)
     assert "redis-oom--none/report.html" in (run_dir / "matrix.html").read_text("utf-8")
     assert list(shared.iterdir()) == []  # moved into the run folder, nothing left behind
+
+
+def test_a_suite_comparison_comes_back_whole_from_its_json():
+    from lab.verify import cache_tests
+    from lab.verify.dispatch import _suite
+    from lab.verify.suite import SuiteAgreement
+
+    def results(*outcomes: str) -> cache_tests.SuiteResults:
+        tests = tuple(
+            cache_tests.TestResult(f"t{n}", "s", f"test {n}", "required", outcome, None)
+            for n, outcome in enumerate(outcomes)
+        )
+        return cache_tests.SuiteResults("http://127.0.0.1:1", "0.4.5", tests, 61.0)
+
+    agreement = SuiteAgreement(
+        "squid-default", "Squid 5.7", results("pass", "fail"), results("pass", "pass")
+    )
+    back = _suite(json.loads(json.dumps(agreement.to_json(tests=True))))
+    assert back.summary() == agreement.summary()
+    assert back.to_json(tests=True) == agreement.to_json(tests=True)
