@@ -1,4 +1,5 @@
-"""`lab agent URL`: serve matrix cells sent through the Redis at URL (lab/runs/agent.py)."""
+"""`lab agent URL`: serve matrix cells, profile verifications and audits of its own flow files
+sent through the Redis at URL (lab/runs/agent.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from lab.data import paths
 from lab.data.errors import BadInput
 from lab.data.kinds import BROKERS, CLIENTS
 from lab.runs.agent_protocol import DEFAULT_REDELIVER_AFTER, check_dispatch_url
+
+SERVED = ("cells", "verify", "audit")  # --serve's words; "cells" is the message kind "cell"
 
 
 def _log_to_stderr() -> None:
@@ -61,6 +64,21 @@ def _log_to_stderr() -> None:
     help="Seconds before a cell taken by an agent that was lost goes to another agent; longer "
     "than the longest cell (a cell still running then runs twice, and counts once).",
 )
+@click.option(
+    "--serve",
+    metavar="KINDS",
+    default=",".join(SERVED),
+    show_default=True,
+    help="What it runs: matrix cells (cells; their stacks start first), profile verifications "
+    "(verify) and audits of its --flow files (audit).",
+)
+@click.option(
+    "--flow",
+    "flow_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A flow file it serves audits of (repeat); a message names it by file name and sha256.",
+)
 @runs_dir_option
 def agent_command(
     url: str,
@@ -70,41 +88,79 @@ def agent_command(
     client: str,
     broker: str | None,
     redeliver_after: float,
+    serve: str,
+    flow_files: tuple[Path, ...],
     runs_dir: Path | None,
 ) -> None:
-    """Run matrix cells that `lab matrix --dispatch REDIS_URL` sends, until Ctrl-C or SIGTERM.
+    """Run what `lab matrix|verify|audit --dispatch REDIS_URL` sends, until Ctrl-C or SIGTERM.
 
-    The agent starts the stacks of every cell it has (its scenarios x fixes), keeps them warm
-    and runs only those cells; any other message is rejected with a one-line reason.
+    Matrix cells: the agent starts the stacks of every cell it has (its scenarios x fixes),
+    keeps them warm and runs only those cells. Verifications: a profile whose real product is
+    installed here. Audits: of the --flow files only. Any other message is rejected with a
+    one-line reason.
     """
+    from lab.reports.audit_page import publish_audit
     from lab.runs import agent
+    from lab.runs.dispatch_audit import load_flow, serve_audit
     from lab.runs.lifecycle import RunResources, new_run_dir
+    from lab.verify.dispatch import serve_verify
 
     with guarded(False, "stopped: every process of the agent was stopped", exit_on_stop=0):
         check_dispatch_url(url, "REDIS_URL")
+        serves = served(serve, flow_files, only_scenarios or only_fixes)
+        flows = [load_flow(path) for path in flow_files]
         options = RunOptions(False, runs_dir, None, "forward", None, client, broker, None)
         say = functools.partial(err.print, markup=False)
-        selection = check_for_matrix(only_scenarios, only_fixes, None, options, say)
-        if not selection.scenarios:
-            raise BadInput("no scenario left for this agent")
+        scenarios, fixes = [], []
+        if "cell" in serves:
+            selection = check_for_matrix(only_scenarios, only_fixes, None, options, say)
+            if not selection.scenarios:
+                raise BadInput("no scenario left for this agent")
+            scenarios, fixes = selection.scenarios, selection.fixes
         _log_to_stderr()
         run_dir = new_run_dir(runs_dir or paths.runs_dir(), "agent")
         worker = agent.Agent(
-            selection.scenarios,
-            selection.fixes,
+            scenarios,
+            fixes,
             run_dir,
             client=client,
             broker=broker,
             concurrency=concurrency,
+            serves=serves,
+            jobs={
+                "verify": serve_verify,
+                "audit": functools.partial(serve_audit, have=flows, publish=publish_audit),
+            },
         )
+        for found in flows:
+            progress(f"serving audits of {found.name} (sha256 {found.sha256[:12]}...)")
         with RunResources(run_dir) as resources:
-            worker.warm(resources, progress)
+            if "cell" in serves:
+                worker.warm(resources, progress)
             agent.serve(worker, url, redeliver_after, progress)
     sys.exit(0)
 
 
+def served(given: str, flow_files: tuple[Path, ...], selected: str | None) -> frozenset[str]:
+    """The message kinds --serve names (BadInput for an unknown one, or audits without a
+    flow, or --scenarios/--fixes without cells)."""
+    words = [word.strip() for word in given.split(",") if word.strip()]
+    for word in words:
+        if word not in SERVED:
+            raise BadInput(f"--serve {given!r}: {word!r} is not one of {', '.join(SERVED)}")
+    if not words:
+        raise BadInput(f"--serve {given!r}: name one of {', '.join(SERVED)}")
+    if flow_files and "audit" not in words:
+        raise BadInput("--flow goes with --serve audit")
+    if "audit" in words and not flow_files and given != ",".join(SERVED):
+        raise BadInput("--serve audit needs a flow file: --flow FILE.toml")
+    if selected and "cells" not in words:
+        raise BadInput("--scenarios and --fixes go with --serve cells")
+    return frozenset("cell" if word == "cells" else word for word in words)
+
+
 def dispatch_options(f: Command) -> Command:
-    """`lab matrix`'s options for sending its cells to agents."""
+    """`lab matrix|verify|audit`'s options for sending their work to agents."""
     for option in reversed(DISPATCH_OPTIONS):
         f = option(f)
     return f
@@ -116,7 +172,8 @@ DISPATCH_OPTIONS = [
         "dispatch_url",
         metavar="REDIS_URL",
         default=None,
-        help="Send the cells to the `lab agent`s serving this Redis instead of running them here.",
+        help="Send the cells (verify, audit: a profile at a time) to the `lab agent`s serving this "
+        "Redis instead of running them here.",
     ),
     click.option(
         "--evidence-dir",

@@ -14,6 +14,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from lab.cli.agent import dispatch_options
 from lab.cli.options import Names, runs_dir_option, split
 from lab.cli.output import guarded, out, progress
 from lab.data import flows, paths, profiles
@@ -151,6 +152,7 @@ def build_flow(flow_file: Path | None, options: dict[str, Any]) -> flows.Flow:
     help="Cells running at once.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@dispatch_options
 @runs_dir_option
 def audit_command(
     flow_file: Path | None,
@@ -159,12 +161,17 @@ def audit_command(
     concurrency: int,
     forward_tls: str | None,
     as_json: bool,
+    dispatch_url: str | None,
+    evidence_dir: Path | None,
+    cell_deadline: float | None,
     runs_dir: Path | None,
     **options: Any,
 ) -> None:
     """Put your own app's start-and-poll flow behind proxy profiles and judge each cell.
 
     FLOW_FILE is a TOML flow (see examples/*/audit.toml); options override its values.
+    With --dispatch, each profile's cells are run by a `lab agent` serving that Redis that
+    was started with --flow FLOW_FILE (the same file, by name and sha256).
     """
     # Imported here, not at the top: every `lab` command loads this module, and the audit's
     # run and report modules are most of a second of imports.
@@ -172,6 +179,7 @@ def audit_command(
     from lab.runs import audit as audit_run
 
     with guarded(as_json, "interrupted: every process of the audit was stopped"):
+        check_audit_dispatch(dispatch_url, flow_file, evidence_dir, cell_deadline, options)
         flow = build_flow(flow_file, options)
         if forward_tls and not flow.https:
             raise BadInput(
@@ -180,21 +188,67 @@ def audit_command(
             )
         chosen = choose_profiles(profile_list)
         strategies = choose_strategies(client_fixes)
-        result = audit_run.run_audit(
-            flow,
-            chosen,
-            strategies,
-            runs_dir or paths.runs_dir(),
-            progress,
-            concurrency=concurrency,
-            forward_tls=forward_tls or "tunnel",  # type: ignore[arg-type]
-        )
+        if dispatch_url:
+            from lab.runs.dispatch_audit import run_dispatched_audit
+
+            assert flow_file is not None  # check_audit_dispatch said so
+            result = run_dispatched_audit(
+                flow_file,
+                flow,
+                chosen,
+                strategies,
+                runs_dir or paths.runs_dir(),
+                progress,
+                dispatch_url=dispatch_url,
+                evidence_dir=evidence_dir,
+                deadline=cell_deadline,
+                concurrency=concurrency,
+                forward_tls=forward_tls or "tunnel",
+            )
+        else:
+            result = audit_run.run_audit(
+                flow,
+                chosen,
+                strategies,
+                runs_dir or paths.runs_dir(),
+                progress,
+                concurrency=concurrency,
+                forward_tls=forward_tls or "tunnel",  # type: ignore[arg-type]
+            )
         page = publish_audit(result)
     if as_json:
         click.echo(json.dumps(result.to_json()))
     else:
         print_audit(result, page)
     sys.exit(EXIT_MATCHED if result.ok else EXIT_MISMATCH)
+
+
+def check_audit_dispatch(
+    url: str | None,
+    flow_file: Path | None,
+    evidence_dir: Path | None,
+    cell_deadline: float | None,
+    options: dict[str, Any],
+) -> None:
+    """What --dispatch cannot go with: agents audit only flow files they have, as they are."""
+    from lab.runs.agent_protocol import check_dispatch_url
+
+    if not url:
+        if evidence_dir or cell_deadline:
+            raise BadInput("--evidence-dir and --cell-deadline go with --dispatch")
+        return
+    check_dispatch_url(url)
+    if flow_file is None:
+        raise BadInput(
+            "--dispatch needs a FLOW_FILE: agents audit only flow files they have "
+            "(lab agent --flow FILE), not a flow given by options"
+        )
+    for name, value in options.items():
+        if value is not None and value != ():
+            raise BadInput(
+                f"--dispatch and --{name.replace('_', '-')}: agents audit the flow file as it "
+                "is (change the file, and give it to the agents)"
+            )
 
 
 def print_audit(result: AuditResult, page: Path | None) -> None:

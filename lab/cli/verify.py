@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lab.cli.agent import dispatch_options
 from lab.cli.options import Names, runs_dir_option
 from lab.cli.output import guarded, out, progress
 from lab.data import paths, profiles
@@ -48,6 +49,7 @@ DEFAULT_CONCURRENCY = 48  # lab.runs.matrix's, without importing it for `lab --h
     "still the cells').",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@dispatch_options
 @runs_dir_option
 def verify_command(
     profile: str | None,
@@ -55,6 +57,9 @@ def verify_command(
     concurrency: int,
     suite: bool,
     as_json: bool,
+    dispatch_url: str | None,
+    evidence_dir: Path | None,
+    cell_deadline: float | None,
     runs_dir: Path | None,
 ) -> None:
     """Run PROFILE's cells through the real product its [real] table names and through the
@@ -66,6 +71,10 @@ def verify_command(
     test suite (npm http-cache-tests, installed on first use) then runs through each product,
     as a reverse proxy, and through its profile, and the required tests with the same result
     are counted (the goal: 90%); the exit code is still the cells'.
+
+    With --dispatch, each profile's verification (both sides, and the suite) is run by a
+    `lab agent` serving that Redis whose host has the product; the results are merged into
+    this run's table, verify.json and exit code.
     """
     # Imported here, not at the top: every `lab` command loads this module.
     from lab.verify import run as verify_run
@@ -77,9 +86,27 @@ def verify_command(
         chosen = real_profiles() if all_profiles else [profile or ""]
         if not chosen:
             raise BadInput("lab verify --all: no profile has a [real] table")
-        result = verify_run.run_verify(
-            chosen, runs_dir or paths.runs_dir(), progress, concurrency=concurrency, suite=suite
-        )
+        if dispatch_url:
+            from lab.runs.agent_protocol import check_dispatch_url
+            from lab.verify.dispatch import run_dispatched_verify
+
+            check_dispatch_url(dispatch_url)
+            result = run_dispatched_verify(
+                chosen,
+                runs_dir or paths.runs_dir(),
+                progress,
+                dispatch_url=dispatch_url,
+                evidence_dir=evidence_dir,
+                deadline=cell_deadline,
+                concurrency=concurrency,
+                suite=suite,
+            )
+        elif evidence_dir or cell_deadline:
+            raise BadInput("--evidence-dir and --cell-deadline go with --dispatch")
+        else:
+            result = verify_run.run_verify(
+                chosen, runs_dir or paths.runs_dir(), progress, concurrency=concurrency, suite=suite
+            )
     if as_json:
         click.echo(json.dumps(result.to_json()))
     else:

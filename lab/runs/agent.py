@@ -1,4 +1,5 @@
-"""`lab agent`: a Celery worker of the lab's own that runs matrix cells on its host.
+"""`lab agent`: a Celery worker of the lab's own that runs matrix cells on its host (and, as
+asked with --serve, profile verifications and audits of its own flow files: `handle_job`).
 
 It starts the matrix's shared stacks for every cell it has (its scenarios x every fix, for its
 client and broker) once, keeps them warm, and runs each cell it is sent on them exactly as
@@ -21,6 +22,7 @@ import signal
 import socket
 import tarfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,14 @@ from lab.data.errors import ComponentError
 from lab.data.scenarios import Scenario
 from lab.judging.evidence import Verdict
 from lab.runs import repro
-from lab.runs.agent_protocol import CellMessage, Rejected, check_against_own_data, parse
+from lab.runs.agent_protocol import (
+    CellMessage,
+    Failed,
+    Message,
+    Rejected,
+    check_against_own_data,
+    parse,
+)
 from lab.runs.cell import CellRun
 from lab.runs.lifecycle import Progress, RunResources
 from lab.runs.repro import write_json
@@ -38,6 +47,9 @@ from lab.runs.warm_stacks import AliveCheck, WarmStacks, warm_stacks
 from lab.stacks.brokers import BrokerChoice
 
 log = logging.getLogger("lab.agent")
+# A verification's or an audit's runner: (message, a folder of its own) -> (the result for the
+# coordinator, the run folder to hand over); Rejected or Failed with a one-line reason.
+Job = Callable[[Any, Path], tuple[dict[str, Any], Path]]
 # Evidence folders up to this size (gzip'd tar) come back in the result; bigger ones need a
 # shared --evidence-dir (a report with screenshots is about 100 kB).
 INLINE_EVIDENCE_LIMIT = 4 * 1024 * 1024
@@ -55,7 +67,13 @@ class Agent:
         client: str = "python",
         broker: str | None = None,
         concurrency: int = 8,
+        serves: frozenset[str] = frozenset({"cell"}),
+        jobs: dict[str, Job] | None = None,
     ) -> None:
+        self.serves = serves  # message kinds: cell, verify, audit
+        # What runs a verify or audit message (lab/verify/dispatch.py, lab/runs/dispatch_audit.py),
+        # given by `lab agent`: the layers above this one (verify, reports) are its to wire.
+        self.jobs = jobs or {}
         self.scenarios = {sc.name: sc for sc in scenarios}
         self.fixes = fixes
         self.run_dir = run_dir
@@ -92,6 +110,13 @@ class Agent:
     def handle(self, body: Any) -> dict[str, Any]:
         """One message: checked (Rejected), run, judged; the result the coordinator reads."""
         message = parse(body)
+        if message.kind not in self.serves:
+            raise Rejected(
+                f"kind {message.kind!r}: this agent does not serve it (it serves "
+                f"{', '.join(sorted(self.serves))}; lab agent --serve)"
+            )
+        if not isinstance(message, CellMessage):
+            return self.handle_job(message)
         scenario = check_against_own_data(message, set(self.scenarios), self.client, self.broker)
         assert self.stacks is not None and self.check_alive is not None, "warm() first"
         delivery = uuid.uuid4().hex[:10]  # a redelivered cell never meets its own cache keys
@@ -129,7 +154,26 @@ class Agent:
             "cell": message.cell_id,
             "agent": self.name,
             "verdict": verdict.to_json(),
-            "evidence": _hand_over(cell_dir, message, delivery),
+            "evidence": hand_over(cell_dir, message.evidence_dir, message.run, delivery),
+        }
+
+    def handle_job(self, message: Message) -> dict[str, Any]:
+        """A profile's verification or audit, run here from start to end (its own stacks, not
+        the warm ones); Rejected or Failed with a one-line reason."""
+        delivery = uuid.uuid4().hex[:10]
+        folder = self.run_dir / message.kind / message.run / delivery
+        log.info("%s %s: running (%s)", message.kind, message.cell_id, delivery)
+        job = self.jobs.get(message.kind)
+        if job is None:
+            raise Rejected(f"kind {message.kind!r}: this agent does not serve it")
+        found, run_dir = job(message, folder)
+        log.info("%s %s: %s", message.kind, message.cell_id, found.get("headline"))
+        return {
+            "cell": message.cell_id,
+            "agent": self.name,
+            message.kind: found,
+            "agent_dir": str(run_dir),
+            "evidence": hand_over(run_dir, message.evidence_dir, message.run, delivery),
         }
 
     def _write_evidence_slice(self, run: CellRun, verdict: Verdict, cell_dir: Path) -> None:
@@ -165,11 +209,11 @@ def _own_broker(scenario: Scenario, forced: str | None) -> BrokerChoice:
     return BrokerChoice(forced or scenario.default_broker, None)
 
 
-def _hand_over(cell_dir: Path, message: CellMessage, delivery: str) -> dict[str, Any]:
+def hand_over(cell_dir: Path, evidence_dir: str | None, run: str, delivery: str) -> dict[str, Any]:
     """The evidence folder for the coordinator: copied into the shared folder it named, or
     packed into the result when small enough; else left here, and said where."""
-    if message.evidence_dir:
-        place = Path(message.evidence_dir) / message.run / delivery / cell_dir.name
+    if evidence_dir:
+        place = Path(evidence_dir) / run / delivery / cell_dir.name
         shutil.copytree(cell_dir, place)
         return {"dir": str(place)}
     packed = io.BytesIO()
@@ -198,6 +242,9 @@ def serve(agent: Agent, broker_url: str, redeliver_after: float, progress: Progr
             return agent.handle(args[0])
         except Rejected as exc:
             log.warning("rejected a cell message: %s", exc)
+            raise CellRejected(f"{agent.name}: {exc}") from None
+        except Failed as exc:
+            log.warning("failed: %s", exc)
             raise CellRejected(f"{agent.name}: {exc}") from None
         except ComponentError as exc:
             died.append(exc)

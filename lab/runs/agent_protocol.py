@@ -1,15 +1,20 @@
-"""What `lab agent` and `lab matrix --dispatch` say to each other: the lab's own Celery app and
-queue (never the sample app's), the cell message, and its check against the agent's own data.
+"""What `lab agent` and `lab matrix|verify|audit --dispatch` say to each other: the lab's own
+Celery app and queue (never the sample app's), the messages, and their check against the
+agent's own data.
 
-A message names a scenario, a fix, a round and an attempt, nothing else: it never carries code
-or files to run. JSON only (no pickle). Cells are acknowledged late and rejected when their
-agent is lost, so the broker hands a cell whose agent died to another agent.
+Three kinds of message, told by their `kind` field (one task name, one queue): a matrix cell
+("cell", the default: a message without `kind` is one), one profile's verification ("verify",
+lab/verify/dispatch.py) and one profile's audit of a flow file ("audit",
+lab/runs/dispatch_audit.py). A message names a scenario, fix, profile or flow file (by name and
+sha256), nothing else: it never carries code or files to run. JSON only (no pickle). Messages
+are acknowledged late and rejected when their agent is lost, so the broker hands one whose
+agent died to another agent.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -36,6 +41,7 @@ class CellMessage(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    kind: Literal["cell"] = "cell"
     run: str = Field(pattern=NAME.pattern)  # the coordinator's run: part of the cache keys
     scenario: str = Field(pattern=NAME.pattern)
     fix: str = Field(pattern=NAME.pattern)
@@ -58,12 +64,76 @@ class Rejected(Exception):
     """A message this agent will not run; the reason is one line."""
 
 
-def parse(body: Any) -> CellMessage:
+class Failed(Exception):
+    """A verification or audit the agent ran that ended in error (a product or an app that
+    would not start, bad input found on the way): the reason is one line, and the agent keeps
+    serving (its own stacks are not concerned)."""
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+Name = Annotated[str, Field(pattern=NAME.pattern)]
+
+
+class VerifyMessage(BaseModel):
+    """One profile's verification (`lab verify PROFILE` on the agent): its real side, its
+    simulated side and, with `suite`, the HTTP caching test suite through both."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["verify"]
+    run: Name
+    profile: Name
+    suite: bool = False
+    concurrency: int = Field(default=48, ge=1, le=256)
+    evidence_dir: str | None = None
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.run}/verify/{self.profile}"
+
+
+class AuditMessage(BaseModel):
+    """Profiles of an audit of a flow file the agent has itself (`lab agent --flow FILE`): the
+    file's name and the sha256 of its content say which; the app is the file's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["audit"]
+    run: Name
+    flow: Name  # the flow file's name, audit.toml
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    profiles: list[Name] = Field(min_length=1, max_length=100)
+    strategies: list[Name] = Field(min_length=1, max_length=10)
+    forward_tls: Literal["tunnel", "inspect"] = "tunnel"
+    concurrency: int = Field(default=32, ge=1, le=256)
+    evidence_dir: str | None = None
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.run}/audit/{'+'.join(self.profiles)}"
+
+
+Message = CellMessage | VerifyMessage | AuditMessage
+KINDS: dict[str, type[Message]] = {
+    "cell": CellMessage,
+    "verify": VerifyMessage,
+    "audit": AuditMessage,
+}
+
+
+def parse(body: Any) -> Message:
     """The message checked for shape (Rejected with the first problem, one line)."""
     if not isinstance(body, dict):
         raise Rejected(f"a cell message is a JSON object, got {type(body).__name__}")
+    kind = body.get("kind", "cell")
+    model = KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise Rejected(f"field kind={kind!r}: not a message kind ({', '.join(KINDS)})")
     try:
-        return CellMessage.model_validate(body)
+        return model.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "message"

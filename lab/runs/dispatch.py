@@ -11,6 +11,7 @@ error that names it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import shutil
@@ -31,6 +32,7 @@ from lab.runs.agent_protocol import (
     QUEUE,
     TASK_NAME,
     CellMessage,
+    Message,
     celery_app,
 )
 from lab.runs.cell import TASK_START_GRACE
@@ -60,12 +62,13 @@ class Dispatcher:
         run_dir: Path,
         progress: Progress,
         *,
-        client: str,
-        broker: str | None,
-        screenshots: str,
+        client: str = "python",
+        broker: str | None = None,
+        screenshots: str = "mismatches",
         evidence_dir: Path | None,
         deadline: float | None,
         stopping: threading.Event,
+        command: str = "lab matrix --dispatch",
     ) -> None:
         self.app = app
         self.run_dir = run_dir
@@ -77,6 +80,7 @@ class Dispatcher:
         self.evidence_dir = evidence_dir
         self.deadline = deadline
         self.stopping = stopping
+        self.command = command
         self.counted: set[str] = set()
         self.pending: set[str] = set()
         self.judged = 0
@@ -125,22 +129,13 @@ class Dispatcher:
             screenshots=self.screenshots,  # type: ignore[arg-type]
             evidence_dir=str(self.evidence_dir) if self.evidence_dir else None,
         )
-        cell_id = message.cell_id
-        # The task id is the cell id: a redelivered cell keeps it, and its result one key.
-        with self._lock:
-            self.pending.add(cell_id)
-        self.app.send_task(TASK_NAME, args=[message.model_dump()], task_id=cell_id, queue=QUEUE)
         allowed = self.deadline or cell_deadline(sc) * (MAX_ATTEMPTS if needs_own_stack(sc) else 1)
-        payload = self._wait(cell_id, allowed)
+        payload = self.ask(message, allowed)
         with self._lock:
-            self.pending.discard(cell_id)
-            if cell_id in self.counted:  # never: one waiter per cell id; kept as a guard
-                raise RuntimeError(f"cell {cell_id} came back twice")
-            self.counted.add(cell_id)
             self.judged += 1
             judged = self.judged
         verdict = Verdict.from_json(payload["verdict"])
-        _take_evidence(payload.get("evidence") or {}, cell_dir)
+        take_evidence(payload.get("evidence") or {}, cell_dir)
         verdict.run_dir = str(cell_dir)
         write_json(cell_dir / "result.json", verdict.to_json())
         self.progress(
@@ -148,6 +143,22 @@ class Dispatcher:
             f"(round {round_no}, run {attempt}, by {payload.get('agent')})"
         )
         return verdict
+
+    def ask(self, message: Message, allowed: float) -> dict[str, Any]:
+        """Send one message and wait for its result (a ComponentError naming it after `allowed`
+        seconds); each cell id is counted once."""
+        cell_id = message.cell_id
+        # The task id is the cell id: a redelivered cell keeps it, and its result one key.
+        with self._lock:
+            self.pending.add(cell_id)
+        self.app.send_task(TASK_NAME, args=[message.model_dump()], task_id=cell_id, queue=QUEUE)
+        payload = self._wait(cell_id, allowed)
+        with self._lock:
+            self.pending.discard(cell_id)
+            if cell_id in self.counted:  # never: one waiter per cell id; kept as a guard
+                raise RuntimeError(f"cell {cell_id} came back twice")
+            self.counted.add(cell_id)
+        return payload
 
     def _wait(self, cell_id: str, allowed: float) -> dict[str, Any]:
         backend = self.app.backend
@@ -165,7 +176,7 @@ class Dispatcher:
                 if time.monotonic() > give_up:
                     status = backend.get_task_meta(cell_id).get("status")
                     raise ComponentError(
-                        "lab matrix --dispatch",
+                        self.command,
                         f"cell {cell_id}: no agent finished it within {allowed:.0f} s "
                         f"({'picked up' if status == states.STARTED else 'never picked up'}; "
                         f"are agents serving queue {QUEUE} on this broker?)",
@@ -193,7 +204,7 @@ class DispatchStopped(Exception):
     """A waiting cell gives up: the matrix was interrupted or another cell failed."""
 
 
-def _take_evidence(evidence: dict[str, Any], cell_dir: Path) -> None:
+def take_evidence(evidence: dict[str, Any], cell_dir: Path) -> None:
     """The cell's folder where a local run keeps it; the paths in its result files mended."""
     cell_dir.mkdir(parents=True, exist_ok=True)
     if "tar_gz" in evidence:
@@ -203,17 +214,37 @@ def _take_evidence(evidence: dict[str, Any], cell_dir: Path) -> None:
     elif "dir" in evidence:
         shutil.copytree(evidence["dir"], cell_dir, dirs_exist_ok=True)
         shutil.rmtree(evidence["dir"], ignore_errors=True)
+        for parent in Path(evidence["dir"]).parents[:2]:  # the delivery's and the run's folders
+            with contextlib.suppress(OSError):
+                parent.rmdir()  # only when empty: another cell's may still be there
     elif "kept_at" in evidence:
         (cell_dir / "evidence-elsewhere.txt").write_text(
             f"too big to send back ({evidence.get('bytes')} bytes): {evidence['kept_at']}\n"
         )
+    mend_results(cell_dir)
+
+
+def mend_results(folder: Path) -> None:
+    """Every result.json under `folder` names its own folder as its run_dir."""
     # An own-stack cell's result files (a lab repro run, attempt-N/ inside) name the agent's
     # folders: the pages are drawn here.
-    for result_file in cell_dir.rglob("result.json"):
+    for result_file in folder.rglob("result.json"):
         data = json.loads(result_file.read_text("utf-8"))
         if "run_dir" in data:
             data["run_dir"] = str(result_file.parent)
             write_json(result_file, data)
+
+
+def connect(dispatch_url: str) -> Celery:
+    """The lab's Celery app on the broker, once it answers (ComponentError, exit 3, if not)."""
+    app = celery_app(dispatch_url)
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as exc:  # noqa: BLE001 - kombu raises the transport's own errors
+        app.close()
+        raise ComponentError("dispatch broker", f"{dispatch_url}: {exc}") from None
+    return app
 
 
 def run_dispatched_matrix(
@@ -238,12 +269,7 @@ def run_dispatched_matrix(
     scenarios = [
         sc for sc in scenarios if sc.runs_with(client) and (broker is None or sc.runs_on(broker))
     ]
-    app = celery_app(dispatch_url)
-    try:
-        with app.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1)
-    except Exception as exc:  # noqa: BLE001 - kombu raises the transport's own errors
-        raise ComponentError("dispatch broker", f"{dispatch_url}: {exc}") from None
+    app = connect(dispatch_url)
     run_dir = run_dir or new_run_dir(runs_root, "matrix")
     run_dir.mkdir(parents=True, exist_ok=True)
     cells, own, shared = split_cells(scenarios, fixes)
@@ -289,3 +315,14 @@ def run_dispatched_matrix(
     result.seconds = time.monotonic() - began
     write_json(run_dir / MATRIX_JSON, result.to_json())
     return result
+
+
+def rebase_json(folder: Path, agent_dir: str, here: Path) -> None:
+    """The agent's folder named in the JSON files of its evidence replaced by where they now
+    are (matrix.json's cell folders, a unit's own audit.json or verify.json)."""
+    if not agent_dir or agent_dir == str(here):
+        return
+    for found in folder.rglob("*.json"):
+        text = found.read_text("utf-8")
+        if agent_dir in text:
+            found.write_text(text.replace(agent_dir, str(here)), "utf-8")
