@@ -250,3 +250,26 @@ def test_killing_an_agent_mid_matrix_still_judges_every_cell_once(agents, local_
     assert victim.proc.returncode is not None
     victim.__exit__(None)  # every process of the killed agent is gone (else it fails here)
     assert survivor.proc.poll() is None
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(180)
+def test_a_cell_whose_message_was_lost_is_sent_again(agents, tmp_path):
+    """kombu takes a message off the queue before it records it as held: an agent killed in
+    between loses it. Here the queue is emptied with no agent on its database; the coordinator
+    finds the cell in no queue and with no agent twice in a row, and sends it again."""
+    import redis
+
+    url = agents.url.rsplit("/", 1)[0] + "/6"  # a database no agent serves
+    client = redis.Redis.from_url(url)
+    with LabProcess(
+        ["matrix", "--scenarios", "direct", "--fixes", "none", "--dispatch", url], tmp_path
+    ) as lab:
+        wait_for(lambda: client.llen("lab.cells") == 1, timeout=60, what="the cell queued")
+        assert b"direct--none" in client.lindex("lab.cells", 0)
+        client.delete("lab.cells")  # lost, as by an agent killed as it took it
+        lab.wait_for_stderr("sent again", timeout=60)
+        assert "its message is in no queue and with no agent" in lab.stderr
+        wait_for(lambda: client.llen("lab.cells") == 1, timeout=10, what="the cell queued again")
+        assert b"direct--none" in client.lindex("lab.cells", 0)
+    client.flushdb()

@@ -191,6 +191,9 @@ def celery_app(broker_url: str, redeliver_after: float = DEFAULT_REDELIVER_AFTER
             # Look for cells of lost agents every second, not every 100 s.
             "unacked_restore_interval": 1,
             "unacked_restore_throttle": 1,
+            # The lock an agent holds while it looks for them: kombu's 300 s default, held by an
+            # agent killed while looking, kept every other agent from looking for 5 minutes.
+            "unacked_mutex_expire": 30,
         },
         result_expires=24 * 3600,
     )

@@ -37,6 +37,7 @@ from lab.runs.agent_protocol import (
 )
 from lab.runs.cell import TASK_START_GRACE
 from lab.runs.lifecycle import Progress, new_run_dir
+from lab.runs.lost_cells import CHECK_EVERY_S, LostCells
 from lab.runs.matrix import MATRIX_JSON, MatrixResult, run_rounds
 from lab.runs.repro import write_json
 from lab.runs.schedule import MAX_ATTEMPTS, attempt_dir
@@ -89,6 +90,8 @@ class Dispatcher:
         # result's meta: one thread reads them all (_watch) in one MGET per poll. A thread per
         # cell reading its own key made most of the coordinator's CPU (70 ms a cell).
         self._out: dict[str, tuple[threading.Event, dict[str, Any]]] = {}
+        # Each cell out: when it was sent, and its message, to send again if it is lost.
+        self._sent: dict[str, tuple[float, dict[str, Any]]] = {}
         self._done = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -99,11 +102,16 @@ class Dispatcher:
 
     def _watch(self) -> None:
         backend = self.app.backend
+        lost = LostCells(backend.client, QUEUE)
+        looked_at = time.monotonic()
         while not self._done.wait(RESULT_POLL_S):
             with self._lock:
                 ids = list(self._out)
             if not ids:
                 continue
+            if time.monotonic() - looked_at > CHECK_EVERY_S:
+                looked_at = time.monotonic()
+                self._send_again(lost.look(self._out_since(looked_at - CHECK_EVERY_S)))
             values = backend.mget([backend.get_key_for_task(cell_id) for cell_id in ids])
             for cell_id, value in zip(ids, values, strict=True):
                 if value is None:
@@ -144,17 +152,37 @@ class Dispatcher:
         )
         return verdict
 
+    def _out_since(self, before: float) -> list[str]:
+        """The cells sent before `before` that are still out."""
+        with self._lock:
+            return [cell for cell in self._out if self._sent.get(cell, (before, None))[0] < before]
+
+    def _send_again(self, lost: list[str]) -> None:
+        for cell_id in lost:
+            with self._lock:
+                if cell_id not in self._out or cell_id not in self._sent:
+                    continue  # its result came meanwhile
+                body = self._sent[cell_id][1]
+            self.progress(
+                f"cell {cell_id}: its message is in no queue and with no agent (an agent died "
+                "as it took it): sent again"
+            )
+            self.app.send_task(TASK_NAME, args=[body], task_id=cell_id, queue=QUEUE)
+
     def ask(self, message: Message, allowed: float) -> dict[str, Any]:
         """Send one message and wait for its result (a ComponentError naming it after `allowed`
         seconds); each cell id is counted once."""
         cell_id = message.cell_id
+        body = message.model_dump()
         # The task id is the cell id: a redelivered cell keeps it, and its result one key.
         with self._lock:
             self.pending.add(cell_id)
-        self.app.send_task(TASK_NAME, args=[message.model_dump()], task_id=cell_id, queue=QUEUE)
+            self._sent[cell_id] = (time.monotonic(), body)
+        self.app.send_task(TASK_NAME, args=[body], task_id=cell_id, queue=QUEUE)
         payload = self._wait(cell_id, allowed)
         with self._lock:
             self.pending.discard(cell_id)
+            self._sent.pop(cell_id, None)
             if cell_id in self.counted:  # never: one waiter per cell id; kept as a guard
                 raise RuntimeError(f"cell {cell_id} came back twice")
             self.counted.add(cell_id)
