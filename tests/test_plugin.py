@@ -141,3 +141,39 @@ def test_the_warm_spare_becomes_the_first_proxy_asked_for(user_project):
     result = user_project.runpytest_subprocess("-v", "-p", "no:cacheprovider")
     result.assert_outcomes(skipped=1)
     assert_nothing_left(os.environ[TOKEN_VAR], within=15.0)
+
+
+def test_a_users_tests_under_pytest_xdist(user_project):
+    """`pytest -n 2` (issue 15): each worker starts its own proxies and apps in its own
+    folders, on ports of its own; the results are the serial run's, and nothing is left."""
+    import os
+
+    user_project.makepyfile(
+        test_mine="""
+        import pytest
+
+        @pytest.mark.lab_profiles("corporate-cache", "nginx-default", "squid-default", "rfc")
+        def test_fixed_app(lab_audit, lab_profile):
+            lab_audit("fixed.toml", profiles=[lab_profile]).assert_completed()
+
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_the_proxy_keeps_the_first_answer(lab_app, lab_proxy, n):
+            url = lab_app("fixed.toml")
+            proxy = lab_proxy("corporate-cache")
+            proxy.session.get(url + f"/?n={n}")
+            proxy.session.get(url + f"/?n={n}")
+            assert proxy.served_from_cache(url + f"/?n={n}")
+        """
+    )
+    result = user_project.runpytest_subprocess("-n", "2", "-v", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=6)
+    output = result.stdout.str()
+    assert "[gw0]" in output and "[gw1]" in output, "both workers ran tests"
+    workers = {
+        part
+        for p in user_project.path.glob("**/*.ready.json")
+        for part in p.parts
+        if part.startswith("popen-gw")
+    }
+    assert workers == {"popen-gw0", "popen-gw1"}, workers
+    assert_nothing_left(os.environ[TOKEN_VAR], within=15.0)
