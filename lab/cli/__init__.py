@@ -45,7 +45,7 @@ from lab.data.errors import (
     EXIT_MISMATCH,
     BadInput,
 )
-from lab.data.kinds import DEFAULT_MATRIX_CONCURRENCY
+from lab.data.kinds import MATRIX_CONCURRENCY
 from lab.judging.tls_path import certificate_line
 
 # The run, judging and report modules (httpx, jinja2, part of mitmproxy) are imported by the
@@ -170,9 +170,10 @@ def _print_evidence(v: Verdict) -> None:
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 256),
-    default=DEFAULT_MATRIX_CONCURRENCY,
-    show_default=True,
-    help="Cells running at once (and worker threads).",
+    default=None,
+    help="Cells running at once (and worker threads). [default: "
+    + ", ".join(f"{n} with the {client} client" for client, n in MATRIX_CONCURRENCY.items())
+    + "]",
 )
 @click.option(
     "--brokers",
@@ -195,7 +196,7 @@ def matrix_command(
     only_scenarios: str | None,
     only_fixes: str | None,
     repeat: int,
-    concurrency: int,
+    concurrency: int | None,
     broker_list: str | None,
     screenshots: str,
     dispatch_url: str | None,
@@ -225,7 +226,7 @@ def matrix_command(
             "scenarios": selection.scenarios,
             "fixes": selection.fixes,
             "repeat": repeat,
-            "concurrency": concurrency,
+            "concurrency": concurrency or MATRIX_CONCURRENCY[run.client],
             "proxy_url": run.proxy_url,
             "proxy_mode": run.proxy_mode,
             "app_port": run.app_port or 0,

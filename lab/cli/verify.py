@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from lab.verify.run import VerifyResult
 
 PROFILE = Names("profile", profiles.names)
-DEFAULT_CONCURRENCY = 48  # lab.runs.matrix's, without importing it for `lab --help`
+DEFAULT_CONCURRENCY = 48  # lab.verify.run's, without importing it for `lab --help`
 
 
 @click.command("verify")

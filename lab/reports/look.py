@@ -107,6 +107,9 @@ def templates() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        # The templates do not change during a run: no stat of each one per page (a matrix
+        # draws hundreds of pages).
+        auto_reload=False,
     )
     env.filters["secs"] = lambda t: "-" if t is None else f"{t:.3f}"
     env.filters["bytes"] = human_bytes

@@ -17,10 +17,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,13 +32,13 @@ from lab.runs.agent_protocol import AuditMessage, Failed, Rejected, one_line
 from lab.runs.audit import AUDIT_JSON, AuditCell, AuditResult, StatusSample
 from lab.runs.dispatch import (
     DEADLINE_SLACK_S,
-    Dispatcher,
-    connect,
+    ask_each,
+    coordinating,
     mend_results,
     rebase_json,
     take_evidence,
 )
-from lab.runs.lifecycle import Progress, new_run_dir
+from lab.runs.lifecycle import Progress
 from lab.runs.repro import write_json
 
 log = logging.getLogger("lab.agent")
@@ -151,71 +149,59 @@ def run_dispatched_audit(
     """`run_audit`'s result, one profile's cells per agent task."""
     began = time.monotonic()
     sha256 = sha256_of(flow_file)
-    app = connect(dispatch_url)
-    run_dir = new_run_dir(runs_root, f"audit-{flow.name}")
-    stopping = threading.Event()
-    dispatcher = Dispatcher(
-        app,
-        run_dir,
+    with coordinating(
+        dispatch_url,
+        runs_root,
+        f"audit-{flow.name}",
         progress,
         evidence_dir=evidence_dir,
         deadline=deadline,
-        stopping=stopping,
         command="lab audit --dispatch",
-    )
-    allowed = deadline or AUDIT_DEADLINE_S + DEADLINE_SLACK_S
-    progress(
-        f"sending {len(profile_names)} profiles of {flow_file.name} (sha256 {sha256[:12]}...) "
-        f"to the agents on {dispatch_url}"
-    )
-
-    def one(profile: str) -> dict[str, Any]:
-        message = AuditMessage(
-            kind="audit",
-            run=dispatcher.token,
-            flow=flow_file.name,
-            sha256=sha256,
-            profiles=[profile],
-            strategies=strategy_names,
-            forward_tls=forward_tls,  # type: ignore[arg-type]
-            concurrency=concurrency,
-            evidence_dir=str(evidence_dir) if evidence_dir else None,
+    ) as dispatcher:
+        run_dir = dispatcher.run_dir
+        allowed = deadline or AUDIT_DEADLINE_S + DEADLINE_SLACK_S
+        progress(
+            f"sending {len(profile_names)} profiles of {flow_file.name} (sha256 {sha256[:12]}...) "
+            f"to the agents on {dispatch_url}"
         )
-        payload = dispatcher.ask(message, allowed)
-        unit = run_dir / f"agent-{profile}"
-        take_evidence(payload.get("evidence") or {}, unit)
-        agent_dir = payload.get("agent_dir", "")
-        if (unit / "cells").is_dir():
-            for cell in sorted((unit / "cells").iterdir()):
-                shutil.move(str(cell), run_dir / "cells" / cell.name)
-            (unit / "cells").rmdir()
-        mend_results(run_dir / "cells")
-        rebase_json(unit, agent_dir, unit)
-        (unit / "audit.html").unlink(missing_ok=True)  # its links were to the cells moved out
-        found = payload["audit"]
-        for cell in found["cells"]:
-            if cell.get("verdict") and agent_dir:
-                where = str(cell["verdict"].get("run_dir", ""))
-                cell["verdict"]["run_dir"] = where.replace(agent_dir, str(run_dir), 1)
-        progress(f"{profile}: {found['headline']} (by {payload.get('agent')})")
-        return found
 
-    (run_dir / "cells").mkdir()
-    try:
-        with ThreadPoolExecutor(max_workers=len(profile_names), thread_name_prefix="audit") as pool:
-            futures = [pool.submit(one, profile) for profile in profile_names]
-            try:
-                units = [future.result() for future in futures]
-            except BaseException:
-                stopping.set()
-                dispatcher.revoke_pending()
-                raise
-    except (ComponentError, BadInput) as exc:
-        exc.run_dir = str(run_dir)  # type: ignore[attr-defined]
-        raise
-    finally:
-        dispatcher.close()
-        app.close()
+        def one(profile: str) -> dict[str, Any]:
+            message = AuditMessage(
+                kind="audit",
+                run=dispatcher.token,
+                flow=flow_file.name,
+                sha256=sha256,
+                profiles=[profile],
+                strategies=strategy_names,
+                forward_tls=forward_tls,  # type: ignore[arg-type]
+                concurrency=concurrency,
+                evidence_dir=str(evidence_dir) if evidence_dir else None,
+            )
+            payload = dispatcher.ask(message, allowed)
+            unit = run_dir / f"agent-{profile}"
+            take_evidence(payload.get("evidence") or {}, unit)
+            agent_dir = payload.get("agent_dir", "")
+            if (unit / "cells").is_dir():
+                for cell in sorted((unit / "cells").iterdir()):
+                    shutil.move(str(cell), run_dir / "cells" / cell.name)
+                (unit / "cells").rmdir()
+            mend_results(run_dir / "cells")
+            rebase_json(unit, agent_dir, unit)
+            (unit / "audit.html").unlink(missing_ok=True)  # its links were to the cells moved out
+            found = payload["audit"]
+            for cell in found["cells"]:
+                if cell.get("verdict") and agent_dir:
+                    where = str(cell["verdict"].get("run_dir", ""))
+                    cell["verdict"]["run_dir"] = where.replace(agent_dir, str(run_dir), 1)
+            progress(f"{profile}: {found['headline']} (by {payload.get('agent')})")
+            return found
+
+        (run_dir / "cells").mkdir()
+        try:
+            units = ask_each(dispatcher, profile_names, one)
+        except (ComponentError, BadInput) as exc:
+            exc.run_dir = str(run_dir)  # type: ignore[attr-defined]
+            raise
     result = merge(flow, run_dir, profile_names, strategy_names, units)
     result.seconds = time.monotonic() - began
     write_json(run_dir / AUDIT_JSON, result.to_json())

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lab.data.kinds import DEFAULT_MATRIX_CONCURRENCY
+from lab.data.kinds import DEFAULT_MATRIX_CONCURRENCY, MATRIX_CONCURRENCY
 from lab.data.scenarios import Scenario
 from lab.judging.evidence import Verdict
 from lab.runs import repro
@@ -147,7 +147,7 @@ def run_matrix(
     progress: Progress,
     *,
     repeat: int = 1,
-    concurrency: int = DEFAULT_CONCURRENCY,
+    concurrency: int | None = None,
     proxy_url: str | None = None,
     proxy_mode: str = "forward",
     app_port: int = 0,
@@ -175,6 +175,7 @@ def run_matrix(
     each on its own default. Cells that fill their broker get a stack of their own each.
     """
     began = time.monotonic()
+    concurrency = concurrency or MATRIX_CONCURRENCY[client]
     scenarios = [
         sc for sc in scenarios if sc.runs_with(client) and (broker is None or sc.runs_on(broker))
     ]

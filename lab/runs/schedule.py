@@ -16,7 +16,8 @@ from lab.data.scenarios import Scenario
 # Runs of one cell in one round while the machine is too slow for it to test anything (see
 # evidence.untested_because); after that its verdict says "not judged", never a wrong outcome.
 MAX_ATTEMPTS = 3
-CELL_STARTS_PER_SECOND = 25.0  # see StartPacer
+# Cells started a second (see StartPacer), per client (lab/data/kinds.py MATRIX_CONCURRENCY).
+CELL_STARTS_PER_SECOND: dict[str, float] = {"python": 40.0, "browser": 25.0}
 
 
 def attempt_dir(cell_dir: Path, attempt: int) -> Path:

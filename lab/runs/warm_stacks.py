@@ -78,7 +78,7 @@ class WarmStacks:
     broker: str | None  # forced for every scenario, or None: each scenario's default
     browser: BrowserHost | None = None
     readers: StackEventReaders = field(default_factory=StackEventReaders)
-    starts: StartPacer = field(default_factory=lambda: StartPacer(CELL_STARTS_PER_SECOND))
+    starts: StartPacer = field(default_factory=lambda: StartPacer(CELL_STARTS_PER_SECOND["python"]))
 
     def run_shared(
         self,
@@ -147,4 +147,5 @@ def warm_stacks(
     )
     if browser_ready:
         browser_ready()
-    return WarmStacks(apps, proxies, runtimes, broker, browser)
+    pacer = StartPacer(CELL_STARTS_PER_SECOND[client])
+    return WarmStacks(apps, proxies, runtimes, broker, browser, starts=pacer)

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from lab.data.errors import BadInput, ComponentError
 from lab.runs.agent_protocol import Failed, Rejected, VerifyMessage, one_line
-from lab.runs.dispatch import DEADLINE_SLACK_S, Dispatcher, connect, rebase_json, take_evidence
-from lab.runs.lifecycle import Progress, new_run_dir
+from lab.runs.dispatch import DEADLINE_SLACK_S, ask_each, coordinating, rebase_json, take_evidence
+from lab.runs.lifecycle import Progress
 from lab.verify import cache_tests
 from lab.verify.run import (
     VERIFY_JSON,
@@ -104,52 +102,41 @@ def run_dispatched_verify(
     began = time.monotonic()
     setups = [RealSetup.of(name) for name in profile_names]  # bad input: exit 2, as locally
     order = _local_order(plan(setups))
-    app = connect(dispatch_url)
-    run_dir = new_run_dir(runs_root, "verify")
-    stopping = threading.Event()
-    dispatcher = Dispatcher(
-        app,
-        run_dir,
+    with coordinating(
+        dispatch_url,
+        runs_root,
+        "verify",
         progress,
         evidence_dir=evidence_dir,
         deadline=deadline,
-        stopping=stopping,
         command="lab verify --dispatch",
-    )
-    allowed = deadline or VERIFY_DEADLINE_S + (SUITE_DEADLINE_S if suite else 0) + DEADLINE_SLACK_S
-    progress(f"sending {len(setups)} profile verifications to the agents on {dispatch_url}")
-
-    def one(profile: str) -> tuple[ProfileVerification, SuiteAgreement | None]:
-        message = VerifyMessage(
-            kind="verify",
-            run=dispatcher.token,
-            profile=profile,
-            suite=suite,
-            concurrency=concurrency,
-            evidence_dir=str(evidence_dir) if evidence_dir else None,
+    ) as dispatcher:
+        run_dir = dispatcher.run_dir
+        allowed = (
+            deadline or VERIFY_DEADLINE_S + (SUITE_DEADLINE_S if suite else 0) + DEADLINE_SLACK_S
         )
-        payload = dispatcher.ask(message, allowed)
-        here = run_dir if len(setups) == 1 else run_dir / profile
-        take_evidence(payload.get("evidence") or {}, here)
-        rebase_json(here, payload.get("agent_dir", ""), here)
-        found = payload["verify"]
-        verification = _verification(found["profiles"][0], order)
-        suites = [_suite(doc) for doc in found.get("suite", [])]
-        progress(f"{verification.summary()} (by {payload.get('agent')})")
-        return verification, suites[0] if suites else None
+        progress(f"sending {len(setups)} profile verifications to the agents on {dispatch_url}")
 
-    try:
-        with ThreadPoolExecutor(max_workers=len(setups), thread_name_prefix="verify") as pool:
-            futures = [pool.submit(one, setup.profile) for setup in setups]
-            try:
-                done = [future.result() for future in futures]
-            except BaseException:
-                stopping.set()
-                dispatcher.revoke_pending()
-                raise
-    finally:
-        dispatcher.close()
-        app.close()
+        def one(profile: str) -> tuple[ProfileVerification, SuiteAgreement | None]:
+            message = VerifyMessage(
+                kind="verify",
+                run=dispatcher.token,
+                profile=profile,
+                suite=suite,
+                concurrency=concurrency,
+                evidence_dir=str(evidence_dir) if evidence_dir else None,
+            )
+            payload = dispatcher.ask(message, allowed)
+            here = run_dir if len(setups) == 1 else run_dir / profile
+            take_evidence(payload.get("evidence") or {}, here)
+            rebase_json(here, payload.get("agent_dir", ""), here)
+            found = payload["verify"]
+            verification = _verification(found["profiles"][0], order)
+            suites = [_suite(doc) for doc in found.get("suite", [])]
+            progress(f"{verification.summary()} (by {payload.get('agent')})")
+            return verification, suites[0] if suites else None
+
+        done = ask_each(dispatcher, [setup.profile for setup in setups], one)
     result = VerifyResult(run_dir, [verification for verification, _ in done])
     result.suites = [agreement for _, agreement in done if agreement is not None]
     result.seconds = time.monotonic() - began

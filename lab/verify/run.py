@@ -21,7 +21,7 @@ from lab.data import fixes, scenarios
 from lab.data.errors import BadInput
 from lab.data.scenarios import Scenario
 from lab.runs.lifecycle import Progress, new_run_dir, new_supervisor
-from lab.runs.matrix import DEFAULT_CONCURRENCY, MatrixResult, run_matrix
+from lab.runs.matrix import MatrixResult, run_matrix
 from lab.runs.shared_stacks import needs_own_stack
 from lab.stacks.ports import free_port
 from lab.stacks.proxy_url import check_app_port
@@ -33,6 +33,9 @@ from lab.verify.suite import compare as compare_suite
 NOT_JUDGED = "not judged"  # a cell the machine was too slow to test on that side
 VERIFY_JSON = "verify.json"
 CLIENT = "python"
+# Cells at once on each side: the pace the real products were compared at (lab verify's
+# --concurrency; the Python matrix alone runs 64).
+DEFAULT_CONCURRENCY = 48
 
 
 @dataclass
