@@ -11,9 +11,9 @@ from typing import Any
 
 from lab.clients.polling import Poll
 from lab.data import scenarios
-from lab.data.events import EventLog
+from lab.data.events import EventLog, StackEventReaders
 from lab.data.scenarios import Outcome
-from lab.judging.evidence import Evidence, StackEventReaders, Verdict, judge
+from lab.judging.evidence import Evidence, Verdict, judge
 from lab.reports import look, publish
 from sample_app import strategies
 

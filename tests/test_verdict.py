@@ -217,3 +217,21 @@ def test_a_read_from_before_the_finish_logged_after_it_does_not_blame_the_app():
     # A read after the finish that still said PENDING is the app's own fault.
     ev.origin_status_requests[1] = {**late_log, "state_read_at": T0 + 1.21}
     assert ev.stopped_at(Outcome.hung, FINAL) == "origin"
+
+
+def test_a_poll_in_flight_at_the_verdict_is_not_counted_from_its_hops_records():
+    """Each hop logs a request before the client reads its answer: at the verdict, the poll
+    still in flight has a proxy (and origin) record but no poll. The counts are of the polls
+    the client recorded: 2 polls, a store and a hit, not "2 of 2 from the cache"."""
+    ev = evidence([poll(0.0, 0.01, "PENDING", 1), poll(0.25, 0.26, "PENDING", 2)])
+    ev.origin_status_requests = [
+        {"time": T0 + 0.011, "state_read_at": T0 + 0.005, "state": "PENDING"},
+        {"time": T0 + 0.52, "state_read_at": T0 + 0.51, "state": "SUCCESS"},  # in flight
+    ]
+    ev.proxy_status_requests = [
+        {"time": T0 + 0.009, "cache": "STORE"},
+        {"time": T0 + 0.259, "cache": "HIT"},
+        {"time": T0 + 0.509, "cache": "HIT"},  # the poll in flight
+    ]
+    assert (ev.from_cache, ev.reached_origin) == (1, 1)
+    assert (evidence([]).from_cache, evidence([], origin=[0.1]).reached_origin) == (0, 1)

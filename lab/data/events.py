@@ -124,3 +124,29 @@ class EventLog:
             return None
         self.refresh(0.01)
         return self.finished.get(task_id)
+
+
+class StackEventReaders:
+    """One reader per origin or proxy events file of the running stacks, shared by every cell
+    judged against it: each judgement reads only what was appended since the last one (a
+    matrix's cells share their stacks' files, and the machine's CPU is scarce)."""
+
+    def __init__(self) -> None:
+        self._logs: dict[Path, EventLog] = {}
+        self._lock = threading.Lock()
+
+    def origin(self, path: Path | None) -> Grouped:
+        return self._read(path, "origin").origin
+
+    def proxy(self, path: Path | None) -> Grouped:
+        return self._read(path, "proxy").proxy
+
+    def _read(self, path: Path | None, kind: str) -> EventLog:
+        if path is None:
+            return EventLog()
+        with self._lock:
+            log = self._logs.get(path)
+            if log is None:
+                log = self._logs[path] = EventLog(**{kind: [path]})
+        log.refresh()
+        return log

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from lab.clients.base import Client
@@ -14,32 +12,6 @@ from lab.data.scenarios import Outcome, Scenario
 from lab.judging.proof import already_final
 
 HOPS = ("worker", "result backend", "origin", "proxy", "client")
-
-
-class StackEventReaders:
-    """One reader per origin or proxy events file of the running stacks, shared by every cell
-    judged against it: each judgement reads only what was appended since the last one (a
-    matrix's cells share their stacks' files, and the machine's CPU is scarce)."""
-
-    def __init__(self) -> None:
-        self._logs: dict[Path, EventLog] = {}
-        self._lock = threading.Lock()
-
-    def origin(self, path: Path | None) -> Grouped:
-        return self._read(path, "origin").origin
-
-    def proxy(self, path: Path | None) -> Grouped:
-        return self._read(path, "proxy").proxy
-
-    def _read(self, path: Path | None, kind: str) -> EventLog:
-        if path is None:
-            return EventLog()
-        with self._lock:
-            log = self._logs.get(path)
-            if log is None:
-                log = self._logs[path] = EventLog(**{kind: [path]})
-        log.refresh()
-        return log
 
 
 @dataclass
@@ -106,17 +78,30 @@ class Evidence:
             decided_at=decided_at,
         )
 
-    # -- counts
+    # -- counts: of the polls the client recorded. A poll still in flight when the verdict fell
+    # has its proxy and origin records (each hop logs it before the client reads the answer)
+    # but no poll: counted, it made "16 of 16 polls answered by the proxy" of 15 and a store.
     @property
     def from_cache(self) -> int:
         if not self.proxy_visible:
             # An external proxy: a poll that never reached the origin was answered on the way.
             return max(0, len(self.polls) - self.reached_origin)
-        return sum(1 for e in self.proxy_status_requests if e.get("cache") == "HIT")
+        last = self._last_answer_at()
+        return sum(
+            1
+            for e in self.proxy_status_requests
+            if e.get("cache") == "HIT" and e.get("time", 0.0) <= last
+        )
 
     @property
     def reached_origin(self) -> int:
-        return len(self.origin_status_requests)
+        last = self._last_answer_at()
+        return sum(1 for e in self.origin_status_requests if read_at(e) <= last)
+
+    def _last_answer_at(self) -> float:
+        """When the client read its last recorded answer; no poll: no bound."""
+        answers = [p.received_at for p in self.polls if p.received_at is not None]
+        return max(answers) if answers else float("inf")
 
     def rel(self, t: float | None) -> float | None:
         if t is None or self.client_started_at is None:

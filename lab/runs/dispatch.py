@@ -19,10 +19,8 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from celery import Celery, states
 
@@ -45,7 +43,6 @@ from lab.runs.repro import write_json
 from lab.runs.schedule import MAX_ATTEMPTS, attempt_dir
 from lab.runs.shared_stacks import needs_own_stack, split_cells
 
-T = TypeVar("T")
 RESULT_POLL_S = 0.1  # how often the results of the cells still out are read
 # Beyond the cell's own longest wait: a redelivery after a lost agent, and an agent's start.
 DEADLINE_SLACK_S = DEFAULT_REDELIVER_AFTER + 60.0
@@ -276,50 +273,6 @@ def connect(dispatch_url: str) -> Celery:
         app.close()
         raise ComponentError("dispatch broker", f"{dispatch_url}: {exc}") from None
     return app
-
-
-@contextlib.contextmanager
-def coordinating(
-    dispatch_url: str,
-    runs_root: Path,
-    run_name: str,
-    progress: Progress,
-    *,
-    evidence_dir: Path | None,
-    deadline: float | None,
-    command: str,
-) -> Iterator[Dispatcher]:
-    """A dispatcher on the broker (exit 3 if it does not answer) with a new run folder; its
-    watcher and connection closed whichever way the run ends. For `lab verify` and `lab audit`,
-    whose units are whole profiles."""
-    app = connect(dispatch_url)
-    dispatcher = Dispatcher(
-        app,
-        new_run_dir(runs_root, run_name),
-        progress,
-        evidence_dir=evidence_dir,
-        deadline=deadline,
-        stopping=threading.Event(),
-        command=command,
-    )
-    try:
-        yield dispatcher
-    finally:
-        dispatcher.close()
-        app.close()
-
-
-def ask_each(dispatcher: Dispatcher, names: list[str], one: Callable[[str], T]) -> list[T]:
-    """`one(name)` for every name at once, in their order; at the first that fails, the others
-    stop waiting and the units still queued are revoked."""
-    with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="dispatch") as pool:
-        futures = [pool.submit(one, name) for name in names]
-        try:
-            return [future.result() for future in futures]
-        except BaseException:
-            dispatcher.stopping.set()
-            dispatcher.revoke_pending()
-            raise
 
 
 def run_dispatched_matrix(

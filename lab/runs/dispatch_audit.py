@@ -32,12 +32,11 @@ from lab.runs.agent_protocol import AuditMessage, Failed, Rejected, one_line
 from lab.runs.audit import AUDIT_JSON, AuditCell, AuditResult, StatusSample
 from lab.runs.dispatch import (
     DEADLINE_SLACK_S,
-    ask_each,
-    coordinating,
     mend_results,
     rebase_json,
     take_evidence,
 )
+from lab.runs.dispatch_units import ask_each, coordinating
 from lab.runs.lifecycle import Progress
 from lab.runs.repro import write_json
 

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 
 from lab.data import fixes, profiles
 from lab.data.errors import ComponentError, RunStopped
+from lab.data.events import StackEventReaders
 from lab.data.kinds import CLIENTS as CLIENTS  # the CLI's --client choices
 from lab.data.scenarios import Scenario
-from lab.judging.evidence import Evidence, StackEventReaders, Verdict, judge
+from lab.judging.evidence import Evidence, Verdict, judge
 from lab.judging.tls_path import certificate_line, path_facts
 from lab.runs.cell import CellRun, run_cell, task_duration
 from lab.runs.lifecycle import Progress, RunResources, new_run_dir

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.data.errors import RunStopped
+from lab.data.events import StackEventReaders
 from lab.data.scenarios import Scenario
-from lab.judging.evidence import StackEventReaders, Verdict
+from lab.judging.evidence import Verdict
 from lab.runs.cell import CellRun, run_cell
 from lab.runs.lifecycle import Progress, RunResources
 from lab.runs.repro import verdict_for

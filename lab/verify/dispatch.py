@@ -21,7 +21,8 @@ from typing import Any
 
 from lab.data.errors import BadInput, ComponentError
 from lab.runs.agent_protocol import Failed, Rejected, VerifyMessage, one_line
-from lab.runs.dispatch import DEADLINE_SLACK_S, ask_each, coordinating, rebase_json, take_evidence
+from lab.runs.dispatch import DEADLINE_SLACK_S, rebase_json, take_evidence
+from lab.runs.dispatch_units import ask_each, coordinating
 from lab.runs.lifecycle import Progress
 from lab.verify import cache_tests
 from lab.verify.run import (
