@@ -321,3 +321,21 @@ def running_mitmdump(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def running_redis() -> Iterator[str]:
+    """A redis-server of the test's own on a free loopback port, keeping nothing on disk;
+    yields its base URL (redis://127.0.0.1:PORT: add /DB); stopped when the block ends."""
+    port = free_loopback_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        + ["--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from lab.runs.agent_protocol import (
     check_dispatch_url,
     parse,
 )
-from tests.lab_helpers import LabProcess, free_loopback_port, wait_for
+from tests.lab_helpers import LabProcess, running_redis, wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = "proxy-cache,squid-override,nginx-default,direct"
@@ -124,33 +123,25 @@ class Agents:
 @pytest.fixture(scope="module")
 def agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agents]:
     folder = tmp_path_factory.mktemp("agents")
-    port = free_loopback_port()
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        + ["--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/3"
-    started: list[LabProcess] = []
-    try:
-        for n in (1, 2):
-            (folder / f"agent-{n}").mkdir()
-            started.append(
-                LabProcess(
-                    ["agent", url, "--scenarios", SCENARIOS, "--fixes", FIXES]
-                    + ["--concurrency", "8", "--redeliver-after", REDELIVER_AFTER],
-                    folder / f"agent-{n}",
-                ).__enter__()
-            )
-        for agent in started:
-            agent.wait_for_stderr("agent ready", timeout=300)
-        yield Agents(url, started, folder)
-    finally:
-        for agent in started:
-            agent.__exit__(None)  # killed if still running; nothing of it may be left
-        redis.terminate()
-        redis.wait(timeout=10)
+    with running_redis() as base:
+        url = f"{base}/3"
+        started: list[LabProcess] = []
+        try:
+            for n in (1, 2):
+                (folder / f"agent-{n}").mkdir()
+                started.append(
+                    LabProcess(
+                        ["agent", url, "--scenarios", SCENARIOS, "--fixes", FIXES]
+                        + ["--concurrency", "8", "--redeliver-after", REDELIVER_AFTER],
+                        folder / f"agent-{n}",
+                    ).__enter__()
+                )
+            for agent in started:
+                agent.wait_for_stderr("agent ready", timeout=300)
+            yield Agents(url, started, folder)
+        finally:
+            for agent in started:
+                agent.__exit__(None)  # killed if still running; nothing of it may be left
 
 
 def outcomes(matrix_json: dict) -> dict[str, tuple[str, str, bool]]:

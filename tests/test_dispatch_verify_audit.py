@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from lab.runs.agent_protocol import (
 from lab.runs.dispatch_audit import check_audit, load_flow, sha256_of
 from lab.verify.dispatch import check_verify
 from lab.verify.products import Product
-from tests.lab_helpers import LabProcess, free_loopback_port, wait_for
+from tests.lab_helpers import LabProcess, running_redis, wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FLOW = PROJECT_ROOT / "examples" / "flask_celery" / "audit.toml"
@@ -172,26 +171,16 @@ class OneAgent:
 @pytest.fixture(scope="module")
 def one_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OneAgent]:
     folder = tmp_path_factory.mktemp("agent")
-    port = free_loopback_port()
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        + ["--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/4"
-    agent = LabProcess(
-        ["agent", url, "--scenarios", "redis-oom", "--fixes", "none", "--flow", str(FLOW)]
-        + ["--concurrency", "4"],
-        folder,
-    )
-    try:
+    with running_redis() as base:
+        url = f"{base}/4"
+        agent = LabProcess(
+            ["agent", url, "--scenarios", "redis-oom", "--fixes", "none", "--flow", str(FLOW)]
+            + ["--concurrency", "4"],
+            folder,
+        )
         with agent:
             agent.wait_for_stderr("agent ready", timeout=120)
             yield OneAgent(url, agent)
-    finally:
-        redis.terminate()
-        redis.wait(timeout=10)
 
 
 def run_lab(folder: Path, *args: str, timeout: float = 300) -> tuple[int, dict, LabProcess]:
