@@ -210,9 +210,17 @@ def test_a_bad_message_is_rejected_and_the_agent_keeps_serving(agents):
         assert good.result["verdict"]["observed"] == "completed"
     finally:
         app.close()
-    logged = [
-        line for agent in agents.agents for line in agent.stderr_lines if "rejected a cell" in line
-    ]
+
+    def rejections() -> list[str]:  # read from the agents' stderr by threads of ours: may lag
+        return [
+            line
+            for agent in agents.agents
+            for line in agent.stderr_lines
+            if "rejected a cell" in line
+        ]
+
+    wait_for(lambda: len(rejections()) >= 3, 30, "three rejections in the agents' logs")
+    logged = rejections()
     assert len(logged) == 3, logged
     assert any("field round='one'" in line for line in logged)
     assert any("'rfc-cache': this agent does not have it" in line for line in logged)

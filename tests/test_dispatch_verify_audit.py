@@ -221,7 +221,7 @@ def test_verify_through_an_agent_gives_the_local_comparisons(one_agent, tmp_path
             assert Path(cell["run_dir"]).is_relative_to(run_dir / side)
             assert (Path(cell["run_dir"]) / "result.json").is_file()
     assert "verify squid-default: running" not in lab_d.stderr  # the agent ran it, not we
-    assert any("squid-default: running" in line for line in one_agent.agent.stderr_lines)
+    one_agent.agent.wait_for_stderr("squid-default: running", timeout=30)
 
 
 def verdict_table(audit_json: dict) -> dict[tuple[str, str], str]:
@@ -266,8 +266,11 @@ def test_an_agent_rejects_an_audit_of_another_version_of_its_flow(one_agent, tmp
         assert "is not this agent's" in str(sent.result)
     finally:
         app.close()
-    logged = [line for line in one_agent.agent.stderr_lines if "rejected a cell message" in line]
-    assert any("is not this agent's" in line for line in logged), logged
+    # The agent logs before Celery stores the failure, but its stderr is read by a thread of
+    # ours: the line may come a moment after the state.
+    one_agent.agent.wait_for_match(
+        r"(rejected a cell message: .*is not this agent's)", timeout=30, stderr_only=True
+    )
     assert one_agent.agent.proc.poll() is None  # it keeps serving
 
 
