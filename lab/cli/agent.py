@@ -67,10 +67,11 @@ def _log_to_stderr() -> None:
 @click.option(
     "--serve",
     metavar="KINDS",
-    default=",".join(SERVED),
-    show_default=True,
+    default=None,
     help="What it runs: matrix cells (cells; their stacks start first), profile verifications "
-    "(verify) and audits of its --flow files (audit).",
+    "(verify) and audits of its --flow files (audit). [default: "
+    + ",".join(SERVED)
+    + "; audits only with --flow]",
 )
 @click.option(
     "--flow",
@@ -88,7 +89,7 @@ def agent_command(
     client: str,
     broker: str | None,
     redeliver_after: float,
-    serve: str,
+    serve: str | None,
     flow_files: tuple[Path, ...],
     runs_dir: Path | None,
 ) -> None:
@@ -141,9 +142,11 @@ def agent_command(
     sys.exit(0)
 
 
-def served(given: str, flow_files: tuple[Path, ...], selected: str | None) -> frozenset[str]:
-    """The message kinds --serve names (BadInput for an unknown one, or audits without a
-    flow, or --scenarios/--fixes without cells)."""
+def served(given: str | None, flow_files: tuple[Path, ...], selected: str | None) -> frozenset[str]:
+    """The message kinds --serve names, every kind when not given (BadInput for an unknown
+    one, or audits asked for without a flow, or --scenarios/--fixes without cells)."""
+    if given is None:
+        return frozenset("cell" if word == "cells" else word for word in SERVED)
     words = [word.strip() for word in given.split(",") if word.strip()]
     for word in words:
         if word not in SERVED:
@@ -152,7 +155,7 @@ def served(given: str, flow_files: tuple[Path, ...], selected: str | None) -> fr
         raise BadInput(f"--serve {given!r}: name one of {', '.join(SERVED)}")
     if flow_files and "audit" not in words:
         raise BadInput("--flow goes with --serve audit")
-    if "audit" in words and not flow_files and given != ",".join(SERVED):
+    if "audit" in words and not flow_files:
         raise BadInput("--serve audit needs a flow file: --flow FILE.toml")
     if selected and "cells" not in words:
         raise BadInput("--scenarios and --fixes go with --serve cells")
