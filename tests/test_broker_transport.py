@@ -8,8 +8,10 @@ died of it or the click answered 500 (sample_app/broker_transport.py).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 from pathlib import Path
+from queue import Empty
 
 import pytest
 
@@ -55,3 +57,30 @@ def test_a_new_sqlite_broker_set_up_by_four_processes_at_once(tmp_path):
     while not errors.empty():
         found.append(errors.get())
     assert found == []
+
+
+def test_messages_are_taken_oldest_first_and_each_by_one_consumer(tmp_path):
+    """The transport's own take (one UPDATE) against kombu's contract: first in, first out,
+    Empty when nothing waits, each message delivered once among consumers, size and purge."""
+    celery = create_celery(sqlite_celery_config(tmp_path))
+    with celery.connection_for_write() as producer, celery.connection_for_read() as other:
+        sending, taking = producer.default_channel, other.default_channel
+        for n in range(40):
+            sending._put("jobs", {"n": n})
+        assert sending._size("jobs") == 40
+        first = [sending._get("jobs")["n"] for _ in range(3)]
+        assert first == [0, 1, 2]
+        taken: list[int] = []
+        for _ in range(37):  # two consumers in turn, each on its own connection
+            for channel in (taking, sending):
+                with contextlib.suppress(Empty):
+                    taken.append(channel._get("jobs")["n"])
+        assert sorted(taken) == list(range(3, 40))
+        assert len(taken) == len(set(taken))
+        with pytest.raises(Empty):
+            taking._get("jobs")
+        assert sending._size("jobs") == 0
+        sending._put("jobs", {"n": 40})
+        assert sending._purge("jobs") == 1
+        with pytest.raises(Empty):
+            taking._get("jobs")
