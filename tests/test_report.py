@@ -375,6 +375,23 @@ def test_what_answered_a_poll(poll, proxy, origin, source):
     assert timeline.classify(subject, proxy, origin) == source
 
 
+def test_a_poll_is_joined_to_its_own_request_not_the_tasks_post_beside_it():
+    """On a slow machine the task's POST was logged 20 ms before poll 1 was sent, within the
+    slack, and was taken for it (a cache BYPASS instead of the poll's own record)."""
+    cell = "http://127.0.0.1:8080/_lab/r1a1-proxy-cache--none"
+    poll = Poll(1, T0 + 0.02, T0 + 1.0, f"{cell}/tasks/t1/status?nonce=n1", 200, "PENDING")
+    post = {"time": T0, "method": "POST", "url": f"{cell}/tasks", "cache": "BYPASS"}
+    own = {"time": T0 + 0.5, "method": "GET", "url": poll.url, "cache": "HIT"}
+    origin_post = {"time": T0 + 0.01, "method": "POST", "path": "/tasks", "status": 202}
+    data = timeline.RunData(T0, [poll], [origin_post], [post, own], T0, None, True)
+    [joined] = timeline.join_hops(data)
+    assert (joined.proxy, joined.origin, joined.source) == (own, None, "cache")
+    # Without its own record, the poll is joined to none: never to the POST's.
+    data = timeline.RunData(T0, [poll], [origin_post], [post], T0, None, True)
+    [joined] = timeline.join_hops(data)
+    assert (joined.proxy, joined.origin, joined.source) == (None, None, "other")
+
+
 def test_report_from_an_evidence_object_draws_what_the_files_draw(tmp_path):
     run = hung_story()
     verdict = verdict_for(run, "proxy-cache", "none", Outcome.hung)

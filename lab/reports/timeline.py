@@ -65,13 +65,25 @@ def join_hops(data: RunData) -> list[PollHops]:
 
 
 def _take(events: list[dict[str, Any]], used: set[int], poll: Poll) -> dict[str, Any] | None:
-    """The first unused event logged while the poll was in flight."""
+    """The first unused event of the poll's own request logged while it was in flight, else the
+    first one then that names no path (a tunnel's). One of another request is never taken: on a
+    slow machine the task's POST was logged within the slack of poll 1 and taken for it."""
     low, high = poll.sent_at - MATCH_SLACK, poll.received_at + MATCH_SLACK
-    for event in events:
-        if id(event) not in used and low <= event.get("time", 0.0) <= high:
-            used.add(id(event))
-            return event
-    return None
+    in_flight = [e for e in events if id(e) not in used and low <= e.get("time", 0.0) <= high]
+    event = next((e for e in in_flight if _same_request(e, poll)), None)
+    if event is None:
+        event = next((e for e in in_flight if not _path(e)), None)
+    if event is not None:
+        used.add(id(event))
+    return event
+
+
+def _same_request(event: dict[str, Any], poll: Poll) -> bool:
+    """The event's method and path are the poll's. The app logs its path without a matrix
+    cell's prefix (/_lab/<cell>/...), so the poll's path ends with it."""
+    path = _path(event)
+    method = event.get("method") or poll.method
+    return bool(path) and method == poll.method and urlsplit(poll.url).path.endswith(path)
 
 
 def classify(poll: Poll, proxy: dict[str, Any] | None, origin: dict[str, Any] | None) -> str:
