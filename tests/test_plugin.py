@@ -101,6 +101,7 @@ def test_a_users_tests_with_the_proxy_the_audit_and_one_result_per_profile(user_
     assert_nothing_left(os.environ[TOKEN_VAR], within=15.0)
 
 
+@pytest.mark.stack  # the user's pytest, a process of its own, starts the apps and proxies
 def test_the_warm_spare_becomes_the_first_proxy_asked_for(user_project):
     """The plugin starts a spare proxy as it collects a test using `lab_proxy`; the first
     profile asked for (here a reverse one) takes it, the next one starts as usual; a session
@@ -143,6 +144,7 @@ def test_the_warm_spare_becomes_the_first_proxy_asked_for(user_project):
     assert_nothing_left(os.environ[TOKEN_VAR], within=15.0)
 
 
+@pytest.mark.stack  # the user's pytest, a process of its own, starts the apps and proxies
 def test_a_users_tests_under_pytest_xdist(user_project):
     """`pytest -n 2` (issue 15): each worker starts its own proxies and apps in its own
     folders, on ports of its own; the results are the serial run's, and nothing is left."""
