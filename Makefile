@@ -53,7 +53,9 @@ list: $(STAMP) ## List the scenarios
 
 # pytest-xdist workers. The suite waits more than it computes (hang windows, polls, process
 # starts): on 2 cores, CI=true pytest took 8:46 with 2 workers; with none, 10:23 without even
-# the whole browser matrix and the HTTP caching suite. The fast tier: 36 s with 4, 62 s with none. Tests that share a costly fixture (a whole
+# the whole browser matrix and the HTTP caching suite. The fast tier: 36 s with 4, 62 s with none.
+# On a machine about twice as slow (2026-12-02): 12:00 with 2 workers, and the fast tier 57-62 s
+# with 2, 3 or 4 (CPU-bound there). Tests that share a costly fixture (a whole
 # matrix, two agents, a real product) run on one worker (tests/conftest.py). TEST_WORKERS=0
 # runs them in this process, one after another.
 TEST_WORKERS ?= auto
