@@ -9,10 +9,10 @@ the class attribute instead, so a subclass is the clean place. Celery selects it
 The stock channel guards its table set-up and its queue row with a lock of one process only. The
 web server and the worker start together on an empty file, so on a busy machine both create the
 tables ("table kombu_queue already exists") or both insert the `celery` queue ("UNIQUE constraint
-failed: kombu_queue.name"). The first killed the worker ("Unrecoverable error"); the second is an
-OperationalError, which kombu takes for a lost connection: it closed the web server's channel and
-the click answered 500 ("'NoneType' object has no attribute 'client'"). Both mean that the other
-process got there first, which is what each wanted: the table or the row now exists.
+failed: kombu_queue.name"). The UNIQUE violation killed the worker ("Unrecoverable error"); the
+table error is an OperationalError, which kombu takes for a lost connection: it closed the web
+server's channel and the click answered 500 ("'NoneType' object has no attribute 'client'"). Both
+mean that the other process got there first, which is what each wanted: the table or row exists.
 
 The stock channel also looks its queue's row up again for every message it sends and every time
 it polls; it polls inside a write lock (BEGIN IMMEDIATE) even when nothing is waiting, and takes
