@@ -10,8 +10,9 @@ The stock channel guards its table set-up and its queue row with a lock of one p
 web server and the worker start together on an empty file, so on a busy machine both create the
 tables ("table kombu_queue already exists") or both insert the `celery` queue ("UNIQUE constraint
 failed: kombu_queue.name"). The UNIQUE violation killed the worker ("Unrecoverable error"); the
-table error is an OperationalError, which kombu takes for a lost connection: it closed the web
-server's channel and the click answered 500 ("'NoneType' object has no attribute 'client'"). Both
+table error is an OperationalError, which kombu's transport lists as a connection error: most
+likely how the web server's channel came to be closed, so that the click answered 500 ("'NoneType'
+object has no attribute 'client'"; read in kombu's code, not caught in the act). Both
 mean that the other process got there first, which is what each wanted: the table or row exists.
 
 The stock channel also looks its queue's row up again for every message it sends and every time
