@@ -28,8 +28,11 @@ STOP_GRACE_SECONDS = 3.0
 # stops the worker, and the broker and result stores are transactional: no need to wait.
 # A proxy writes its evidence line by line, flushed as it goes, and its graceful exit (mitmproxy's
 # done hooks, asyncio's executor shut down) took 0.3-1.5 s for nothing the lab reads: it is
-# killed at once, which is most of what the pytest plugin's session end costs.
-STOP_GRACE_BY_COMPONENT = {"worker": 0.5, "proxy": 0.0}
+# killed at once, which is most of what the pytest plugin's session end costs. So is the sample
+# app: its evidence lines are flushed one by one too, and its exit (werkzeug joining every
+# connection's thread, then the interpreter's own) took 0.9-1.6 s of both cores for each stack
+# at the end of a matrix.
+STOP_GRACE_BY_COMPONENT = {"worker": 0.5, "proxy": 0.0, "app": 0.0}
 LOG_TAIL_LINES = 15
 CPU_FILE = "cpu.json"  # CPU seconds per component, read just before the run stops them
 
