@@ -65,21 +65,24 @@ def main(argv: list[str] | None = None) -> int:
 
     record_task_events(EventLog(config.task_events))
     celery = create_celery(config.celery)
-    celery.worker_main(
-        [
-            "worker",
-            *(
-                ["--pool=solo"]
-                if args.concurrency <= 1
-                else ["--pool=threads", f"--concurrency={args.concurrency}"]
-            ),
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            f"--hostname=lab-worker-{os.getpid()}@%h",
-            f"--loglevel={args.loglevel}",
-        ]
+    # app.Worker, not worker_main(["worker", ...]): the same worker as `celery worker` builds,
+    # without importing Celery's command line (click-repl, prompt_toolkit, the amqp shell), a
+    # third of the worker's start-up CPU, and the lab starts dozens of workers a matrix.
+    from celery import concurrency
+    from celery.utils.log import mlevel
+    from celery.utils.nodenames import default_nodename, host_format
+
+    worker = celery.Worker(
+        hostname=host_format(default_nodename(f"lab-worker-{os.getpid()}@%h")),
+        pool_cls=concurrency.get_implementation("solo" if args.concurrency <= 1 else "threads"),
+        concurrency=max(args.concurrency, 1),
+        loglevel=mlevel(args.loglevel.upper()),
+        without_gossip=True,
+        without_mingle=True,
+        without_heartbeat=True,
     )
+    worker.start()
+    return worker.exitcode or 0
     return 0
 
 
