@@ -55,7 +55,8 @@ list: $(STAMP) ## List the scenarios
 # starts): on 2 cores, CI=true pytest took 8:46 with 2 workers; with none, 10:23 without even
 # the whole browser matrix and the HTTP caching suite. The fast tier: 36 s with 4, 62 s with none.
 # On a machine about twice as slow (2026-12-02): 12:00 with 2 workers, and the fast tier 57-62 s
-# with 2, 3 or 4 (CPU-bound there). Tests that share a costly fixture (a whole
+# with 2, 3 or 4 (CPU-bound there). On one in between (2026-12-03): 9:02-9:44 with 2 workers,
+# and the fast tier 40 s with 4. Tests that share a costly fixture (a whole
 # matrix, two agents, a real product) run on one worker (tests/conftest.py). TEST_WORKERS=0
 # runs them in this process, one after another.
 TEST_WORKERS ?= auto
