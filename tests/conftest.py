@@ -1,3 +1,4 @@
+import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -132,6 +133,11 @@ def story_repro(tmp_path_factory: pytest.TempPathFactory) -> StoryRepro:
 def pytest_configure(config: pytest.Config) -> None:
     """`pytest -n auto` (pytest-xdist): tests that share a costly fixture are sent to one
     worker (below), not spread over workers that would each build it again."""
+    # Started in the background by a shell without job control (`make test &` in a script),
+    # the suite inherits SIGINT ignored, and so would every lab it starts (an ignored signal
+    # stays ignored across exec): each Ctrl-C test failed. A test sends its own SIGINT.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if config.pluginmanager.hasplugin("xdist") and getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"
     # A worker parses the command line again, where `-n 2` says nothing of loadgroup: told by
