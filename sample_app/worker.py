@@ -83,7 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     worker.start()
     return worker.exitcode or 0
-    return 0
 
 
 if __name__ == "__main__":
