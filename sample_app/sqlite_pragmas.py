@@ -11,9 +11,11 @@ file) skips the wait for the disk. The lab's files live and die with one run.
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any
 
 BUSY_TIMEOUT_MS = 10_000  # wait for a lock this long before "database is locked"
+RELOCK_WAIT_S = 0.005  # between two tries at a switch another connection refused at once
 
 
 def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -21,13 +23,30 @@ def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         return
     cursor = dbapi_connection.cursor()
     try:
-        # Switching takes a write lock: only when the file is not in WAL mode yet (it stays so).
-        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        _switch_to_wal(cursor)
+        cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
+    """Switching takes a write lock: only when the file is not in WAL mode yet (it stays so).
+
+    Two connections switching a new file at the same moment each hold the read lock the other
+    needs gone, and SQLite refuses one of them at once, without its busy timeout, rather than
+    deadlock: "database is locked" (13 of 100 new files, four processes at once; the web server
+    and the worker start together on one). The other switch is the one this connection wanted,
+    so it looks again until the file is in WAL mode or the busy timeout has passed.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(RELOCK_WAIT_S)
 
 
 def use_wal_for_sqlite() -> None:

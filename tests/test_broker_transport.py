@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import sqlite3
 from pathlib import Path
 from queue import Empty
 
@@ -17,6 +18,7 @@ import pytest
 
 from sample_app.celery_app import create_celery
 from sample_app.config import sqlite_celery_config
+from sample_app.sqlite_pragmas import _on_connect
 
 PROCESSES = 4
 TRIES = 6
@@ -34,6 +36,41 @@ def set_up_together(role: int, data_dir: str, barrier, errors) -> None:  # noqa:
             celery.send_task("sample_app.wait", kwargs={"duration": 0})
     except Exception as exc:  # noqa: BLE001 - every failure is the finding
         errors.put(f"role {role}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+
+
+def switch_together(path: str, barrier, errors) -> None:  # noqa: ANN001
+    barrier.wait(timeout=30)
+    try:
+        connection = sqlite3.connect(path)
+        _on_connect(connection, None)
+        connection.close()
+    except sqlite3.Error as exc:
+        errors.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_a_new_file_switched_to_wal_by_four_connections_at_once(tmp_path):
+    """SQLite refuses one of two switches at once without waiting ("database is locked"): 13
+    of 100 new files failed so, and this test 6 runs of 6, before the switch looked again."""
+    fork = multiprocessing.get_context("fork")
+    errors = fork.Queue()
+    for attempt in range(30):
+        barrier = fork.Barrier(PROCESSES)
+        path = str(tmp_path / f"{attempt}.db")
+        children = [
+            fork.Process(target=switch_together, args=(path, barrier, errors))
+            for _ in range(PROCESSES)
+        ]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join(timeout=60)
+            assert child.exitcode == 0, f"try {attempt}: a process did not finish"
+        mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal", f"try {attempt}: {mode}"
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert found == []
 
 
 @pytest.mark.stack
