@@ -53,6 +53,18 @@ def test_a_run_whose_first_answer_already_said_success_tested_nothing():
     assert why is not None and "already said SUCCESS" in why
 
 
+def test_a_first_answer_that_said_success_before_the_worker_recorded_the_finish():
+    # The worker writes its finish record after handing the result over: a slow first answer
+    # read SUCCESS first (a real nginx cell, expected hung, was judged completed).
+    unrecorded = evidence([poll(0.7, 2.3, "SUCCESS")])
+    unrecorded.task_finished_at = None
+    why = untested_because(unrecorded, FINAL, 1.0)
+    assert why is not None and "already said SUCCESS" in why
+    scenario = scenarios.load("proxy-cache")
+    verdict = judge(scenario, "none", Outcome.completed, unrecorded, seconds=3, final_states=FINAL)
+    assert verdict.inconclusive and "before the worker had recorded" in verdict.sentence
+
+
 def test_a_run_that_saw_the_task_running_tested_the_cache():
     polls = [poll(0.3, 0.31, "PENDING", 1), poll(0.6, 0.61, "PENDING", 2)]
     assert untested_because(evidence(polls), FINAL, None) is None

@@ -295,22 +295,25 @@ def untested_because(
     does. These are facts about timing, not about the proxy, so a mismatch with a reason is
     run again rather than reported.
     """
-    finished = ev.task_finished_at
-    if finished is None or not ev.polls:
+    if not ev.polls:
         return None
+    finished = ev.task_finished_at
     first = ev.polls[0]
-    if first.sent_at >= finished:
+    if finished is not None and first.sent_at >= finished:
         return (
             f"the first poll was sent at {ev.rel(first.sent_at):.2f} s, after the task had "
             f"finished at {ev.rel(finished):.2f} s: nothing stale could be served"
         )
+    # Asked whether or not the worker's own finish record is in yet: the worker writes it just
+    # after handing the result to the backend, so a slow first answer can say SUCCESS before
+    # the record exists (a real nginx cell was judged "completed", expected hung, that way).
     answer = already_final(ev.polls, lambda poll: poll.state in final_states)
     if answer is not None:
         return (
             f"the first answer (received at {ev.rel(answer.received_at):.2f} s) already said "
             f"{answer.state}: the task finished before any poll reached the app"
         )
-    if result_lifetime:
+    if finished is not None and result_lifetime:
         reads = sorted(read_at(e) for e in ev.origin_status_requests if read_at(e) >= finished)
         if not reads or reads[0] - finished > result_lifetime:
             late = f"{reads[0] - finished:.2f} s" if reads else "never"
@@ -326,9 +329,13 @@ def _detail(observed: Outcome, ev: Evidence, scenario: Scenario) -> str:
     last = ev.polls[-1] if ev.polls else None
     if observed is Outcome.completed and last:
         seen = ev.rel(last.received_at) or 0.0
+        if finished is None:
+            return (
+                f"the UI showed {last.state} at {seen:.1f} s, "
+                "before the worker had recorded the task's finish"
+            )
         return (
-            f"the task finished at {finished or 0:.1f} s "
-            f"and the UI showed {last.state} at {seen:.1f} s"
+            f"the task finished at {finished:.1f} s and the UI showed {last.state} at {seen:.1f} s"
         )
     if observed is Outcome.leaked:
         return f"the UI was shown another user's task ({ev.foreign_task_id}) instead of its own"
