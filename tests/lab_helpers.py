@@ -282,16 +282,17 @@ def running_mitmdump(
     *,
     modes: Sequence[str] = (),
     timeout: float = 30,
+    executable: str = "mitmdump",
 ) -> Iterator[Mitmdump]:
     """mitmdump on 127.0.0.1 with these scripts (paths from the project's root) and `--set`
     options, from the project's root as a user starts it. `modes` are `--mode` specs
     (`reverse:http://...`); none: a regular proxy. `{port}` in a mode or an option stands for
-    the port it listens on. Ready once it accepts connections there; always stopped, and its
-    exit awaited."""
+    the port it listens on. `executable`: the one beside Python to run (lab-mitmdump). Ready
+    once it accepts connections there; always stopped, and its exit awaited."""
     port = free_loopback_port()
     log_path = work_dir / f"mitmdump-{port}.log"
     cmd = [
-        str(Path(sys.executable).parent / "mitmdump"),
+        str(Path(sys.executable).parent / executable),
         "--listen-host", "127.0.0.1", "--listen-port", str(port),
         "--set", f"confdir={work_dir / 'mitmproxy-confdir'}",
     ]  # fmt: skip

@@ -36,7 +36,7 @@ class LabSettings(BaseSettings):
     runs_dir: Path = Path("runs")
     # Seconds a component (worker, app, proxy, browser) may take to say it is ready.
     start_timeout: PositiveFloat = 30.0
-    mitmdump: str | None = None  # the mitmdump executable; None: beside Python, else on PATH
+    mitmdump: str | None = None  # the mitmdump to run; None: lab-mitmdump beside Python, or on PATH
     rabbitmq_url: str = DEFAULT_RABBITMQ_URL
     chromium: str | None = None  # the Chromium executable; None: looked for (lab.clients.browser)
     # Pages opened at once: opening one costs a renderer process's start-up and a dozen protocol

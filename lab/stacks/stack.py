@@ -26,12 +26,17 @@ from sample_app.config import AppConfig
 
 
 def mitmdump_executable() -> str:
+    """`lab-mitmdump` (proxies/lab_mitmdump.py: mitmdump less the addons a run leaves idle)
+    beside Python or on PATH, else mitmdump itself; LAB_MITMDUMP names one to use instead."""
     if override := settings.current().mitmdump:
         return override
-    beside_python = Path(sys.executable).parent / "mitmdump"
-    if beside_python.exists():
-        return str(beside_python)
-    return shutil.which("mitmdump") or "mitmdump"
+    for name in ("lab-mitmdump", "mitmdump"):
+        beside_python = Path(sys.executable).parent / name
+        if beside_python.exists():
+            return str(beside_python)
+        if found := shutil.which(name):
+            return found
+    return "mitmdump"
 
 
 class BackendReader:
