@@ -85,6 +85,7 @@ bench: bytecode ## Timing goals: repro speed, matrix time and stability, request
 	$(BIN)/python bench/matrix_time.py
 	$(BIN)/python bench/stability.py
 	$(BIN)/python bench/proxy_rps.py
+	$(BIN)/python bench/proxy_cpu.py
 	$(BIN)/python bench/browser_vs_python.py
 	$(BIN)/python bench/cache_memory.py
 	$(BIN)/python bench/brokers.py

@@ -1,0 +1,113 @@
+"""CPU a request of lab-mitmdump against the stock mitmdump, through one profile.
+
+lab-mitmdump (proxies/lab_mitmdump.py) is mitmdump less the default addons a run leaves idle.
+Both run the same profile in reverse mode in front of a small origin on 127.0.0.1, and one
+client asks for distinct status URLs one after another on a kept-alive connection, as a page's
+polls go. Rounds interleave the two; the proxy's own CPU (user + system, from /proc) per
+request is reported for each round, with the median.
+
+    python bench/proxy_cpu.py [--requests 1500] [--rounds 3] [--profile corporate-cache]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import psutil
+
+from lab.data import profiles
+
+BIN = Path(sys.executable).parent
+PROXIES = {"mitmdump": BIN / "mitmdump", "lab-mitmdump": BIN / "lab-mitmdump"}
+
+
+class Origin(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    wbufsize = 65536  # head and body in one write: no delayed-ACK wait between them
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        body = json.dumps({"state": "PENDING", "path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def start(
+    executable: Path, profile: str, origin: str, workdir: Path
+) -> tuple[subprocess.Popen, int]:
+    import proxies.lab_addons as addons_script
+
+    ready = workdir / f"{executable.name}.ready.json"
+    ready.unlink(missing_ok=True)
+    argv = [str(executable), "-q", "--listen-host", "127.0.0.1", "--listen-port", "0",
+            "-s", addons_script.__file__, "--set", f"observer_ready={ready}",
+            "--mode", f"reverse:{origin}", "--set", "keep_host_header=true",
+            *profiles.mitmdump_args(profiles.load(profile))]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            return proc, json.loads(ready.read_text())["port"]
+        except (FileNotFoundError, json.JSONDecodeError):
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"{executable.name}: not ready after 30 s")
+
+
+def cpu_ms_a_request(proc: subprocess.Popen, port: int, requests: int) -> float:
+    with httpx.Client(trust_env=False, timeout=30) as client:
+        for n in range(50):  # warm: connections, caches, lazy imports
+            client.get(f"http://127.0.0.1:{port}/warm/{n}")
+        before = psutil.Process(proc.pid).cpu_times()
+        for n in range(requests):
+            client.get(f"http://127.0.0.1:{port}/tasks/x/status?nonce={n}").raise_for_status()
+        after = psutil.Process(proc.pid).cpu_times()
+    used = (after.user - before.user) + (after.system - before.system)
+    return used / requests * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1500)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", default="corporate-cache")
+    args = parser.parse_args()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    samples: dict[str, list[float]] = {name: [] for name in PROXIES}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.rounds):
+            for name, executable in PROXIES.items():
+                proc, port = start(executable, args.profile, origin, Path(tmp))
+                try:
+                    samples[name].append(cpu_ms_a_request(proc, port, args.requests))
+                finally:
+                    proc.kill()
+                    proc.wait()
+    server.shutdown()
+    for name, values in samples.items():
+        rounds = ", ".join(f"{v:.2f}" for v in values)
+        print(f"{name:13s} {statistics.median(values):.2f} ms of CPU a request (rounds: {rounds})")
+    stock, lab = (statistics.median(samples[n]) for n in PROXIES)
+    print(f"lab-mitmdump uses {100 * (1 - lab / stock):.0f}% less CPU a request ({args.profile})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
