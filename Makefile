@@ -56,8 +56,10 @@ list: $(STAMP) ## List the scenarios
 # the whole browser matrix and the HTTP caching suite. The fast tier: 36 s with 4, 62 s with none.
 # On a machine about twice as slow (2026-12-02): 12:00 with 2 workers, and the fast tier 57-62 s
 # with 2, 3 or 4 (CPU-bound there). On one in between (2026-12-03): 9:02-9:44 with 2 workers,
-# and the fast tier 40 s with 4. Tests that share a costly fixture (a whole
-# matrix, two agents, a real product) run on one worker (tests/conftest.py). TEST_WORKERS=0
+# and the fast tier 40 s with 4; on another (0.94 s for 10 million additions, 2026-12-03):
+# 12:46 and 13:20 with 2 workers, 12:10 with 3 (the CPU 88% busy with 2, 99% with 3). Tests
+# that share a costly fixture (a whole matrix, two agents, a real product) run on one worker
+# (tests/conftest.py). TEST_WORKERS=0
 # runs them in this process, one after another.
 TEST_WORKERS ?= auto
 FAST_WORKERS ?= 4
