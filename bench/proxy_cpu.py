@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -27,24 +28,16 @@ import psutil
 
 from lab.data import profiles
 
+sys.path.insert(0, os.path.dirname(__file__))
+
+from proxy_rps import Origin  # noqa: E402 - the same status-like answers
+
 BIN = Path(sys.executable).parent
 PROXIES = {"mitmdump": BIN / "mitmdump", "lab-mitmdump": BIN / "lab-mitmdump"}
 
 
-class Origin(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class BufferedOrigin(Origin):
     wbufsize = 65536  # head and body in one write: no delayed-ACK wait between them
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        body = json.dumps({"state": "PENDING", "path": self.path}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def start(
@@ -87,7 +80,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", default="corporate-cache")
     args = parser.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BufferedOrigin)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     origin = f"http://127.0.0.1:{server.server_address[1]}"
     samples: dict[str, list[float]] = {name: [] for name in PROXIES}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from queue import Empty
 
@@ -22,6 +23,7 @@ from sample_app.sqlite_pragmas import _on_connect
 
 PROCESSES = 4
 TRIES = 6
+FORK = multiprocessing.get_context("fork")  # the modules are imported once, here
 
 
 def set_up_together(role: int, data_dir: str, barrier, errors) -> None:  # noqa: ANN001
@@ -48,52 +50,46 @@ def switch_together(path: str, barrier, errors) -> None:  # noqa: ANN001
         errors.put(f"{type(exc).__name__}: {exc}")
 
 
-def test_a_new_file_switched_to_wal_by_four_connections_at_once(tmp_path):
-    """SQLite refuses one of two switches at once without waiting ("database is locked"): 13
-    of 100 new files failed so, and this test 6 runs of 6, before the switch looked again."""
-    fork = multiprocessing.get_context("fork")
-    errors = fork.Queue()
-    for attempt in range(30):
-        barrier = fork.Barrier(PROCESSES)
-        path = str(tmp_path / f"{attempt}.db")
-        children = [
-            fork.Process(target=switch_together, args=(path, barrier, errors))
-            for _ in range(PROCESSES)
-        ]
-        for child in children:
-            child.start()
-        for child in children:
-            child.join(timeout=60)
-            assert child.exitcode == 0, f"try {attempt}: a process did not finish"
-        mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
-        assert mode == "wal", f"try {attempt}: {mode}"
+def all_at_once(target: Callable[..., None], each: list[tuple], errors, attempt: int) -> None:  # noqa: ANN001
+    """One forked process for each argument tuple, all let go together through a barrier
+    (`target(*args, barrier, errors)`); every one must finish."""
+    barrier = FORK.Barrier(len(each))
+    children = [FORK.Process(target=target, args=(*args, barrier, errors)) for args in each]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=60)
+        assert child.exitcode == 0, f"try {attempt}: a process did not finish"
+
+
+def drained(errors) -> list[str]:  # noqa: ANN001
     found = []
     while not errors.empty():
         found.append(errors.get())
-    assert found == []
+    return found
+
+
+def test_a_new_file_switched_to_wal_by_four_connections_at_once(tmp_path):
+    """SQLite refuses one of two switches at once without waiting ("database is locked"): 13
+    of 100 new files failed so, and this test 6 runs of 6, before the switch looked again."""
+    errors = FORK.Queue()
+    for attempt in range(30):
+        path = str(tmp_path / f"{attempt}.db")
+        all_at_once(switch_together, [(path,)] * PROCESSES, errors, attempt)
+        mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal", f"try {attempt}: {mode}"
+    assert drained(errors) == []
 
 
 @pytest.mark.stack
 def test_a_new_sqlite_broker_set_up_by_four_processes_at_once(tmp_path):
-    fork = multiprocessing.get_context("fork")  # the modules are imported once, here
-    errors = fork.Queue()
+    errors = FORK.Queue()
     for attempt in range(TRIES):
         data_dir = tmp_path / f"try-{attempt}"
         data_dir.mkdir()
-        barrier = fork.Barrier(PROCESSES)
-        children = [
-            fork.Process(target=set_up_together, args=(role, str(data_dir), barrier, errors))
-            for role in range(PROCESSES)
-        ]
-        for child in children:
-            child.start()
-        for child in children:
-            child.join(timeout=60)
-            assert child.exitcode == 0, f"try {attempt}: a process did not finish"
-    found = []
-    while not errors.empty():
-        found.append(errors.get())
-    assert found == []
+        each = [(role, str(data_dir)) for role in range(PROCESSES)]
+        all_at_once(set_up_together, each, errors, attempt)
+    assert drained(errors) == []
 
 
 def test_messages_are_taken_oldest_first_and_each_by_one_consumer(tmp_path):
