@@ -40,8 +40,10 @@ def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
     so it looks again until the file is in WAL mode or the busy timeout has passed.
     """
     deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    while cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+    while True:
         try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
             cursor.execute("PRAGMA journal_mode=WAL")
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
