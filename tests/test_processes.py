@@ -141,6 +141,19 @@ def test_a_child_whose_lab_died_before_it_asked_for_the_death_signal_dies_at_onc
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
+def test_a_death_signal_the_lab_itself_catches_still_ends_the_child_before_its_exec():
+    # The child runs _die_with_parent with the lab's signal handlers, and the lab catches
+    # SIGTERM. Caught there, the signal was forgotten at the exec: an app outlived its
+    # SIGKILLed lab (a fresh-clone CI run).
+    code = (
+        "import signal, sys; from lab.stacks.processes import _die_with_parent; "
+        "signal.signal(signal.SIGTERM, lambda *_: None); "  # as the lab's own handler
+        "_die_with_parent(signal.SIGTERM, 1); sys.exit(3)"  # 3: the signal was swallowed
+    )
+    done = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert done.returncode == -signal.SIGTERM
+
+
 def test_a_ctrl_c_while_a_child_starts_comes_once_the_child_is_known(tmp_path, monkeypatch):
     # A Ctrl-C inside Popen (after the fork, before Popen returned) lost the child: the
     # Supervisor never stopped it. Held back, it interrupts the lab once the child is recorded.
