@@ -12,14 +12,12 @@ request is reported for each round, with the median.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from lab.data import profiles
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from proxy_rps import Origin  # noqa: E402 - the same status-like answers
+from proxy_rps import Origin, start_proxy  # noqa: E402 - the same origin and proxy start
 
 BIN = Path(sys.executable).parent
 PROXIES = {"mitmdump": BIN / "mitmdump", "lab-mitmdump": BIN / "lab-mitmdump"}
@@ -38,28 +36,6 @@ PROXIES = {"mitmdump": BIN / "mitmdump", "lab-mitmdump": BIN / "lab-mitmdump"}
 
 class BufferedOrigin(Origin):
     wbufsize = 65536  # head and body in one write: no delayed-ACK wait between them
-
-
-def start(
-    executable: Path, profile: str, origin: str, workdir: Path
-) -> tuple[subprocess.Popen, int]:
-    import proxies.lab_addons as addons_script
-
-    ready = workdir / f"{executable.name}.ready.json"
-    ready.unlink(missing_ok=True)
-    argv = [str(executable), "-q", "--listen-host", "127.0.0.1", "--listen-port", "0",
-            "-s", addons_script.__file__, "--set", f"observer_ready={ready}",
-            "--mode", f"reverse:{origin}", "--set", "keep_host_header=true",
-            *profiles.mitmdump_args(profiles.load(profile))]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            return proc, json.loads(ready.read_text())["port"]
-        except (FileNotFoundError, json.JSONDecodeError):
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"{executable.name}: not ready after 30 s")
 
 
 def cpu_ms_a_request(proc: subprocess.Popen, port: int, requests: int) -> float:
@@ -87,7 +63,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
             for name, executable in PROXIES.items():
-                proc, port = start(executable, args.profile, origin, Path(tmp))
+                extra = ["--mode", f"reverse:{origin}", "--set", "keep_host_header=true",
+                         *profiles.mitmdump_args(profiles.load(args.profile))]  # fmt: skip
+                proc, port = start_proxy(extra, Path(tmp), name, str(executable))
                 try:
                     samples[name].append(cpu_ms_a_request(proc, port, args.requests))
                 finally:

@@ -43,14 +43,18 @@ class Origin(BaseHTTPRequestHandler):
         pass
 
 
-def start_proxy(extra: list[str], workdir: Path, name: str) -> tuple[subprocess.Popen, int]:
+def start_proxy(
+    extra: list[str], workdir: Path, name: str, executable: str | None = None
+) -> tuple[subprocess.Popen, int]:
+    """`executable`: the mitmdump to run (bench/proxy_cpu.py compares two); None: the lab's."""
     import proxies.lab_addons as addons_script
 
     ready = workdir / f"{name}.ready.json"
+    ready.unlink(missing_ok=True)  # a name started again in one folder: not the last one's port
     script = ["-s", addons_script.__file__, "--set", f"observer_ready={ready}"]
     plain = name == "plain-mitmproxy"
     argv = [
-        mitmdump_executable(),
+        executable or mitmdump_executable(),
         "-q",
         "--listen-host",
         "127.0.0.1",
