@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 
 import httpx
@@ -10,7 +11,9 @@ from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow
 
 from lab.data import profiles
-from lab.stacks.processes import Supervisor
+from lab.stacks import proxy_hosts
+from lab.stacks.ports import free_ports
+from lab.stacks.processes import Supervisor, read_ready_file
 from lab.stacks.proxy_hosts import launch_proxy_host
 from proxies.listeners import ProfileListeners
 from tests.lab_helpers import LoopbackOrigin
@@ -124,3 +127,50 @@ def check_listeners(sup: Supervisor, origin: str) -> None:
     for key, expected in (("caching", ["STORE", "HIT"]), ("plain", ["BYPASS", "BYPASS"])):
         lines = endpoints[key].events.read_text().splitlines()
         assert [json.loads(line)["cache"] for line in lines] == expected
+
+
+@pytest.mark.stack
+def test_a_proxy_group_comes_up_when_another_program_took_a_hosts_port(tmp_path, monkeypatch):
+    """The ports the lab picked for the second of two mitmdumps are taken before it binds them
+    (another program, between the pick and the bind), and it exits while the lab waits for the
+    first: the group still comes up, that host on new ports, and every listener answers."""
+    picks: list[list[int]] = []
+    looks_after_the_exit = 0
+
+    def first_pick_of_the_second_host_is_taken(count: int) -> list[int]:
+        picks.append(free_ports(count))
+        return [held] if len(picks) == 2 else picks[-1]
+
+    def first_host_ready_only_after_the_second_exited(path: Path):
+        nonlocal looks_after_the_exit
+        if path.name.startswith("proxies-1."):
+            lost = next(c for c in sup.components if c.name == "proxies-2")
+            if lost.alive():
+                return None
+            looks_after_the_exit += 1
+            if looks_after_the_exit < 2:  # one look at every component while it is dead
+                return None
+        return read_ready_file(path)
+
+    monkeypatch.setattr(proxy_hosts, "free_ports", first_pick_of_the_second_host_is_taken)
+    monkeypatch.setattr(
+        proxy_hosts, "read_ready_file", first_host_ready_only_after_the_second_exited
+    )
+    wanted = [
+        ((name, "*"), profiles.load(name), None) for name in ("corporate-cache", "slow-network")
+    ]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        held = holder.getsockname()[1]
+        sup = Supervisor("test-listeners", tmp_path)
+        try:
+            endpoints = proxy_hosts.launch_proxy_group(sup, "proxies", wanted, per_process=1)()
+            assert len(picks) == 3  # one host launched twice
+            assert [c.name for c in sup.components] == ["proxies-1", "proxies-2"]
+            assert all(f":{held}" not in e.address for e in endpoints.values())
+            with LoopbackOrigin(lambda _m, _p: (200, "text/plain", b"up")) as app:
+                for endpoint in endpoints.values():
+                    with httpx.Client(proxy=endpoint.address, trust_env=False, timeout=10) as c:
+                        assert c.get(f"{app.url}/tasks/1/status").text == "up"
+        finally:
+            sup.stop_all()

@@ -1,11 +1,13 @@
 """Ports the lab picks for servers that cannot report a port 0 bind."""
 
 import socket
+import sys
 
 import pytest
 
 from lab.data.errors import ComponentError
 from lab.stacks import ports
+from lab.stacks.processes import Component, Supervisor
 
 
 def test_free_ports_are_distinct_bindable_and_below_the_ephemeral_range():
@@ -26,56 +28,125 @@ def test_a_port_in_use_is_never_picked(monkeypatch):
         assert port not in ports.free_ports(5)
 
 
-class FakeServer:
-    """A launched server that exited: its log says why."""
+# A server that listens on the port given as its argument until its stdin-less life ends; a
+# port someone holds makes it exit as a real server does ("Address already in use").
+SERVER = """
+import socket, sys, time
+sock = socket.socket()
+try:
+    sock.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError as exc:
+    sys.exit(f"failed to listen: {exc}")
+sock.listen()
+while True:
+    time.sleep(60)
+"""
 
-    def __init__(self, log_path, log: str) -> None:
-        self.log_path = log_path
-        log_path.write_text(log)
 
-    def alive(self) -> bool:
-        return False
-
-
-class FakeSupervisor:
-    def __init__(self) -> None:
-        self.components: list[FakeServer] = []
+@pytest.fixture
+def sup(tmp_path):
+    supervisor = Supervisor("test-ports", tmp_path)
+    yield supervisor
+    supervisor.stop_all()
 
 
-def launcher(tmp_path, sup: FakeSupervisor, logs: list[str]):
-    """Launches a server per call, on port 1000 + n; the n-th one exits with logs[n]."""
+@pytest.fixture
+def held_port():
+    """A port another program took between the lab's pick and its server's bind."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))  # bound, not listening: nothing answers on it
+        yield holder.getsockname()[1]
 
-    launched: list[FakeServer] = []
 
-    def start() -> tuple[FakeServer, int]:
-        n = len(launched)
-        server = FakeServer(tmp_path / f"server-{n}.log", logs[n])
-        launched.append(server)
-        sup.components.append(server)
-        return server, 1000 + n
+def server_launcher(sup: Supervisor, name: str, ports_to_try: list[int]):
+    """start, wait for launch_retrying_taken_ports: launch n listens on ports_to_try[n], or a
+    free port when the list runs out; a server is up when its port answers."""
+    tried: list[int] = []
 
-    def wait(server: FakeServer, port: int) -> None:
-        if server.log_path.read_text():
-            raise ComponentError("server", "exited")
+    def start() -> tuple[Component, int]:
+        port = ports_to_try[len(tried)] if len(tried) < len(ports_to_try) else ports.free_port()
+        tried.append(port)
+        name_n = f"{name}-{len(tried)}"
+        return sup.add(name_n, [sys.executable, "-c", SERVER, str(port)]), port
+
+    def wait(server: Component, port: int) -> None:
+        sup.wait_until(server, lambda: answers(port), f"port {port}", timeout=20)
 
     return start, wait
 
 
-def test_a_server_whose_port_was_taken_is_launched_again_on_new_ports(tmp_path):
-    sup = FakeSupervisor()
-    start, wait = launcher(tmp_path, sup, ["bind: Address already in use", ""])
-    server, port = ports.start_retrying_taken_ports(sup, start(), start, wait)
-    assert port == 1001
-    assert sup.components == [server]  # the failed launch is no component of the run any more
+def answers(port: int) -> bool:
+    if not 0 < port < 65536:
+        return False
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_a_server_that_failed_for_another_reason_or_too_often_is_an_error(tmp_path):
-    sup = FakeSupervisor()
-    start, wait = launcher(tmp_path, sup, ["bad option"])
-    with pytest.raises(ComponentError):
-        ports.start_retrying_taken_ports(sup, start(), start, wait)
-    sup = FakeSupervisor()
-    start, wait = launcher(tmp_path, sup, ["Address already in use"] * 3)
-    with pytest.raises(ComponentError):
-        ports.start_retrying_taken_ports(sup, start(), start, wait, attempts=3)
-    assert len(sup.components) == 1  # the last launch, kept for the error's log
+@pytest.mark.stack
+def test_a_server_whose_port_was_taken_is_launched_again_on_new_ports(sup, held_port):
+    start, wait = server_launcher(sup, "redis", [held_port])
+    first, ready = ports.launch_retrying_taken_ports(sup, start, wait)
+    server, port = ready()
+    assert first[1] == held_port and port != held_port and answers(port)
+    assert first[0] not in sup.components  # the failed launch is no component of the run any more
+    assert server in sup.components and server.alive()
+
+
+@pytest.mark.stack
+def test_a_sibling_that_lost_its_port_is_left_to_its_own_retry(sup, held_port):
+    """Two servers launched together and waited for in turn (a matrix's proxy hosts): the second
+    loses its port while the lab waits for the first. That wait goes on, and the second one's
+    own wait launches it again. (It used to fail the first one's wait, and the whole run.)"""
+    first_start, _ = server_launcher(sup, "proxies-1", [])
+    checks_after_the_exit = 0
+
+    def first_wait(server: Component, port: int) -> None:
+        # Up only after one more look once the sibling has exited: the wait sees that exit.
+        def up() -> bool:
+            nonlocal checks_after_the_exit
+            if lost.proc.poll() is None:
+                return False
+            checks_after_the_exit += 1
+            return checks_after_the_exit > 1 and answers(port)
+
+        sup.wait_until(server, up, "the sibling's exit, then its port", timeout=20)
+
+    second_start, second_wait = server_launcher(sup, "proxies-2", [held_port])
+    _, first_ready = ports.launch_retrying_taken_ports(sup, first_start, first_wait)
+    (lost, _), second_ready = ports.launch_retrying_taken_ports(sup, second_start, second_wait)
+    first, _ = first_ready()
+    assert lost.lost_its_port() and checks_after_the_exit > 1
+    second, second_port = second_ready()
+    assert first.alive() and second.alive() and second_port != held_port
+    sup.check_all_alive("after both came up")  # the lost launch is gone from the run
+
+
+@pytest.mark.stack
+def test_a_component_that_lost_its_port_fails_the_wait_for_itself(sup, held_port):
+    """Passing over a lost port is for the waits for others: the wait for that very server
+    sees its exit at once."""
+    start, _ = server_launcher(sup, "redis", [held_port])
+    (server, _), _ = ports.launch_retrying_taken_ports(sup, start, lambda c, p: None)
+    server.proc.wait(timeout=20)
+    with pytest.raises(ComponentError, match="exited with code 1"):
+        sup.wait_until(server, lambda: False, "its port", timeout=20)
+
+
+@pytest.mark.stack
+def test_a_server_that_failed_for_another_reason_is_an_error(sup):
+    start, wait = server_launcher(sup, "redis", [-1])  # no such port: not a taken one
+    _, ready = ports.launch_retrying_taken_ports(sup, start, wait)
+    with pytest.raises(ComponentError, match="exited with code 1"):
+        ready()
+    assert [c.name for c in sup.components] == ["redis-1"]
+
+
+@pytest.mark.stack
+def test_a_server_whose_ports_were_taken_too_often_is_an_error(sup, held_port):
+    start, wait = server_launcher(sup, "nginx", [held_port] * 3)
+    _, ready = ports.launch_retrying_taken_ports(sup, start, wait, attempts=3)
+    with pytest.raises(ComponentError, match="exited with code 1"):
+        ready()
+    # the last launch is kept for the error's log; the two before it are gone
+    assert [c.name for c in sup.components] == ["nginx-3"]

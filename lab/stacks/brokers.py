@@ -29,7 +29,7 @@ from lab.data import settings
 from lab.data.errors import BadInput, ComponentError
 from lab.data.kinds import BROKERS
 from lab.data.scenarios import RedisSetup
-from lab.stacks.ports import LOOPBACK, free_port, start_retrying_taken_ports
+from lab.stacks.ports import LOOPBACK, free_port, launch_retrying_taken_ports
 from lab.stacks.processes import Component, Supervisor
 from sample_app.config import sqlite_celery_config
 
@@ -252,7 +252,8 @@ def launch_redis(
         finally:
             client.close()
 
-    proc, port = start_retrying_taken_ports(sup, start(), start, wait)
+    _, ready = launch_retrying_taken_ports(sup, start, wait)
+    proc, port = ready()
     return proc, f"redis://{LOOPBACK}:{port}/0"
 
 

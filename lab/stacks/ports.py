@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from lab.data.errors import ComponentError
-from lab.stacks.processes import Component, Supervisor, log_tail
+from lab.stacks.processes import Component, Supervisor
 
 LOOPBACK = "127.0.0.1"
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -64,25 +64,42 @@ def _bindable(host: str, port: int) -> bool:
     return True
 
 
-def start_retrying_taken_ports(
+def launch_retrying_taken_ports(
     sup: Supervisor,
-    started: tuple[Component, T],
     start: Callable[[], tuple[Component, T]],
     wait: Callable[[Component, T], None],
+    again: Callable[[], tuple[Component, T]] | None = None,
     attempts: int = 3,
-) -> tuple[Component, T]:
-    """Wait for a server `start` launched on ports picked with free_ports (`started` is its
-    first launch); one that exited because another program took a port in between is launched
-    again, on new ports, up to `attempts` launches. Returns the launch that came up."""
-    for attempt in range(1, attempts + 1):
-        proc, ports = started
-        try:
-            wait(proc, ports)
-            return started
-        except ComponentError:
-            taken = "address already in use" in log_tail(proc.log_path).lower()
-            if attempt == attempts or proc.alive() or not taken:
-                raise
-            sup.components.remove(proc)
-            started = start()
-    raise AssertionError("unreachable")
+) -> tuple[tuple[Component, T], Callable[[], tuple[Component, T]]]:
+    """Launch a server on ports picked with free_ports (`start`) now; return that launch and a
+    function that waits for it (`wait`). One that exited because another program took a port in
+    between is launched again on new ports (`again`, else `start`), up to `attempts` launches;
+    the function returns the launch that came up.
+
+    Until then such an exit is this starter's alone: waits for other components started
+    meanwhile (a matrix's other proxy hosts, a stack warming beside running cells) pass over it.
+    """
+    relaunch = again or start
+
+    def launch(how: Callable[[], tuple[Component, T]]) -> tuple[Component, T]:
+        launched = how()
+        launched[0].relaunched_if_port_taken = True
+        return launched
+
+    first = launch(start)
+
+    def ready() -> tuple[Component, T]:
+        started = first
+        for attempt in range(1, attempts + 1):
+            proc, ports = started
+            try:
+                wait(proc, ports)
+                return started
+            except ComponentError:
+                if attempt == attempts or not proc.lost_its_port():
+                    raise
+                sup.components.remove(proc)
+                started = launch(relaunch)
+        raise AssertionError("unreachable")
+
+    return first, ready

@@ -126,6 +126,10 @@ class Component:
     # The scenario's bug may end this component (a Celery worker exits on an unrecoverable
     # broker error): its exit is evidence for the verdict, not a failure of the lab.
     may_exit: bool = False
+    # Launched on ports the lab picked, by a starter that launches it again when another
+    # program took one in between (ports.launch_retrying_taken_ports): that exit is the
+    # starter's to handle when it waits for this component, not a failure of the run.
+    relaunched_if_port_taken: bool = False
 
     def start(self) -> None:
         with self.log_path.open("ab") as log, stop_signals_held():
@@ -159,10 +163,19 @@ class Component:
     def fail(self, problem: str) -> ComponentError:
         return ComponentError(self.name, problem, log_tail(self.log_path))
 
-    def check_alive(self, during: str) -> None:
+    def lost_its_port(self) -> bool:
+        """Exited because another program took the port it was to listen on."""
+        exited = self.proc is not None and self.proc.poll() is not None
+        return exited and "address already in use" in log_tail(self.log_path).lower()
+
+    def check_alive(self, during: str, *, awaited: bool = True) -> None:
+        """ComponentError if it exited. `awaited=False`: it is checked while the lab waits for
+        another one, and an exit its starter will launch again is left to that starter."""
         if self.may_exit:
             return
         if self.proc is not None and self.proc.poll() is not None:
+            if not awaited and self.relaunched_if_port_taken and self.lost_its_port():
+                return
             raise self.fail(f"exited with code {self.proc.returncode} {during}")
 
     def signal_group(self, sig: int) -> None:
@@ -211,7 +224,7 @@ class Supervisor:
 
     def check_all_alive(self, during: str) -> None:
         for component in self.components:
-            component.check_alive(during)
+            component.check_alive(during, awaited=False)
 
     def wait_until(
         self,
@@ -226,6 +239,7 @@ class Supervisor:
         while True:
             if ready():
                 return
+            component.check_alive("while starting")
             self.check_all_alive("while starting")
             if time.monotonic() > deadline:
                 raise component.fail(f"not ready after {limit:g} s (waiting for {what})")

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 
 from lab.data import profiles
-from lab.stacks.ports import LOOPBACK, free_ports, start_retrying_taken_ports
+from lab.stacks.ports import LOOPBACK, free_ports, launch_retrying_taken_ports
 from lab.stacks.processes import Component, Supervisor, read_ready_file
 from lab.stacks.stack import ProxyEndpoint, launch_proxy, mitmdump_executable
 
@@ -76,10 +76,10 @@ def launch_proxy_host(
     def wait(proc: Component, _ports: dict[str, int]) -> None:
         sup.wait_until(proc, lambda: read_ready_file(ready_file) is not None, "its ready file")
 
-    first = start()
+    _, launched = launch_retrying_taken_ports(sup, start, wait)
 
     def ready() -> dict[str, ProxyEndpoint]:
-        _, ports = start_retrying_taken_ports(sup, first, start, wait)
+        _, ports = launched()
         return {
             key: with_tls(
                 ProxyEndpoint(

@@ -29,7 +29,7 @@ import httpx
 from lab.data import flows
 from lab.data.errors import ComponentError
 from lab.data.flows import Flow
-from lab.stacks.ports import LOOPBACK, free_port, start_retrying_taken_ports
+from lab.stacks.ports import LOOPBACK, free_port, launch_retrying_taken_ports
 from lab.stacks.processes import Component, Supervisor
 from lab.stacks.tls import RunTls
 
@@ -167,10 +167,10 @@ def launch(
             timeout=flow.app.start_timeout_s,
         )
 
-    first = start()
+    first, launched = launch_retrying_taken_ports(sup, start, wait, again=_restart(sup, start))
 
     def ready() -> UserApp:
-        _, port = start_retrying_taken_ports(sup, first, _restart(sup, start), wait)
+        _, port = launched()
         ours = [c for c in sup.components if c.name.startswith(PREFIX)]
         return UserApp(f"{scheme}://{LOOPBACK}:{port}", ours)
 
