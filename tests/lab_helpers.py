@@ -19,6 +19,9 @@ from typing import IO
 
 import psutil
 
+from lab.stacks import forkserver
+from lab.stacks.processes import COMPONENT_MARKER
+
 TOKEN_VAR = "PROXY_CACHE_LAB_TEST_TOKEN"
 TINY_APP = Path(__file__).parent / "fixtures" / "tiny_jobs_app.py"
 # The tiny app's start-and-poll flow for `lab audit` and the plugin, started from its command.
@@ -96,11 +99,22 @@ def tiny_flow(
 def component(token: str, name: str) -> psutil.Process | None:
     for proc in processes_with_token(token):
         try:
-            if proc.environ().get("PROXY_CACHE_LAB_COMPONENT") == name:
+            if component_name(proc) == name:
                 return proc
         except psutil.NoSuchProcess:
             continue
     return None
+
+
+def component_name(proc: psutil.Process) -> str | None:
+    """The lab component a process is: its environment's marker, or for a child of the fork
+    server (whose environment in /proc is the server's) the process name it gave itself."""
+    name = proc.environ().get(COMPONENT_MARKER)
+    if name == forkserver.NAME:
+        parent = proc.parent()
+        if parent is not None and parent.environ().get(COMPONENT_MARKER) == forkserver.NAME:
+            return proc.name()
+    return name
 
 
 class LabProcess:

@@ -18,6 +18,7 @@ from tests.lab_helpers import (
     LabProcess,
     assert_nothing_left,
     component,
+    component_name,
     processes_with_token,
     wait_for,
 )
@@ -49,7 +50,7 @@ def test_every_component_listens_on_loopback_only(tmp_path):
         for proc in processes_with_token(lab.token):
             for conn in proc.net_connections(kind="inet"):
                 if conn.status == psutil.CONN_LISTEN:
-                    listening.append((proc.environ().get("PROXY_CACHE_LAB_COMPONENT"), conn.laddr))
+                    listening.append((component_name(proc), conn.laddr))
         names = {name for name, _ in listening}
         assert {"app", "proxy"} <= names, listening
         assert all(addr.ip == "127.0.0.1" for _, addr in listening), listening

@@ -19,6 +19,8 @@ from typing import Any
 
 from lab.data import settings
 from lab.data.errors import ComponentError
+from lab.stacks import forkserver
+from lab.stacks.forkserver import FORKABLE, ForkedProcess, ForkServer, ForkServerGone
 
 RUN_MARKER = "PROXY_CACHE_LAB_RUN"  # every child carries it: tests find leftovers by it
 COMPONENT_MARKER = "PROXY_CACHE_LAB_COMPONENT"
@@ -44,7 +46,9 @@ def start_timeout() -> float:
 # The signal a child gets from the kernel when the lab is killed with SIGKILL. A Celery worker
 # gets SIGKILL: on SIGTERM its warm shutdown waits for the running task, and a task that never
 # finishes (task-never-finishes) kept the worker alive for ever after its lab was gone.
-DEATH_SIGNAL_BY_COMPONENT = {"worker": signal.SIGKILL}
+# The fork server too: it has nothing to clean up, and its children die of their own signal
+# when it is gone (lab.stacks.forkserver).
+DEATH_SIGNAL_BY_COMPONENT = {"worker": signal.SIGKILL, "forkserver": signal.SIGKILL}
 
 
 def component_kind(name: str) -> str:
@@ -119,8 +123,10 @@ class Component:
     argv: list[str]
     log_path: Path
     env: dict[str, str]
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | ForkedProcess | None = None
     cwd: Path | None = None  # None: the lab's own
+    pass_fds: tuple[int, ...] = ()
+    forkserver: ForkServer | None = None  # forks it, instead of a new interpreter
     stop_grace: float | None = None  # seconds from SIGTERM to SIGKILL; None: by its name
     info: dict[str, Any] = field(default_factory=dict)
     # The scenario's bug may end this component (a Celery worker exits on an unrecoverable
@@ -132,6 +138,21 @@ class Component:
     relaunched_if_port_taken: bool = False
 
     def start(self) -> None:
+        death_signal = DEATH_SIGNAL_BY_COMPONENT.get(component_kind(self.name), signal.SIGTERM)
+        if self.forkserver is not None:
+            with stop_signals_held():
+                try:
+                    self.proc = self.forkserver.spawn(
+                        self.name, self.argv, self.env, self.cwd, self.log_path, death_signal
+                    )
+                except ForkServerGone as exc:
+                    server = self.forkserver.component
+                    raise ComponentError(
+                        self.name,
+                        f"could not be started: the fork server: {exc}",
+                        log_tail(server.log_path),
+                    ) from None
+            return
         with self.log_path.open("ab") as log, stop_signals_held():
             try:
                 self.proc = subprocess.Popen(
@@ -144,11 +165,8 @@ class Component:
                     # Own session: a Ctrl-C in the terminal reaches the lab only, and the lab
                     # stops each child's whole process group in order.
                     start_new_session=True,
-                    preexec_fn=functools.partial(
-                        _die_with_parent,
-                        DEATH_SIGNAL_BY_COMPONENT.get(component_kind(self.name), signal.SIGTERM),
-                        os.getpid(),
-                    ),
+                    pass_fds=self.pass_fds,
+                    preexec_fn=functools.partial(_die_with_parent, death_signal, os.getpid()),
                 )
             except OSError as exc:
                 raise ComponentError(self.name, f"could not be started: {exc}") from None
@@ -176,7 +194,11 @@ class Component:
         if self.proc is not None and self.proc.poll() is not None:
             if not awaited and self.relaunched_if_port_taken and self.lost_its_port():
                 return
-            raise self.fail(f"exited with code {self.proc.returncode} {during}")
+            problem = f"exited with code {self.proc.returncode} {during}"
+            if isinstance(self.proc, ForkedProcess) and self.proc.server.gone:
+                server_log = self.proc.server.component.log_path
+                problem += f" (its fork server exited before it: see {server_log})"
+            raise self.fail(problem)
 
     def signal_group(self, sig: int) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -199,6 +221,8 @@ class Supervisor:
         self.run_dir = run_dir
         self.components: list[Component] = []
         self._cpu_written = False
+        self._forkserver: ForkServer | None = None
+        self._forkserver_lock = threading.Lock()
 
     def add(
         self,
@@ -206,7 +230,17 @@ class Supervisor:
         argv: list[str],
         extra_env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        pass_fds: tuple[int, ...] = (),
     ) -> Component:
+        component = Component(name, argv, self.run_dir / f"{name}.log", self._env(name, extra_env))
+        component.cwd = cwd
+        component.pass_fds = pass_fds
+        component.forkserver = self._forkserver_for(argv)
+        self.components.append(component)
+        component.start()
+        return component
+
+    def _env(self, name: str, extra_env: dict[str, str] | None) -> dict[str, str]:
         env = {
             **os.environ,
             # Every line a child writes reaches its log as it is written, so the tail the lab
@@ -217,10 +251,20 @@ class Supervisor:
             COMPONENT_MARKER: name,
         }
         env.pop("PYTHONSTARTUP", None)
-        component = Component(name, argv, self.run_dir / f"{name}.log", env, cwd=cwd)
-        self.components.append(component)
-        component.start()
-        return component
+        return env
+
+    def _forkserver_for(self, argv: list[str]) -> ForkServer | None:
+        """The run's fork server (started on first use) for a `python -m` of a module it
+        forks; None for anything else, or when LAB_FORKSERVER=0."""
+        forkable = argv[:2] == [sys.executable, "-m"] and argv[2:3] and argv[2] in FORKABLE
+        if not forkable or not settings.current().forkserver:
+            return None
+        with self._forkserver_lock:
+            if self._forkserver is None:
+                log = self.run_dir / f"{forkserver.NAME}.log"
+                env = self._env(forkserver.NAME, None)
+                self._forkserver = forkserver.acquire(self.run_id, log, env)
+            return self._forkserver
 
     def check_all_alive(self, during: str) -> None:
         for component in self.components:
@@ -256,6 +300,11 @@ class Supervisor:
             with contextlib.suppress(psutil.Error):
                 times = psutil.Process(component.pid).cpu_times()
                 used[component.name] = round(times.user + times.system, 3)
+        server = self._forkserver
+        if server is not None and server.run_id == self.run_id and server.component.alive():
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(server.component.pid).cpu_times()
+                used[forkserver.NAME] = round(times.user + times.system, 3)
         return used
 
     def stop_all(self) -> None:
@@ -264,7 +313,19 @@ class Supervisor:
             self._cpu_written = True
             with contextlib.suppress(OSError):
                 (self.run_dir / CPU_FILE).write_text(json.dumps(self.cpu_seconds()), "utf-8")
-        running = [c for c in self.components if c.alive()]
+        self.stop_components([c for c in self.components if c.alive()])
+        with self._forkserver_lock:
+            if self._forkserver is not None:
+                # After its children: it reports their exits.
+                forkserver.release(self._forkserver)
+                self._forkserver = None  # a child added after this gets it again
+        # A component may have left children in its group (none of ours do today).
+        for component in self.components:
+            component.kill_leftovers()
+
+    @staticmethod
+    def stop_components(running: list[Component]) -> None:
+        """SIGTERM to each, then SIGKILL to those still there after their grace."""
         for component in running:
             component.signal_group(signal.SIGTERM)
         signalled_at = time.monotonic()
@@ -280,9 +341,6 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 component.signal_group(signal.SIGKILL)
                 component.proc.wait()
-        # A component may have left children in its group (none of ours do today).
-        for component in self.components:
-            component.kill_leftovers()
 
 
 def read_ready_file(path: Path) -> dict[str, Any] | None:

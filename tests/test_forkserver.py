@@ -1,0 +1,141 @@
+"""The fork server (lab.stacks.forkserver): a forked child is what `python -m` would have been,
+and the Supervisor watches and stops it as it does a child of its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import pytest
+
+from lab.data import settings
+from lab.data.errors import ComponentError
+from lab.stacks import forkserver, processes
+from lab.stacks.forkserver import ForkedProcess, ForkServer
+from lab.stacks.processes import Supervisor
+from tests.lab_helpers import wait_for
+
+pytestmark = pytest.mark.stack
+CHILD = "tests.forked_child"
+
+
+@pytest.fixture
+def sup(tmp_path, monkeypatch):
+    # The test child is forked like the sample app's modules.
+    monkeypatch.setattr(processes, "FORKABLE", (CHILD,))
+    monkeypatch.setattr(forkserver, "PRELOAD", (CHILD,))
+    supervisor = Supervisor("test-forkserver", tmp_path)
+    yield supervisor
+    supervisor.stop_all()
+
+
+def child(sup: Supervisor, name: str, *args: str) -> processes.Component:
+    argv = [sys.executable, "-m", CHILD, *args]
+    return sup.add(name, argv, extra_env={"FORKED_CHILD_VALUE": "42"})
+
+
+def staying(component: processes.Component) -> bool:
+    log = component.log_path
+    return log.exists() and "staying" in log.read_text()
+
+
+def test_a_forked_child_runs_its_module_as_python_m_would(sup, tmp_path):
+    here = tmp_path / "here"
+    here.mkdir()
+    server = ForkServer("test", tmp_path / "forkserver.log", dict(os.environ), (CHILD,))
+    try:
+        env = {**os.environ, "FORKED_CHILD_VALUE": "42"}
+        log = tmp_path / "child.log"
+        argv = [sys.executable, "-m", CHILD, "exit", "3"]
+        forked = server.spawn("app-query", argv, env, here, log, signal.SIGTERM)
+        assert forked.wait(timeout=30) == 3
+        said = log.read_text()
+        assert f"name=__main__ args=['exit', '3'] cwd={here} value=42 comm=app-query" in said
+        assert forked.poll() == 3
+    finally:
+        server.stop()
+    assert server.component.proc.poll() is not None
+
+
+@pytest.mark.parametrize(
+    ("mode", "code", "in_log"),
+    [
+        ("raise", 1, "RuntimeError: raised in the child"),
+        ("message", 1, "a message for stderr"),
+        ("exit", 0, "args=['exit', '0']"),
+    ],
+)
+def test_a_forked_childs_exit_is_reported_as_an_interpreters_would_be(sup, mode, code, in_log):
+    component = child(sup, "app", mode, "0")
+    assert isinstance(component.proc, ForkedProcess)
+    assert component.proc.wait(timeout=30) == code
+    assert in_log in component.log_path.read_text()
+    if code:
+        with pytest.raises(ComponentError, match=f"app: exited with code {code} during the test"):
+            sup.check_all_alive("during the test")
+
+
+def test_a_forked_child_is_signalled_and_stopped_as_the_supervisors_own(sup):
+    stays = child(sup, "child", "stay")  # the default grace: SIGTERM ends it
+    wait_for(lambda: staying(stays), 30, "the child to start")
+    assert stays.alive() and os.getpgid(stays.pid) == stays.pid  # a session of its own
+    server = stays.proc.server.component
+    assert server.alive() and server.name == forkserver.NAME
+    sup.stop_all()
+    assert stays.proc.poll() == -signal.SIGTERM  # stopped first, while the server reported it
+    assert server.proc.poll() is not None  # then the server: no other run used it
+
+
+def test_the_children_of_a_fork_server_that_died_die_too_and_are_seen_gone(sup):
+    stays = child(sup, "worker", "stay")  # a worker's death signal: SIGKILL
+    wait_for(lambda: staying(stays), 30, "the child to start")
+    stays.proc.server.component.signal_group(signal.SIGKILL)
+    assert stays.proc.wait(timeout=30) == -signal.SIGKILL
+    with pytest.raises(
+        ComponentError, match="worker: exited with code -9 during the test .its fork server exited"
+    ):
+        sup.check_all_alive("during the test")
+
+
+def test_without_the_fork_server_each_child_is_a_new_interpreter(sup, monkeypatch):
+    monkeypatch.setenv("LAB_FORKSERVER", "0")
+    settings.current.cache_clear()
+    component = child(sup, "app", "exit", "0")
+    assert not isinstance(component.proc, ForkedProcess)
+    assert component.proc.wait(timeout=30) == 0
+    assert "comm=python" in component.log_path.read_text()
+    assert [c.name for c in sup.components] == ["app"]
+
+
+def test_the_fork_server_outlives_the_thread_that_needed_it_first(sup):
+    """A child's death signal comes when the *thread* that started it ends: a server started
+    by a cell's thread must not die with that thread, nor its children with it."""
+    import threading
+
+    started: list[processes.Component] = []
+    thread = threading.Thread(target=lambda: started.append(child(sup, "child", "stay")))
+    thread.start()
+    thread.join()
+    wait_for(lambda: staying(started[0]), 30, "the child to start")
+    later = child(sup, "child-2", "exit", "0")  # the server still forks, after that thread
+    assert later.proc.wait(timeout=30) == 0
+    assert started[0].alive() and started[0].proc.server.component.alive()
+
+
+def test_the_runs_of_one_lab_share_its_fork_server_and_the_last_one_stops_it(sup, tmp_path):
+    """A matrix's cells with stacks of their own each have a Supervisor: one server for all."""
+    (tmp_path / "cell").mkdir()
+    cell = Supervisor("test-forkserver-cell", tmp_path / "cell")
+    try:
+        first = child(sup, "child", "stay")
+        second = child(cell, "child", "stay")
+        server = first.proc.server
+        assert second.proc.server is server and server.users == 2
+        wait_for(lambda: staying(first) and staying(second), 30, "both children to start")
+    finally:
+        cell.stop_all()
+    assert second.proc.poll() == -signal.SIGTERM
+    assert first.alive() and server.component.alive()  # the other run still uses it
+    sup.stop_all()
+    assert server.component.proc.poll() is not None
