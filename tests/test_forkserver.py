@@ -43,12 +43,17 @@ def staying(component: processes.Component) -> bool:
 def test_a_forked_child_runs_its_module_as_python_m_would(sup, tmp_path):
     here = tmp_path / "here"
     here.mkdir()
-    server = ForkServer("test", tmp_path / "forkserver.log", dict(os.environ), (CHILD,))
+
+    def server_process(argv: list[str], pass_fds: tuple[int, ...]) -> processes.Component:
+        log = tmp_path / "forkserver.log"
+        return processes.Component("forkserver", argv, log, dict(os.environ), pass_fds=pass_fds)
+
+    server = ForkServer("test", server_process, lambda c: Supervisor.stop_components([c]), (CHILD,))
     try:
         env = {**os.environ, "FORKED_CHILD_VALUE": "42"}
         log = tmp_path / "child.log"
         argv = [sys.executable, "-m", CHILD, "exit", "3"]
-        forked = server.spawn("app-query", argv, env, here, log, signal.SIGTERM)
+        forked = server.spawn("app-query", argv, env, here, log, signal.SIGTERM, timeout=30)
         assert forked.wait(timeout=30) == 3
         said = log.read_text()
         assert f"name=__main__ args=['exit', '3'] cwd={here} value=42 comm=app-query" in said

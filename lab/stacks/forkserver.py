@@ -29,7 +29,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 # The modules a child may run, imported by the server before it forks, with what they import
 # only once running (a worker's bootsteps, pools and transports): each child would import them
@@ -46,6 +46,20 @@ PRELOAD = (
     "sample_app.broker_transport",
 )
 NAME = "forkserver"
+
+
+class ServerProcess(Protocol):
+    """The server's own process, as lab.stacks.processes runs it (a Component)."""
+
+    log_path: Path
+    proc: Any
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def start(self) -> None: ...
+
+    def alive(self) -> bool: ...
 
 
 class ForkServerGone(Exception):
@@ -81,10 +95,14 @@ class ForkServer:
     process's one server (acquire, release)."""
 
     def __init__(
-        self, run_id: str, log_path: Path, env: dict[str, str], preload: tuple[str, ...] = PRELOAD
+        self,
+        run_id: str,
+        make_process: Callable[[list[str], tuple[int, ...]], ServerProcess],
+        stop_process: Callable[[ServerProcess], None],
+        preload: tuple[str, ...] = PRELOAD,
     ) -> None:
-        from lab.stacks.processes import Component
-
+        """`make_process(argv, pass_fds)`: the server's process, not started yet (a Component
+        of lab.stacks.processes); `stop_process` stops it."""
         self.run_id = run_id  # the run that started it: its cpu.json counts the server's CPU
         self.users = 0
         ours, theirs = socket.socketpair()
@@ -97,7 +115,8 @@ class ForkServer:
         self._send_lock = threading.Lock()
         self._closed = threading.Event()
         argv = [sys.executable, "-m", __name__, str(theirs.fileno()), *preload]
-        self.component = Component(NAME, argv, log_path, env, pass_fds=(theirs.fileno(),))
+        self.component = make_process(argv, (theirs.fileno(),))
+        self._stop_process = stop_process
         started: Future[None] = Future()
 
         def parent() -> None:
@@ -126,11 +145,11 @@ class ForkServer:
         cwd: Path | None,
         log: Path,
         death_signal: int,
+        timeout: float,
     ) -> ForkedProcess:
         """Fork a child that runs `python -m argv[2] argv[3:]`, named `name` (see _name_self);
-        ForkServerGone if the server died (its log says why)."""
-        from lab.stacks.processes import start_timeout
-
+        ForkServerGone if the server died (its log says why) or did not answer in `timeout`
+        seconds (the first child waits for the server's imports)."""
         with self._changed:
             self._next_id += 1
             request_id = self._next_id
@@ -149,14 +168,14 @@ class ForkServer:
                 self._sock.sendall(json.dumps(request).encode() + b"\n")
             except OSError as exc:
                 raise ForkServerGone(str(exc)) from None
-        deadline = time.monotonic() + start_timeout()
+        deadline = time.monotonic() + timeout
         with self._changed:
             while request_id not in self._replies:
                 if self.gone:
                     raise ForkServerGone("it exited")
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise ForkServerGone(f"no answer in {start_timeout():g} s")
+                    raise ForkServerGone(f"no answer in {timeout:g} s")
                 self._changed.wait(left)
             reply = self._replies.pop(request_id)
         return ForkedProcess(self, reply["pid"], death_signal)
@@ -181,9 +200,8 @@ class ForkServer:
 
     def stop(self) -> None:
         """Stop the server; its children were stopped by their runs."""
-        from lab.stacks.processes import Supervisor
-
-        Supervisor.stop_components([self.component] if self.component.alive() else [])
+        if self.component.alive():
+            self._stop_process(self.component)
         self._closed.set()
         with contextlib.suppress(OSError):
             self._sock.close()
@@ -222,13 +240,17 @@ _shared_lock = threading.Lock()
 _shared: ForkServer | None = None
 
 
-def acquire(run_id: str, log_path: Path, env: dict[str, str]) -> ForkServer:
-    """The lab process's fork server, started now (its log at `log_path`, its environment
-    `env`) if there is none or it died; `release` it when the run stops."""
+def acquire(
+    run_id: str,
+    make_process: Callable[[list[str], tuple[int, ...]], ServerProcess],
+    stop_process: Callable[[ServerProcess], None],
+) -> ForkServer:
+    """The lab process's fork server, started now if there is none or it died (see
+    ForkServer); `release` it when the run stops."""
     global _shared
     with _shared_lock:
         if _shared is None or _shared.gone or not _shared.component.alive():
-            _shared = ForkServer(run_id, log_path, env, PRELOAD)
+            _shared = ForkServer(run_id, make_process, stop_process, PRELOAD)
         _shared.users += 1
         return _shared
 
@@ -251,7 +273,7 @@ def serve(sock: socket.socket, preload: list[str]) -> None:
     import importlib
 
     # What each child needs from the lab, imported once here too.
-    from lab.stacks.processes import _die_with_parent
+    from lab.stacks.death_signal import _die_with_parent
 
     for module in preload:
         importlib.import_module(module)

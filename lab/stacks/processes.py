@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import json
 import os
@@ -20,6 +19,7 @@ from typing import Any
 from lab.data import settings
 from lab.data.errors import ComponentError
 from lab.stacks import forkserver
+from lab.stacks.death_signal import _die_with_parent
 from lab.stacks.forkserver import FORKABLE, ForkedProcess, ForkServer, ForkServerGone
 
 RUN_MARKER = "PROXY_CACHE_LAB_RUN"  # every child carries it: tests find leftovers by it
@@ -54,25 +54,6 @@ DEATH_SIGNAL_BY_COMPONENT = {"worker": signal.SIGKILL, "forkserver": signal.SIGK
 def component_kind(name: str) -> str:
     """ "worker-query" and "worker" are both workers: a stack's suffix follows its kind."""
     return name.split("-", 1)[0]
-
-
-def _die_with_parent(death_signal: int, parent_pid: int) -> None:
-    # If the lab itself is killed with SIGKILL, its children get a signal from the kernel
-    # instead of living on (Linux only; elsewhere the finally blocks have to do).
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        if death_signal != signal.SIGKILL:
-            # Until exec the child keeps the lab's handlers, and the lab catches SIGTERM (in
-            # Python: a flag to look at later). A death signal that came before the exec was
-            # caught and then forgotten, and the app lived on after its lab had been SIGKILLed.
-            libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
-            libc.signal(death_signal, None)  # SIG_DFL
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, death_signal)
-        # A lab killed between the fork and the prctl above sends no signal any more: the
-        # child would live on (a worker outlived a lab SIGKILLed while it started stacks).
-        if os.getppid() != parent_pid:
-            os.kill(os.getpid(), death_signal)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -143,7 +124,13 @@ class Component:
             with stop_signals_held():
                 try:
                     self.proc = self.forkserver.spawn(
-                        self.name, self.argv, self.env, self.cwd, self.log_path, death_signal
+                        self.name,
+                        self.argv,
+                        self.env,
+                        self.cwd,
+                        self.log_path,
+                        death_signal,
+                        start_timeout(),
                     )
                 except ForkServerGone as exc:
                     server = self.forkserver.component
@@ -263,7 +250,13 @@ class Supervisor:
             if self._forkserver is None:
                 log = self.run_dir / f"{forkserver.NAME}.log"
                 env = self._env(forkserver.NAME, None)
-                self._forkserver = forkserver.acquire(self.run_id, log, env)
+
+                def server_process(argv: list[str], pass_fds: tuple[int, ...]) -> Component:
+                    return Component(forkserver.NAME, argv, log, env, pass_fds=pass_fds)
+
+                self._forkserver = forkserver.acquire(
+                    self.run_id, server_process, lambda c: self.stop_components([c])
+                )
             return self._forkserver
 
     def check_all_alive(self, during: str) -> None:
