@@ -110,9 +110,9 @@ def component_name(proc: psutil.Process) -> str | None:
     """The lab component a process is: its environment's marker, or for a child of the fork
     server (whose environment in /proc is the server's) the process name it gave itself."""
     name = proc.environ().get(COMPONENT_MARKER)
-    if name == forkserver.NAME:
+    if name and name.startswith(forkserver.NAME):
         parent = proc.parent()
-        if parent is not None and parent.environ().get(COMPONENT_MARKER) == forkserver.NAME:
+        if parent is not None and parent.environ().get(COMPONENT_MARKER) == name:
             return proc.name()
     return name
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,15 +17,37 @@ from lab.stacks.forkserver import ForkedProcess, ForkServer
 from lab.stacks.processes import Supervisor
 from tests.lab_helpers import wait_for
 
-pytestmark = pytest.mark.stack
 CHILD = "tests.forked_child"
+BESIDE_PYTHON = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize(
+    ("argv", "runs"),
+    [
+        (
+            [sys.executable, "-m", "sample_app.worker", "--config", "c.json"],
+            ("app", "sample_app.worker", ["--config", "c.json"]),
+        ),
+        (
+            [str(BESIDE_PYTHON / "lab-mitmdump"), "-p", "0"],
+            ("proxy", "proxies.lab_mitmdump", ["-p", "0"]),
+        ),
+        (["/usr/local/bin/lab-mitmdump", "-p", "0"], None),  # not this package's
+        ([str(BESIDE_PYTHON / "mitmdump"), "-p", "0"], None),  # mitmproxy's own: LAB_MITMDUMP
+        ([sys.executable, "-m", "lab", "repro"], None),
+        (["/usr/sbin/squid", "-N"], None),
+    ],
+)
+def test_what_a_fork_server_runs(argv, runs):
+    found = forkserver.forkable(argv)
+    assert (found and (found[0].name, found[1], found[2])) == runs
 
 
 @pytest.fixture
 def sup(tmp_path, monkeypatch):
     # The test child is forked like the sample app's modules.
-    monkeypatch.setattr(processes, "FORKABLE", (CHILD,))
-    monkeypatch.setattr(forkserver, "PRELOAD", (CHILD,))
+    family = forkserver.Family("test", modules=(CHILD,), preload=(CHILD,))
+    monkeypatch.setattr(forkserver, "FAMILIES", (family,))
     supervisor = Supervisor("test-forkserver", tmp_path)
     yield supervisor
     supervisor.stop_all()
@@ -40,6 +63,7 @@ def staying(component: processes.Component) -> bool:
     return log.exists() and "staying" in log.read_text()
 
 
+@pytest.mark.stack
 def test_a_forked_child_runs_its_module_as_python_m_would(sup, tmp_path):
     here = tmp_path / "here"
     here.mkdir()
@@ -63,6 +87,7 @@ def test_a_forked_child_runs_its_module_as_python_m_would(sup, tmp_path):
     assert server.component.proc.poll() is not None
 
 
+@pytest.mark.stack
 @pytest.mark.parametrize(
     ("mode", "code", "in_log"),
     [
@@ -81,17 +106,19 @@ def test_a_forked_childs_exit_is_reported_as_an_interpreters_would_be(sup, mode,
             sup.check_all_alive("during the test")
 
 
+@pytest.mark.stack
 def test_a_forked_child_is_signalled_and_stopped_as_the_supervisors_own(sup):
     stays = child(sup, "child", "stay")  # the default grace: SIGTERM ends it
     wait_for(lambda: staying(stays), 30, "the child to start")
     assert stays.alive() and os.getpgid(stays.pid) == stays.pid  # a session of its own
     server = stays.proc.server.component
-    assert server.alive() and server.name == forkserver.NAME
+    assert server.alive() and server.name == "forkserver-test"
     sup.stop_all()
     assert stays.proc.poll() == -signal.SIGTERM  # stopped first, while the server reported it
     assert server.proc.poll() is not None  # then the server: no other run used it
 
 
+@pytest.mark.stack
 def test_the_children_of_a_fork_server_that_died_die_too_and_are_seen_gone(sup):
     stays = child(sup, "worker", "stay")  # a worker's death signal: SIGKILL
     wait_for(lambda: staying(stays), 30, "the child to start")
@@ -103,6 +130,7 @@ def test_the_children_of_a_fork_server_that_died_die_too_and_are_seen_gone(sup):
         sup.check_all_alive("during the test")
 
 
+@pytest.mark.stack
 def test_without_the_fork_server_each_child_is_a_new_interpreter(sup, monkeypatch):
     monkeypatch.setenv("LAB_FORKSERVER", "0")
     settings.current.cache_clear()
@@ -113,6 +141,7 @@ def test_without_the_fork_server_each_child_is_a_new_interpreter(sup, monkeypatc
     assert [c.name for c in sup.components] == ["app"]
 
 
+@pytest.mark.stack
 def test_the_fork_server_outlives_the_thread_that_needed_it_first(sup):
     """A child's death signal comes when the *thread* that started it ends: a server started
     by a cell's thread must not die with that thread, nor its children with it."""
@@ -128,6 +157,7 @@ def test_the_fork_server_outlives_the_thread_that_needed_it_first(sup):
     assert started[0].alive() and started[0].proc.server.component.alive()
 
 
+@pytest.mark.stack
 def test_the_runs_of_one_lab_share_its_fork_server_and_the_last_one_stops_it(sup, tmp_path):
     """A matrix's cells with stacks of their own each have a Supervisor: one server for all."""
     (tmp_path / "cell").mkdir()

@@ -1,5 +1,5 @@
 """A child's death signal: what the kernel sends it when the lab dies (Linux), set up in the
-child before it runs anything (lab.stacks.processes before an exec, lab.stacks.forkserver after
+child before it runs anything (lab.stacks.processes before an exec, lab.stacks.fork_serve after
 a fork)."""
 
 from __future__ import annotations

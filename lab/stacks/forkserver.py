@@ -1,56 +1,101 @@
-"""A fork server for the lab's Python children: the sample app's web servers and workers.
+"""Fork servers for the lab's Python children: the sample app's web servers and workers, and
+the proxies (lab-mitmdump).
 
-Each of them spent most of its start importing Celery, kombu and Flask (0.3-0.5 s of CPU), and a
-matrix or the test suite starts hundreds. The fork server imports them once; each start is then a
-fork of it that runs the module as `python -m` would, in a session of its own, with its own log,
-environment, working folder and death signal. The lab signals that child by its pid as it would a
-child of its own; the server reaps it and tells the lab its exit code.
+Each of them spent most of its start importing Celery, kombu and Flask, or mitmproxy (0.3-1 s of
+CPU), and a matrix or the test suite starts hundreds. A fork server imports them once; each start
+is then a fork of it that runs the module as `python -m` (or the console script) would, in a
+session of its own, with its own log, environment, working folder and death signal. The lab
+signals that child by its pid as it would a child of its own; the server reaps it and tells the
+lab its exit code (lab.stacks.fork_serve is the server's side).
 
-The server is a component of the run (`forkserver`), stopped after every child it forked: it
-reports their exits. If it dies, its children die of their death signal as they would with the
-lab, and the lab finds them gone.
-"""
+One server a family (FAMILIES) serves the whole lab process: the first run that needs it starts
+it, and the last one using it stops it, after every child it forked, since it reports their
+exits. If it dies, its children die of their death signal as they would with the lab, and the
+lab finds them gone."""
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
-import runpy
-import select
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-# The modules a child may run, imported by the server before it forks, with what they import
-# only once running (a worker's bootsteps, pools and transports): each child would import them
-# again otherwise.
-FORKABLE = ("sample_app.serve", "sample_app.worker")
-PRELOAD = (
-    *FORKABLE,
-    "celery.apps.worker",
-    "celery.worker.consumer",
-    "celery.concurrency.solo",
-    "celery.concurrency.thread",
-    "kombu.transport.redis",
-    "kombu.transport.pyamqp",
-    "sample_app.broker_transport",
-)
 NAME = "forkserver"
+SERVER_MODULE = "lab.stacks.fork_serve"  # the server's own side
+
+
+@dataclass(frozen=True)
+class Family:
+    """Children one server forks: the modules they run (`python -m MODULE`), the console
+    scripts of this package beside the interpreter and the module each runs, and what the
+    server imports first: those modules and what they import only once running (a worker's
+    bootsteps and transports, a proxy's layers and TLS), which each child would import again."""
+
+    name: str
+    modules: tuple[str, ...] = ()
+    scripts: dict[str, str] = field(default_factory=dict)
+    preload: tuple[str, ...] = ()
+
+
+FAMILIES = (
+    Family(
+        "app",
+        modules=("sample_app.serve", "sample_app.worker"),
+        preload=(
+            "sample_app.serve",
+            "sample_app.worker",
+            "celery.apps.worker",
+            "celery.worker.consumer",
+            "celery.concurrency.solo",
+            "celery.concurrency.thread",
+            "kombu.transport.redis",
+            "kombu.transport.pyamqp",
+            "sample_app.broker_transport",
+        ),
+    ),
+    # A proxy's start was a second of CPU, nearly all of it imports; forked, a twentieth.
+    Family(
+        "proxy",
+        scripts={"lab-mitmdump": "proxies.lab_mitmdump"},
+        preload=(
+            "proxies.lab_mitmdump",
+            "proxies.lab_listeners",
+            "mitmproxy.proxy.server",
+            "mitmproxy.proxy.layers",
+            "mitmproxy.proxy.layers.http",
+            "mitmproxy.net.tls",
+            "mitmproxy.certs",
+        ),
+    ),
+)
+
+
+def forkable(argv: list[str]) -> tuple[Family, str, list[str]] | None:
+    """The family, module and arguments of a command a fork server can run; None if none can
+    (another program, or a mitmdump other than this package's)."""
+    for family in FAMILIES:
+        if argv[:2] == [sys.executable, "-m"] and argv[2:3] and argv[2] in family.modules:
+            return family, argv[2], argv[3:]
+        script = Path(argv[0]) if argv else Path()
+        module = family.scripts.get(script.name)
+        if module and script.parent == Path(sys.executable).parent:
+            return family, module, argv[1:]
+    return None
 
 
 class ServerProcess(Protocol):
     """The server's own process, as lab.stacks.processes runs it (a Component)."""
 
+    name: str
     log_path: Path
     proc: Any
 
@@ -99,7 +144,7 @@ class ForkServer:
         run_id: str,
         make_process: Callable[[list[str], tuple[int, ...]], ServerProcess],
         stop_process: Callable[[ServerProcess], None],
-        preload: tuple[str, ...] = PRELOAD,
+        preload: tuple[str, ...],
     ) -> None:
         """`make_process(argv, pass_fds)`: the server's process, not started yet (a Component
         of lab.stacks.processes); `stop_process` stops it."""
@@ -114,7 +159,7 @@ class ForkServer:
         self._next_id = 0
         self._send_lock = threading.Lock()
         self._closed = threading.Event()
-        argv = [sys.executable, "-m", __name__, str(theirs.fileno()), *preload]
+        argv = [sys.executable, "-m", SERVER_MODULE, str(theirs.fileno()), *preload]
         self.component = make_process(argv, (theirs.fileno(),))
         self._stop_process = stop_process
         started: Future[None] = Future()
@@ -147,17 +192,20 @@ class ForkServer:
         death_signal: int,
         timeout: float,
     ) -> ForkedProcess:
-        """Fork a child that runs `python -m argv[2] argv[3:]`, named `name` (see _name_self);
+        """Fork a child that runs `argv` (see forkable), named `name` (see _name_self);
         ForkServerGone if the server died (its log says why) or did not answer in `timeout`
         seconds (the first child waits for the server's imports)."""
         with self._changed:
             self._next_id += 1
             request_id = self._next_id
+        found = forkable(argv)
+        assert found is not None, f"not a command a fork server runs: {argv}"
+        _, module, args = found
         request = {
             "id": request_id,
             "name": name,
-            "module": argv[2],
-            "args": argv[3:],
+            "module": module,
+            "argv": [argv[0] if argv[1:2] != ["-m"] else module, *args],
             "env": env,
             "cwd": str(cwd) if cwd else None,
             "log": str(log),
@@ -233,152 +281,36 @@ class ForkServer:
                 self._changed.notify_all()
 
 
-# One server for the whole lab process, shared by its runs: a matrix's cells with stacks of
-# their own each have a Supervisor of their own, and a server each would cost more than it
-# saves. The first run that needs one starts it; the last one using it stops it.
+# One server a family for the whole lab process, shared by its runs: a matrix's cells with
+# stacks of their own each have a Supervisor, and a server each would cost more than it saves.
+# The first run that needs one starts it; the last one using it stops it.
 _shared_lock = threading.Lock()
-_shared: ForkServer | None = None
+_shared: dict[str, ForkServer] = {}
 
 
 def acquire(
+    family: Family,
     run_id: str,
     make_process: Callable[[list[str], tuple[int, ...]], ServerProcess],
     stop_process: Callable[[ServerProcess], None],
 ) -> ForkServer:
-    """The lab process's fork server, started now if there is none or it died (see
+    """The lab process's server for `family`, started now if there is none or it died (see
     ForkServer); `release` it when the run stops."""
-    global _shared
     with _shared_lock:
-        if _shared is None or _shared.gone or not _shared.component.alive():
-            _shared = ForkServer(run_id, make_process, stop_process, PRELOAD)
-        _shared.users += 1
-        return _shared
+        server = _shared.get(family.name)
+        if server is None or server.gone or not server.component.alive():
+            server = ForkServer(run_id, make_process, stop_process, family.preload)
+            _shared[family.name] = server
+        server.users += 1
+        return server
 
 
 def release(server: ForkServer) -> None:
     """One run is done with `server`; the last one stops it."""
-    global _shared
     with _shared_lock:
         server.users -= 1
         if server.users == 0:
             server.stop()
-            if _shared is server:
-                _shared = None
-
-
-# --- the server's side: `python -m lab.stacks.forkserver FD MODULE...` -----------------------
-
-
-def serve(sock: socket.socket, preload: list[str]) -> None:
-    import importlib
-
-    # What each child needs from the lab, imported once here too.
-    from lab.stacks.death_signal import _die_with_parent
-
-    for module in preload:
-        importlib.import_module(module)
-    wakeup_r, wakeup_w = os.pipe()
-    os.set_blocking(wakeup_w, False)
-    signal.set_wakeup_fd(wakeup_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wakeup fd hears of it
-    buffer = b""
-    while True:
-        readable, _, _ = select.select([sock, wakeup_r], [], [])
-        if wakeup_r in readable:
-            os.read(wakeup_r, 4096)
-        _report_exits(sock)
-        if sock in readable:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return  # the lab is gone; our children die of their death signal with us
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                request = json.loads(line)
-                pid = os.fork()
-                if pid == 0:
-                    _become_child(request, sock, (wakeup_r, wakeup_w), _die_with_parent)
-                sock.sendall(json.dumps({"id": request["id"], "pid": pid}).encode() + b"\n")
-
-
-def _report_exits(sock: socket.socket) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        code = os.waitstatus_to_exitcode(status)
-        sock.sendall(json.dumps({"exited": pid, "code": code}).encode() + b"\n")
-
-
-def _become_child(
-    request: dict[str, Any],
-    sock: socket.socket,
-    wakeup: tuple[int, int],
-    die_with_parent: Callable[[int, int], None],
-) -> None:
-    """In the forked child: set up as Supervisor.add would for a new process, run the module
-    as `python -m` would, and exit with its exit code. Never returns."""
-    code = 1
-    try:
-        server_pid = os.getppid()
-        sock.close()
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for fd in wakeup:
-            os.close(fd)
-        os.setsid()
-        _name_self(request["name"])
-        die_with_parent(request["death_signal"], server_pid)
-        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(log)
-        os.close(null)
-        os.environ.clear()
-        os.environ.update(request["env"])
-        if request["cwd"]:
-            os.chdir(request["cwd"])
-        sys.argv = [request["module"], *request["args"]]
-        # Run as `python -m` runs it: its own code anew as __main__, what it imports as loaded.
-        sys.modules.pop(request["module"], None)
-        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
-        code = 0
-    except SystemExit as exc:
-        code = _exit_code(exc.code)
-    except BaseException:  # noqa: BLE001 - printed as Python prints an uncaught exception
-        traceback.print_exc()
-    finally:
-        with contextlib.suppress(BaseException):
-            atexit._run_exitfuncs()  # what an interpreter's exit runs (logging's flush)
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-
-
-def _name_self(name: str) -> None:
-    """A forked child keeps the server's command line and, in /proc, its environment (the
-    lab's markers say `forkserver`): its process name (`ps -o comm`, `top`, psutil's name())
-    is the one thing of its own it can show, so it shows its component's name."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_name = 15
-        ctypes.CDLL("libc.so.6").prctl(pr_set_name, name.encode()[:15], 0, 0, 0)
-
-
-def _exit_code(value: object) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, int):
-        return value
-    print(value, file=sys.stderr)
-    return 1
-
-
-if __name__ == "__main__":
-    serve(socket.socket(fileno=int(sys.argv[1])), sys.argv[2:])
+            for name, shared in list(_shared.items()):
+                if shared is server:
+                    del _shared[name]

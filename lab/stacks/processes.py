@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from lab.data import settings
 from lab.data.errors import ComponentError
 from lab.stacks import forkserver
 from lab.stacks.death_signal import _die_with_parent
-from lab.stacks.forkserver import FORKABLE, ForkedProcess, ForkServer, ForkServerGone
+from lab.stacks.forkserver import ForkedProcess, ForkServer, ForkServerGone
 
 RUN_MARKER = "PROXY_CACHE_LAB_RUN"  # every child carries it: tests find leftovers by it
 COMPONENT_MARKER = "PROXY_CACHE_LAB_COMPONENT"
@@ -208,7 +207,7 @@ class Supervisor:
         self.run_dir = run_dir
         self.components: list[Component] = []
         self._cpu_written = False
-        self._forkserver: ForkServer | None = None
+        self._forkservers: dict[str, ForkServer] = {}  # by family
         self._forkserver_lock = threading.Lock()
 
     def add(
@@ -241,23 +240,25 @@ class Supervisor:
         return env
 
     def _forkserver_for(self, argv: list[str]) -> ForkServer | None:
-        """The run's fork server (started on first use) for a `python -m` of a module it
-        forks; None for anything else, or when LAB_FORKSERVER=0."""
-        forkable = argv[:2] == [sys.executable, "-m"] and argv[2:3] and argv[2] in FORKABLE
-        if not forkable or not settings.current().forkserver:
+        """The lab's fork server (started on first use) for a command one runs (the sample
+        app's, lab-mitmdump); None for anything else, or when LAB_FORKSERVER=0."""
+        found = forkserver.forkable(argv)
+        if found is None or not settings.current().forkserver:
             return None
+        family = found[0]
         with self._forkserver_lock:
-            if self._forkserver is None:
-                log = self.run_dir / f"{forkserver.NAME}.log"
-                env = self._env(forkserver.NAME, None)
+            if family.name not in self._forkservers:
+                name = f"{forkserver.NAME}-{family.name}"
+                log = self.run_dir / f"{name}.log"
+                env = self._env(name, None)
 
                 def server_process(argv: list[str], pass_fds: tuple[int, ...]) -> Component:
-                    return Component(forkserver.NAME, argv, log, env, pass_fds=pass_fds)
+                    return Component(name, argv, log, env, pass_fds=pass_fds)
 
-                self._forkserver = forkserver.acquire(
-                    self.run_id, server_process, lambda c: self.stop_components([c])
+                self._forkservers[family.name] = forkserver.acquire(
+                    family, self.run_id, server_process, lambda c: self.stop_components([c])
                 )
-            return self._forkserver
+            return self._forkservers[family.name]
 
     def check_all_alive(self, during: str) -> None:
         for component in self.components:
@@ -293,11 +294,11 @@ class Supervisor:
             with contextlib.suppress(psutil.Error):
                 times = psutil.Process(component.pid).cpu_times()
                 used[component.name] = round(times.user + times.system, 3)
-        server = self._forkserver
-        if server is not None and server.run_id == self.run_id and server.component.alive():
-            with contextlib.suppress(psutil.Error):
-                times = psutil.Process(server.component.pid).cpu_times()
-                used[forkserver.NAME] = round(times.user + times.system, 3)
+        for server in self._forkservers.values():
+            if server.run_id == self.run_id and server.component.alive():
+                with contextlib.suppress(psutil.Error):
+                    times = psutil.Process(server.component.pid).cpu_times()
+                    used[server.component.name] = round(times.user + times.system, 3)
         return used
 
     def stop_all(self) -> None:
@@ -308,10 +309,10 @@ class Supervisor:
                 (self.run_dir / CPU_FILE).write_text(json.dumps(self.cpu_seconds()), "utf-8")
         self.stop_components([c for c in self.components if c.alive()])
         with self._forkserver_lock:
-            if self._forkserver is not None:
-                # After its children: it reports their exits.
-                forkserver.release(self._forkserver)
-                self._forkserver = None  # a child added after this gets it again
+            # After their children: they report their exits.
+            for server in self._forkservers.values():
+                forkserver.release(server)
+            self._forkservers.clear()  # a child added after this acquires one again
         # A component may have left children in its group (none of ours do today).
         for component in self.components:
             component.kill_leftovers()
