@@ -174,3 +174,36 @@ def test_the_runs_of_one_lab_share_its_fork_server_and_the_last_one_stops_it(sup
     assert first.alive() and server.component.alive()  # the other run still uses it
     sup.stop_all()
     assert server.component.proc.poll() is not None
+
+
+@pytest.mark.stack
+def test_a_child_asked_for_during_the_servers_imports_is_forked_after_them(
+    sup, tmp_path, monkeypatch
+):
+    """Asking does not wait for the server's imports: a run asks for its worker, app and proxy
+    at once, and the two servers import side by side."""
+    gate = tmp_path / "the-imports-may-finish"
+    monkeypatch.setenv("FORKSERVER_TEST_GATE", str(gate))
+    family = forkserver.Family("test", modules=(CHILD,), preload=("tests.slow_import", CHILD))
+    monkeypatch.setattr(forkserver, "FAMILIES", (family,))
+    asked = child(sup, "child", "exit", "0")  # returns while the server is importing
+    assert asked.alive() and asked.proc.server.forked_now(asked.proc.request_id) is None
+    gate.touch()
+    assert asked.proc.wait(timeout=30) == 0
+    assert asked.proc.pid > 0
+
+
+@pytest.mark.stack
+def test_a_child_whose_server_died_before_forking_it_is_reported_with_the_servers_log(
+    sup, monkeypatch
+):
+    family = forkserver.Family("test", modules=(CHILD,), preload=("tests.no_such_module",))
+    monkeypatch.setattr(forkserver, "FAMILIES", (family,))
+    asked = child(sup, "child", "exit", "0")
+    assert asked.proc.wait(timeout=30) == forkserver.NEVER_FORKED
+    with pytest.raises(ComponentError, match="its fork server exited before it") as raised:
+        sup.check_all_alive("during the test")
+    assert "forkserver-test.log" in str(raised.value)
+    server_log = asked.proc.server.component.log_path.read_text()
+    assert "No module named 'tests.no_such_module'" in server_log
+    sup.stop_all()  # nothing to stop, nothing raised

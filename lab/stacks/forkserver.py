@@ -111,17 +111,40 @@ class ForkServerGone(Exception):
     """The server exited before it answered."""
 
 
-class ForkedProcess:
-    """A child of the fork server, as much of a subprocess.Popen as the Supervisor uses."""
+NEVER_FORKED = 255  # the exit code of a child whose server died before forking it
 
-    def __init__(self, server: ForkServer, pid: int, death_signal: int) -> None:
+
+class ForkedProcess:
+    """A child of the fork server, as much of a subprocess.Popen as the Supervisor uses. It
+    exists before the server has forked it (the first waits for the server's imports): its pid
+    waits for that, its poll() does not."""
+
+    def __init__(
+        self, server: ForkServer, request_id: int, death_signal: int, deadline: float
+    ) -> None:
         self.server = server
-        self.pid = pid
+        self.request_id = request_id
         self.death_signal = death_signal
+        self.deadline = deadline  # for the server's answer
         self.returncode: int | None = None
+        self._pid: int | None = None
+
+    @property
+    def pid(self) -> int:
+        """ForkServerGone if the server died before it forked this child, or did not answer by
+        the deadline."""
+        if self._pid is None:
+            self._pid = self.server.forked(self.request_id, self.deadline)
+        return self._pid
 
     def poll(self) -> int | None:
         if self.returncode is None:
+            if self._pid is None:
+                self._pid = self.server.forked_now(self.request_id)
+                if self._pid is None:
+                    if self.server.gone:
+                        self.returncode = NEVER_FORKED
+                    return self.returncode
             self.returncode = self.server.exit_code(self)
         return self.returncode
 
@@ -130,7 +153,7 @@ class ForkedProcess:
         while self.poll() is None:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+                raise subprocess.TimeoutExpired(f"forked child {self._pid}", timeout or 0.0)
             self.server.wait_for_news(left)
         return self.returncode  # type: ignore[return-value]
 
@@ -192,9 +215,9 @@ class ForkServer:
         death_signal: int,
         timeout: float,
     ) -> ForkedProcess:
-        """Fork a child that runs `argv` (see forkable), named `name` (see _name_self);
-        ForkServerGone if the server died (its log says why) or did not answer in `timeout`
-        seconds (the first child waits for the server's imports)."""
+        """Ask for a child that runs `argv` (see forkable), named `name` (see _name_self), and
+        return it at once: the server forks it once it has imported its modules, by `timeout`
+        seconds from now. ForkServerGone if the server is gone."""
         with self._changed:
             self._next_id += 1
             request_id = self._next_id
@@ -216,17 +239,24 @@ class ForkServer:
                 self._sock.sendall(json.dumps(request).encode() + b"\n")
             except OSError as exc:
                 raise ForkServerGone(str(exc)) from None
-        deadline = time.monotonic() + timeout
+        return ForkedProcess(self, request_id, death_signal, time.monotonic() + timeout)
+
+    def forked(self, request_id: int, deadline: float) -> int:
+        """The pid of the child asked for with `request_id`, once it is forked."""
         with self._changed:
             while request_id not in self._replies:
                 if self.gone:
-                    raise ForkServerGone("it exited")
+                    raise ForkServerGone("it exited before it forked the child")
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise ForkServerGone(f"no answer in {timeout:g} s")
+                    raise ForkServerGone("it did not fork the child in time")
                 self._changed.wait(left)
-            reply = self._replies.pop(request_id)
-        return ForkedProcess(self, reply["pid"], death_signal)
+            return self._replies[request_id]["pid"]
+
+    def forked_now(self, request_id: int) -> int | None:
+        with self._changed:
+            reply = self._replies.get(request_id)
+        return reply["pid"] if reply else None
 
     def exit_code(self, child: ForkedProcess) -> int | None:
         with self._changed:

@@ -120,8 +120,8 @@ class Component:
     def start(self) -> None:
         death_signal = DEATH_SIGNAL_BY_COMPONENT.get(component_kind(self.name), signal.SIGTERM)
         if self.forkserver is not None:
-            with stop_signals_held():
-                try:
+            try:
+                with stop_signals_held():  # a request asked for is a child the run knows of
                     self.proc = self.forkserver.spawn(
                         self.name,
                         self.argv,
@@ -131,13 +131,13 @@ class Component:
                         death_signal,
                         start_timeout(),
                     )
-                except ForkServerGone as exc:
-                    server = self.forkserver.component
-                    raise ComponentError(
-                        self.name,
-                        f"could not be started: the fork server: {exc}",
-                        log_tail(server.log_path),
-                    ) from None
+            except ForkServerGone as exc:
+                server = self.forkserver.component
+                raise ComponentError(
+                    self.name,
+                    f"could not be started: the fork server: {exc}",
+                    log_tail(server.log_path),
+                ) from None
             return
         with self.log_path.open("ab") as log, stop_signals_held():
             try:
@@ -189,13 +189,14 @@ class Component:
     def signal_group(self, sig: int) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
+        # ForkServerGone: its fork server died before forking it, and there is no one to stop.
+        with contextlib.suppress(ProcessLookupError, ForkServerGone):
             os.killpg(self.proc.pid, sig)
 
     def kill_leftovers(self) -> None:
         if self.proc is None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError, PermissionError, ForkServerGone):
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
@@ -291,7 +292,7 @@ class Supervisor:
         for component in self.components:
             if not component.alive():
                 continue  # its CPU time is gone with it
-            with contextlib.suppress(psutil.Error):
+            with contextlib.suppress(psutil.Error, ForkServerGone):
                 times = psutil.Process(component.pid).cpu_times()
                 used[component.name] = round(times.user + times.system, 3)
         for server in self._forkservers.values():
