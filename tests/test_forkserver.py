@@ -79,6 +79,9 @@ def test_a_forked_child_runs_its_module_as_python_m_would(sup, tmp_path):
         argv = [sys.executable, "-m", CHILD, "exit", "3"]
         forked = server.spawn("app-query", argv, env, here, log, signal.SIGTERM, timeout=30)
         assert forked.wait(timeout=30) == 3
+        # Every poller sees the exit, a thread that looks after another as well (a run's
+        # liveness check and its stop look at one child at once).
+        assert server.exit_code(forked) == server.exit_code(forked) == 3
         said = log.read_text()
         assert f"name=__main__ args=['exit', '3'] cwd={here} value=42 comm=app-query" in said
         assert forked.poll() == 3

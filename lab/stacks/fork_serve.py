@@ -31,11 +31,12 @@ def serve(sock: socket.socket, preload: list[str]) -> None:
     signal.set_wakeup_fd(wakeup_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wakeup fd hears of it
     buffer = b""
+    children: dict[int, int] = {}  # request by pid: the lab knows a child by its request
     while True:
         readable, _, _ = select.select([sock, wakeup_r], [], [])
         if wakeup_r in readable:
             os.read(wakeup_r, 4096)
-        _report_exits(sock)
+        _report_exits(sock, children)
         if sock in readable:
             chunk = sock.recv(65536)
             if not chunk:
@@ -47,10 +48,11 @@ def serve(sock: socket.socket, preload: list[str]) -> None:
                 pid = os.fork()
                 if pid == 0:
                     _become_child(request, sock, (wakeup_r, wakeup_w), _die_with_parent)
+                children[pid] = request["id"]
                 sock.sendall(json.dumps({"id": request["id"], "pid": pid}).encode() + b"\n")
 
 
-def _report_exits(sock: socket.socket) -> None:
+def _report_exits(sock: socket.socket, children: dict[int, int]) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -58,8 +60,9 @@ def _report_exits(sock: socket.socket) -> None:
             return
         if pid == 0:
             return
+        request_id = children.pop(pid)
         code = os.waitstatus_to_exitcode(status)
-        sock.sendall(json.dumps({"exited": pid, "code": code}).encode() + b"\n")
+        sock.sendall(json.dumps({"exited": request_id, "code": code}).encode() + b"\n")
 
 
 def _become_child(

@@ -141,11 +141,12 @@ class ForkedProcess:
         if self.returncode is None:
             if self._pid is None:
                 self._pid = self.server.forked_now(self.request_id)
-                if self._pid is None:
-                    if self.server.gone:
-                        self.returncode = NEVER_FORKED
-                    return self.returncode
-            self.returncode = self.server.exit_code(self)
+            if self._pid is not None:
+                code = self.server.exit_code(self)
+            else:
+                code = NEVER_FORKED if self.server.gone else None
+            if code is not None:  # never back to None: another thread may have seen the exit
+                self.returncode = code
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -176,7 +177,7 @@ class ForkServer:
         ours, theirs = socket.socketpair()
         self._sock = ours
         self._changed = threading.Condition()
-        self._exits: dict[int, int] = {}
+        self._exits: dict[int, int] = {}  # exit codes by request: a pid can be given again
         self._replies: dict[int, dict[str, Any]] = {}
         self.gone = False
         self._next_id = 0
@@ -259,9 +260,11 @@ class ForkServer:
         return reply["pid"] if reply else None
 
     def exit_code(self, child: ForkedProcess) -> int | None:
+        # Looked up, not taken: threads poll one child at once (a run's liveness check and
+        # its stop), and each must see the exit.
         with self._changed:
-            if child.pid in self._exits:
-                return self._exits.pop(child.pid)
+            if child.request_id in self._exits:
+                return self._exits[child.request_id]
             gone = self.gone
         if gone:
             # Nobody reports it any more: it died of its death signal, or is dying of it.
@@ -304,9 +307,6 @@ class ForkServer:
                     if "exited" in message:
                         self._exits[message["exited"]] = message["code"]
                     else:
-                        # An earlier child's exit under a pid the kernel has now given again
-                        # is no news of this one.
-                        self._exits.pop(message["pid"], None)
                         self._replies[message["id"]] = message
                 self._changed.notify_all()
 
