@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -58,3 +59,32 @@ def test_many_threads_finish_when_the_last_item_is_done_however_their_waits_race
     threading.Thread(target=run, daemon=True).start()
     assert done.wait(30), "run_in_turn did not return: a cell thread is stuck in its queue"
     assert all(sorted(result) == list(range(6)) for result in results)
+
+
+def test_a_ctrl_c_while_the_cell_threads_start_stops_the_ones_already_running(monkeypatch):
+    """The interrupt lands between two thread starts: the cell already running is told to stop,
+    and the interrupt goes on at once (it used to bypass the stop, and leave that cell running;
+    the audit's pool the same way waited a whole cell for it)."""
+    starts: list[threading.Thread] = []
+
+    class InterruptedAtTheSecondStart(threading.Thread):
+        def start(self) -> None:
+            starts.append(self)
+            if len(starts) == 2:
+                raise KeyboardInterrupt
+            super().start()
+
+    fake = SimpleNamespace(**vars(threading))
+    fake.Thread = InterruptedAtTheSecondStart
+    monkeypatch.setattr(schedule, "threading", fake)
+    stopping = threading.Event()
+    told_to_stop = threading.Event()
+
+    def run_one(item: int, attempt: int) -> int:
+        if stopping.wait(10):
+            told_to_stop.set()
+        return item
+
+    with pytest.raises(KeyboardInterrupt):
+        run_in_turn([0, 1, 2, 3], run_one, lambda run: False, 2, stopping)
+    assert told_to_stop.wait(10)

@@ -239,21 +239,23 @@ def run_audit(
                     result.cells[(profile.name, strategy)] = cell
             runnable = [c for c in result.cells.values() if not c.not_applicable]
             with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="audit") as pool:
-                futures = [
-                    pool.submit(
-                        _run_until_tested,
-                        flow,
-                        book,
-                        cell,
-                        endpoints[(cell.profile, cell.strategy)],
-                        app.url,
-                        run_dir / "cells" / f"{cell.profile}--{cell.strategy}",
-                        check_alive,
-                        tls,
-                    )
-                    for cell in runnable
-                ]
+                # Submitted inside the try: a Ctrl-C or SIGTERM while cells are being handed
+                # out must stop the ones already running, or leaving the block waits for them.
                 try:
+                    futures = [
+                        pool.submit(
+                            _run_until_tested,
+                            flow,
+                            book,
+                            cell,
+                            endpoints[(cell.profile, cell.strategy)],
+                            app.url,
+                            run_dir / "cells" / f"{cell.profile}--{cell.strategy}",
+                            check_alive,
+                            tls,
+                        )
+                        for cell in runnable
+                    ]
                     for future in futures:
                         future.result()
                 except BaseException:

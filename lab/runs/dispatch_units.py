@@ -53,8 +53,8 @@ def ask_each(dispatcher: Dispatcher, names: list[str], one: Callable[[str], T]) 
     """`one(name)` for every name at once, in their order; at the first that fails, the others
     stop waiting and the units still queued are revoked."""
     with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="dispatch") as pool:
-        futures = [pool.submit(one, name) for name in names]
-        try:
+        try:  # a Ctrl-C among the submits must stop the ones already running
+            futures = [pool.submit(one, name) for name in names]
             return [future.result() for future in futures]
         except BaseException:
             dispatcher.stopping.set()

@@ -309,8 +309,8 @@ def run_rounds(
             return verdict
 
         with ThreadPoolExecutor(max_workers=OWN_STACK_CONCURRENCY) as own_pool:
-            own_futures = [own_pool.submit(run_own, cell, round_no) for cell in own]
-            try:
+            try:  # a Ctrl-C among the submits must stop the cells already running
+                own_futures = [own_pool.submit(run_own, cell, round_no) for cell in own]
                 done = run_in_turn(start_order(shared), one, run_again, concurrency, stopping)
                 own_verdicts = [future.result() for future in own_futures]
             except BaseException:

@@ -101,16 +101,17 @@ def run_in_turn(
         threading.Thread(target=work, name=f"cell-{n}", daemon=True)
         for n in range(min(workers, len(items)))
     ]
-    for thread in threads:
-        thread.start()
-    try:
+    try:  # a Ctrl-C among the starts must stop the cells already running
+        for thread in threads:
+            thread.start()
         for thread in threads:
             thread.join()
     except BaseException:
         stopping.set()  # every running cell gives up at its next check
         finished.set()
         for thread in threads:
-            thread.join(timeout=30)
+            if thread.ident is not None:  # started
+                thread.join(timeout=30)
         raise
     if failures:
         raise failures[0]
