@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import random
+import signal
+import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
@@ -88,3 +91,54 @@ def test_a_ctrl_c_while_the_cell_threads_start_stops_the_ones_already_running(mo
     with pytest.raises(KeyboardInterrupt):
         run_in_turn([0, 1, 2, 3], run_one, lambda run: False, 2, stopping)
     assert told_to_stop.wait(10)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_signal_the_kernel_gave_another_thread_still_interrupts_the_wait_for_cells(monkeypatch):
+    """CPython runs handlers in the main thread; a signal delivered to another thread is acted
+    on when the main thread next runs. Waiting for a cell must not block it until the cell ends
+    (an interrupted audit went on for minutes)."""
+    released = threading.Event()
+
+    def cell() -> str:
+        released.wait(30)
+        return "done"
+
+    def raise_interrupted(signum, frame):
+        raise Interrupted
+
+    main = threading.get_ident()
+
+    def signal_another_thread_once_the_main_one_waits() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "results" not in frames_of(main):
+            time.sleep(0.01)  # poll interval
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)  # this thread, not main
+
+    previous = signal.signal(signal.SIGUSR1, raise_interrupted)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(cell)
+            sender = threading.Thread(target=signal_another_thread_once_the_main_one_waits)
+            sender.start()
+            try:
+                with pytest.raises(Interrupted):
+                    schedule.results([future])
+                assert not future.done()  # interrupted while the cell still ran
+            finally:
+                released.set()
+                sender.join()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def frames_of(thread_id: int) -> set[str]:
+    frame = sys._current_frames().get(thread_id)
+    names = set()
+    while frame is not None:
+        names.add(frame.f_code.co_name)
+        frame = frame.f_back
+    return names

@@ -38,7 +38,7 @@ from lab.runs.audit_cell import CellTls, run_audit_cell
 from lab.runs.audit_tls import AuditTls, ForwardTls, for_audit, launch_audit_proxies
 from lab.runs.lifecycle import Progress, RunResources, new_run_dir
 from lab.runs.repro import write_json
-from lab.runs.schedule import MAX_ATTEMPTS
+from lab.runs.schedule import MAX_ATTEMPTS, results
 from lab.stacks import user_app
 from lab.stacks.stack import ProxyEndpoint
 from sample_app import strategies
@@ -256,8 +256,7 @@ def run_audit(
                         )
                         for cell in runnable
                     ]
-                    for future in futures:
-                        future.result()
+                    results(futures)
                 except BaseException:
                     stopping.set()
                     raise

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from lab.runs.dispatch import Dispatcher, connect
 from lab.runs.lifecycle import Progress, new_run_dir
+from lab.runs.schedule import results
 
 T = TypeVar("T")
 
@@ -54,8 +55,7 @@ def ask_each(dispatcher: Dispatcher, names: list[str], one: Callable[[str], T]) 
     stop waiting and the units still queued are revoked."""
     with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="dispatch") as pool:
         try:  # a Ctrl-C among the submits must stop the ones already running
-            futures = [pool.submit(one, name) for name in names]
-            return [future.result() for future in futures]
+            return results([pool.submit(one, name) for name in names])
         except BaseException:
             dispatcher.stopping.set()
             dispatcher.revoke_pending()

@@ -20,7 +20,7 @@ from lab.judging.evidence import Verdict
 from lab.runs import repro
 from lab.runs.lifecycle import Progress, RunResources, new_run_dir
 from lab.runs.repro import write_json
-from lab.runs.schedule import MAX_ATTEMPTS, attempt_dir, run_in_turn, start_order
+from lab.runs.schedule import MAX_ATTEMPTS, attempt_dir, results, run_in_turn, start_order
 from lab.runs.shared_stacks import split_cells
 from lab.runs.warm_stacks import AliveCheck, warm_stacks
 from lab.stacks.brokers import BrokerChoice, redis_server_installed
@@ -312,7 +312,7 @@ def run_rounds(
             try:  # a Ctrl-C among the submits must stop the cells already running
                 own_futures = [own_pool.submit(run_own, cell, round_no) for cell in own]
                 done = run_in_turn(start_order(shared), one, run_again, concurrency, stopping)
-                own_verdicts = [future.result() for future in own_futures]
+                own_verdicts = results(own_futures)
             except BaseException:
                 stopping.set()
                 raise

@@ -8,6 +8,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, wait
 from pathlib import Path
 from typing import TypeVar
 
@@ -46,6 +47,29 @@ def start_order(cells: list[tuple[Scenario, str]]) -> list[int]:
 QUEUE_WAIT_S = 0.05
 
 T = TypeVar("T")  # what one run of an item gives (a matrix cell's verdict)
+R = TypeVar("R")
+
+
+# How often the main thread wakes while it waits for cells. CPython runs signal handlers in the
+# main thread only; when the kernel hands a Ctrl-C or SIGTERM to another thread (any thread that
+# does not block it), a main thread blocked in a wait without a timeout acts on it only when the
+# wait ends: an interrupted audit waited for its cells, minutes, instead of stopping them.
+WAKE_S = 0.25
+
+
+def results(futures: list[Future[R]]) -> list[R]:
+    """Each future's result in order (its exception raised), waiting in short steps."""
+    for future in futures:
+        while not future.done():
+            wait([future], timeout=WAKE_S)
+    return [future.result() for future in futures]
+
+
+def join_all(threads: list[threading.Thread]) -> None:
+    """Wait for every started thread, in short steps."""
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(WAKE_S)
 
 
 def run_in_turn(
@@ -104,8 +128,7 @@ def run_in_turn(
     try:  # a Ctrl-C among the starts must stop the cells already running
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        join_all(threads)
     except BaseException:
         stopping.set()  # every running cell gives up at its next check
         finished.set()
