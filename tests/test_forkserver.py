@@ -210,3 +210,13 @@ def test_a_child_whose_server_died_before_forking_it_is_reported_with_the_server
     server_log = asked.proc.server.component.log_path.read_text()
     assert "No module named 'tests.no_such_module'" in server_log
     sup.stop_all()  # nothing to stop, nothing raised
+
+
+@pytest.mark.stack
+def test_a_forked_childs_pid_is_given_only_once_it_leads_a_session_of_its_own(sup):
+    """The lab stops a child by signalling its process group, by the child's pid: a group
+    signalled before the child had made it missed the child, and the run's stop then waited
+    for ever (a warm spare proxy stopped as soon as it was asked for)."""
+    children = [child(sup, f"child-{n}", "stay") for n in range(10)]
+    for forked in children:
+        assert os.getpgid(forked.pid) == forked.pid

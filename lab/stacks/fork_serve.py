@@ -45,9 +45,18 @@ def serve(sock: socket.socket, preload: list[str]) -> None:
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
                 request = json.loads(line)
+                # The lab signals a child's process group by its pid: the pid goes out only
+                # once the child leads a session of its own (a SIGTERM sent before then found
+                # no group, and a stopped run waited for a proxy that never got it).
+                in_session_r, in_session_w = os.pipe()
                 pid = os.fork()
                 if pid == 0:
-                    _become_child(request, sock, (wakeup_r, wakeup_w), _die_with_parent)
+                    os.close(in_session_r)
+                    inherited = (wakeup_r, wakeup_w)
+                    _become_child(request, sock, inherited, in_session_w, _die_with_parent)
+                os.close(in_session_w)
+                os.read(in_session_r, 1)  # b"" once the child closed its end (or died)
+                os.close(in_session_r)
                 children[pid] = request["id"]
                 sock.sendall(json.dumps({"id": request["id"], "pid": pid}).encode() + b"\n")
 
@@ -69,6 +78,7 @@ def _become_child(
     request: dict[str, Any],
     sock: socket.socket,
     wakeup: tuple[int, int],
+    in_session: int,
     die_with_parent: Callable[[int, int], None],
 ) -> None:
     """In the forked child: set up as Supervisor.add would for a new process, run the module
@@ -84,6 +94,7 @@ def _become_child(
         os.setsid()
         _name_self(request["name"])
         die_with_parent(request["death_signal"], server_pid)
+        os.close(in_session)  # the server may now give the lab this pid
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
