@@ -57,7 +57,8 @@ list: $(STAMP) ## List the scenarios
 # On a machine about twice as slow (2026-12-02): 12:00 with 2 workers, and the fast tier 57-62 s
 # with 2, 3 or 4 (CPU-bound there). On one in between (2026-12-03): 9:02-9:44 with 2 workers,
 # and the fast tier 40 s with 4; on another (0.94 s for 10 million additions, 2026-12-03):
-# 12:46 and 13:20 with 2 workers, 12:10 with 3 (the CPU 88% busy with 2, 99% with 3). Tests
+# 12:46 and 13:20 with 2 workers, 12:10 with 3 (the CPU 88% busy with 2, 99% with 3); on one
+# with 0.35-0.45 s for them (2026-12-03, fork servers): 10:55 twice with 2 workers. Tests
 # that share a costly fixture (a whole matrix, two agents, a real product) run on one worker
 # (tests/conftest.py). TEST_WORKERS=0
 # runs them in this process, one after another.
