@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lab.data import settings
+from lab.stacks import forkserver
 from tests.lab_helpers import TOKEN_VAR, Mitmdump, running_mitmdump
 
 pytest_plugins = ["pytester"]  # tests/test_plugin.py runs a user's test files
@@ -21,6 +22,21 @@ def settings_read_afresh() -> Iterator[None]:
     settings.current.cache_clear()
     yield
     settings.current.cache_clear()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The lab's fork servers (lab.stacks.forkserver) stay up from one test's runs to the next
+    in this pytest process, as they do for the runs of one `lab matrix`: started for each test
+    that runs a stack in this process, they cost about a CPU-second each (their imports). The
+    tests' leftover checks find the children of a kept server by the environment each was
+    forked with (lab_helpers.processes_with_token). Session hooks, not a session fixture: every
+    test would use that fixture and join one xdist group."""
+    forkserver.shared.keep_idle = True
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    forkserver.shared.keep_idle = False
+    forkserver.shared.stop_idle()
 
 
 @pytest.fixture

@@ -52,11 +52,22 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> obje
 
 
 def processes_with_token(token: str) -> list[psutil.Process]:
-    """Every live process that inherited this test's token (the lab and all its children)."""
+    """Every live process that inherited this test's token (the lab and all its children).
+
+    The session keeps this process's fork servers from test to test (conftest): /proc shows
+    such a server, and each child it forked, with the environment of the test that started the
+    server, so they are left out of that match and each child is found by the environment it
+    was forked with instead."""
+    kept = forkserver.shared.servers()
+    servers = {server.component.pid for server in kept}
+    forked = {pid: env for server in kept for pid, env in server.children()}
     found = []
     for proc in psutil.process_iter():
         try:
-            if proc.environ().get(TOKEN_VAR) == token and proc.status() != psutil.STATUS_ZOMBIE:
+            if proc.pid in servers:
+                continue
+            env = forked[proc.pid] if proc.pid in forked else proc.environ()
+            if env.get(TOKEN_VAR) == token and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue

@@ -15,7 +15,7 @@ from lab.data.errors import ComponentError
 from lab.stacks import forkserver, processes
 from lab.stacks.forkserver import ForkedProcess, ForkServer
 from lab.stacks.processes import Supervisor
-from tests.lab_helpers import wait_for
+from tests.lab_helpers import TOKEN_VAR, processes_with_token, wait_for
 
 CHILD = "tests.forked_child"
 BESIDE_PYTHON = Path(sys.executable).parent
@@ -40,7 +40,7 @@ BESIDE_PYTHON = Path(sys.executable).parent
 )
 def test_what_a_fork_server_runs(argv, runs):
     found = forkserver.forkable(argv)
-    assert (found and (found[0].name, found[1], found[2])) == runs
+    assert (found and (found.family.name, found.module, found.args)) == runs
 
 
 @pytest.fixture
@@ -48,6 +48,8 @@ def sup(tmp_path, monkeypatch):
     # The test child is forked like the sample app's modules.
     family = forkserver.Family("test", modules=(CHILD,), preload=(CHILD,))
     monkeypatch.setattr(forkserver, "FAMILIES", (family,))
+    # Each test here sees its server start and stop, whatever the session keeps (conftest).
+    monkeypatch.setattr(forkserver.shared, "keep_idle", False)
     supervisor = Supervisor("test-forkserver", tmp_path)
     yield supervisor
     supervisor.stop_all()
@@ -76,8 +78,8 @@ def test_a_forked_child_runs_its_module_as_python_m_would(sup, tmp_path):
     try:
         env = {**os.environ, "FORKED_CHILD_VALUE": "42"}
         log = tmp_path / "child.log"
-        argv = [sys.executable, "-m", CHILD, "exit", "3"]
-        forked = server.spawn("app-query", argv, env, here, log, signal.SIGTERM, timeout=30)
+        job = forkserver.forkable([sys.executable, "-m", CHILD, "exit", "3"])
+        forked = server.spawn("app-query", job, env, here, log, signal.SIGTERM, timeout=30)
         assert forked.wait(timeout=30) == 3
         # Every poller sees the exit, a thread that looks after another as well (a run's
         # liveness check and its stop look at one child at once).
@@ -220,3 +222,40 @@ def test_a_forked_childs_pid_is_given_only_once_it_leads_a_session_of_its_own(su
     children = [child(sup, f"child-{n}", "stay") for n in range(10)]
     for forked in children:
         assert os.getpgid(forked.pid) == forked.pid
+
+
+@pytest.mark.stack
+def test_a_kept_server_outlives_its_runs_and_knows_each_childs_own_environment(
+    sup, tmp_path, monkeypatch
+):
+    """A test session keeps its servers from test to test (keep_idle, tests/conftest.py): a
+    later run forks from the same server, and the leftover checks find a child by the
+    environment it was forked with, since /proc shows the server's."""
+    monkeypatch.setattr(forkserver.shared, "keep_idle", True)
+    (tmp_path / "later").mkdir()
+    later = Supervisor("test-forkserver-later", tmp_path / "later")
+    try:
+        monkeypatch.setenv(TOKEN_VAR, "the-first-test")  # the server's environment has it
+        first = child(sup, "child", "stay")
+        server = first.proc.server
+        wait_for(lambda: staying(first), 30, "the child to start")
+        sup.stop_all()
+        assert server.users == 0 and server.component.alive()  # kept, though idle
+        monkeypatch.setenv(TOKEN_VAR, "the-second-test")
+        argv = [sys.executable, "-m", CHILD, "stay"]
+        second = later.add("child", argv, extra_env={"FORKED_CHILD_VALUE": "43"})
+        assert second.proc.server is server
+        wait_for(lambda: staying(second), 30, "the second child to start")
+        known = dict(server.children())
+        assert list(known) == [second.pid]  # the first one's exit was reported
+        assert known[second.pid]["FORKED_CHILD_VALUE"] == "43"
+        assert known[second.pid][processes.RUN_MARKER] == "test-forkserver-later"
+        assert [p.pid for p in processes_with_token("the-second-test")] == [second.pid]
+        assert processes_with_token("the-first-test") == []  # nor the server, kept on purpose
+        later.stop_all()
+        assert server.component.alive() and server.children() == []
+    finally:
+        later.stop_all()
+        forkserver.shared.stop_idle()
+    assert server.component.proc.poll() is not None
+    assert server not in forkserver.shared.servers()

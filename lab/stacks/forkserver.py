@@ -79,16 +79,30 @@ FAMILIES = (
 )
 
 
-def forkable(argv: list[str]) -> tuple[Family, str, list[str]] | None:
-    """The family, module and arguments of a command a fork server can run; None if none can
-    (another program, or a mitmdump other than this package's)."""
+@dataclass(frozen=True)
+class Job:
+    """A command a fork server runs: its family, the module, and the child's `sys.argv` as
+    `python -m MODULE` (runpy puts the module's file first) or the console script would set it."""
+
+    family: Family
+    module: str
+    argv: list[str]
+
+    @property
+    def args(self) -> list[str]:
+        return self.argv[1:]
+
+
+def forkable(argv: list[str]) -> Job | None:
+    """What a fork server would run for `argv`; None if none can (another program, or a
+    mitmdump other than this package's)."""
     for family in FAMILIES:
         if argv[:2] == [sys.executable, "-m"] and argv[2:3] and argv[2] in family.modules:
-            return family, argv[2], argv[3:]
+            return Job(family, argv[2], [argv[2], *argv[3:]])
         script = Path(argv[0]) if argv else Path()
         module = family.scripts.get(script.name)
         if module and script.parent == Path(sys.executable).parent:
-            return family, module, argv[1:]
+            return Job(family, module, [argv[0], *argv[1:]])
     return None
 
 
@@ -179,6 +193,7 @@ class ForkServer:
         self._changed = threading.Condition()
         self._exits: dict[int, int] = {}  # exit codes by request: a pid can be given again
         self._replies: dict[int, dict[str, Any]] = {}
+        self._envs: dict[int, dict[str, str]] = {}  # of the children not known to have exited
         self.gone = False
         self._next_id = 0
         self._send_lock = threading.Lock()
@@ -209,27 +224,25 @@ class ForkServer:
     def spawn(
         self,
         name: str,
-        argv: list[str],
+        job: Job,
         env: dict[str, str],
         cwd: Path | None,
         log: Path,
         death_signal: int,
         timeout: float,
     ) -> ForkedProcess:
-        """Ask for a child that runs `argv` (see forkable), named `name` (see _name_self), and
-        return it at once: the server forks it once it has imported its modules, by `timeout`
-        seconds from now. ForkServerGone if the server is gone."""
+        """Ask for a child that runs `job`, named `name` (see _name_self), and return it at
+        once: the server forks it once it has imported its modules, by `timeout` seconds from
+        now. ForkServerGone if the server is gone."""
         with self._changed:
             self._next_id += 1
             request_id = self._next_id
-        found = forkable(argv)
-        assert found is not None, f"not a command a fork server runs: {argv}"
-        _, module, args = found
+            self._envs[request_id] = env
         request = {
             "id": request_id,
             "name": name,
-            "module": module,
-            "argv": [argv[0] if argv[1:2] != ["-m"] else module, *args],
+            "module": job.module,
+            "argv": job.argv,
             "env": env,
             "cwd": str(cwd) if cwd else None,
             "log": str(log),
@@ -258,6 +271,16 @@ class ForkServer:
         with self._changed:
             reply = self._replies.get(request_id)
         return reply["pid"] if reply else None
+
+    def children(self) -> list[tuple[int, dict[str, str]]]:
+        """The pid and environment of each child forked and not known to have exited: /proc
+        shows a forked child's environment as the server's."""
+        with self._changed:
+            return [
+                (self._replies[request_id]["pid"], env)
+                for request_id, env in self._envs.items()
+                if request_id in self._replies
+            ]
 
     def exit_code(self, child: ForkedProcess) -> int | None:
         # Looked up, not taken: threads poll one child at once (a run's liveness check and
@@ -306,41 +329,62 @@ class ForkServer:
                     message = json.loads(line)
                     if "exited" in message:
                         self._exits[message["exited"]] = message["code"]
+                        self._envs.pop(message["exited"], None)
                     else:
                         self._replies[message["id"]] = message
                 self._changed.notify_all()
 
 
-# One server a family for the whole lab process, shared by its runs: a matrix's cells with
-# stacks of their own each have a Supervisor, and a server each would cost more than it saves.
-# The first run that needs one starts it; the last one using it stops it.
-_shared_lock = threading.Lock()
-_shared: dict[str, ForkServer] = {}
+class SharedServers:
+    """One server a family for the whole lab process, shared by its runs: a matrix's cells with
+    stacks of their own each have a Supervisor, and a server each would cost more than it saves.
+    The first run that needs one starts it; the last one using it stops it, unless `keep_idle`
+    (a test session keeps them for its tests: a server's start is a second of CPU)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._servers: dict[str, ForkServer] = {}  # by family
+        self.keep_idle = False
+
+    def acquire(
+        self,
+        family: Family,
+        run_id: str,
+        make_process: Callable[[list[str], tuple[int, ...]], ServerProcess],
+        stop_process: Callable[[ServerProcess], None],
+    ) -> ForkServer:
+        """The server for `family`, started now if there is none or it died (see
+        ForkServer); `release` it when the run stops."""
+        with self._lock:
+            server = self._servers.get(family.name)
+            if server is None or server.gone or not server.component.alive():
+                server = ForkServer(run_id, make_process, stop_process, family.preload)
+                self._servers[family.name] = server
+            server.users += 1
+            return server
+
+    def release(self, server: ForkServer) -> None:
+        """One run is done with `server`; the last one stops it, unless `keep_idle`."""
+        with self._lock:
+            server.users -= 1
+            if server.users == 0 and not self.keep_idle:
+                self._stop(server)
+
+    def stop_idle(self) -> None:
+        """Stop every server no run is using (`keep_idle` kept them)."""
+        with self._lock:
+            for server in [s for s in self._servers.values() if s.users == 0]:
+                self._stop(server)
+
+    def servers(self) -> list[ForkServer]:
+        with self._lock:
+            return list(self._servers.values())
+
+    def _stop(self, server: ForkServer) -> None:
+        server.stop()
+        for name, kept in list(self._servers.items()):
+            if kept is server:
+                del self._servers[name]
 
 
-def acquire(
-    family: Family,
-    run_id: str,
-    make_process: Callable[[list[str], tuple[int, ...]], ServerProcess],
-    stop_process: Callable[[ServerProcess], None],
-) -> ForkServer:
-    """The lab process's server for `family`, started now if there is none or it died (see
-    ForkServer); `release` it when the run stops."""
-    with _shared_lock:
-        server = _shared.get(family.name)
-        if server is None or server.gone or not server.component.alive():
-            server = ForkServer(run_id, make_process, stop_process, family.preload)
-            _shared[family.name] = server
-        server.users += 1
-        return server
-
-
-def release(server: ForkServer) -> None:
-    """One run is done with `server`; the last one stops it."""
-    with _shared_lock:
-        server.users -= 1
-        if server.users == 0:
-            server.stop()
-            for name, shared in list(_shared.items()):
-                if shared is server:
-                    del _shared[name]
+shared = SharedServers()

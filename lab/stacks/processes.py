@@ -19,7 +19,7 @@ from lab.data import settings
 from lab.data.errors import ComponentError
 from lab.stacks import forkserver
 from lab.stacks.death_signal import _die_with_parent
-from lab.stacks.forkserver import ForkedProcess, ForkServer, ForkServerGone
+from lab.stacks.forkserver import ForkedProcess, ForkServer, ForkServerGone, Job
 
 RUN_MARKER = "PROXY_CACHE_LAB_RUN"  # every child carries it: tests find leftovers by it
 COMPONENT_MARKER = "PROXY_CACHE_LAB_COMPONENT"
@@ -107,6 +107,7 @@ class Component:
     cwd: Path | None = None  # None: the lab's own
     pass_fds: tuple[int, ...] = ()
     forkserver: ForkServer | None = None  # forks it, instead of a new interpreter
+    fork_job: Job | None = None  # what the fork server runs for its argv
     stop_grace: float | None = None  # seconds from SIGTERM to SIGKILL; None: by its name
     info: dict[str, Any] = field(default_factory=dict)
     # The scenario's bug may end this component (a Celery worker exits on an unrecoverable
@@ -122,9 +123,10 @@ class Component:
         if self.forkserver is not None:
             try:
                 with stop_signals_held():  # a request asked for is a child the run knows of
+                    assert self.fork_job is not None, "a forked component has its job"
                     self.proc = self.forkserver.spawn(
                         self.name,
-                        self.argv,
+                        self.fork_job,
                         self.env,
                         self.cwd,
                         self.log_path,
@@ -222,7 +224,8 @@ class Supervisor:
         component = Component(name, argv, self.run_dir / f"{name}.log", self._env(name, extra_env))
         component.cwd = cwd
         component.pass_fds = pass_fds
-        component.forkserver = self._forkserver_for(argv)
+        component.fork_job = forkserver.forkable(argv)
+        component.forkserver = self._forkserver_for(component.fork_job)
         self.components.append(component)
         component.start()
         return component
@@ -240,13 +243,12 @@ class Supervisor:
         env.pop("PYTHONSTARTUP", None)
         return env
 
-    def _forkserver_for(self, argv: list[str]) -> ForkServer | None:
+    def _forkserver_for(self, job: Job | None) -> ForkServer | None:
         """The lab's fork server (started on first use) for a command one runs (the sample
         app's, lab-mitmdump); None for anything else, or when LAB_FORKSERVER=0."""
-        found = forkserver.forkable(argv)
-        if found is None or not settings.current().forkserver:
+        if job is None or not settings.current().forkserver:
             return None
-        family = found[0]
+        family = job.family
         with self._forkserver_lock:
             if family.name not in self._forkservers:
                 name = f"{forkserver.NAME}-{family.name}"
@@ -256,7 +258,7 @@ class Supervisor:
                 def server_process(argv: list[str], pass_fds: tuple[int, ...]) -> Component:
                     return Component(name, argv, log, env, pass_fds=pass_fds)
 
-                self._forkservers[family.name] = forkserver.acquire(
+                self._forkservers[family.name] = forkserver.shared.acquire(
                     family, self.run_id, server_process, lambda c: self.stop_components([c])
                 )
             return self._forkservers[family.name]
@@ -312,7 +314,7 @@ class Supervisor:
         with self._forkserver_lock:
             # After their children: they report their exits.
             for server in self._forkservers.values():
-                forkserver.release(server)
+                forkserver.shared.release(server)
             self._forkservers.clear()  # a child added after this acquires one again
         # A component may have left children in its group (none of ours do today).
         for component in self.components:
