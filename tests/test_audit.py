@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab_helpers import LabProcess, component, tiny_flow
+from tests.lab_helpers import (
+    TINY_APP,
+    LabProcess,
+    assert_nothing_left,
+    component,
+    processes_with_token,
+    tiny_flow,
+)
 
 
 def audit(tmp_path: Path, *args: str, timeout: float = 120) -> tuple[int, LabProcess]:
@@ -112,6 +119,20 @@ def test_the_audit_command_is_documented():
     for option in ("--app-url", "--app-cmd", "--procfile", "--profiles", "--client-fixes"):
         assert option in help_text
     assert sys.executable  # the flows' {python}
+
+
+@pytest.mark.stack
+def test_a_sigkilled_audit_takes_the_users_app_along(tmp_path):
+    """The user's app runs as the child of `/bin/sh -c`, which the kernel's death signal does
+    not reach: it served on after a SIGKILLed lab until the group guard (group_guard.py)."""
+    flow = tiny_flow(tmp_path, "--seconds 30")
+    with LabProcess(["audit", str(flow), "--profiles", "corporate-cache"], tmp_path) as lab:
+        lab.wait_for_stderr("all up after")
+        app = [p for p in processes_with_token(lab.token) if str(TINY_APP) in p.cmdline()]
+        assert len(app) == 1 and app[0].parent().name() == "sh"  # the shell's child
+        lab.proc.kill()  # no chance to clean up: the kernel's parent-death signal must do it
+        lab.proc.wait()
+        assert_nothing_left(lab.token, within=15)
 
 
 @pytest.mark.stack

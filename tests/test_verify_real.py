@@ -9,10 +9,14 @@ import json
 import re
 import shutil
 import signal
+import socket
 from pathlib import Path
 
 import pytest
 
+from lab.runs.lifecycle import new_supervisor
+from lab.stacks.ports import free_port
+from lab.verify import real
 from lab.verify.real import RealSetup, real_profiles
 from tests.lab_helpers import PROJECT_ROOT, LabProcess, component
 
@@ -108,7 +112,7 @@ def test_a_profile_that_no_longer_imitates_its_product_fails_naming_the_cells(tm
 @pytest.mark.stack
 def test_a_lab_killed_with_sigkill_takes_its_squid_along(tmp_path):
     """Squid drops to the user proxy, which clears the kernel's parent-death signal: the
-    leash (lab/verify/leash.py) keeps it."""
+    leash (lab/stacks/leash.py) keeps it."""
     with LabProcess(["verify", "squid-default"], tmp_path) as lab:
         lab.wait_for_stderr("cells through the real products")
         squid = component(lab.token, "squid-default")
@@ -124,3 +128,30 @@ def test_a_lab_killed_with_sigkill_takes_its_squid_along(tmp_path):
     assert not temp.exists()
     (kept,) = (tmp_path / "runs").glob("*-verify/squid-default/cache.log")
     assert "Squid Cache" in kept.read_text()
+
+
+@pytest.mark.stack
+def test_a_product_whose_port_another_program_took_is_started_again_on_another(
+    tmp_path, monkeypatch
+):
+    """Seen in a full run: `lab verify --all` failed with "nginx-ignore-query: exited with code 1"
+    (bind(): Address already in use): another lab on the machine took the port the product had
+    been given before it bound it."""
+    setup = real.RealSetup.of("nginx-default")
+    setup.check_installed()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # bound, not listening: the wait for a listener goes on
+        given = iter([taken.getsockname()[1]])
+        monkeypatch.setattr(real, "free_port", lambda: next(given, None) or free_port())
+        sup = new_supervisor(tmp_path)
+        folder = real.ProductFolder(tmp_path, "nginx-default")
+        try:
+            running = real.launch(sup, setup, free_port(), folder)()
+            assert running.url != f"http://127.0.0.1:{taken.getsockname()[1]}"
+            assert running.component.alive()
+            assert "Address already in use" in running.component.log_path.read_text()
+        finally:
+            sup.stop_all()
+            folder.keep()
+    assert [c.name for c in sup.components] == ["nginx-default"]  # the first one removed
+    assert (tmp_path / "nginx-default" / "nginx-default.conf").is_file()

@@ -5,7 +5,8 @@ folder, stopped on every way out, and named with its log tail when it does not c
 The web server is the first command (a Procfile's `web`); the lab chooses its port and passes
 it as `{port}` in the command, and as `$PORT` (Heroku's convention, which most Procfiles use).
 Commands run through `/bin/sh -c`, as foreman and Heroku run a Procfile's, with the lab's own
-environment's programs first on PATH.
+environment's programs first on PATH; each on a leash (lab/stacks/leash.py), which stops its
+whole session when the lab dies, even of SIGKILL.
 
 An HTTPS app (lab/runs/audit_tls.py) is asked for at https:// and its certificate verified with
 the app's CA alone: one that CA does not verify is a ComponentError (exit 3) at once, never a
@@ -29,6 +30,7 @@ import httpx
 from lab.data import flows
 from lab.data.errors import ComponentError
 from lab.data.flows import Flow
+from lab.stacks import leash
 from lab.stacks.ports import LOOPBACK, free_port, launch_retrying_taken_ports
 from lab.stacks.processes import Component, Supervisor
 from lab.stacks.tls import RunTls
@@ -150,7 +152,11 @@ def launch(
         for name, command in named:
             component = sup.add(
                 f"{PREFIX}{name}",
-                ["/bin/sh", "-c", fill_in(command, port, data_dir, tls)],
+                # On a leash: the app, the shell's child, gets no death signal of its own, and
+                # a SIGKILLed lab left it serving.
+                leash.command(
+                    ["/bin/sh", "-c", fill_in(command, port, data_dir, tls)], grace=STOP_GRACE
+                ),
                 extra_env=env,
                 cwd=flow.cwd,
             )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import socket
 import string
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,10 +14,10 @@ from pathlib import Path
 
 from lab.data import paths, profiles
 from lab.data.errors import BadInput, ComponentError
-from lab.stacks.ports import LOOPBACK, free_port
+from lab.stacks import leash
+from lab.stacks.ports import LOOPBACK, free_port, launch_retrying_taken_ports
 from lab.stacks.processes import Component, Supervisor
 from lab.verify import products
-from lab.verify.leash import move_folder
 from lab.verify.products.base import Product
 
 
@@ -108,12 +107,16 @@ class ProductFolder:
     def __init__(self, run_dir: Path, profile: str) -> None:
         self.kept = run_dir / profile
         self.path = Path(tempfile.mkdtemp(prefix=f"lab-verify-{profile}-"))
+        self.ensure()
+
+    def ensure(self) -> None:
+        self.path.mkdir(exist_ok=True)
         self.path.chmod(0o755)
 
     def keep(self) -> None:
         """Once the product has stopped: its files into the run folder, the temp folder gone
         (the leash does it as the product stops; this is for a leash that was killed)."""
-        move_folder(self.path, self.kept)
+        leash.move_folder(self.path, self.kept)
 
 
 @dataclass
@@ -131,21 +134,33 @@ def launch(
     waits until it listens. A reverse product forwards to 127.0.0.1:app_port."""
     product = setup.product
     folder = files.path
-    listen_port = free_port()
-    values = placeholders(product, listen_port, app_port or 0, folder)
-    config = folder / setup.template.name
-    config.write_text(fill(setup.template, values), "utf-8")
-    product.prepare(config, folder)
     version = product.version()
-    # On a leash: a product that changes its user would outlive a lab killed with SIGKILL.
-    leash = [sys.executable, "-m", "lab.verify.leash", "--keep-in", str(files.kept.resolve())]
-    component = sup.add(setup.profile, [*leash, *product.command(config, folder)], cwd=folder)
-    component.stop_grace = product.stop_grace
 
-    def ready() -> RunningProduct:
+    def start() -> tuple[Component, int]:
+        files.ensure()  # a launch that lost its port had its leash move the folder away
+        listen_port = free_port()
+        values = placeholders(product, listen_port, app_port or 0, folder)
+        config = folder / setup.template.name
+        config.write_text(fill(setup.template, values), "utf-8")
+        product.prepare(config, folder)
+        # On a leash: a product that changes its user would outlive a lab killed with SIGKILL.
+        argv = leash.command(
+            product.command(config, folder), grace=product.stop_grace, keep_in=files.kept.resolve()
+        )
+        component = sup.add(setup.profile, argv, cwd=folder)
+        component.stop_grace = product.stop_grace
+        return component, listen_port
+
+    def wait(component: Component, listen_port: int) -> None:
         sup.wait_until(
             component, lambda: _listens(listen_port), f"it to listen on {LOOPBACK}:{listen_port}"
         )
+
+    # Another program (another lab's free_port) may take the port before the product binds it.
+    _, launched = launch_retrying_taken_ports(sup, start, wait)
+
+    def ready() -> RunningProduct:
+        component, listen_port = launched()
         return RunningProduct(setup, f"http://{LOOPBACK}:{listen_port}", component, version)
 
     return ready
