@@ -51,18 +51,15 @@ up: bytecode ## Workshop mode: make up SCENARIO=proxy-cache [FIX=none] [BROKER=r
 list: $(STAMP) ## List the scenarios
 	$(BIN)/lab list
 
-# pytest-xdist workers. The suite waits more than it computes (hang windows, polls, process
-# starts): on 2 cores, CI=true pytest took 8:46 with 2 workers; with none, 10:23 without even
-# the whole browser matrix and the HTTP caching suite. The fast tier: 36 s with 4, 62 s with none.
-# On a machine about twice as slow (2026-12-02): 12:00 with 2 workers, and the fast tier 57-62 s
-# with 2, 3 or 4 (CPU-bound there). On one in between (2026-12-03): 9:02-9:44 with 2 workers,
-# and the fast tier 40 s with 4; on another (0.94 s for 10 million additions, 2026-12-03):
-# 12:46 and 13:20 with 2 workers, 12:10 with 3 (the CPU 88% busy with 2, 99% with 3); on one
-# with 0.35-0.45 s for them (2026-12-03, fork servers): 10:55 twice with 2 workers. Tests
-# that share a costly fixture (a whole matrix, two agents, a real product) run on one worker
-# (tests/conftest.py). TEST_WORKERS=0
-# runs them in this process, one after another.
-TEST_WORKERS ?= auto
+# pytest-xdist workers: one more than the cores. The suite waits more than it computes (hang
+# windows, polls, process starts): on 2 cores (0.85 s for 10 million additions, 2026-12-03),
+# CI=true pytest took 9:25 with 2 workers (the CPU 78% busy), 8:38 with 3 (84%) and 8:27 with
+# 4 (97%): a third worker fills most of what two leave idle, a fourth adds little but load.
+# Earlier machines: 8:46 with 2 and 10:23 with none; 12:46-13:20 with 2 and 12:10 with 3; with
+# 0.35-0.45 s for the additions, 10:55 with 2. The fast tier: 36-62 s with 4. Tests that share
+# a costly fixture (a whole matrix, two agents, a real product) run on one worker
+# (tests/conftest.py). TEST_WORKERS=0 runs them in this process, one after another.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null) && echo $$((n + 1)) || echo auto)
 FAST_WORKERS ?= 4
 
 test: bytecode ## Lint, then the whole test suite (unit, app, and the real stack): what CI runs

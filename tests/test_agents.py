@@ -262,7 +262,9 @@ def test_a_cell_whose_message_was_lost_is_sent_again(agents, tmp_path):
     url = agents.url.rsplit("/", 1)[0] + "/6"  # a database no agent serves
     client = redis.Redis.from_url(url)
     with LabProcess(
-        ["matrix", "--scenarios", "direct", "--fixes", "none", "--dispatch", url], tmp_path
+        ["matrix", "--scenarios", "direct", "--fixes", "none", "--dispatch", url],
+        tmp_path,
+        {"LAB_LOST_CELL_CHECK": "1"},  # two looks a second apart, not ten
     ) as lab:
         wait_for(lambda: client.llen("lab.cells") == 1, timeout=60, what="the cell queued")
         assert b"direct--none" in client.lindex("lab.cells", 0)

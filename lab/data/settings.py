@@ -42,6 +42,9 @@ class LabSettings(BaseSettings):
     # Pages opened at once: opening one costs a renderer process's start-up and a dozen protocol
     # round trips; on 2 cores, 48 at once took 30 s each, a few at a time well under a second.
     browser_opening: PositiveInt = 4
+    # Seconds between two looks for dispatched cells whose message is lost (in no queue and
+    # with no agent): one found so twice in a row is sent again (lab.runs.lost_cells).
+    lost_cell_check: PositiveFloat = 10.0
     # The sample app's servers and workers are forked from one process that imported Celery
     # and Flask once (lab.stacks.forkserver); false: each is a new interpreter.
     forkserver: bool = True

@@ -24,6 +24,7 @@ from typing import Any
 
 from celery import Celery, states
 
+from lab.data import settings
 from lab.data.errors import ComponentError
 from lab.data.scenarios import Scenario
 from lab.judging.evidence import Verdict
@@ -37,7 +38,7 @@ from lab.runs.agent_protocol import (
 )
 from lab.runs.cell import TASK_START_GRACE
 from lab.runs.lifecycle import Progress, new_run_dir
-from lab.runs.lost_cells import CHECK_EVERY_S, LostCells
+from lab.runs.lost_cells import LostCells
 from lab.runs.matrix import MATRIX_JSON, MatrixResult, run_rounds
 from lab.runs.repro import write_json
 from lab.runs.schedule import MAX_ATTEMPTS, attempt_dir
@@ -103,15 +104,16 @@ class Dispatcher:
     def _watch(self) -> None:
         backend = self.app.backend
         lost = LostCells(backend.client, QUEUE)
+        check_every = settings.current().lost_cell_check  # for cells out at least this long
         looked_at = time.monotonic()
         while not self._done.wait(RESULT_POLL_S):
             with self._lock:
                 ids = list(self._out)
             if not ids:
                 continue
-            if time.monotonic() - looked_at > CHECK_EVERY_S:
+            if time.monotonic() - looked_at > check_every:
                 looked_at = time.monotonic()
-                self._send_again(lost.look(self._out_since(looked_at - CHECK_EVERY_S)))
+                self._send_again(lost.look(self._out_since(looked_at - check_every)))
             values = backend.mget([backend.get_key_for_task(cell_id) for cell_id in ids])
             for cell_id, value in zip(ids, values, strict=True):
                 if value is None:

@@ -18,7 +18,6 @@ from typing import Any
 PRIORITY_SEPARATOR = "\x06\x16"
 PRIORITIES = (3, 6, 9)
 UNACKED_KEY = "unacked"
-CHECK_EVERY_S = 10.0  # seconds between two looks, for cells out at least this long
 
 
 class LostCells:
