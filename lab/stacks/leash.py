@@ -56,9 +56,10 @@ def move_folder(source: Path, target: Path) -> None:
 
 
 def kill_the_rest_of_the_group() -> None:
-    """SIGKILL to every other process of our group: the leash lives on to keep the folder."""
+    """SIGKILL to every other process of our group: the leash lives on to keep the folder.
+    Linux (/proc), as the death signal that calls for it."""
     me, group = os.getpid(), os.getpgid(0)
-    for entry in os.listdir("/proc"):
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
         if not entry.isdigit() or int(entry) == me:
             continue
         try:
