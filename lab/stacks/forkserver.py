@@ -88,10 +88,6 @@ class Job:
     module: str
     argv: list[str]
 
-    @property
-    def args(self) -> list[str]:
-        return self.argv[1:]
-
 
 def forkable(argv: list[str]) -> Job | None:
     """What a fork server would run for `argv`; None if none can (another program, or a

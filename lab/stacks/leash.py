@@ -1,4 +1,4 @@
-"""`python -m lab.stacks.leash --lab-pid PID [--grace S] [--keep-in DIR] ARGV...`: runs a
+"""`python -m lab.stacks.leash --lab-pid PID --grace S [--keep-in DIR] ARGV...`: runs a
 command as its child and takes its whole process group down when the lab goes, even when the
 lab is killed with SIGKILL; once the command has ended, its folder (the leash's working folder)
 is moved into DIR, the run folder.
@@ -31,17 +31,14 @@ from pathlib import Path
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-STOP_GRACE = 3.0  # the Supervisor's default (lab.stacks.processes.STOP_GRACE_SECONDS)
 
 
-def command(argv: list[str], *, grace: float | None, keep_in: Path | None = None) -> list[str]:
+def command(argv: list[str], *, grace: float, keep_in: Path | None = None) -> list[str]:
     """The command line that runs `argv` on a leash to this process (the lab); `grace`: the
-    command's stop grace (None: the leash's default)."""
-    options = ["--lab-pid", str(os.getpid())]
-    if grace is not None:
-        options += ["--grace", f"{grace:g}"]
+    command's stop grace (lab.stacks.processes.stop_grace_for)."""
+    options = ["--lab-pid", str(os.getpid()), "--grace", f"{grace:g}"]
     if keep_in is not None:
-        options += ["--keep-in", str(keep_in)]
+        options += ["--keep-in", str(keep_in.resolve())]  # the leash runs in another folder
     return [sys.executable, "-m", __name__, *options, "--", *argv]
 
 
@@ -75,7 +72,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.stacks.leash")
     parser.add_argument("--lab-pid", type=int, required=True, help="the lab: our parent")
     parser.add_argument(
-        "--grace", type=float, default=STOP_GRACE, help="seconds from SIGTERM to SIGKILL"
+        "--grace", type=float, required=True, help="seconds from SIGTERM to SIGKILL"
     )
     parser.add_argument("--keep-in", type=Path, help="move the working folder here at the end")
     parser.add_argument("argv", nargs="+", help="the command")

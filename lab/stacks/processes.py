@@ -106,8 +106,8 @@ class Component:
     proc: subprocess.Popen[bytes] | ForkedProcess | None = None
     cwd: Path | None = None  # None: the lab's own
     pass_fds: tuple[int, ...] = ()
-    forkserver: ForkServer | None = None  # forks it, instead of a new interpreter
-    fork_job: Job | None = None  # what the fork server runs for its argv
+    # The fork server that forks it instead of a new interpreter, and what it runs there.
+    fork: tuple[ForkServer, Job] | None = None
     stop_grace: float | None = None  # seconds from SIGTERM to SIGKILL; None: by its name
     info: dict[str, Any] = field(default_factory=dict)
     # The scenario's bug may end this component (a Celery worker exits on an unrecoverable
@@ -120,13 +120,13 @@ class Component:
 
     def start(self) -> None:
         death_signal = DEATH_SIGNAL_BY_COMPONENT.get(component_kind(self.name), signal.SIGTERM)
-        if self.forkserver is not None:
+        if self.fork is not None:
+            server, job = self.fork
             try:
                 with stop_signals_held():  # a request asked for is a child the run knows of
-                    assert self.fork_job is not None, "a forked component has its job"
-                    self.proc = self.forkserver.spawn(
+                    self.proc = server.spawn(
                         self.name,
-                        self.fork_job,
+                        job,
                         self.env,
                         self.cwd,
                         self.log_path,
@@ -134,11 +134,10 @@ class Component:
                         start_timeout(),
                     )
             except ForkServerGone as exc:
-                server = self.forkserver.component
                 raise ComponentError(
                     self.name,
                     f"could not be started: the fork server: {exc}",
-                    log_tail(server.log_path),
+                    log_tail(server.component.log_path),
                 ) from None
             return
         with self.log_path.open("ab") as log, stop_signals_held():
@@ -224,8 +223,9 @@ class Supervisor:
         component = Component(name, argv, self.run_dir / f"{name}.log", self._env(name, extra_env))
         component.cwd = cwd
         component.pass_fds = pass_fds
-        component.fork_job = forkserver.forkable(argv)
-        component.forkserver = self._forkserver_for(component.fork_job)
+        job = forkserver.forkable(argv)
+        if job is not None and (server := self._forkserver_for(job)) is not None:
+            component.fork = (server, job)
         self.components.append(component)
         component.start()
         return component
@@ -243,10 +243,10 @@ class Supervisor:
         env.pop("PYTHONSTARTUP", None)
         return env
 
-    def _forkserver_for(self, job: Job | None) -> ForkServer | None:
-        """The lab's fork server (started on first use) for a command one runs (the sample
-        app's, lab-mitmdump); None for anything else, or when LAB_FORKSERVER=0."""
-        if job is None or not settings.current().forkserver:
+    def _forkserver_for(self, job: Job) -> ForkServer | None:
+        """The lab's fork server (started on first use) for `job`; None when
+        LAB_FORKSERVER=0."""
+        if not settings.current().forkserver:
             return None
         family = job.family
         with self._forkserver_lock:
@@ -328,16 +328,19 @@ class Supervisor:
         signalled_at = time.monotonic()
         for component in running:
             assert component.proc is not None
-            grace = component.stop_grace
-            if grace is None:
-                grace = STOP_GRACE_BY_COMPONENT.get(
-                    component_kind(component.name), STOP_GRACE_SECONDS
-                )
+            grace = stop_grace_for(component.name, component.stop_grace)
             try:
                 component.proc.wait(timeout=max(0.0, signalled_at + grace - time.monotonic()))
             except subprocess.TimeoutExpired:
                 component.signal_group(signal.SIGKILL)
                 component.proc.wait()
+
+
+def stop_grace_for(name: str, given: float | None) -> float:
+    """Seconds from SIGTERM to SIGKILL for a component: `given`, else by its kind."""
+    if given is not None:
+        return given
+    return STOP_GRACE_BY_COMPONENT.get(component_kind(name), STOP_GRACE_SECONDS)
 
 
 def read_ready_file(path: Path) -> dict[str, Any] | None:

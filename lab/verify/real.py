@@ -16,7 +16,7 @@ from lab.data import paths, profiles
 from lab.data.errors import BadInput, ComponentError
 from lab.stacks import leash
 from lab.stacks.ports import LOOPBACK, free_port, launch_retrying_taken_ports
-from lab.stacks.processes import Component, Supervisor
+from lab.stacks.processes import Component, Supervisor, stop_grace_for
 from lab.verify import products
 from lab.verify.products.base import Product
 
@@ -144,9 +144,8 @@ def launch(
         config.write_text(fill(setup.template, values), "utf-8")
         product.prepare(config, folder)
         # On a leash: a product that changes its user would outlive a lab killed with SIGKILL.
-        argv = leash.command(
-            product.command(config, folder), grace=product.stop_grace, keep_in=files.kept.resolve()
-        )
+        grace = stop_grace_for(setup.profile, product.stop_grace)
+        argv = leash.command(product.command(config, folder), grace=grace, keep_in=files.kept)
         component = sup.add(setup.profile, argv, cwd=folder)
         component.stop_grace = product.stop_grace
         return component, listen_port
