@@ -150,3 +150,88 @@ def test_a_server_whose_ports_were_taken_too_often_is_an_error(sup, held_port):
         ready()
     # the last launch is kept for the error's log; the two before it are gone
     assert [c.name for c in sup.components] == ["nginx-3"]
+
+
+@pytest.mark.stack
+def test_a_server_taken_for_ready_must_be_the_one_listening(sup):
+    """Seen in a full run: another lab listened on the port nginx had been given, the connect
+    that was the readiness check reached that lab's server, and nginx, failing to bind for 2.5 s
+    before it exited, was taken for ready: every cell of its profile errored."""
+    with socket.socket() as other_lab:
+        other_lab.bind(("127.0.0.1", 0))
+        other_lab.listen()
+        taken = other_lab.getsockname()[1]
+        start, _ = server_launcher(sup, "nginx", [taken])
+
+        def wait(server: Component, port: int) -> None:
+            ready = lambda: answers(port) and ports.listens_itself(server, port)  # noqa: E731
+            sup.wait_until(server, ready, f"port {port}", timeout=20)
+
+        first, ready = ports.launch_retrying_taken_ports(sup, start, wait)
+        server, port = ready()
+    assert first[1] == taken and port != taken
+    assert ports.listens_itself(server, port) and not ports.listens_itself(server, taken)
+
+
+# Claims ports for another lab (the file is argv[1], the ports the rest), says which it got,
+# and holds them until its stdin closes.
+OTHER_LAB = """
+import sys
+from pathlib import Path
+from lab.stacks.ports import Claims
+claims = Claims(Path(sys.argv[1]), most=int(sys.argv[2]))
+print(" ".join(str(claims.claim(int(port))) for port in sys.argv[3:]), flush=True)
+sys.stdin.read()
+"""
+
+
+def other_lab(path, most: int, *claimed: int):
+    """Another lab's process that claimed `claimed`, and what each claim gave it."""
+    import subprocess
+
+    args = [sys.executable, "-c", OTHER_LAB, str(path), str(most), *map(str, claimed)]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().split()
+
+
+def test_a_port_another_lab_was_given_is_not_given_again_until_that_lab_exits(tmp_path):
+    claims = ports.Claims(tmp_path / "claims.lock")
+    proc, got = other_lab(claims.path, 10, 24_001, 24_002)
+    try:
+        assert got == ["True", "True"]
+        assert not claims.claim(24_001) and not claims.claim(24_002)
+        assert claims.claim(24_003)
+        assert not claims.claim(24_003)  # this process's own, given once
+    finally:
+        proc.communicate("")
+    assert claims.claim(24_001)  # the kernel dropped the exited lab's claims
+
+
+def test_free_ports_pass_over_a_port_another_lab_was_given(tmp_path, monkeypatch):
+    path = tmp_path / "claims.lock"
+    monkeypatch.setattr(ports, "claims", ports.Claims(path))
+    monkeypatch.setattr(ports, "LOWEST", 25_000)
+    monkeypatch.setattr(ports, "ephemeral_start", lambda: 26_000)
+    proc, got = other_lab(path, 2000, *range(25_000, 25_980))
+    try:
+        assert set(got) == {"True"}
+        # 20 ports asked for: all 1000 of the range are candidates, and 20 are left
+        assert sorted(ports.free_ports(20)) == list(range(25_980, 26_000))
+    finally:
+        proc.communicate("")
+
+
+def test_a_process_keeps_only_its_latest_claims(tmp_path):
+    claims = ports.Claims(tmp_path / "claims.lock")
+    proc, got = other_lab(claims.path, 2, 24_001, 24_002, 24_003)
+    try:
+        assert got == ["True"] * 3
+        assert claims.claim(24_001)  # let go: the oldest beyond the most kept
+        assert not claims.claim(24_002) and not claims.claim(24_003)
+    finally:
+        proc.communicate("")
+
+
+def test_where_the_claims_file_cannot_be_opened_every_claim_is_granted(tmp_path):
+    claims = ports.Claims(tmp_path / "no-such-folder" / "claims.lock")
+    assert claims.claim(24_001) and claims.claim(24_002)

@@ -131,16 +131,20 @@ def test_a_lab_killed_with_sigkill_takes_its_squid_along(tmp_path):
 
 
 @pytest.mark.stack
+@pytest.mark.parametrize("listening", [False, True], ids=["bound", "listening"])
 def test_a_product_whose_port_another_program_took_is_started_again_on_another(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, listening
 ):
-    """Seen in a full run: `lab verify --all` failed with "nginx-ignore-query: exited with code 1"
+    """Seen in full runs: `lab verify --all` failed with "nginx-ignore-query: exited with code 1"
     (bind(): Address already in use): another lab on the machine took the port the product had
-    been given before it bound it."""
+    been given before it bound it. And where that lab listened there, nginx, retrying its bind
+    for 2.5 s, was taken for ready, and every cell of nginx-default errored."""
     setup = real.RealSetup.of("nginx-default")
     setup.check_installed()
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))  # bound, not listening: the wait for a listener goes on
+        taken.bind(("127.0.0.1", 0))
+        if listening:
+            taken.listen()
         given = iter([taken.getsockname()[1]])
         monkeypatch.setattr(real, "free_port", lambda: next(given, None) or free_port())
         sup = new_supervisor(tmp_path)

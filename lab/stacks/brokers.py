@@ -29,7 +29,7 @@ from lab.data import settings
 from lab.data.errors import BadInput, ComponentError
 from lab.data.kinds import BROKERS
 from lab.data.scenarios import RedisSetup
-from lab.stacks.ports import LOOPBACK, free_port, launch_retrying_taken_ports
+from lab.stacks.ports import LOOPBACK, free_port, launch_retrying_taken_ports, listens_itself
 from lab.stacks.processes import Component, Supervisor
 from sample_app.config import sqlite_celery_config
 
@@ -243,7 +243,7 @@ def launch_redis(
 
         def answers() -> bool:
             try:
-                return bool(client.ping())
+                return bool(client.ping()) and listens_itself(proc, port)
             except redis.RedisError:
                 return False
 

@@ -31,7 +31,7 @@ from lab.data import flows
 from lab.data.errors import ComponentError
 from lab.data.flows import Flow
 from lab.stacks import leash
-from lab.stacks.ports import LOOPBACK, free_port, launch_retrying_taken_ports
+from lab.stacks.ports import LOOPBACK, free_port, launch_retrying_taken_ports, listens_itself
 from lab.stacks.processes import Component, Supervisor
 from lab.stacks.tls import RunTls
 
@@ -168,7 +168,7 @@ def launch(
         url = f"{scheme}://{LOOPBACK}:{port}{flow.app.ready_path}"
         sup.wait_until(
             web,
-            lambda: answers_http(url, verify, ca),
+            lambda: answers_http(url, verify, ca) and listens_itself(web, port),
             f"an answer to GET {flow.app.ready_path} on port {port}",
             timeout=flow.app.start_timeout_s,
         )

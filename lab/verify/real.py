@@ -15,7 +15,7 @@ from pathlib import Path
 from lab.data import paths, profiles
 from lab.data.errors import BadInput, ComponentError
 from lab.stacks import leash
-from lab.stacks.ports import LOOPBACK, free_port, launch_retrying_taken_ports
+from lab.stacks.ports import LOOPBACK, free_port, launch_retrying_taken_ports, listens_itself
 from lab.stacks.processes import Component, Supervisor, stop_grace_for
 from lab.verify import products
 from lab.verify.products.base import Product
@@ -152,7 +152,9 @@ def launch(
 
     def wait(component: Component, listen_port: int) -> None:
         sup.wait_until(
-            component, lambda: _listens(listen_port), f"it to listen on {LOOPBACK}:{listen_port}"
+            component,
+            lambda: _listens(listen_port) and listens_itself(component, listen_port),
+            f"it to listen on {LOOPBACK}:{listen_port}",
         )
 
     # Another program (another lab's free_port) may take the port before the product binds it.
