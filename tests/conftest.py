@@ -1,5 +1,8 @@
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
@@ -9,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from lab.data import settings
-from lab.stacks import forkserver
+from lab.stacks import fork_sharing
+from lab.stacks.processes import Supervisor
 from tests.lab_helpers import TOKEN_VAR, Mitmdump, running_mitmdump
 
 pytest_plugins = ["pytester"]  # tests/test_plugin.py runs a user's test files
@@ -31,12 +35,35 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     tests' leftover checks find the children of a kept server by the environment each was
     forked with (lab_helpers.processes_with_token). Session hooks, not a session fixture: every
     test would use that fixture and join one xdist group."""
-    forkserver.shared.keep_idle = True
+    fork_sharing.shared.keep_idle = True
+
+
+_HANDED_DOWN: list[Supervisor] = []  # the session's servers, once a test runs a stack
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The first test that runs a stack starts the fork servers and hands them down to every
+    `python -m lab` the session starts (Supervisor.hand_down_forkservers): a lab would
+    otherwise start its own two, and the suite runs about a hundred. The fast tier starts
+    none."""
+    if _HANDED_DOWN or item.get_closest_marker("stack") is None:
+        return
+    settings.current.cache_clear()
+    if settings.current().forkserver:
+        folder = Path(tempfile.mkdtemp(prefix="lab-forkservers-"))
+        sup = Supervisor(f"pytest-forkservers-{os.getpid()}", folder)
+        _HANDED_DOWN.append(sup)
+        sup.hand_down_forkservers()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    forkserver.shared.keep_idle = False
-    forkserver.shared.stop_idle()
+    for sup in _HANDED_DOWN:
+        os.environ.pop(fork_sharing.HANDED_DOWN, None)
+        sup.stop_all()
+        shutil.rmtree(sup.run_dir, ignore_errors=True)
+    fork_sharing.shared.keep_idle = False
+    fork_sharing.shared.stop_idle()
 
 
 @pytest.fixture

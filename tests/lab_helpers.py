@@ -19,7 +19,7 @@ from typing import IO
 
 import psutil
 
-from lab.stacks import forkserver
+from lab.stacks import fork_sharing, forkserver
 from lab.stacks.processes import COMPONENT_MARKER
 
 TOKEN_VAR = "PROXY_CACHE_LAB_TEST_TOKEN"
@@ -58,8 +58,8 @@ def processes_with_token(token: str) -> list[psutil.Process]:
     such a server, and each child it forked, with the environment of the test that started the
     server, so they are left out of that match and each child is found by the environment it
     was forked with instead."""
-    kept = forkserver.shared.servers()
-    servers = {server.component.pid for server in kept}
+    kept = fork_sharing.shared.servers()
+    servers = {server.component.pid for server in kept if server.component}
     forked = {pid: env for server in kept for pid, env in server.children()}
     found = []
     for proc in psutil.process_iter():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from lab.data import settings
 from lab.data.errors import ComponentError
-from lab.stacks import forkserver, processes
+from lab.stacks import fork_jobs, fork_sharing, forkserver, processes
 from lab.stacks.forkserver import ForkedProcess, ForkServer
 from lab.stacks.processes import Supervisor
 from tests.lab_helpers import TOKEN_VAR, processes_with_token, wait_for
@@ -39,17 +40,19 @@ BESIDE_PYTHON = Path(sys.executable).parent
     ],
 )
 def test_what_a_fork_server_runs(argv, runs):
-    found = forkserver.forkable(argv)
+    found = fork_jobs.forkable(argv)
     assert (found and (found.family.name, found.module, found.argv[1:])) == runs
 
 
 @pytest.fixture
 def sup(tmp_path, monkeypatch):
     # The test child is forked like the sample app's modules.
-    family = forkserver.Family("test", modules=(CHILD,), preload=(CHILD,))
-    monkeypatch.setattr(forkserver, "FAMILIES", (family,))
-    # Each test here sees its server start and stop, whatever the session keeps (conftest).
-    monkeypatch.setattr(forkserver.shared, "keep_idle", False)
+    family = fork_jobs.Family("test", modules=(CHILD,), preload=(CHILD,))
+    monkeypatch.setattr(fork_jobs, "FAMILIES", (family,))
+    # Each test here sees its server start and stop, whatever the session keeps or hands down
+    # (conftest).
+    monkeypatch.setattr(fork_sharing.shared, "keep_idle", False)
+    monkeypatch.delenv(fork_sharing.HANDED_DOWN, raising=False)
     supervisor = Supervisor("test-forkserver", tmp_path)
     yield supervisor
     supervisor.stop_all()
@@ -74,11 +77,12 @@ def test_a_forked_child_runs_its_module_as_python_m_would(sup, tmp_path):
         log = tmp_path / "forkserver.log"
         return processes.Component("forkserver", argv, log, dict(os.environ), pass_fds=pass_fds)
 
-    server = ForkServer("test", server_process, lambda c: Supervisor.stop_components([c]), (CHILD,))
+    stop = lambda c: Supervisor.stop_components([c])  # noqa: E731
+    server = ForkServer.start("test", server_process, stop, (CHILD,))
     try:
         env = {**os.environ, "FORKED_CHILD_VALUE": "42"}
         log = tmp_path / "child.log"
-        job = forkserver.forkable([sys.executable, "-m", CHILD, "exit", "3"])
+        job = fork_jobs.forkable([sys.executable, "-m", CHILD, "exit", "3"])
         forked = server.spawn("app-query", job, env, here, log, signal.SIGTERM, timeout=30)
         assert forked.wait(timeout=30) == 3
         # Every poller sees the exit, a thread that looks after another as well (a run's
@@ -189,8 +193,8 @@ def test_a_child_asked_for_during_the_servers_imports_is_forked_after_them(
     at once, and the two servers import side by side."""
     gate = tmp_path / "the-imports-may-finish"
     monkeypatch.setenv("FORKSERVER_TEST_GATE", str(gate))
-    family = forkserver.Family("test", modules=(CHILD,), preload=("tests.slow_import", CHILD))
-    monkeypatch.setattr(forkserver, "FAMILIES", (family,))
+    family = fork_jobs.Family("test", modules=(CHILD,), preload=("tests.slow_import", CHILD))
+    monkeypatch.setattr(fork_jobs, "FAMILIES", (family,))
     asked = child(sup, "child", "exit", "0")  # returns while the server is importing
     assert asked.alive() and asked.proc.server.forked_now(asked.proc.request_id) is None
     gate.touch()
@@ -202,8 +206,8 @@ def test_a_child_asked_for_during_the_servers_imports_is_forked_after_them(
 def test_a_child_whose_server_died_before_forking_it_is_reported_with_the_servers_log(
     sup, monkeypatch
 ):
-    family = forkserver.Family("test", modules=(CHILD,), preload=("tests.no_such_module",))
-    monkeypatch.setattr(forkserver, "FAMILIES", (family,))
+    family = fork_jobs.Family("test", modules=(CHILD,), preload=("tests.no_such_module",))
+    monkeypatch.setattr(fork_jobs, "FAMILIES", (family,))
     asked = child(sup, "child", "exit", "0")
     assert asked.proc.wait(timeout=30) == forkserver.NEVER_FORKED
     with pytest.raises(ComponentError, match="its fork server exited before it") as raised:
@@ -231,7 +235,7 @@ def test_a_kept_server_outlives_its_runs_and_knows_each_childs_own_environment(
     """A test session keeps its servers from test to test (keep_idle, tests/conftest.py): a
     later run forks from the same server, and the leftover checks find a child by the
     environment it was forked with, since /proc shows the server's."""
-    monkeypatch.setattr(forkserver.shared, "keep_idle", True)
+    monkeypatch.setattr(fork_sharing.shared, "keep_idle", True)
     (tmp_path / "later").mkdir()
     later = Supervisor("test-forkserver-later", tmp_path / "later")
     try:
@@ -256,6 +260,69 @@ def test_a_kept_server_outlives_its_runs_and_knows_each_childs_own_environment(
         assert server.component.alive() and server.children() == []
     finally:
         later.stop_all()
-        forkserver.shared.stop_idle()
+        fork_sharing.shared.stop_idle()
     assert server.component.proc.poll() is not None
-    assert server not in forkserver.shared.servers()
+    assert server not in fork_sharing.shared.servers()
+
+
+# Another lab, started by this one: forks a child (`CHILD stay`) from a fork server of the test
+# family, says its pid and whether that server was handed down, and holds it until stdin closes.
+OTHER_LAB = """
+import sys
+from pathlib import Path
+from lab.stacks import fork_jobs
+from lab.stacks.processes import Supervisor
+child_module = sys.argv[2]
+family = fork_jobs.Family("test", modules=(child_module,), preload=(child_module,))
+fork_jobs.FAMILIES = (family,)
+sup = Supervisor("other-lab", Path(sys.argv[1]))
+argv = [sys.executable, "-m", child_module, "stay"]
+child = sup.add("child", argv, extra_env={"FORKED_CHILD_VALUE": "44"})
+print(child.pid, child.proc.server.component is None, flush=True)
+sys.stdin.read()
+sup.stop_all()
+"""
+
+
+@pytest.mark.stack
+def test_a_server_handed_down_serves_another_lab_and_outlives_it_not_its_children(
+    sup, tmp_path, monkeypatch
+):
+    """A test session hands its servers down to its `python -m lab` runs (conftest), which
+    would each start their own. A lab that dies without stopping its children (SIGKILL) leaves
+    them to the server, which sends them the death signal the kernel would have."""
+    import psutil
+
+    monkeypatch.setenv(fork_sharing.HANDED_DOWN, "")  # restored after the test
+    sup.hand_down_forkservers()
+    (server,) = sup._forkservers.values()
+    assert os.environ[fork_sharing.HANDED_DOWN] == str(tmp_path)
+    (tmp_path / "other").mkdir()
+    args = [sys.executable, "-c", OTHER_LAB, str(tmp_path / "other"), CHILD]
+    other = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        pid, handed_down = other.stdout.readline().split()
+        pid = int(pid)
+        assert handed_down == "True"
+        assert psutil.Process(pid).ppid() == server.component.pid
+        known = dict(server.children())  # every lab's children, each with its own environment
+        assert known[pid]["FORKED_CHILD_VALUE"] == "44"
+        assert not list((tmp_path / "other").glob("forkserver*"))  # it started none of its own
+        other.kill()
+        other.wait(timeout=30)
+        wait_for(lambda: not psutil.pid_exists(pid), 15, "the other lab's child to die with it")
+        wait_for(lambda: server.children() == [], 15, "its exit to be reaped")
+        assert server.alive()
+        # and serves on: this lab's own child
+        assert child(sup, "app", "exit", "5").proc.wait(timeout=30) == 5
+    finally:
+        if other.poll() is None:
+            other.kill()
+
+
+@pytest.mark.stack
+def test_a_lab_whose_handed_down_server_is_gone_starts_its_own(sup, tmp_path, monkeypatch):
+    monkeypatch.setenv(fork_sharing.HANDED_DOWN, str(tmp_path / "gone"))
+    component = child(sup, "app", "exit", "6")
+    assert component.proc.wait(timeout=30) == 6
+    assert component.proc.server.component is not None  # started here

@@ -8,10 +8,12 @@ session of its own, with its own log, environment, working folder and death sign
 signals that child by its pid as it would a child of its own; the server reaps it and tells the
 lab its exit code (lab.stacks.fork_serve is the server's side).
 
-One server a family (FAMILIES) serves the whole lab process: the first run that needs it starts
-it, and the last one using it stops it, after every child it forked, since it reports their
-exits. If it dies, its children die of their death signal as they would with the lab, and the
-lab finds them gone."""
+One server a family (lab.stacks.fork_jobs) serves the whole lab process (lab.stacks.fork_sharing):
+the first run that needs it starts it, and the last one using it stops it, after every child it
+forked, since it reports their exits. If it dies, its children die of their death signal as they
+would with the lab, and the lab finds them gone. A test session hands its servers down to the
+labs it starts: the server then also forks for them, and gives the children of a lab that dies
+the death signal the kernel would have given them."""
 
 from __future__ import annotations
 
@@ -25,81 +27,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from lab.stacks.fork_jobs import Job
+
 NAME = "forkserver"
 SERVER_MODULE = "lab.stacks.fork_serve"  # the server's own side
-
-
-@dataclass(frozen=True)
-class Family:
-    """Children one server forks: the modules they run (`python -m MODULE`), the console
-    scripts of this package beside the interpreter and the module each runs, and what the
-    server imports first: those modules and what they import only once running (a worker's
-    bootsteps and transports, a proxy's layers and TLS), which each child would import again."""
-
-    name: str
-    modules: tuple[str, ...] = ()
-    scripts: dict[str, str] = field(default_factory=dict)
-    preload: tuple[str, ...] = ()
-
-
-FAMILIES = (
-    Family(
-        "app",
-        modules=("sample_app.serve", "sample_app.worker"),
-        preload=(
-            "sample_app.serve",
-            "sample_app.worker",
-            "celery.apps.worker",
-            "celery.worker.consumer",
-            "celery.concurrency.solo",
-            "celery.concurrency.thread",
-            "kombu.transport.redis",
-            "kombu.transport.pyamqp",
-            "sample_app.broker_transport",
-        ),
-    ),
-    # A proxy's start was a second of CPU, nearly all of it imports; forked, a twentieth.
-    Family(
-        "proxy",
-        scripts={"lab-mitmdump": "proxies.lab_mitmdump"},
-        preload=(
-            "proxies.lab_mitmdump",
-            "proxies.lab_listeners",
-            "mitmproxy.proxy.server",
-            "mitmproxy.proxy.layers",
-            "mitmproxy.proxy.layers.http",
-            "mitmproxy.net.tls",
-            "mitmproxy.certs",
-        ),
-    ),
-)
-
-
-@dataclass(frozen=True)
-class Job:
-    """A command a fork server runs: its family, the module, and the child's `sys.argv` as
-    `python -m MODULE` (runpy puts the module's file first) or the console script would set it."""
-
-    family: Family
-    module: str
-    argv: list[str]
-
-
-def forkable(argv: list[str]) -> Job | None:
-    """What a fork server would run for `argv`; None if none can (another program, or a
-    mitmdump other than this package's)."""
-    for family in FAMILIES:
-        if argv[:2] == [sys.executable, "-m"] and argv[2:3] and argv[2] in family.modules:
-            return Job(family, argv[2], [argv[2], *argv[3:]])
-        script = Path(argv[0]) if argv else Path()
-        module = family.scripts.get(script.name)
-        if module and script.parent == Path(sys.executable).parent:
-            return Job(family, module, [argv[0], *argv[1:]])
-    return None
 
 
 class ServerProcess(Protocol):
@@ -170,33 +104,53 @@ class ForkedProcess:
 
 
 class ForkServer:
-    """The lab's side of one server: starts it and asks it for children. Runs share the lab
-    process's one server (acquire, release)."""
+    """The lab's side of one server: starts it, or connects to one a lab handed down (see
+    SharedServers.hand_down), and asks it for children. Runs share the lab process's one server
+    (SharedServers)."""
 
     def __init__(
         self,
-        run_id: str,
-        make_process: Callable[[list[str], tuple[int, ...]], ServerProcess],
-        stop_process: Callable[[ServerProcess], None],
-        preload: tuple[str, ...],
+        run_id: str | None,
+        sock: socket.socket,
+        log_path: Path,
+        component: ServerProcess | None = None,
+        stop_process: Callable[[ServerProcess], None] | None = None,
     ) -> None:
-        """`make_process(argv, pass_fds)`: the server's process, not started yet (a Component
-        of lab.stacks.processes); `stop_process` stops it."""
+        """Use `start` or `connect`."""
         self.run_id = run_id  # the run that started it: its cpu.json counts the server's CPU
+        self.log_path = log_path
+        self.component = component  # None: a server another lab started and handed down
         self.users = 0
-        ours, theirs = socket.socketpair()
-        self._sock = ours
+        self._sock = sock
         self._changed = threading.Condition()
         self._exits: dict[int, int] = {}  # exit codes by request: a pid can be given again
         self._replies: dict[int, dict[str, Any]] = {}
-        self._envs: dict[int, dict[str, str]] = {}  # of the children not known to have exited
         self.gone = False
         self._next_id = 0
         self._send_lock = threading.Lock()
         self._closed = threading.Event()
-        argv = [sys.executable, "-m", SERVER_MODULE, str(theirs.fileno()), *preload]
-        self.component = make_process(argv, (theirs.fileno(),))
         self._stop_process = stop_process
+
+    @classmethod
+    def start(
+        cls,
+        run_id: str,
+        make_process: Callable[[list[str], tuple[int, ...]], ServerProcess],
+        stop_process: Callable[[ServerProcess], None],
+        preload: tuple[str, ...],
+        listener: socket.socket | None = None,
+    ) -> ForkServer:
+        """Start a server that imports `preload`. `make_process(argv, pass_fds)`: the server's
+        process, not started yet (a Component of lab.stacks.processes); `stop_process` stops
+        it. With `listener`, other labs can connect to it there."""
+        ours, theirs = socket.socketpair()
+        argv = [sys.executable, "-m", SERVER_MODULE, str(theirs.fileno())]
+        passed = [theirs.fileno()]
+        if listener is not None:
+            argv += ["--listen", str(listener.fileno())]
+            passed.append(listener.fileno())
+        component = make_process([*argv, *preload], tuple(passed))
+        server = cls(run_id, ours, component.log_path, component, stop_process)
         started: Future[None] = Future()
 
         def parent() -> None:
@@ -204,18 +158,41 @@ class ForkServer:
             # not the process: the first thread to need the server may be a cell's, which ends
             # long before the run. This one lives as long as the server.
             try:
-                self.component.start()
+                component.start()
                 started.set_result(None)
             except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
                 started.set_exception(exc)
                 return
             finally:
                 theirs.close()
-            self._closed.wait()
+                if listener is not None:
+                    listener.close()  # the server's now
+            server._closed.wait()
 
         threading.Thread(target=parent, name="forkserver-parent", daemon=True).start()
         started.result()
+        server._listen()
+        return server
+
+    @classmethod
+    def connect(cls, path: Path, log_path: Path) -> ForkServer | None:
+        """The server listening at `path`, which another lab started and handed down (its log:
+        `log_path`); None if there is none (any more)."""
+        sock = socket.socket(socket.AF_UNIX)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            sock.close()
+            return None
+        server = cls(None, sock, log_path)
+        server._listen()
+        return server
+
+    def _listen(self) -> None:
         threading.Thread(target=self._read, name="forkserver-reader", daemon=True).start()
+
+    def alive(self) -> bool:
+        return not self.gone and (self.component is None or self.component.alive())
 
     def spawn(
         self,
@@ -230,53 +207,66 @@ class ForkServer:
         """Ask for a child that runs `job`, named `name` (see _name_self), and return it at
         once: the server forks it once it has imported its modules, by `timeout` seconds from
         now. ForkServerGone if the server is gone."""
-        with self._changed:
-            self._next_id += 1
-            request_id = self._next_id
-            self._envs[request_id] = env
+        request_id = self._new_id()
         request = {
             "id": request_id,
             "name": name,
             "module": job.module,
             "argv": job.argv,
             "env": env,
-            "cwd": str(cwd) if cwd else None,
-            "log": str(log),
+            # The lab's own folder where none is given: a server handed down from another lab
+            # works in that lab's, and the lab's paths may be relative to its own.
+            "cwd": str((cwd or Path()).absolute()),
+            "log": str(log.absolute()),
             "death_signal": int(death_signal),
         }
+        self._send(request)
+        return ForkedProcess(self, request_id, death_signal, time.monotonic() + timeout)
+
+    def _new_id(self) -> int:
+        with self._changed:
+            self._next_id += 1
+            return self._next_id
+
+    def _send(self, message: dict[str, Any]) -> None:
         with self._send_lock:
             try:
-                self._sock.sendall(json.dumps(request).encode() + b"\n")
+                self._sock.sendall(json.dumps(message).encode() + b"\n")
             except OSError as exc:
                 raise ForkServerGone(str(exc)) from None
-        return ForkedProcess(self, request_id, death_signal, time.monotonic() + timeout)
 
     def forked(self, request_id: int, deadline: float) -> int:
         """The pid of the child asked for with `request_id`, once it is forked."""
+        return self._reply(request_id, deadline, "fork the child")["pid"]
+
+    def _reply(self, request_id: int, deadline: float, what: str) -> dict[str, Any]:
         with self._changed:
             while request_id not in self._replies:
                 if self.gone:
-                    raise ForkServerGone("it exited before it forked the child")
+                    raise ForkServerGone(f"it exited before it could {what}")
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise ForkServerGone("it did not fork the child in time")
+                    raise ForkServerGone(f"it did not {what} in time")
                 self._changed.wait(left)
-            return self._replies[request_id]["pid"]
+            return self._replies[request_id]
 
     def forked_now(self, request_id: int) -> int | None:
         with self._changed:
             reply = self._replies.get(request_id)
         return reply["pid"] if reply else None
 
-    def children(self) -> list[tuple[int, dict[str, str]]]:
-        """The pid and environment of each child forked and not known to have exited: /proc
-        shows a forked child's environment as the server's."""
+    def children(self, timeout: float = 10.0) -> list[tuple[int, dict[str, str]]]:
+        """The pid and environment of each child it forked, for any lab, that has not exited:
+        /proc shows a forked child's environment as the server's."""
+        request_id = self._new_id()
+        try:
+            self._send({"id": request_id, "list": True})
+        except ForkServerGone:
+            return []  # its children died of their death signal with it
+        reply = self._reply(request_id, time.monotonic() + timeout, "list its children")
         with self._changed:
-            return [
-                (self._replies[request_id]["pid"], env)
-                for request_id, env in self._envs.items()
-                if request_id in self._replies
-            ]
+            del self._replies[request_id]
+        return [(pid, env) for pid, env in reply["children"]]
 
     def exit_code(self, child: ForkedProcess) -> int | None:
         # Looked up, not taken: threads poll one child at once (a run's liveness check and
@@ -299,8 +289,9 @@ class ForkServer:
             self._changed.wait(0.05 if self.gone else timeout)
 
     def stop(self) -> None:
-        """Stop the server; its children were stopped by their runs."""
-        if self.component.alive():
+        """Stop the server, or leave one handed down; its children were stopped by their
+        runs."""
+        if self.component is not None and self._stop_process and self.component.alive():
             self._stop_process(self.component)
         self._closed.set()
         with contextlib.suppress(OSError):
@@ -325,62 +316,6 @@ class ForkServer:
                     message = json.loads(line)
                     if "exited" in message:
                         self._exits[message["exited"]] = message["code"]
-                        self._envs.pop(message["exited"], None)
                     else:
                         self._replies[message["id"]] = message
                 self._changed.notify_all()
-
-
-class SharedServers:
-    """One server a family for the whole lab process, shared by its runs: a matrix's cells with
-    stacks of their own each have a Supervisor, and a server each would cost more than it saves.
-    The first run that needs one starts it; the last one using it stops it, unless `keep_idle`
-    (a test session keeps them for its tests: a server's start is a second of CPU)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._servers: dict[str, ForkServer] = {}  # by family
-        self.keep_idle = False
-
-    def acquire(
-        self,
-        family: Family,
-        run_id: str,
-        make_process: Callable[[list[str], tuple[int, ...]], ServerProcess],
-        stop_process: Callable[[ServerProcess], None],
-    ) -> ForkServer:
-        """The server for `family`, started now if there is none or it died (see
-        ForkServer); `release` it when the run stops."""
-        with self._lock:
-            server = self._servers.get(family.name)
-            if server is None or server.gone or not server.component.alive():
-                server = ForkServer(run_id, make_process, stop_process, family.preload)
-                self._servers[family.name] = server
-            server.users += 1
-            return server
-
-    def release(self, server: ForkServer) -> None:
-        """One run is done with `server`; the last one stops it, unless `keep_idle`."""
-        with self._lock:
-            server.users -= 1
-            if server.users == 0 and not self.keep_idle:
-                self._stop(server)
-
-    def stop_idle(self) -> None:
-        """Stop every server no run is using (`keep_idle` kept them)."""
-        with self._lock:
-            for server in [s for s in self._servers.values() if s.users == 0]:
-                self._stop(server)
-
-    def servers(self) -> list[ForkServer]:
-        with self._lock:
-            return list(self._servers.values())
-
-    def _stop(self, server: ForkServer) -> None:
-        server.stop()
-        for name, kept in list(self._servers.items()):
-            if kept is server:
-                del self._servers[name]
-
-
-shared = SharedServers()

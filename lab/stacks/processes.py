@@ -17,9 +17,10 @@ from typing import Any
 
 from lab.data import settings
 from lab.data.errors import ComponentError
-from lab.stacks import forkserver
+from lab.stacks import fork_jobs, fork_sharing, forkserver
 from lab.stacks.death_signal import _die_with_parent
-from lab.stacks.forkserver import ForkedProcess, ForkServer, ForkServerGone, Job
+from lab.stacks.fork_jobs import Family, Job
+from lab.stacks.forkserver import ForkedProcess, ForkServer, ForkServerGone
 
 RUN_MARKER = "PROXY_CACHE_LAB_RUN"  # every child carries it: tests find leftovers by it
 COMPONENT_MARKER = "PROXY_CACHE_LAB_COMPONENT"
@@ -137,7 +138,7 @@ class Component:
                 raise ComponentError(
                     self.name,
                     f"could not be started: the fork server: {exc}",
-                    log_tail(server.component.log_path),
+                    log_tail(server.log_path),
                 ) from None
             return
         with self.log_path.open("ab") as log, stop_signals_held():
@@ -183,7 +184,7 @@ class Component:
                 return
             problem = f"exited with code {self.proc.returncode} {during}"
             if isinstance(self.proc, ForkedProcess) and self.proc.server.gone:
-                server_log = self.proc.server.component.log_path
+                server_log = self.proc.server.log_path
                 problem += f" (its fork server exited before it: see {server_log})"
             raise self.fail(problem)
 
@@ -223,7 +224,7 @@ class Supervisor:
         component = Component(name, argv, self.run_dir / f"{name}.log", self._env(name, extra_env))
         component.cwd = cwd
         component.pass_fds = pass_fds
-        job = forkserver.forkable(argv)
+        job = fork_jobs.forkable(argv)
         if job is not None and (server := self._forkserver_for(job)) is not None:
             component.fork = (server, job)
         self.components.append(component)
@@ -248,7 +249,9 @@ class Supervisor:
         LAB_FORKSERVER=0."""
         if not settings.current().forkserver:
             return None
-        family = job.family
+        return self._acquire_forkserver(job.family)
+
+    def _acquire_forkserver(self, family: Family, listen_in: Path | None = None) -> ForkServer:
         with self._forkserver_lock:
             if family.name not in self._forkservers:
                 name = f"{forkserver.NAME}-{family.name}"
@@ -258,10 +261,22 @@ class Supervisor:
                 def server_process(argv: list[str], pass_fds: tuple[int, ...]) -> Component:
                     return Component(name, argv, log, env, pass_fds=pass_fds)
 
-                self._forkservers[family.name] = forkserver.shared.acquire(
-                    family, self.run_id, server_process, lambda c: self.stop_components([c])
+                self._forkservers[family.name] = fork_sharing.shared.acquire(
+                    family,
+                    self.run_id,
+                    server_process,
+                    lambda c: self.stop_components([c]),
+                    listen_in,
                 )
             return self._forkservers[family.name]
+
+    def hand_down_forkservers(self) -> None:
+        """Start a fork server of each family now, listening in the run folder, and hand them
+        down to every lab this process starts from now on (fork_sharing.HANDED_DOWN); they serve
+        until this Supervisor stops."""
+        for family in fork_jobs.FAMILIES:
+            self._acquire_forkserver(family, listen_in=self.run_dir)
+        os.environ[fork_sharing.HANDED_DOWN] = str(self.run_dir)
 
     def check_all_alive(self, during: str) -> None:
         for component in self.components:
@@ -298,7 +313,7 @@ class Supervisor:
                 times = psutil.Process(component.pid).cpu_times()
                 used[component.name] = round(times.user + times.system, 3)
         for server in self._forkservers.values():
-            if server.run_id == self.run_id and server.component.alive():
+            if server.run_id == self.run_id and server.component and server.component.alive():
                 with contextlib.suppress(psutil.Error):
                     times = psutil.Process(server.component.pid).cpu_times()
                     used[server.component.name] = round(times.user + times.system, 3)
@@ -314,7 +329,7 @@ class Supervisor:
         with self._forkserver_lock:
             # After their children: they report their exits.
             for server in self._forkservers.values():
-                forkserver.shared.release(server)
+                fork_sharing.shared.release(server)
             self._forkservers.clear()  # a child added after this acquires one again
         # A component may have left children in its group (none of ours do today).
         for component in self.components:
