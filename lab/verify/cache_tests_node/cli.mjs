@@ -18,7 +18,7 @@ import { pathToFileURL } from 'url'
 
 const suiteDir = process.argv[2]
 const load = rel => import(pathToFileURL(path.join(suiteDir, rel)).href)
-const { runTests, getResults } = await load('client/runner.mjs')
+const { getResults } = await load('client/runner.mjs')
 const tests = (await load('tests/index.mjs')).default
 tests.push((await load('tests/surrogate-control.mjs')).default)
 // node-fetch as the suite's cli.mjs resolves it.
@@ -66,5 +66,30 @@ if (testId !== '') {
     if (found.length) testsToRun.push({ ...suite, tests: found })
   }
 }
-await runTests(testsToRun, retryingFetch, false, baseUrl)
+// The suite's runner (client/runner.mjs) runs its tests 100 at a time, and a cache answers such
+// a burst's requests one after another. Its tests of a 2-second freshness (max-age=2: a 304
+// that freshens a stored answer, then a third request that must come from the cache) then met a
+// stale answer on a busy machine: their third request came 1.1-1.3 s after the second, behind
+// the rest of the burst (seen once in CI: 11 "setup_fail"). Under 4 or 14 CPU burners here, the
+// longest such gap was 0.19-0.26 s in the suite's order and 0.06-0.13 s in this one (neither
+// failed). So they run first, on their own,
+// SHORT_WINDOW_CHUNK at a time, and then the rest, 100 at a time: the runner's steps, in that
+// order (its runTests keeps every test it was ever given, and a second call would run the first
+// ones again). Each test keeps its own requests, pauses and checks.
+const SHORT_WINDOW_CHUNK = 20
+const SUITE_CHUNK = 100 // the runner's
+const config = await load('client/config.mjs')
+const { makeCacheTest } = await load('client/test.mjs')
+config.setFetch(retryingFetch)
+config.setBaseUrl(baseUrl)
+config.setUseBrowserCache(false)
+const all = testsToRun.flatMap(suite => suite.tests).filter(test => test.browser_only !== true)
+const shortWindow = test => JSON.stringify(test.requests).includes('max-age=2')
+async function inChunks (tests, size) {
+  for (let index = 0; index < tests.length; index += size) {
+    await Promise.all(tests.slice(index, index + size).map(makeCacheTest))
+  }
+}
+await inChunks(all.filter(shortWindow), SHORT_WINDOW_CHUNK)
+await inChunks(all.filter(test => !shortWindow(test)), SUITE_CHUNK)
 console.log(JSON.stringify(getResults(), null, 2))
