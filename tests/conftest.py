@@ -58,12 +58,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    os.environ.pop(fork_sharing.HANDED_DOWN, None)
     for sup in _HANDED_DOWN:
-        os.environ.pop(fork_sharing.HANDED_DOWN, None)
         sup.stop_all()
-        shutil.rmtree(sup.run_dir, ignore_errors=True)
     fork_sharing.shared.keep_idle = False
     fork_sharing.shared.stop_idle()
+    for sup in _HANDED_DOWN:
+        shutil.rmtree(sup.run_dir, ignore_errors=True)  # the servers' sockets and logs
 
 
 @pytest.fixture
