@@ -46,8 +46,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """The first test that runs a stack starts the fork servers and hands them down to every
     `python -m lab` the session starts (Supervisor.hand_down_forkservers): a lab would
     otherwise start its own two, and the suite runs about a hundred. The fast tier starts
-    none."""
+    none, nor does a session with LAB_TEST_HAND_DOWN=0 (to measure what it saves)."""
     if _HANDED_DOWN or item.get_closest_marker("stack") is None:
+        return
+    if os.environ.get("LAB_TEST_HAND_DOWN") == "0":
         return
     settings.current.cache_clear()
     if settings.current().forkserver:
