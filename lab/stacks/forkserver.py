@@ -104,9 +104,9 @@ class ForkedProcess:
 
 
 class ForkServer:
-    """The lab's side of one server: starts it, or connects to one a lab handed down (see
-    SharedServers.hand_down), and asks it for children. Runs share the lab process's one server
-    (SharedServers)."""
+    """The lab's side of one server: starts it, or connects to one another lab handed down
+    (lab.stacks.fork_sharing.HANDED_DOWN), and asks it for children. Runs share the lab
+    process's one server (fork_sharing.SharedServers)."""
 
     def __init__(
         self,
