@@ -51,15 +51,16 @@ up: bytecode ## Workshop mode: make up SCENARIO=proxy-cache [FIX=none] [BROKER=r
 list: $(STAMP) ## List the scenarios
 	$(BIN)/lab list
 
-# pytest-xdist workers: one more than the cores. The suite waits more than it computes (hang
-# windows, polls, process starts): on 2 cores (0.85 s for 10 million additions, 2026-12-03),
+# pytest-xdist workers: as many as the cores. On 2 cores (0.85 s for 10 million additions),
 # CI=true pytest took 9:25 with 2 workers (the CPU 78% busy), 8:38 with 3 (84%) and 8:27 with
-# 4 (97%): a third worker fills most of what two leave idle, a fourth adds little but load.
+# 4 (97%). But on a slower machine (1.25-1.45 s for the additions) a third worker made cells too
+# slow to judge: a fresh-clone CI run failed with ten matrix cells whose first answer came at
+# 3.0-3.8 s, after their retries, where the task had already finished (CI 15:40 with 3).
 # Earlier machines: 8:46 with 2 and 10:23 with none; 12:46-13:20 with 2 and 12:10 with 3; with
 # 0.35-0.45 s for the additions, 10:55 with 2. The fast tier: 36-62 s with 4. Tests that share
 # a costly fixture (a whole matrix, two agents, a real product) run on one worker
 # (tests/conftest.py). TEST_WORKERS=0 runs them in this process, one after another.
-TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null) && echo $$((n + 1)) || echo auto)
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo auto)
 FAST_WORKERS ?= 4
 
 test: bytecode ## Lint, then the whole test suite (unit, app, and the real stack): what CI runs
