@@ -79,7 +79,7 @@ def test_ctrl_c_stops_the_products(tmp_path):
         assert squid is not None and squid.is_running()
         lab.proc.send_signal(signal.SIGINT)
         code, _ = lab.finish()
-    assert code == 130
+    assert code == 130, lab.stderr
     assert "every process of the verification was stopped" in lab.stderr
     # LabProcess checked on the way out that no process of the run is left.
 

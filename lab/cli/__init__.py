@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,7 +35,7 @@ from lab.cli.options import (
     runs_dir_option,
     selection_options,
 )
-from lab.cli.output import err, guarded, out, progress, terminate_as_interrupt
+from lab.cli.output import err, guarded, install_stop_handlers, out, progress
 from lab.cli.probe import probe_command
 from lab.cli.verify import verify_command
 from lab.data import paths, scenarios
@@ -59,9 +58,7 @@ if TYPE_CHECKING:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Reproduce the bugs misbehaving HTTP proxies cause in apps that poll for background work."""
-    # SIGTERM and SIGHUP stop a run the way Ctrl-C does: every child process is stopped.
-    signal.signal(signal.SIGTERM, terminate_as_interrupt)
-    signal.signal(signal.SIGHUP, terminate_as_interrupt)
+    install_stop_handlers()  # SIGTERM and SIGHUP as Ctrl-C; a Ctrl-C is never swallowed
 
 
 @main.command("list")
