@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 
+from lab.cli import output
 from tests.lab_helpers import PROJECT_ROOT
 
 # A Ctrl-C landing in a weakref callback, as one did in an import's module-lock callback
@@ -92,3 +94,17 @@ def test_a_ctrl_c_inside_code_run_by_exec_ends_with_the_labs_exit_code(tmp_path)
     )
     assert "interrupted" in done.stderr
     assert done.returncode == 130, done.stderr
+
+
+def test_the_hook_is_installed_once_however_often_the_cli_runs_in_process(monkeypatch):
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # restored after
+    before = sys.unraisablehook
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        output.install_stop_handlers()
+        output.install_stop_handlers()
+        assert sys.unraisablehook.func is output._interrupt_again
+        assert sys.unraisablehook.args == (before,)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)

@@ -69,7 +69,9 @@ def install_stop_handlers() -> None:
     goes on: the run ran to its end and exited 0, every process left running meanwhile."""
     signal.signal(signal.SIGTERM, terminate_as_interrupt)
     signal.signal(signal.SIGHUP, terminate_as_interrupt)
-    sys.unraisablehook = functools.partial(_interrupt_again, sys.unraisablehook)
+    hook = sys.unraisablehook
+    if getattr(hook, "func", None) is not _interrupt_again:  # once: main() may run again in-process
+        sys.unraisablehook = functools.partial(_interrupt_again, hook)
 
 
 def _interrupt_again(previous: Callable[[Any], object], unraisable: Any) -> None:
