@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ import pytest
 from lab.data import settings
 from lab.stacks import fork_sharing
 from lab.stacks.processes import Supervisor
-from tests.lab_helpers import TOKEN_VAR, Mitmdump, running_mitmdump
+from tests.lab_helpers import TOKEN_VAR, VERIFY_TIMEOUT, LabProcess, Mitmdump, running_mitmdump
 
 pytest_plugins = ["pytester"]  # tests/test_plugin.py runs a user's test files
 
@@ -174,6 +175,24 @@ def story_repro(tmp_path_factory: pytest.TempPathFactory) -> StoryRepro:
         )
     publish.publish_run(verdict, scenario)  # as `lab repro` does once the run returns
     return StoryRepro(verdict, value)
+
+
+@pytest.fixture(scope="session")
+def verified(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`lab verify --all --json`, run once: every real product against its profile, for
+    tests/test_verify_real.py and as the local side of the dispatched verification
+    (tests/test_dispatch_verify_audit.py), which used to run its own `lab verify`. Its
+    "exit_code" is the lab's."""
+    # pytest's own temp folders are 0700: the products' users (proxy, www-data) cannot reach
+    # them, which is what ProductFolder is for.
+    cwd = tmp_path_factory.mktemp("verify")
+    with LabProcess(["verify", "--all", "--json"], cwd) as lab:
+        code, stdout = lab.finish(timeout=VERIFY_TIMEOUT)
+    result = json.loads(stdout)
+    # 2 or 3 (a bad [real] table, a product not installed) fail every test, with the reason.
+    assert code in (0, 1), f"lab verify --all: exit {code}: {result.get('error')}"
+    result["exit_code"] = code
+    return result
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -24,6 +24,8 @@ from lab.stacks.processes import COMPONENT_MARKER
 
 TOKEN_VAR = "PROXY_CACHE_LAB_TEST_TOKEN"
 TINY_APP = Path(__file__).parent / "fixtures" / "tiny_jobs_app.py"
+# `lab verify --all`: every product at once, then the simulation (about 30 s here).
+VERIFY_TIMEOUT = 600
 # The tiny app's start-and-poll flow for `lab audit` and the plugin, started from its command.
 TINY_FLOW = """\
 [app]

@@ -1,11 +1,11 @@
 """`lab verify` with the real products (issue 13 item 1): every profile with a `[real]` table
 agrees with its product on every cell, so a change to a misbehaviour that breaks fidelity fails
-here. One `lab verify --all` serves every profile's test (products added later are covered:
-the tests are parametrized over the profiles that have a [real] table)."""
+here. One `lab verify --all` (the session's `verified`, tests/conftest.py) serves every profile's
+test (products added later are covered: the tests are parametrized over the profiles that have
+a [real] table)."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import signal
@@ -18,24 +18,7 @@ from lab.runs.lifecycle import new_supervisor
 from lab.stacks.ports import free_port
 from lab.verify import real
 from lab.verify.real import RealSetup, real_profiles
-from tests.lab_helpers import PROJECT_ROOT, LabProcess, component
-
-# Every product at once, then the simulation: about 30 s for the first seven profiles here.
-VERIFY_TIMEOUT = 600
-
-
-@pytest.fixture(scope="module")
-def verified(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    # pytest's own temp folders are 0700: the products' users (proxy, www-data) cannot reach
-    # them, which is what ProductFolder is for.
-    cwd = tmp_path_factory.mktemp("verify")
-    with LabProcess(["verify", "--all", "--json"], cwd) as lab:
-        code, stdout = lab.finish(timeout=VERIFY_TIMEOUT)
-    result = json.loads(stdout)
-    # 2 or 3 (a bad [real] table, a product not installed) fail every test, with the reason.
-    assert code in (0, 1), f"lab verify --all: exit {code}: {result.get('error')}"
-    result["exit_code"] = code
-    return result
+from tests.lab_helpers import PROJECT_ROOT, VERIFY_TIMEOUT, LabProcess, component
 
 
 @pytest.mark.stack
