@@ -181,8 +181,7 @@ def story_repro(tmp_path_factory: pytest.TempPathFactory) -> StoryRepro:
 def verified(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """`lab verify --all --json`, run once: every real product against its profile, for
     tests/test_verify_real.py and as the local side of the dispatched verification
-    (tests/test_dispatch_verify_audit.py), which used to run its own `lab verify`. Its
-    "exit_code" is the lab's."""
+    (tests/test_dispatch_verify_audit.py). Its "exit_code" is the lab's."""
     # pytest's own temp folders are 0700: the products' users (proxy, www-data) cannot reach
     # them, which is what ProductFolder is for.
     cwd = tmp_path_factory.mktemp("verify")
