@@ -5,6 +5,8 @@ runs on 127.0.0.1: a small threaded origin answering like the status endpoint (J
 headers), one mitmdump per profile (and one with no addons at all), and an asyncio client with a
 fixed number of requests in flight. Profiles that add latency or fail requests on purpose are
 measured too, but their ratio says how slow they are meant to be, not the addons' overhead.
+A request that a proxy answered by closing its kept-alive connection (idle-timeout, when the
+machine left a connection idle for 0.2 s) is sent again, as a browser does, and counted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -92,24 +95,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class Hammered:
+    rps: float
+    # Requests whose kept-alive connection the proxy closed under them, each then sent again:
+    # what idle-timeout does on purpose (a browser too sends such a request again, on a new
+    # connection). Any other profile with one misses the goal.
+    resent: int
+
+
 async def hammer(
     proxy_port: int, origin_port: int, total: int, in_flight: int, reverse: bool = False
-) -> float:
+) -> Hammered:
     """A reverse proxy is asked directly; a forward proxy is the client's proxy."""
     proxy = None if reverse else f"http://127.0.0.1:{proxy_port}"
     target = proxy_port if reverse else origin_port
     limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+    resent = 0
     async with httpx.AsyncClient(proxy=proxy, limits=limits, trust_env=False, timeout=30) as c:
         queue = iter(range(total))
 
         async def worker() -> None:
+            nonlocal resent
             for n in queue:
                 # A status poll per "task": 50 distinct URLs, each polled many times.
-                await c.get(f"http://127.0.0.1:{target}/tasks/{n % 50}/status")
+                url = f"http://127.0.0.1:{target}/tasks/{n % 50}/status"
+                # Every pooled connection may have been closed under it: one try per
+                # connection the pool can hold, and one on a new connection.
+                for attempt in range(in_flight + 1):
+                    try:
+                        await c.get(url)
+                        break
+                    except (httpx.RemoteProtocolError, httpx.ReadError):
+                        if attempt == in_flight:
+                            raise
+                        resent += 1
 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(in_flight)))
-        return total / (time.perf_counter() - began)
+        return Hammered(total / (time.perf_counter() - began), resent)
 
 
 def main() -> int:
@@ -124,6 +148,7 @@ def main() -> int:
     names = ["plain-mitmproxy", *profiles.names()]
     reverse = {n for n in profiles.names() if profiles.load(n).mode == "reverse"}
     samples: dict[str, list[float]] = {name: [] for name in names}
+    resent = dict.fromkeys(names, 0)
     with tempfile.TemporaryDirectory() as tmp:
         running = {}
         try:
@@ -143,8 +168,9 @@ def main() -> int:
                 for name, (_, port) in running.items():
                     rev = name in reverse
                     asyncio.run(hammer(port, origin_port, 100, args.in_flight, rev))  # warm-up
-                    rps = asyncio.run(hammer(port, origin_port, args.requests, args.in_flight, rev))
-                    samples[name].append(rps)
+                    got = asyncio.run(hammer(port, origin_port, args.requests, args.in_flight, rev))
+                    samples[name].append(got.rps)
+                    resent[name] += got.resent
         finally:
             for proc, _ in running.values():
                 proc.terminate()
@@ -152,15 +178,18 @@ def main() -> int:
     results = {name: statistics.median(values) for name, values in samples.items()}
     origin.shutdown()
     plain = results["plain-mitmproxy"]
-    print(f"{'profile':<22} {'req/s':>8} {'ratio':>6}")
+    print(f"{'profile':<22} {'req/s':>8} {'ratio':>6} {'resent':>6}")
     missed = []
     for name, rps in results.items():
         ratio = rps / plain
         note = " (slow by design)" if name in SLOW_BY_DESIGN else ""
-        if ratio < 0.8 and name not in SLOW_BY_DESIGN:
+        if name not in SLOW_BY_DESIGN and (ratio < 0.8 or resent[name]):
             missed.append(name)
-        print(f"{name:<22} {rps:8.0f} {ratio:6.2f}{note}")
-    print("goal (>= 0.8 of plain mitmproxy): " + ("met" if not missed else f"MISSED by {missed}"))
+        print(f"{name:<22} {rps:8.0f} {ratio:6.2f} {resent[name]:6d}{note}")
+    print(
+        "goal (>= 0.8 of plain mitmproxy, no request resent): "
+        + ("met" if not missed else f"MISSED by {missed}")
+    )
     return 1 if missed else 0
 
 

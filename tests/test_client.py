@@ -591,7 +591,8 @@ def test_stop_cuts_a_stream_a_proxy_holds_back(stack):
     began = time.monotonic()
     client.stop()
     release.set()
-    assert time.monotonic() - began < 2
+    # A stop that waited for the stream would have taken WAIT (the held answer's own end).
+    assert time.monotonic() - began < WAIT / 2
     assert client.ui_state == "running", "stopping is not an error the UI saw"
     assert client.polls == []
 

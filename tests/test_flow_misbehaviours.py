@@ -433,17 +433,25 @@ def test_scope_probability_is_seeded_and_drawn_once_per_request():
 
 
 def test_latency_really_waits_on_the_event_loop():
-    with misbehaving({"name": "latency", "ms": 20}) as addon:
+    """Two delayed requests wait at the same time: both are still waiting once the loop has
+    run each of them. A delay that blocked the loop would have ended the first before the
+    second began (and a bound on the elapsed time would not tell the two apart at 20 ms)."""
+    with misbehaving({"name": "latency", "ms": 60_000}) as addon:
 
-        async def two_at_once() -> float:
-            start = time.monotonic()
-            await asyncio.gather(
-                addon.request(get("http://a.test/")), addon.request(get("http://b.test/"))
-            )
-            return time.monotonic() - start
+        async def two_at_once() -> tuple[bool, bool]:
+            waiting = [
+                asyncio.ensure_future(addon.request(get(url)))
+                for url in ("http://a.test/", "http://b.test/")
+            ]
+            for _ in range(3):  # each task runs up to its wait
+                await asyncio.sleep(0)
+            pending = (not waiting[0].done(), not waiting[1].done())
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+            return pending
 
-        elapsed = asyncio.run(two_at_once())
-    assert 0.02 <= elapsed < 0.5  # concurrent, not one after the other in a blocked loop
+        assert asyncio.run(two_at_once()) == (True, True)
 
 
 # --- flaky-upstream ---------------------------------------------------------------------------
