@@ -207,6 +207,20 @@ def test_headline_counts_every_round_and_is_all_matched_only_when_ok():
     )
 
 
+def test_headline_counts_the_cells_run_again_in_one_sentence():
+    good = {NONE: ("hung", "hung", None), NONCE: ("completed", "completed", None)}
+    result = matrix_of(good)
+    result.rounds[0][NONE].attempts = 2
+    assert result.ok and result.headline() == (
+        "all 2 cells matched their expected outcome; 1 cell run was repeated because the "
+        "machine was too slow to test it"
+    )
+    result.rounds[0][NONCE].attempts = 2
+    assert result.headline().endswith(
+        "; 2 cell runs were repeated because the machine was too slow to test them"
+    )
+
+
 def test_a_cell_not_judged_is_neither_a_mismatch_nor_ok():
     unjudged = {NONE: ("completed", "hung", "too slow"), NONCE: ("completed", "completed", None)}
     result = matrix_of(unjudged)

@@ -97,7 +97,7 @@ class MatrixResult:
         again = sum(r["run_again"] for r in rounds)
         rerun = (
             f"; {_count(again, 'cell run was', 'cell runs were')} repeated because the machine "
-            "was too slow to test them"
+            f"was too slow to test {'it' if again == 1 else 'them'}"
             if again
             else ""
         )
